@@ -1,0 +1,88 @@
+"""The backend interface: a tiny, string-keyed object store.
+
+Everything vfs keeps in a store is an object under a '/'-separated key. A backend
+knows nothing of chunks, trees or refs; the store layer (vfs/store.py) gives keys
+their meaning. Retry, concurrency limits and fault injection are wrappers around a
+backend, never part of one.
+
+Keys are relative ('packs/ab/abcd...'), never start with '/', and never contain
+'..' or empty segments. Backends must be safe to call from many threads at once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """An object's bytes together with the token a conditional put compares with.
+
+    The token is opaque: an ETag on S3, a content digest on local disk.
+    """
+
+    data: bytes
+    token: str
+
+
+class Backend(ABC):
+    """A flat object store. All methods raise vfs.errors.NotFound for a missing key
+    and vfs.errors.BackendError (or PermissionDenied) for everything else."""
+
+    url: str
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The whole object."""
+
+    @abstractmethod
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """`length` bytes from `offset`. Fewer bytes only at the end of the object."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Store an object atomically: readers see the old object, none, or the new
+        one, never a part. Overwrites."""
+
+    @abstractmethod
+    def put_file(self, key: str, path: str) -> None:
+        """Like put, from a local file (large objects: packs). Atomic the same way."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether the key exists."""
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """The object's size in bytes."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every key that starts with `prefix`, in no promised order."""
+
+    @abstractmethod
+    def list_dirs(self, prefix: str) -> list[str]:
+        """The distinct next path segments below `prefix` (which ends in '/'),
+        like S3's CommonPrefixes: for 'refs/' the dataset names."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an object; removing a missing key is not an error."""
+
+    # Conditional writes: the compare-and-swap that refs are built on.
+
+    @abstractmethod
+    def get_versioned(self, key: str) -> Versioned:
+        """The object and the token a later put_if compares against."""
+
+    @abstractmethod
+    def put_if(self, key: str, data: bytes, token: str | None) -> bool:
+        """Write only if the object is unchanged since `token` was read, or, with
+        token None, only if it does not exist. True if written, False if the
+        condition failed (somebody else wrote first). Atomic against every other
+        put_if on the same key, from any process or machine."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and threads."""
