@@ -1,0 +1,618 @@
+"""The machine-wide chunk cache (vfs/cache.py): real files, real LMDB, real processes."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import random
+import shutil
+import signal
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import blake3
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from vfs import cache as cache_mod
+from vfs.cache import ChunkCache, VerifyReport, default_cache_dir
+from vfs.errors import UsageError, VfsError
+
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Event
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def make_chunk(seed: int, max_size: int = 64 * KiB) -> tuple[bytes, bytes]:
+    """A deterministic chunk (id, data), so child processes need no data from us."""
+    rng = random.Random(seed)
+    data = rng.randbytes(rng.randint(1, max_size))
+    return blake3.blake3(data).digest(), data
+
+
+def sized_chunk(seed: int, size: int) -> tuple[bytes, bytes]:
+    data = random.Random(seed).randbytes(size)
+    return blake3.blake3(data).digest(), data
+
+
+def tiny_chunk(i: int) -> tuple[bytes, bytes]:
+    data = i.to_bytes(8, "big")
+    return blake3.blake3(data).digest(), data
+
+
+def chunk_files(root: Path) -> dict[str, int]:
+    """Final-named chunk files on disk -> size (temp files excluded)."""
+    out: dict[str, int] = {}
+    for d in (root / "data").iterdir():
+        if d.name != "tmp":
+            out.update({f.name: f.stat().st_size for f in d.iterdir()})
+    return out
+
+
+def assert_consistent(c: ChunkCache, root: Path) -> None:
+    """Index totals equal the files on disk, and a fresh verify finds nothing."""
+    report = c.verify(repair=False, orphan_grace=0, temp_grace=0)
+    assert report.clean, report
+    files = chunk_files(root)
+    st = c.stats()
+    assert st.entries == len(files) == report.checked
+    assert st.bytes == sum(files.values())
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def cache(root: Path) -> Iterator[ChunkCache]:
+    c = ChunkCache(root, max_bytes=1 * MiB)
+    yield c
+    c.close()
+
+
+# -- basics ---------------------------------------------------------------------------
+
+
+def test_round_trip_and_reopen(root: Path) -> None:
+    cid, data = make_chunk(1)
+    with ChunkCache(root) as c:
+        c.put(cid, data)
+        assert c.contains(cid)
+        assert c.get(cid) == data
+    with ChunkCache(root) as c:
+        assert c.get(cid) == data
+        assert (root / "data" / cid.hex()[:2] / cid.hex()).read_bytes() == data
+        assert_consistent(c, root)
+
+
+def test_get_absent_is_none(cache: ChunkCache) -> None:
+    cid, _ = make_chunk(2)
+    assert cache.get(cid) is None
+    assert not cache.contains(cid)
+    assert cache.stats().misses == 1
+
+
+def test_bad_arguments(cache: ChunkCache, root: Path) -> None:
+    with pytest.raises(UsageError):
+        cache.get(b"short")
+    with pytest.raises(UsageError):
+        cache.pin("", [])
+    with pytest.raises(UsageError):
+        ChunkCache(root, max_bytes=0)
+    with pytest.raises(UsageError):
+        ChunkCache(root, low_water=1.5)
+
+
+def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VFS_CACHE_DIR", "/somewhere/else")
+    assert default_cache_dir() == "/somewhere/else"
+    monkeypatch.delenv("VFS_CACHE_DIR")
+    assert default_cache_dir() == os.path.expanduser("~/.cache/vfs")
+
+
+def test_stats_counters(cache: ChunkCache, root: Path) -> None:
+    chunks = [make_chunk(i) for i in range(3)]
+    for cid, data in chunks:
+        cache.put(cid, data)
+    cache.put(*chunks[0])  # again: no second entry, nothing inserted
+    assert cache.get(chunks[0][0]) == chunks[0][1]
+    assert cache.get(chunks[1][0]) == chunks[1][1]
+    assert cache.get(make_chunk(99)[0]) is None
+    st = cache.stats()
+    total = sum(len(d) for _, d in chunks)
+    assert (st.entries, st.bytes, st.bytes_inserted) == (3, total, total)
+    assert (st.hits, st.misses, st.evictions, st.corrupt_evicted) == (2, 1, 0, 0)
+    assert st.root == str(root) and st.max_bytes == 1 * MiB
+    cache.flush()  # counted in the index now, not only in this process
+    with ChunkCache(root) as other:
+        assert (other.stats().hits, other.stats().misses) == (2, 1)
+
+
+def test_hits_are_batched(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache_mod, "FLUSH_SECONDS", 3600.0)  # however slow this machine is
+    a = ChunkCache(root)
+    b = ChunkCache(root)  # shares the process's one LMDB environment
+    chunks = [make_chunk(i, 100) for i in range(cache_mod.FLUSH_EVERY)]
+    for cid, data in chunks:
+        a.put(cid, data)
+    for cid, _ in chunks[:-1]:
+        a.get(cid)
+    assert b.stats().hits == 0  # still pending in `a`
+    a.get(chunks[-1][0])
+    assert b.stats().hits == cache_mod.FLUSH_EVERY  # a full batch of ids flushed itself
+    a.get(chunks[0][0])
+    assert b.stats().hits == cache_mod.FLUSH_EVERY
+    monkeypatch.setattr(cache_mod, "FLUSH_SECONDS", 0.0)
+    a.get(chunks[0][0])  # and so does an old one
+    assert b.stats().hits == cache_mod.FLUSH_EVERY + 2
+    a.get(chunks[0][0])
+    a.close()  # and close()
+    assert b.stats().hits == cache_mod.FLUSH_EVERY + 3
+    b.close()
+    with pytest.raises(VfsError):
+        a.get(chunks[0][0])
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "extend", "delete"])
+def test_damaged_file_is_a_miss_and_heals(
+    cache: ChunkCache, root: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cid, data = make_chunk(4)
+    cache.put(cid, data)
+    path = root / "data" / cid.hex()[:2] / cid.hex()
+    if damage == "flip":
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0x40
+        path.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        path.write_bytes(data[:-1])
+    elif damage == "extend":
+        path.write_bytes(data + b"x")
+    else:
+        path.unlink()
+    with caplog.at_level(logging.WARNING, logger="vfs.cache"):
+        assert cache.get(cid) is None
+    assert any(cid.hex() in r.getMessage() for r in caplog.records)
+    assert not cache.contains(cid) and not path.exists()
+    st = cache.stats()
+    assert (st.corrupt_evicted, st.entries, st.bytes, st.misses) == (1, 0, 0, 1)
+    cache.put(cid, data)
+    assert cache.get(cid) == data
+    assert_consistent(cache, root)
+
+
+def test_oversized_chunk_is_not_cached(root: Path) -> None:
+    with ChunkCache(root, max_bytes=100) as c:
+        cid, data = sized_chunk(5, 101)
+        c.put(cid, data)
+        assert not c.contains(cid)
+
+
+# -- eviction -------------------------------------------------------------------------
+
+
+def test_cap_is_respected(root: Path) -> None:
+    cap = 1 * MiB
+    with ChunkCache(root, max_bytes=cap) as c:
+        inserted = 0
+        seed = 0
+        while inserted < 4 * cap:
+            cid, data = make_chunk(seed, 100 * KiB)
+            seed += 1
+            c.put(cid, data)
+            inserted += len(data)
+            assert c.stats().bytes <= cap
+            assert sum(chunk_files(root).values()) <= cap + len(data)
+        st = c.stats()
+        assert st.bytes <= cap
+        assert st.evictions > 0
+        assert st.bytes_inserted == inserted
+        assert_consistent(c, root)
+
+
+def test_lru_keeps_recently_read(root: Path) -> None:
+    cap = 1000 * KiB
+    with ChunkCache(root, max_bytes=cap, low_water=0.5) as c:
+        chunks = [sized_chunk(i, 100 * KiB) for i in range(10)]
+        for cid, data in chunks:
+            c.put(cid, data)
+        for cid, _ in chunks[:3]:  # the oldest three, read again
+            assert c.get(cid) is not None
+        c.put(*sized_chunk(100, 100 * KiB))  # over the cap: evict to 500 KiB
+        kept = [c.contains(cid) for cid, _ in chunks]
+        assert kept == [True] * 3 + [False] * 6 + [True]
+        assert c.stats().evictions == 6
+
+
+def test_prune_and_clear(cache: ChunkCache, root: Path) -> None:
+    chunks = [sized_chunk(i, 10 * KiB) for i in range(10)]
+    for cid, data in chunks:
+        cache.put(cid, data)
+    cache.pin("keep", [chunks[0][0]])
+    assert cache.prune(30 * KiB) == 70 * KiB
+    assert cache.stats().bytes == 30 * KiB
+    assert cache.contains(chunks[0][0])
+    assert cache.prune() == 0
+    cache.clear()
+    st = cache.stats()
+    assert (st.bytes, st.entries, st.pinned_entries) == (0, 0, 0)
+    assert chunk_files(root) == {}
+    assert cache.pins() == {"keep": 1}
+    cache.put(*chunks[0])  # a pin outlives clear()
+    assert cache.stats().pinned_entries == 1
+
+
+def test_pins_survive_pressure(root: Path) -> None:
+    cap = 1 * MiB
+    with ChunkCache(root, max_bytes=cap) as c:
+        pinned = [sized_chunk(i, 100 * KiB) for i in range(3)]
+        later = sized_chunk(3, 100 * KiB)  # pinned before it is cached
+        for cid, data in pinned:
+            c.put(cid, data)
+        c.pin("a@v1", [pinned[0][0], pinned[1][0]])
+        c.pin("b@v2", [pinned[1][0], pinned[2][0], later[0]])
+        c.pin("b@v2", [later[0]])  # pinning again adds nothing
+        assert c.pins() == {"a@v1": 2, "b@v2": 3}
+        c.put(*later)
+        for i in range(100, 130):
+            c.put(*sized_chunk(i, 100 * KiB))
+        for cid, _ in [*pinned, later]:
+            assert c.contains(cid)
+        st = c.stats()
+        assert (st.pinned_entries, st.pinned_bytes) == (4, 400 * KiB)
+        assert st.bytes <= cap
+
+        c.unpin("a@v1")  # chunk 1 stays pinned by b@v2
+        c.prune(0)
+        assert [c.contains(cid) for cid, _ in pinned] == [False, True, True]
+        assert c.pins() == {"b@v2": 3}
+        c.unpin("b@v2")
+        c.prune(0)
+        st = c.stats()
+        assert (st.bytes, st.entries, st.pinned_entries, st.pinned_bytes) == (0, 0, 0, 0)
+        assert c.pins() == {}
+        assert_consistent(c, root)
+
+
+def test_unpin_evicts_when_over_cap(root: Path) -> None:
+    with ChunkCache(root, max_bytes=300 * KiB) as c:
+        chunks = [sized_chunk(i, 100 * KiB) for i in range(5)]
+        c.pin("all", [cid for cid, _ in chunks])
+        for cid, data in chunks:
+            c.put(cid, data)
+        assert c.stats().bytes == 500 * KiB  # pins win over the cap
+        c.unpin("all")
+        assert c.stats().bytes <= 240 * KiB
+        assert_consistent(c, root)
+
+
+# -- concurrency ----------------------------------------------------------------------
+
+
+def test_threads_share_one_cache(root: Path) -> None:
+    chunks = [make_chunk(i, 32 * KiB) for i in range(40)]
+    errors: list[BaseException] = []
+    with ChunkCache(root, max_bytes=512 * KiB) as a, ChunkCache(root, max_bytes=512 * KiB) as b:
+
+        def work(c: ChunkCache, seed: int) -> None:
+            rng = random.Random(seed)
+            try:
+                for _ in range(200):
+                    cid, data = rng.choice(chunks)
+                    got = c.get(cid)
+                    assert got is None or got == data
+                    if got is None:
+                        c.put(cid, data)
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(c, i)) for i, c in enumerate([a, b] * 4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert_consistent(a, root)
+
+
+def _worker(root: str, cap: int, seed: int, ops: int) -> None:
+    """Puts and gets from an overlapping set of chunks; exits 1 on a wrong byte."""
+    rng = random.Random(seed)
+    with ChunkCache(root, max_bytes=cap) as c:
+        for _ in range(ops):
+            cid, data = make_chunk(rng.randrange(80), 128 * KiB)
+            got = c.get(cid)
+            if got is None:
+                c.put(cid, data)
+            elif got != data:
+                os._exit(1)
+
+
+def test_processes_share_one_cache(root: Path) -> None:
+    cap = 2 * MiB
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(str(root), cap, i, 300)) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 4
+    with ChunkCache(root, max_bytes=cap) as c:
+        st = c.stats()
+        assert st.bytes <= cap
+        assert st.hits + st.misses == 4 * 300
+        assert_consistent(c, root)
+
+
+def _put_forever(root: str, cap: int, seed: int, ready: Event) -> None:
+    rng = random.Random(seed)
+    c = ChunkCache(root, max_bytes=cap)
+    ready.set()
+    while True:
+        cid, data = make_chunk(rng.randrange(200), 64 * KiB)
+        if c.get(cid) is None:
+            c.put(cid, data)
+        if rng.random() < 0.05:
+            c.pin(f"p{rng.randrange(3)}", [cid])
+        if rng.random() < 0.02:
+            c.unpin(f"p{rng.randrange(3)}")
+
+
+def test_kill_9_leaves_a_consistent_cache(root: Path) -> None:
+    cap = 512 * KiB
+    ctx = mp.get_context("spawn")
+    rng = random.Random(7)
+    for round_ in range(4):
+        ready = ctx.Event()
+        # Two writers at once, so one may die holding LMDB's writer lock.
+        procs = [
+            ctx.Process(target=_put_forever, args=(str(root), cap, 10 * round_ + i, ready))
+            for i in range(2)
+        ]
+        for p in procs:
+            p.start()
+        assert ready.wait(30)
+        time.sleep(rng.uniform(0.05, 0.5))
+        for p in procs:
+            assert p.pid is not None
+            os.kill(p.pid, signal.SIGKILL)
+            p.join()
+    with ChunkCache(root, max_bytes=cap) as c:
+        c.verify(orphan_grace=0, temp_grace=0)
+        assert_consistent(c, root)
+        assert c.stats().bytes - c.stats().pinned_bytes <= cap
+        assert list((root / "data" / "tmp").iterdir()) == []
+        for name in chunk_files(root):
+            got = c.get(bytes.fromhex(name))
+            assert got is not None and blake3.blake3(got).hexdigest() == name
+
+
+def _use_after_fork(c: ChunkCache, root: str) -> int:
+    try:
+        c.get(bytes(32))
+    except VfsError:
+        pass
+    else:
+        return 1
+    try:
+        ChunkCache(root)
+    except VfsError:
+        return 0
+    return 2
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_fork_is_refused_clearly(cache: ChunkCache, root: Path) -> None:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(_use_after_fork(cache, str(root)))
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert cache.get(bytes(32)) is None  # the parent is unharmed
+
+
+# -- the LMDB map -----------------------------------------------------------------------
+
+
+def test_map_grows_when_full(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache_mod, "_MAP_SIZE", 256 * KiB)
+    with ChunkCache(root) as c:
+        chunks = [tiny_chunk(i) for i in range(3000)]
+        c.pin("all", [cid for cid, _ in chunks])
+        for cid, data in chunks:
+            c.put(cid, data)
+        assert c._live().env.info()["map_size"] > 256 * KiB
+        assert all(c.get(cid) == data for cid, data in chunks)
+        assert_consistent(c, root)
+
+
+def _fill(root: str, n: int) -> None:
+    with ChunkCache(root) as c:  # the default, much larger map
+        c.pin("all", [tiny_chunk(i)[0] for i in range(n)])
+
+
+def test_map_grown_by_another_process(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(cache_mod, "_MAP_SIZE", 256 * KiB)
+    with ChunkCache(root) as c:
+        p = mp.get_context("spawn").Process(target=_fill, args=(str(root), 20_000))
+        p.start()
+        p.join(60)
+        assert p.exitcode == 0
+        with caplog.at_level(logging.INFO, logger="vfs.cache"):
+            assert c.pins() == {"all": 20_000}  # adopted the size the other process set
+        assert "map size 262144 ->" in caplog.text
+        c.put(*tiny_chunk(1))
+        assert c.stats().pinned_entries == 1
+
+
+# -- verify ---------------------------------------------------------------------------
+
+
+def test_verify_repairs(cache: ChunkCache, root: Path) -> None:
+    chunks = [make_chunk(i) for i in range(5)]
+    for cid, data in chunks:
+        cache.put(cid, data)
+    data_dir = root / "data"
+    bad = data_dir / chunks[0][0].hex()[:2] / chunks[0][0].hex()
+    bad.write_bytes(b"garbage")
+    (data_dir / chunks[1][0].hex()[:2] / chunks[1][0].hex()).unlink()
+    old = time.time() - 7200
+    orphan_id, _ = make_chunk(50)
+    orphan = data_dir / orphan_id.hex()[:2] / orphan_id.hex()
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(b"not indexed")
+    junk = data_dir / chunks[2][0].hex()[:2] / "junk"
+    junk.write_bytes(b"?")
+    young = data_dir / orphan_id.hex()[:2] / make_chunk(51)[0].hex()
+    young.write_bytes(b"a put in progress")
+    stale_tmp = data_dir / "tmp" / "x.1.aa.tmp"
+    stale_tmp.write_bytes(b"dead writer")
+    fresh_tmp = data_dir / "tmp" / "y.2.bb.tmp"
+    fresh_tmp.write_bytes(b"live writer")
+    for p in (orphan, junk, stale_tmp):
+        os.utime(p, (old, old))
+
+    expected = VerifyReport(
+        checked=5, bad=1, missing_files=1, orphan_files=2, stale_temp_files=1, repaired=0
+    )
+    assert cache.verify(repair=False) == expected
+    assert cache.stats().entries == 5  # nothing changed
+    report = cache.verify()
+    assert report == VerifyReport(
+        checked=5, bad=1, missing_files=1, orphan_files=2, stale_temp_files=1, repaired=5
+    )
+    assert not orphan.exists() and not junk.exists() and not stale_tmp.exists()
+    assert young.exists() and fresh_tmp.exists()  # too young to be orphans
+    st = cache.stats()
+    assert (st.entries, st.corrupt_evicted) == (3, 2)
+    assert cache.verify().clean
+    young.unlink()
+    assert_consistent(cache, root)
+
+
+def test_verify_fixes_counters(cache: ChunkCache, root: Path) -> None:
+    for i in range(3):
+        cache.put(*make_chunk(i))
+    env = cache._live()
+    with env.env.begin(write=True) as txn:
+        txn.put(b"bytes", (12345).to_bytes(8, "big"), db=env.counters)
+    report = cache.verify()
+    assert report.index_errors == 1 and report.repaired == 1
+    assert_consistent(cache, root)
+
+
+# -- sharing across users -------------------------------------------------------------
+
+
+def test_group_shared_modes(root: Path) -> None:
+    root.mkdir()
+    os.chmod(root, 0o2775)
+    old_umask = os.umask(0o077)
+    try:
+        with ChunkCache(root) as c:
+            cid, data = make_chunk(8)
+            c.put(cid, data)
+    finally:
+        os.umask(old_umask)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    for d in ("data", "data/tmp", "index", f"data/{cid.hex()[:2]}"):
+        assert mode(root / d) == 0o2775, d
+    for f in (f"data/{cid.hex()[:2]}/{cid.hex()}", "index/data.mdb", "index/lock.mdb"):
+        assert mode(root / f) == 0o664, f
+
+
+def test_private_modes(root: Path) -> None:
+    root.mkdir(mode=0o700)
+    with ChunkCache(root) as c:
+        cid, data = make_chunk(9)
+        c.put(cid, data)
+    assert stat.S_IMODE((root / "data" / cid.hex()[:2]).stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "data" / cid.hex()[:2] / cid.hex()).stat().st_mode) == 0o600
+
+
+# -- a reference model ----------------------------------------------------------------
+
+
+class CacheModel(RuleBasedStateMachine):
+    """Random puts, gets, pins, unpins, prunes and damage, against what must hold."""
+
+    CAP = 64 * KiB
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="vfs-cache-model-"))
+        self.cache = ChunkCache(self.dir, max_bytes=self.CAP)
+        self.chunks = [make_chunk(i, 12 * KiB) for i in range(12)]
+        self.pin_sets: dict[str, set[bytes]] = {}
+        self.must_have: set[bytes] = set()  # pinned while cached: never evicted
+
+    def pinned(self) -> set[bytes]:
+        return set().union(*self.pin_sets.values())
+
+    @rule(i=st.integers(0, 11))
+    def put(self, i: int) -> None:
+        cid, data = self.chunks[i]
+        self.cache.put(cid, data)
+        if cid in self.pinned():
+            self.must_have.add(cid)
+
+    @rule(i=st.integers(0, 11))
+    def get(self, i: int) -> None:
+        cid, data = self.chunks[i]
+        assert self.cache.get(cid) in (None, data)
+
+    @rule(name=st.sampled_from(["a", "b"]), ids=st.sets(st.integers(0, 11), max_size=4))
+    def pin(self, name: str, ids: set[int]) -> None:
+        cids = [self.chunks[i][0] for i in ids]
+        self.cache.pin(name, cids)
+        if cids:
+            self.pin_sets.setdefault(name, set()).update(cids)
+        self.must_have |= {c for c in cids if self.cache.contains(c)}
+
+    @rule(name=st.sampled_from(["a", "b"]))
+    def unpin(self, name: str) -> None:
+        self.cache.unpin(name)
+        self.pin_sets.pop(name, None)
+        self.must_have &= self.pinned()
+
+    @rule(to=st.integers(0, 64 * KiB))
+    def prune(self, to: int) -> None:
+        self.cache.prune(to)
+
+    @rule(i=st.integers(0, 11))
+    def damage(self, i: int) -> None:
+        cid, _ = self.chunks[i]
+        path = self.dir / "data" / cid.hex()[:2] / cid.hex()
+        if path.exists():
+            path.write_bytes(b"rot")
+            assert self.cache.get(cid) is None
+            self.must_have.discard(cid)
+
+    @invariant()
+    def holds(self) -> None:
+        s = self.cache.stats()
+        assert s.bytes <= self.CAP or s.bytes == s.pinned_bytes
+        assert all(self.cache.contains(c) for c in self.must_have)
+        assert self.cache.pins() == {n: len(ids) for n, ids in self.pin_sets.items()}
+        assert_consistent(self.cache, self.dir)
+
+    def teardown(self) -> None:
+        self.cache.close()
+        shutil.rmtree(self.dir)
+
+
+TestCacheModel = CacheModel.TestCase
+TestCacheModel.settings = settings(max_examples=25, stateful_step_count=25, deadline=None)
