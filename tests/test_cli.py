@@ -1,0 +1,205 @@
+"""Tier 2: the `vfs` command line, run as a user runs it (a subprocess), on both backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.treegen import make_tree, snapshot_fs
+
+MiB = 1024 * 1024
+
+
+class Vfs:
+    def __init__(self, store: str, cache: Path) -> None:
+        self.env = {**os.environ, "VFS_STORE": store, "VFS_CACHE_DIR": str(cache), "VFS_NO_PROGRESS": "1"}
+
+    def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run(
+            [sys.executable, "-m", "vfs.cli", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(f"vfs {' '.join(args)} exited {p.returncode}: {p.stderr}")
+        return p
+
+    def json(self, *args: str) -> object:
+        return json.loads(self.run(*args, "--json").stdout)
+
+
+@pytest.fixture
+def vfs(store_url: str, tmp_path: Path) -> Vfs:
+    return Vfs(store_url, tmp_path / "cache")
+
+
+def test_commit_log_ls_cat_get_diff_rollback(vfs: Vfs, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    v1 = vfs.run("commit", str(src), "digits", "-m", "v1", "--tag", "v1").stdout.strip()
+    assert len(v1) == 64
+    (src / "with space.csv").write_text("a,b\n9,9\n")
+    (src / "images" / "0003.png").unlink()
+    (src / "images" / "new.png").write_bytes(b"\x89PNG new")
+    v2 = vfs.run("commit", str(src), "digits", "-m", "v2", "--tag", "v2", "--meta", "labels=coarse").stdout.strip()
+    assert v2 != v1
+
+    log = vfs.json("log", "digits")
+    assert [c["id"] for c in log] == [v2, v1]
+    assert log[0]["meta"]["labels"] == "coarse"
+    assert "tag: v2" in log[0]["refs"] and "main" in log[0]["refs"]
+    assert "Author:" in vfs.run("log", "digits@v1").stdout
+
+    datasets = vfs.json("ls")
+    assert [d["dataset"] for d in datasets] == ["digits"]
+    assert set(datasets[0]["tags"]) == {"v1", "v2"}
+    listing = vfs.run("ls", "digits@v1", "-l").stdout
+    assert "with space.csv" in listing and "link-to-csv -> with space.csv" in listing
+    entries = vfs.json("ls", "digits@v1", "images", "-R")
+    assert len(entries) == 40
+    assert vfs.run("cat", "digits@v1", "with space.csv").stdout == "a,b\n1,2\n"
+    assert vfs.run("cat", "digits", "with space.csv").stdout == "a,b\n9,9\n"
+
+    diff = vfs.json("diff", "digits@v1", "@v2")
+    changes = {c["path"]: c["status"] for c in diff["changes"]}
+    assert changes == {
+        "images/0003.png": "removed",
+        "images/new.png": "added",
+        "with space.csv": "modified",
+    }
+    md = vfs.run("diff", "digits@v1", "digits@v2", "--format", "md").stdout
+    assert "| added | 1 |" in md
+
+    out = tmp_path / "out"
+    vfs.run("get", "digits@v1", "-o", str(out))
+    want = snapshot_fs(make_tree(tmp_path / "again"))
+    got = snapshot_fs(out)
+    assert {k: v[:4] for k, v in got.items()} == {k: v[:4] for k, v in want.items()}
+    vfs.run("get", "digits@v1", "images/0001.png", "-o", str(tmp_path / "one.png"))
+    assert (tmp_path / "one.png").read_bytes() == (src / "images" / "0001.png").read_bytes()
+    assert os.stat(tmp_path / "one.png").st_mode & 0o777 == 0o755
+
+    rb = vfs.json("rollback", "digits@v1")
+    assert rb["rollback_of"] == v1
+    log = vfs.json("log", "digits")
+    assert [c["id"] for c in log] == [rb["id"], v2, v1]
+    assert vfs.run("cat", "digits", "with space.csv").stdout == "a,b\n1,2\n"
+    assert vfs.json("diff", "digits@v1", "digits")["changes"] == []
+
+    vfs.run("branch", "digits@v2", "relabel")
+    assert set(vfs.json("branch", "digits")) == {"main", "relabel"}
+    assert vfs.run("cat", "digits@relabel", "with space.csv").stdout == "a,b\n9,9\n"
+    vfs.run("branch", "-d", "digits", "relabel")
+    assert set(vfs.json("branch", "digits")) == {"main"}
+    vfs.run("tag", "digits@main~1", "before-rollback")
+    assert vfs.json("tag", "digits")["before-rollback"] == v2
+    show = vfs.run("show", "digits@v1", "images/0001.png").stdout
+    assert '"locations"' in show and '"pack"' in show
+
+
+def test_usage_errors_exit_2_with_one_line(vfs: Vfs, tmp_path: Path) -> None:
+    cases = [
+        ("commit", str(tmp_path), "../x"),
+        ("commit", str(tmp_path), "a/b"),
+        ("commit", str(tmp_path), "bad\x01name"),
+        ("log", "ds@"),
+        ("ls", "ds@a..b"),
+        ("diff", "only-one"),
+        ("nonsense",),
+        ("commit", str(tmp_path), "ds", "--meta", "novalue"),
+    ]
+    for args in cases:
+        p = vfs.run(*args, check=False)
+        assert p.returncode == 2, (args, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1, (args, p.stderr)
+        assert "Traceback" not in p.stderr
+
+
+def test_errors_name_what_is_wrong(vfs: Vfs, tmp_path: Path) -> None:
+    p = vfs.run("commit", str(tmp_path / "missing"), "ds", check=False)
+    assert p.returncode == 1 and "missing" in p.stderr
+    p = vfs.run("log", "nosuch", check=False)
+    assert p.returncode == 1 and "no dataset 'nosuch'" in p.stderr
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("x")
+    vfs.run("commit", str(tmp_path / "d"), "ds", "--tag", "v1")
+    p = vfs.run("cat", "ds@v7", "f", check=False)
+    assert p.returncode == 1 and "no branch, tag or commit 'v7'" in p.stderr
+    p = vfs.run("cat", "ds", "nope.txt", check=False)
+    assert p.returncode == 1 and "nope.txt" in p.stderr
+    p = vfs.run("commit", str(tmp_path / "d"), "ds", "--tag", "v1", "--allow-empty", check=False)
+    assert p.returncode == 1 and "never move" in p.stderr
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    p = vfs.run("get", "ds", "-o", str(tmp_path / "full"), check=False)
+    assert p.returncode == 2 and "not empty" in p.stderr
+
+
+def test_unreachable_s3_endpoint_fails_within_seconds(tmp_path: Path) -> None:
+    vfs = Vfs("s3://some-bucket/prefix", tmp_path / "cache")
+    vfs.env.update(
+        AWS_ACCESS_KEY_ID="AKIAEXAMPLE",
+        AWS_SECRET_ACCESS_KEY="supersecretvalue",
+        VFS_S3_ENDPOINT="http://127.0.0.1:9",
+        AWS_ENDPOINT_URL="http://127.0.0.1:9",
+    )
+    (tmp_path / "d").mkdir()
+    t0 = time.monotonic()
+    p = vfs.run("commit", str(tmp_path / "d"), "ds", check=False, timeout=60)
+    assert time.monotonic() - t0 < 20
+    assert p.returncode == 1
+    assert "cannot reach" in p.stderr and "supersecretvalue" not in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.s3
+def test_missing_bucket_is_named(seaweed, tmp_path: Path) -> None:
+    vfs = Vfs("s3://no-such-bucket-here/x", tmp_path / "cache")
+    p = vfs.run("ls", check=False)
+    assert p.returncode == 1 and "no-such-bucket-here" in p.stderr and "does not exist" in p.stderr
+
+
+def _index_count(store: str) -> int:
+    return sum(1 for _ in Path(store, "index").rglob("*") if _.is_file() and not _.name.startswith("."))
+
+
+def test_interrupted_commit_moves_no_ref_and_resumes(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    vfs = Vfs(store, tmp_path / "cache")
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"part{i}.bin").write_bytes(os.urandom(24 * MiB))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vfs.cli", "commit", str(src), "big"],
+        env=vfs.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while _index_count(store) < 1 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "no ref was moved" in err
+    assert not Path(store, "refs").exists() or not any(Path(store, "refs").rglob("main"))
+    done_before = _index_count(store)
+    assert done_before >= 1
+    r = vfs.json("commit", str(src), "big")
+    assert isinstance(r, dict)
+    # The rerun uploads only what the interrupted one had not: the packs it
+    # finished are found through their indexes and reused.
+    assert r["bytes_uploaded"] < 120 * MiB - done_before * 30 * MiB
+    out = tmp_path / "out"
+    vfs.run("get", "big", "-o", str(out))
+    assert snapshot_fs(out) == snapshot_fs(src)

@@ -1,0 +1,3 @@
+from vfs.cli import entry
+
+entry()

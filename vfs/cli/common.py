@@ -1,0 +1,81 @@
+"""What every verb shares: store and cache options, output helpers, progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from vfs.backends import default_store_url
+from vfs.store import Store
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="vfs: %(levelname)s: %(message)s", stream=sys.stderr)
+    # boto's own INFO chatter is noise to a user; -vv shows it.
+    if verbose < 2:
+        logging.getLogger("botocore").setLevel(logging.WARNING)
+        logging.getLogger("boto3").setLevel(logging.WARNING)
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("VFS_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vfs"
+    )
+
+
+def add_common(p: argparse.ArgumentParser, json_output: bool = False) -> None:
+    g = p.add_argument_group("common options")
+    g.add_argument(
+        "--store",
+        metavar="URL",
+        default=None,
+        help="store: a directory or s3://bucket/prefix (default: $VFS_STORE, else ~/.local/share/vfs/store)",
+    )
+    g.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        default=None,
+        help="local cache (default: $VFS_CACHE_DIR, else ~/.cache/vfs)",
+    )
+    g.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    if json_output:
+        g.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def store_url(args: argparse.Namespace) -> str:
+    return str(args.store or default_store_url())
+
+
+def open_store(args: argparse.Namespace, for_write: bool = False) -> Store:
+    store = Store.open(store_url(args))
+    if not for_write:
+        store.check_config()
+    return store
+
+
+def cache_dir(args: argparse.Namespace) -> str:
+    return str(args.cache_dir or default_cache_dir())
+
+
+def print_json(doc: Any) -> None:
+    json.dump(doc, sys.stdout, indent=2, ensure_ascii=False, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def show_progress() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("VFS_NO_PROGRESS")

@@ -1,0 +1,475 @@
+"""`vfs commit`: snapshot a directory into a store as a new version of a dataset.
+
+Write order (docs/format.md, "Writing"): packs and their indexes, then locations and
+tree pages, then the commit, then the ref by compare-and-swap. Whatever stops us
+before the ref moves leaves the dataset as it was, and a rerun skips every chunk that
+already sits in an indexed pack.
+
+The pipeline: one thread walks the files in path order and cuts them into chunks;
+a pool hashes (and, for new chunks, compresses) them; results are taken back in
+order so packs fill in path order. A window bounds the chunks in flight, and with
+them the memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import logging
+import os
+import socket
+import stat
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from vfs import chunker, packer
+from vfs import format as fmt
+from vfs.errors import NotFound, RefConflict, UsageError, VfsError
+from vfs.names import check_name
+from vfs.statcache import StatCache
+from vfs.store import HEADS, TAGS, RefValue, Store
+from vfs.tree import write_dir
+
+log = logging.getLogger(__name__)
+
+WINDOW = 32  # chunks in flight between the cutter and the packer
+CAS_ATTEMPTS = 50
+
+
+class Progress:
+    """What a commit reports as it goes; the CLI draws it, tests count it."""
+
+    def scanned(self, files: int, nbytes: int) -> None:
+        pass
+
+    def advance(self, files: int, nbytes: int) -> None:
+        pass
+
+    def phase(self, text: str) -> None:
+        pass
+
+
+@dataclass
+class CommitResult:
+    commit: bytes
+    tree: bytes
+    parent: bytes | None
+    dataset: str
+    branch: str
+    files: int
+    bytes: int
+    bytes_read: int
+    new_chunks: int
+    bytes_uploaded: int
+    packs: int
+    seconds: float
+    unchanged: bool = False
+    rebased: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _File:
+    path: bytes
+    st: os.stat_result
+    chunks: list[fmt.ChunkRef] = field(default_factory=list)
+
+
+@dataclass
+class _Dir:
+    path: bytes
+    st: os.stat_result
+    files: dict[bytes, _File] = field(default_factory=dict)
+    dirs: dict[bytes, _Dir] = field(default_factory=dict)
+    links: dict[bytes, tuple[os.stat_result, bytes]] = field(default_factory=dict)
+
+
+def _scan(root: bytes, warnings: list[str]) -> tuple[_Dir, list[_File]]:
+    """Walk `root` without following symlinks; return the tree and its files in
+    path order (the order chunks land in packs)."""
+    files: list[_File] = []
+
+    def visit(path: bytes, st: os.stat_result) -> _Dir:
+        node = _Dir(path, st)
+        try:
+            with os.scandir(path) as it:
+                children = sorted(it, key=lambda d: d.name)
+        except OSError as e:
+            raise VfsError(f"cannot read directory {os.fsdecode(path)}: {e.strerror}") from None
+        for d in children:
+            name = d.name
+            try:
+                fmt.check_name(name)
+            except VfsError as e:
+                raise UsageError(f"cannot commit {os.fsdecode(d.path)}: {e}") from None
+            try:
+                cst = d.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed while we walked: it was never in this snapshot
+            if stat.S_ISDIR(cst.st_mode):
+                node.dirs[name] = visit(d.path, cst)
+            elif stat.S_ISREG(cst.st_mode):
+                f = _File(d.path, cst)
+                node.files[name] = f
+                files.append(f)
+            elif stat.S_ISLNK(cst.st_mode):
+                node.links[name] = (cst, os.readlink(d.path))
+            else:
+                msg = f"skipped {os.fsdecode(d.path)}: not a regular file, directory or symlink"
+                log.warning("%s", msg)
+                warnings.append(msg)
+        return node
+
+    st = os.stat(root)
+    tree = visit(root, st)
+    # Files were appended in visit order: a directory's files before its subdirs'.
+    # Re-sort so a directory read front to back in name order is one byte range.
+    files.sort(key=lambda f: f.path)
+    return tree, files
+
+
+def load_known_chunks(store: Store, workers: int = 16) -> dict[bytes, fmt.Location]:
+    """Every chunk in an indexed pack of the store, with its location."""
+    ids = list(store.pack_ids())
+    known: dict[bytes, fmt.Location] = {}
+    if not ids:
+        return known
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vfs-index") as pool:
+        for pack_id, entries in zip(ids, pool.map(store.get_pack_index, ids), strict=True):
+            for e in entries:
+                known[e.id] = fmt.Location(pack_id, e.offset, e.stored_length, e.codec)
+    return known
+
+
+def git_info(path: str) -> dict[str, str]:
+    """The git revision of the work tree around `path`, if any, and whether it is dirty."""
+    try:
+        rev = subprocess.run(
+            ["git", "-C", path, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if rev.returncode != 0:
+            return {}
+        status = subprocess.run(
+            ["git", "-C", path, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    dirty = bool(status.stdout.strip()) if status.returncode == 0 else True
+    return {"git.rev": rev.stdout.strip(), "git.dirty": "true" if dirty else "false"}
+
+
+def default_author() -> str:
+    return os.environ.get("VFS_AUTHOR") or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_Hashed = tuple[bytes, int, int, bytes | None]  # chunk id, length, codec, stored bytes if new
+
+
+def _read_error(path: bytes, e: OSError) -> VfsError:
+    name = os.fsdecode(path)
+    if isinstance(e, PermissionError):
+        return VfsError(f"cannot read {name}: permission denied")
+    if isinstance(e, FileNotFoundError):
+        return VfsError(f"{name} vanished while being committed; commit again")
+    return VfsError(f"cannot read {name}: {e.strerror or e}")
+
+
+def _hash_chunk(data: bytes, known: dict[bytes, fmt.Location]) -> _Hashed:
+    cid = fmt.chunk_id(data)
+    if cid in known:
+        return cid, len(data), fmt.CODEC_RAW, None
+    codec, stored = packer.compress(data)
+    return cid, len(data), codec, bytes(stored)
+
+
+def _read_small(path: bytes, size: int, known: dict[bytes, fmt.Location]) -> list[_Hashed]:
+    return [_hash_chunk(bytes(c), known) for c in chunker.chunk_file(path, size)]
+
+
+def _hash_one(data: bytes, known: dict[bytes, fmt.Location]) -> list[_Hashed]:
+    return [_hash_chunk(data, known)]
+
+
+class _TreeSink:
+    """Writes tree pages and locations concurrently; `wait` before the commit."""
+
+    def __init__(self, store: Store, pool: ThreadPoolExecutor) -> None:
+        self.store = store
+        self.pool = pool
+        self.futures: list[Future[object]] = []
+
+    def put_page(self, canonical: bytes) -> bytes:
+        self.futures.append(self.pool.submit(self.store.put_object, canonical))
+        return fmt.object_id(canonical)
+
+    def put_locs(self, leaf_id: bytes, locs: dict[bytes, fmt.Location]) -> None:
+        self.futures.append(self.pool.submit(self.store.put_locs, leaf_id, locs))
+
+    def wait(self) -> None:
+        for f in self.futures:
+            f.result()
+        self.futures.clear()
+
+
+def _build_tree(
+    node: _Dir, sink: _TreeSink, locate: Callable[[bytes], fmt.Location]
+) -> tuple[bytes, int, int]:
+    """Write the tree of `node` bottom-up; returns (id, file bytes, file count)."""
+    entries: list[fmt.Entry] = []
+    total_bytes = 0
+    total_files = 0
+    for name, d in node.dirs.items():
+        tid, nbytes, nfiles = _build_tree(d, sink, locate)
+        total_bytes += nbytes
+        total_files += nfiles
+        entries.append(
+            fmt.Entry(
+                name,
+                fmt.DIR,
+                d.st.st_mode & 0o7777,
+                d.st.st_mtime_ns,
+                nbytes,
+                tree=tid,
+                nfiles=nfiles,
+            )
+        )
+    for name, f in node.files.items():
+        total_bytes += f.st.st_size
+        total_files += 1
+        entries.append(
+            fmt.Entry(
+                name,
+                fmt.FILE,
+                f.st.st_mode & 0o7777,
+                f.st.st_mtime_ns,
+                f.st.st_size,
+                chunks=tuple(f.chunks),
+            )
+        )
+    for name, (lst, target) in node.links.items():
+        entries.append(
+            fmt.Entry(
+                name, fmt.SYMLINK, lst.st_mode & 0o7777, lst.st_mtime_ns, len(target), target=target
+            )
+        )
+    entries.sort(key=lambda e: e.name)
+    return write_dir(entries, sink, locate), total_bytes, total_files
+
+
+def commit_dir(
+    store: Store,
+    src: str,
+    dataset: str,
+    *,
+    message: str = "",
+    branch: str = "main",
+    tag: str | None = None,
+    meta: dict[str, str] | None = None,
+    author: str | None = None,
+    cache_dir: str,
+    progress: Progress | None = None,
+    workers: int | None = None,
+    allow_empty: bool = False,
+) -> CommitResult:
+    t0 = time.monotonic()
+    progress = progress or Progress()
+    check_name(dataset, "dataset")
+    check_name(branch, "branch")
+    if tag is not None:
+        check_name(tag, "tag")
+    if not os.path.exists(src):
+        raise NotFound(f"no such directory: {src}")
+    if not os.path.isdir(src):
+        raise UsageError(f"not a directory: {src}")
+    if not os.access(src, os.R_OK | os.X_OK):
+        raise VfsError(f"cannot read directory {src}: permission denied")
+
+    store.ensure_config()
+    if tag is not None and store.read_ref(dataset, TAGS, tag) is not None:
+        raise RefConflict(f"tag {dataset}@{tag} already exists; tags never move")
+    head = store.read_ref(dataset, HEADS, branch)
+
+    warnings: list[str] = []
+    progress.phase("scanning")
+    root, files = _scan(os.fsencode(os.path.abspath(src)), warnings)
+    total_bytes = sum(f.st.st_size for f in files)
+    progress.scanned(len(files), total_bytes)
+
+    progress.phase("indexing store")
+    known = load_known_chunks(store)
+    statcache = StatCache(cache_dir, store.url)
+    nworkers = workers or max(2, os.cpu_count() or 2)
+    pool = ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="vfs-chunk")
+    writer = packer.PackWriter(store, spool_dir=os.path.join(cache_dir, "spool"))
+    os.makedirs(writer.spool_dir, exist_ok=True)
+    bytes_read = 0
+    new_chunks = 0
+    closed = False
+    try:
+        progress.phase("committing")
+        window: deque[tuple[_File, Future[list[_Hashed]]]] = deque()
+
+        def drain(limit: int) -> None:
+            nonlocal new_chunks
+            while len(window) > limit:
+                owner, fut = window.popleft()
+                try:
+                    hashed = fut.result()
+                except OSError as e:
+                    raise _read_error(owner.path, e) from None
+                for cid, length, codec, stored in hashed:
+                    if stored is not None and not writer.has(cid):
+                        writer.add(cid, length, codec, stored)
+                        new_chunks += 1
+                    owner.chunks.append(fmt.ChunkRef(cid, length))
+                if sum(c.length for c in owner.chunks) == owner.st.st_size:
+                    statcache.record(owner.path, owner.st, tuple(owner.chunks))
+                    progress.advance(1, 0)
+
+        for f in files:
+            size = f.st.st_size
+            cached = statcache.lookup(f.path, f.st)
+            if cached is not None and all(c.id in known or writer.has(c.id) for c in cached):
+                f.chunks = list(cached)
+                progress.advance(1, size)
+                continue
+            if size == 0:
+                progress.advance(1, 0)
+                continue
+            if size <= chunker.MIN_SIZE:
+                window.append((f, pool.submit(_read_small, f.path, size, known)))
+                bytes_read += size
+                progress.advance(0, size)
+                drain(WINDOW)
+                continue
+            try:
+                for piece in chunker.chunk_file(f.path, size):
+                    data = bytes(piece)
+                    window.append((f, pool.submit(_hash_one, data, known)))
+                    bytes_read += len(data)
+                    progress.advance(0, len(data))
+                    drain(WINDOW)
+            except OSError as e:
+                raise _read_error(f.path, e) from None
+        drain(0)
+        progress.phase("uploading")
+        writer.close()
+        closed = True
+        for f in files:
+            got = sum(c.length for c in f.chunks)
+            if got != f.st.st_size:
+                raise VfsError(f"{os.fsdecode(f.path)} changed while being committed; commit again")
+
+        def locate(cid: bytes) -> fmt.Location:
+            loc = writer.locations.get(cid) or known.get(cid)
+            if loc is None:  # cannot happen: every chunk was packed or known
+                raise VfsError(f"internal error: chunk {cid.hex()} has no location")
+            return loc
+
+        progress.phase("writing trees")
+        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="vfs-tree") as tree_pool:
+            sink = _TreeSink(store, tree_pool)
+            tree_id, nbytes, nfiles = _build_tree(root, sink, locate)
+            sink.wait()
+    finally:
+        if not closed:
+            writer.abort()
+        pool.shutdown(wait=True, cancel_futures=True)
+        statcache.flush()
+
+    base = dict(
+        dataset=dataset,
+        branch=branch,
+        files=nfiles,
+        bytes=nbytes,
+        bytes_read=bytes_read,
+        new_chunks=new_chunks,
+        bytes_uploaded=writer.bytes_uploaded,
+        packs=writer.packs_written,
+        warnings=warnings,
+    )
+    if head is not None and not allow_empty and store.get_commit(head.commit).tree == tree_id:
+        if tag is not None:
+            store.create_tag(dataset, tag, head.commit)
+        return CommitResult(
+            commit=head.commit,
+            tree=tree_id,
+            parent=head.commit,
+            seconds=time.monotonic() - t0,
+            unchanged=True,
+            **base,  # type: ignore[arg-type]
+        )
+
+    all_meta = git_info(src)
+    all_meta.update(meta or {})
+    progress.phase("writing commit")
+    commit_id, parent, rebased = commit_and_move(
+        store,
+        dataset,
+        branch,
+        head,
+        fmt.Commit(
+            tree=tree_id,
+            parents=(),
+            author=author or default_author(),
+            time=utc_now(),
+            message=message,
+            meta=all_meta,
+            files=nfiles,
+            bytes=nbytes,
+        ),
+    )
+    if tag is not None:
+        store.create_tag(dataset, tag, commit_id)
+    return CommitResult(
+        commit=commit_id,
+        tree=tree_id,
+        parent=parent,
+        seconds=time.monotonic() - t0,
+        rebased=rebased,
+        **base,  # type: ignore[arg-type]
+    )
+
+
+def commit_and_move(
+    store: Store, dataset: str, branch: str, head: RefValue | None, template: fmt.Commit
+) -> tuple[bytes, bytes | None, int]:
+    """Write the commit on top of the branch head and move the branch to it.
+
+    If somebody else moved the branch first, the same snapshot is committed again on
+    top of their commit: a version is a whole snapshot, so re-parenting it loses
+    nothing, and every commit that was reported as made stays reachable.
+    """
+    for attempt in range(CAS_ATTEMPTS):
+        parents = (head.commit,) if head else ()
+        c = fmt.Commit(
+            template.tree,
+            parents,
+            template.author,
+            template.time,
+            template.message,
+            template.meta,
+            template.files,
+            template.bytes,
+        )
+        cid = store.put_commit(c)
+        if store.set_branch(dataset, branch, cid, head):
+            return cid, head.commit if head else None, attempt
+        head = store.read_ref(dataset, HEADS, branch)
+        log.info("branch %s@%s moved during commit; committing on top of it", dataset, branch)
+        time.sleep(min(0.5, 0.01 * 2**attempt) * (0.5 + (hash(threading.get_ident()) % 100) / 100))
+    raise RefConflict(
+        f"branch {dataset}@{branch} kept moving; gave up after {CAS_ATTEMPTS} attempts"
+    )

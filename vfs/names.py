@@ -1,0 +1,27 @@
+"""What a dataset, branch or tag may be called.
+
+Names become S3 keys and path segments, and `@`, `~` and `/` are syntax in version
+specs (`ds@branch~2`), so the alphabet is small on purpose.
+"""
+
+from __future__ import annotations
+
+import re
+
+from vfs.errors import UsageError
+
+MAX_LEN = 128
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
+
+
+def check_name(name: str, what: str) -> str:
+    if not name:
+        raise UsageError(f"{what} name is empty")
+    if len(name) > MAX_LEN:
+        raise UsageError(f"{what} name is longer than {MAX_LEN} characters: {name[:40]!r}...")
+    if ".." in name or not _NAME.fullmatch(name) or name.endswith(".lock"):
+        raise UsageError(
+            f"invalid {what} name {name!r}: use letters, digits and . _ + - "
+            "(not starting with . or -, no '..', '/', '@', '~' or control characters)"
+        )
+    return name

@@ -1,0 +1,155 @@
+"""Writing packs: chunks appended in path order to a spool file, uploaded when full.
+
+A pack is `chunk frames... | pack index | u32 index length | "VFSPACK1"`, named by the
+BLAKE3 of all its bytes. Upload order per pack: the pack, then `index/<id>`. A pack
+whose index is missing is invisible to every reader and writer (gc removes it), so
+an interrupted upload never leaves a reference to missing data.
+
+Concurrency: `add` is called from one thread (the committer). Finished packs are
+uploaded by a small pool; at most `max_inflight` packs wait or upload at once, which
+bounds the spool disk used. `locations` is written only by `_finish` (committer thread)
+and read after `close`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import blake3
+import zstandard
+
+from vfs import format as fmt
+from vfs.store import Store
+
+log = logging.getLogger(__name__)
+
+PACK_TARGET = 32 * 1024 * 1024
+
+# Compress a chunk only when zstd saves at least this fraction: images and models
+# barely compress, and a raw chunk reads with no CPU at all.
+MIN_SAVING = 0.05
+
+
+def compress(raw: bytes | memoryview) -> tuple[int, bytes | memoryview]:
+    """The codec and stored bytes for a chunk."""
+    c = zstandard.ZstdCompressor(level=3).compress(raw)
+    if len(c) <= len(raw) * (1 - MIN_SAVING):
+        return fmt.CODEC_ZSTD, c
+    return fmt.CODEC_RAW, raw
+
+
+class PackWriter:
+    def __init__(
+        self,
+        store: Store,
+        spool_dir: str | None = None,
+        target: int = PACK_TARGET,
+        max_inflight: int = 2,
+        on_uploaded: Callable[[int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.target = target
+        self.spool_dir = spool_dir or tempfile.gettempdir()
+        self.locations: dict[bytes, fmt.Location] = {}
+        self.bytes_uploaded = 0
+        self.packs_written = 0
+        self._on_uploaded = on_uploaded
+        self._pool = ThreadPoolExecutor(
+            max_workers=max_inflight, thread_name_prefix="vfs-pack-upload"
+        )
+        self._slots = threading.Semaphore(max_inflight)
+        self._futures: list[Future[None]] = []
+        self._file: tempfile._TemporaryFileWrapper[bytes] | None = None
+        self._hasher = blake3.blake3()
+        self._entries: list[fmt.PackEntry] = []
+        self._pending: set[bytes] = set()
+        self._offset = 0
+
+    def has(self, cid: bytes) -> bool:
+        """Whether the chunk is already written by this writer (pending or finished)."""
+        return cid in self._pending or cid in self.locations
+
+    def add(self, cid: bytes, raw_length: int, codec: int, stored: bytes | memoryview) -> None:
+        if self.has(cid):
+            return
+        if self._file is None:
+            self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives across calls
+                prefix="vfs-pack-", dir=self.spool_dir, delete=False
+            )
+        self._file.write(stored)
+        self._hasher.update(stored)
+        self._entries.append(fmt.PackEntry(cid, self._offset, len(stored), raw_length, codec))
+        self._pending.add(cid)
+        self._offset += len(stored)
+        if self._offset >= self.target:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._file is None:
+            return
+        index = fmt.encode_pack_index(self._entries)
+        trailer = fmt.pack_trailer(index)
+        self._file.write(trailer)
+        self._hasher.update(trailer)
+        self._file.close()
+        pack_id = self._hasher.digest()
+        path = self._file.name
+        for e in self._entries:
+            self.locations[e.id] = fmt.Location(pack_id, e.offset, e.stored_length, e.codec)
+        self._file, self._hasher, self._entries, self._pending, self._offset = (
+            None,
+            blake3.blake3(),
+            [],
+            set(),
+            0,
+        )
+        self._slots.acquire()
+        self._futures.append(self._pool.submit(self._upload, pack_id, path, index))
+        self._reap()
+
+    def _upload(self, pack_id: bytes, path: str, index: bytes) -> None:
+        try:
+            size = os.path.getsize(path)
+            self.store.backend.put_file(self.store.pack_key(pack_id), path)
+            self.store.backend.put(self.store.index_key(pack_id), fmt.seal(index))
+            self.bytes_uploaded += size
+            self.packs_written += 1
+            if self._on_uploaded:
+                self._on_uploaded(size)
+            log.debug("uploaded pack %s (%d bytes)", pack_id.hex()[:16], size)
+        finally:
+            os.unlink(path)
+            self._slots.release()
+
+    def _reap(self) -> None:
+        """Raise the first upload failure now rather than at the end."""
+        done = [f for f in self._futures if f.done()]
+        for f in done:
+            self._futures.remove(f)
+            f.result()
+
+    def close(self) -> None:
+        """Finish the open pack and wait for every upload; raises the first failure."""
+        self._finish()
+        try:
+            for f in self._futures:
+                f.result()
+        finally:
+            self._futures.clear()
+            self._pool.shutdown(wait=True)
+
+    def abort(self) -> None:
+        """Stop without finishing the open pack (Ctrl-C): finished packs still upload,
+        so a rerun reuses them; the partial one is dropped."""
+        if self._file is not None:
+            self._file.close()
+            os.unlink(self._file.name)
+            self._file = None
+        for f in self._futures:
+            f.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)

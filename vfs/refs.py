@@ -1,0 +1,132 @@
+"""Version specs: `ds`, `ds@tag`, `ds@branch`, `ds@<id prefix>`, `ds@branch~N`.
+
+A bare `ds` means `ds@main`. Resolution order for `@X`: branch X, tag X, then a
+commit id prefix (4+ hex digits). A name that is both a branch and a tag resolves to
+the branch; `ds@tags/X` and `ds@heads/X` say which explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from vfs import format as fmt
+from vfs.errors import AmbiguousRef, NotFound, UsageError
+from vfs.names import check_name
+from vfs.store import HEADS, TAGS, Store
+
+DEFAULT_BRANCH = "main"
+_HEX = re.compile(r"[0-9a-f]{4,64}")
+
+
+@dataclass(frozen=True)
+class Spec:
+    dataset: str
+    ref: str  # as written, without ~N; DEFAULT_BRANCH when the spec had no '@'
+    back: int = 0  # ~N: walk N first parents back
+    explicit: bool = False  # the spec had '@'
+
+    def __str__(self) -> str:
+        return f"{self.dataset}@{self.ref}" + (f"~{self.back}" if self.back else "")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    spec: Spec
+    commit: bytes
+    branch: str | None  # the branch the spec named, if it named one (and no ~N)
+
+
+def parse_spec(text: str) -> Spec:
+    dataset, at, ref = text.partition("@")
+    check_name(dataset, "dataset")
+    if not at:
+        return Spec(dataset, DEFAULT_BRANCH)
+    back = 0
+    if "~" in ref:
+        ref, _, n = ref.partition("~")
+        if n == "":
+            back = 1
+        elif n.isdigit():
+            back = int(n)
+        else:
+            raise UsageError(f"invalid version {text!r}: ~ takes a number of commits back")
+    if not ref:
+        raise UsageError(f"invalid version {text!r}: nothing after '@'")
+    kind, slash, name = ref.partition("/")
+    if slash:
+        if kind not in (HEADS, TAGS):
+            raise UsageError(f"invalid version {text!r}: use @heads/NAME or @tags/NAME")
+        check_name(name, "tag" if kind == TAGS else "branch")
+    elif not _HEX.fullmatch(ref):
+        check_name(ref, "ref")
+    return Spec(dataset, ref, back, explicit=True)
+
+
+def resolve(store: Store, spec: Spec | str) -> Resolved:
+    if isinstance(spec, str):
+        spec = parse_spec(spec)
+    commit, branch = _resolve_ref(store, spec)
+    for i in range(spec.back):
+        parents = store.get_commit(commit).parents
+        if not parents:
+            raise NotFound(f"{spec}: {spec.dataset}@{spec.ref} has only {i} ancestors")
+        commit = parents[0]
+    return Resolved(spec, commit, branch if spec.back == 0 else None)
+
+
+def _resolve_ref(store: Store, spec: Spec) -> tuple[bytes, str | None]:
+    ds, ref = spec.dataset, spec.ref
+    kind, slash, name = ref.partition("/")
+    if slash:
+        v = store.read_ref(ds, kind, name)
+        if v is None:
+            raise NotFound(f"{ds} has no {'tag' if kind == TAGS else 'branch'} {name!r}")
+        return v.commit, name if kind == HEADS else None
+    if _HEX.fullmatch(ref) is None or len(ref) < 64:
+        branch = store.read_ref(ds, HEADS, ref) if _is_name(ref) else None
+        if branch is not None:
+            return branch.commit, ref
+        tag = store.read_ref(ds, TAGS, ref) if _is_name(ref) else None
+        if tag is not None:
+            return tag.commit, None
+    if _HEX.fullmatch(ref):
+        return _resolve_prefix(store, ds, ref), None
+    if not store.dataset_exists(ds):
+        raise NotFound(f"no dataset {ds!r} in {store.url}")
+    if not spec.explicit:
+        raise NotFound(f"dataset {ds!r} has no branch {ref!r}")
+    raise NotFound(f"{ds} has no branch, tag or commit {ref!r}")
+
+
+def _is_name(ref: str) -> bool:
+    try:
+        check_name(ref, "ref")
+    except UsageError:
+        return False
+    return True
+
+
+def _resolve_prefix(store: Store, ds: str, prefix: str) -> bytes:
+    if not store.dataset_exists(ds):
+        raise NotFound(f"no dataset {ds!r} in {store.url}")
+    matches = []
+    for oid in store.find_objects(prefix):
+        try:
+            store.get_commit(oid)
+        except Exception:  # a tree page shares the id space; only commits count
+            continue
+        matches.append(oid)
+    if not matches:
+        raise NotFound(f"{ds} has no branch, tag or commit {prefix!r}")
+    if len(matches) > 1:
+        shown = ", ".join(m.hex()[:12] for m in matches[:5])
+        raise AmbiguousRef(f"id prefix {prefix!r} is ambiguous: {shown}")
+    return matches[0]
+
+
+def short(commit: bytes) -> str:
+    return commit.hex()[:12]
+
+
+__all__ = ["DEFAULT_BRANCH", "Resolved", "Spec", "fmt", "parse_spec", "resolve", "short"]

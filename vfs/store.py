@@ -1,0 +1,284 @@
+"""A store: the objects and refs of many datasets on one backend.
+
+The store gives backend keys their meaning (see docs/format.md, "Layout"):
+
+    config                         format version and chunker parameters
+    objects/<2 hex>/<64 hex>       tree pages and commits, zstd frames of canonical bytes
+    locs/<2 hex>/<leaf id>         where a leaf page's chunks live (not part of any id)
+    packs/<2 hex>/<pack id>        chunks, then the pack's own index as a trailer
+    index/<2 hex>/<pack id>        a copy of that index, for writers and verify
+    refs/<dataset>/heads/<branch>  a commit id, moved by compare-and-swap
+    refs/<dataset>/tags/<tag>      a commit id, created once, never moved
+
+Concurrency: Store is shared by threads. The page and commit caches are guarded by
+a lock; everything else is immutable or lives in the backend.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from vfs import format as fmt
+from vfs.backends import Backend, default_store_url, open_backend
+from vfs.chunker import PARAMS as CHUNKER_PARAMS
+from vfs.errors import CorruptObject, NotFound, RefConflict, UsageError
+from vfs.names import check_name
+
+log = logging.getLogger(__name__)
+
+HEADS = "heads"
+TAGS = "tags"
+
+
+
+def _fan(prefix: str, hexid: str) -> str:
+    return f"{prefix}/{hexid[:2]}/{hexid}"
+
+
+@dataclass(frozen=True)
+class RefValue:
+    commit: bytes
+    token: str
+
+
+class _LRU:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._d: OrderedDict[bytes, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> object | None:
+        with self._lock:
+            v = self._d.get(key)
+            if v is not None:
+                self._d.move_to_end(key)
+            return v
+
+    def put(self, key: bytes, value: object) -> None:
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self.capacity:
+                self._d.popitem(last=False)
+
+
+class Store:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.url = backend.url
+        self._pages = _LRU(4096)
+        self._locs = _LRU(1024)
+        self._commits = _LRU(1024)
+
+    @classmethod
+    def open(cls, url: str | None = None) -> Store:
+        return cls(open_backend(url or default_store_url()))
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # --- config ---
+
+    def ensure_config(self) -> None:
+        """Write the store's config on first use; refuse a store of another format."""
+        try:
+            cfg = json.loads(self.backend.get("config"))
+        except NotFound:
+            doc = {"format": fmt.FORMAT_VERSION, "chunker": CHUNKER_PARAMS}
+            self.backend.put_if("config", json.dumps(doc, sort_keys=True).encode() + b"\n", None)
+            return
+        except ValueError:
+            raise CorruptObject(f"{self.url}: the store's config is not valid JSON") from None
+        self._check_config(cfg)
+
+    def check_config(self) -> None:
+        """For readers: a store with no config is empty, one of another format is refused."""
+        try:
+            cfg = json.loads(self.backend.get("config"))
+        except NotFound:
+            return
+        except ValueError:
+            raise CorruptObject(f"{self.url}: the store's config is not valid JSON") from None
+        self._check_config(cfg)
+
+    def _check_config(self, cfg: object) -> None:
+        if not isinstance(cfg, dict) or cfg.get("format") != fmt.FORMAT_VERSION:
+            version = cfg.get("format") if isinstance(cfg, dict) else None
+            raise CorruptObject(
+                f"{self.url} has store format {version!r}; this vfs reads format {fmt.FORMAT_VERSION}"
+            )
+
+    # --- content-addressed objects ---
+
+    def object_key(self, oid: bytes) -> str:
+        return _fan("objects", oid.hex())
+
+    def has_object(self, oid: bytes) -> bool:
+        return self.backend.exists(self.object_key(oid))
+
+    def put_object(self, canonical: bytes) -> bytes:
+        oid = fmt.object_id(canonical)
+        key = self.object_key(oid)
+        if not self.backend.exists(key):
+            self.backend.put(key, fmt.seal(canonical))
+        return oid
+
+    def get_object(self, oid: bytes, what: str) -> bytes:
+        try:
+            stored = self.backend.get(self.object_key(oid))
+        except NotFound:
+            raise NotFound(f"{what} {oid.hex()} is missing from {self.url}") from None
+        return fmt.unseal_verified(stored, oid, f"{what} {oid.hex()[:16]}")
+
+    # PageSink / PageSource for vfs.tree
+
+    def put_page(self, canonical: bytes) -> bytes:
+        return self.put_object(canonical)
+
+    def get_page(self, page_id: bytes) -> fmt.TreePage:
+        page = self._pages.get(page_id)
+        if page is None:
+            page = fmt.TreePage(self.get_object(page_id, "tree"), page_id)
+            self._pages.put(page_id, page)
+        assert isinstance(page, fmt.TreePage)
+        return page
+
+    def put_locs(self, leaf_id: bytes, locs: dict[bytes, fmt.Location]) -> None:
+        key = _fan("locs", leaf_id.hex())
+        if not self.backend.exists(key):
+            self.backend.put(key, fmt.seal(fmt.encode_locs(locs)))
+
+    def get_locs(self, leaf_id: bytes) -> dict[bytes, fmt.Location]:
+        locs = self._locs.get(leaf_id)
+        if locs is None:
+            what = f"locations of tree {leaf_id.hex()[:16]}"
+            try:
+                stored = self.backend.get(_fan("locs", leaf_id.hex()))
+            except NotFound:
+                raise NotFound(f"{what} are missing from {self.url}") from None
+            locs = fmt.decode_locs(fmt.unseal(stored, what), what)
+            self._locs.put(leaf_id, locs)
+        assert isinstance(locs, dict)
+        return locs
+
+    def put_commit(self, c: fmt.Commit) -> bytes:
+        return self.put_object(fmt.encode_commit(c))
+
+    def get_commit(self, cid: bytes) -> fmt.Commit:
+        c = self._commits.get(cid)
+        if c is None:
+            c = fmt.decode_commit(self.get_object(cid, "commit"), f"commit {cid.hex()[:16]}")
+            self._commits.put(cid, c)
+        assert isinstance(c, fmt.Commit)
+        return c
+
+    # --- packs ---
+
+    def pack_key(self, pack_id: bytes) -> str:
+        return _fan("packs", pack_id.hex())
+
+    def index_key(self, pack_id: bytes) -> str:
+        return _fan("index", pack_id.hex())
+
+    def pack_ids(self) -> Iterator[bytes]:
+        """Packs that have an index: the packs a commit may refer to."""
+        for key in self.backend.list("index/"):
+            name = key.rsplit("/", 1)[-1]
+            if len(name) == 2 * fmt.ID_LEN:
+                yield bytes.fromhex(name)
+
+    def get_pack_index(self, pack_id: bytes) -> list[fmt.PackEntry]:
+        what = f"index of pack {pack_id.hex()[:16]}"
+        return fmt.decode_pack_index(
+            fmt.unseal(self.backend.get(self.index_key(pack_id)), what), what
+        )
+
+    def read_pack_range(self, pack_id: bytes, offset: int, length: int) -> bytes:
+        data = self.backend.get_range(self.pack_key(pack_id), offset, length)
+        if len(data) != length:
+            raise CorruptObject(
+                f"pack {pack_id.hex()[:16]}: wanted {length} bytes at {offset}, got {len(data)} (truncated?)"
+            )
+        return data
+
+    # --- refs ---
+
+    def _ref_key(self, dataset: str, kind: str, name: str) -> str:
+        check_name(dataset, "dataset")
+        check_name(name, "tag" if kind == TAGS else "branch")
+        return f"refs/{dataset}/{kind}/{name}"
+
+    def datasets(self) -> list[str]:
+        return sorted(d for d in self.backend.list_dirs("refs/"))
+
+    def refs(self, dataset: str, kind: str) -> dict[str, bytes]:
+        prefix = f"refs/{dataset}/{kind}/"
+        out = {}
+        for key in self.backend.list(prefix):
+            name = key[len(prefix) :]
+            if "/" in name:
+                continue
+            try:
+                out[name] = self._parse_ref(self.backend.get(key), key)
+            except NotFound:
+                continue  # deleted between list and get
+        return dict(sorted(out.items()))
+
+    def read_ref(self, dataset: str, kind: str, name: str) -> RefValue | None:
+        key = self._ref_key(dataset, kind, name)
+        try:
+            v = self.backend.get_versioned(key)
+        except NotFound:
+            return None
+        return RefValue(self._parse_ref(v.data, key), v.token)
+
+    @staticmethod
+    def _parse_ref(data: bytes, key: str) -> bytes:
+        text = data.decode("ascii", "replace").strip()
+        if len(text) != 2 * fmt.ID_LEN:
+            raise CorruptObject(f"ref {key} does not hold a commit id")
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise CorruptObject(f"ref {key} does not hold a commit id") from None
+
+    def set_branch(self, dataset: str, name: str, commit: bytes, expected: RefValue | None) -> bool:
+        """Move a branch from `expected` (None: create it) to `commit`. False if the
+        branch changed meanwhile: the caller re-reads and decides."""
+        key = self._ref_key(dataset, HEADS, name)
+        return self.backend.put_if(
+            key, commit.hex().encode() + b"\n", expected.token if expected else None
+        )
+
+    def create_tag(self, dataset: str, name: str, commit: bytes) -> None:
+        key = self._ref_key(dataset, TAGS, name)
+        if not self.backend.put_if(key, commit.hex().encode() + b"\n", None):
+            current = self.read_ref(dataset, TAGS, name)
+            if current and current.commit == commit:
+                return
+            raise RefConflict(f"tag {dataset}@{name} already exists; tags never move")
+
+    def delete_branch(self, dataset: str, name: str) -> None:
+        if self.read_ref(dataset, HEADS, name) is None:
+            raise NotFound(f"no branch {dataset}@{name}")
+        self.backend.delete(self._ref_key(dataset, HEADS, name))
+
+    def dataset_exists(self, dataset: str) -> bool:
+        check_name(dataset, "dataset")
+        return any(True for _ in self.backend.list(f"refs/{dataset}/"))
+
+    def find_objects(self, hex_prefix: str) -> list[bytes]:
+        """Object ids starting with a hex prefix (at least 4 digits)."""
+        if len(hex_prefix) < 4:
+            raise UsageError("an id prefix needs at least 4 hex digits")
+        out = []
+        for key in self.backend.list(f"objects/{hex_prefix[:2]}/{hex_prefix}"):
+            name = key.rsplit("/", 1)[-1]
+            if len(name) == 2 * fmt.ID_LEN and name.startswith(hex_prefix):
+                out.append(bytes.fromhex(name))
+        return out

@@ -1,0 +1,168 @@
+"""Directories as Merkle trees of pages: building them on commit, walking them on read.
+
+A directory is one leaf page, or (past format.LEAF_SPLIT_AT entries) leaves under index
+pages, cut at content-defined names so an edit in a huge directory rewrites one leaf
+and the index pages above it. The top page's id is the directory's id. Each leaf page
+has a locations object beside it (`locs/<leaf id>`) that says where its files'
+chunks live; it is not part of any id, so repacking can rewrite it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from vfs import format as fmt
+from vfs.errors import CorruptObject, NotFound
+
+
+class PageSource(Protocol):
+    def get_page(self, page_id: bytes) -> fmt.TreePage: ...
+
+
+class PageSink(Protocol):
+    def put_page(self, canonical: bytes) -> bytes:
+        """Store a tree page (if new) and return its id."""
+        ...
+
+    def put_locs(self, leaf_id: bytes, locs: dict[bytes, fmt.Location]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """An entry and the leaf page it sits in (whose locs place its chunks)."""
+
+    entry: fmt.Entry
+    leaf: bytes
+
+
+def write_dir(
+    entries: list[fmt.Entry],
+    sink: PageSink,
+    locate: Callable[[bytes], fmt.Location],
+) -> bytes:
+    """Write one directory (entries sorted by name, unique) and return its id.
+
+    Write order per leaf: locations, then the page, so a page that exists always has
+    its locations (and, before them, its packs).
+    """
+    encoded = [fmt.encode_entry(e) for e in entries]
+    if len(entries) <= fmt.LEAF_SPLIT_AT:
+        ranges = [(0, len(entries))]
+    else:
+        ranges = fmt.cut_pages([e.name for e in entries])
+    level: list[fmt.IndexEntry] = []
+    for start, end in ranges:
+        locs: dict[bytes, fmt.Location] = {}
+        for e in entries[start:end]:
+            for c in e.chunks:
+                if c.id not in locs:
+                    locs[c.id] = locate(c.id)
+        canonical = fmt.encode_page(fmt.LEAF, encoded[start:end])
+        page_id = fmt.object_id(canonical)
+        sink.put_locs(page_id, locs)
+        sink.put_page(canonical)
+        level.append(
+            fmt.IndexEntry(entries[start].name if end > start else b"", page_id, end - start)
+        )
+    while len(level) > 1:
+        ranges = (
+            fmt.cut_pages([c.first for c in level])
+            if len(level) > fmt.LEAF_SPLIT_AT
+            else [(0, len(level))]
+        )
+        upper = []
+        for start, end in ranges:
+            group = level[start:end]
+            enc = [fmt._encode_index_entry(c) for c in group]
+            page_id = sink.put_page(fmt.encode_page(fmt.INDEX, enc))
+            upper.append(fmt.IndexEntry(group[0].first, page_id, sum(c.count for c in group)))
+        level = upper
+    return level[0].page
+
+
+class DirView:
+    """One directory of a version, read page by page as needed."""
+
+    __slots__ = ("_src", "top")
+
+    def __init__(self, src: PageSource, top: bytes) -> None:
+        self._src = src
+        self.top = top
+
+    def lookup(self, name: bytes) -> Found | None:
+        page = self._src.get_page(self.top)
+        depth = 0
+        while page.kind == fmt.INDEX:
+            i = page.find(name)
+            if i < 0:
+                return None
+            page = self._src.get_page(page.index_entry(i).page)
+            depth += 1
+            if depth > 16:
+                raise CorruptObject(f"tree {self.top.hex()[:16]}: index pages nest too deep")
+        i = page.find(name)
+        return None if i < 0 else Found(page.entry(i), page.id)
+
+    def __iter__(self) -> Iterator[Found]:
+        yield from self._iter_page(self.top, 0)
+
+    def _iter_page(self, page_id: bytes, depth: int) -> Iterator[Found]:
+        if depth > 16:
+            raise CorruptObject(f"tree {self.top.hex()[:16]}: index pages nest too deep")
+        page = self._src.get_page(page_id)
+        if page.kind == fmt.LEAF:
+            for e in page.entries():
+                yield Found(e, page.id)
+        else:
+            for child in page.children():
+                yield from self._iter_page(child.page, depth + 1)
+
+    def __len__(self) -> int:
+        page = self._src.get_page(self.top)
+        if page.kind == fmt.LEAF:
+            return len(page)
+        return sum(c.count for c in page.children())
+
+
+def split_path(path: str | bytes) -> list[bytes]:
+    """A path inside a version as its components; '' and '/' are the root."""
+    raw = path.encode("utf-8", "surrogateescape") if isinstance(path, str) else path
+    parts = [p for p in raw.split(b"/") if p and p != b"."]
+    if b".." in parts:
+        raise NotFound(f"path {raw.decode('utf-8', 'replace')!r} may not contain '..'")
+    return parts
+
+
+def resolve(src: PageSource, root: bytes, path: str | bytes) -> Found | None:
+    """The entry at `path` below the tree `root`; None for the root itself.
+
+    Symlinks inside the path are not followed: a version is data, not a namespace
+    to escape from.
+    """
+    parts = split_path(path)
+    found: Found | None = None
+    top = root
+    for i, name in enumerate(parts):
+        found = DirView(src, top).lookup(name)
+        if found is None:
+            raise NotFound(
+                f"no such file or directory: {b'/'.join(parts[: i + 1]).decode('utf-8', 'replace')}"
+            )
+        if i + 1 < len(parts):
+            if not found.entry.is_dir:
+                raise NotFound(
+                    f"not a directory: {b'/'.join(parts[: i + 1]).decode('utf-8', 'replace')}"
+                )
+            top = found.entry.tree
+    return found
+
+
+def walk(src: PageSource, root: bytes, prefix: bytes = b"") -> Iterator[tuple[bytes, Found]]:
+    """Every entry below `root` depth-first in name order, with its path."""
+    for f in DirView(src, root):
+        path = prefix + f.entry.name
+        yield path, f
+        if f.entry.is_dir:
+            yield from walk(src, f.entry.tree, path + b"/")
