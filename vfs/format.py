@@ -99,12 +99,10 @@ def check_name(name: bytes) -> None:
 
 # --- envelope: compression on the wire -------------------------------------------------
 
-_zstd_c = zstandard.ZstdCompressor(level=3)
-
-
 def seal(canonical: bytes) -> bytes:
-    """The bytes stored for a metadata object."""
-    return _zstd_c.compress(canonical)
+    """The bytes stored for a metadata object. A ZstdCompressor is not thread-safe
+    (sharing one across the commit's threads crashes), so each call makes its own."""
+    return zstandard.ZstdCompressor(level=3).compress(canonical)
 
 
 def decompress_bounded(stored: bytes | memoryview, limit: int, what: str) -> bytes:

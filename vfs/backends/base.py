@@ -11,6 +11,7 @@ Keys are relative ('packs/ab/abcd...'), never start with '/', and never contain
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ class Backend(ABC):
         """Every key that starts with `prefix`, in no promised order."""
 
     @abstractmethod
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
         """The distinct next path segments below `prefix` (which ends in '/'),
         like S3's CommonPrefixes: for 'refs/' the dataset names."""
 

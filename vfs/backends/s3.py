@@ -1,0 +1,366 @@
+"""The S3 backend: each key is an object under `<prefix>/` in one bucket.
+
+This module owns everything vfs knows about S3: the boto3 client settings
+(timeouts, SDK retries, path-style addressing), the mapping of S3's answers to vfs
+errors, and conditional writes (If-Match / If-None-Match) as the compare-and-swap
+that refs are built on. It never creates buckets: a missing bucket is a clear
+error, not something to paper over.
+
+Concurrency: one boto3 client per backend, which botocore documents as safe to
+share between threads; the connection pool is sized for the store layer's worker
+threads. The only other shared state is `_bucket_seen`, a flag that only ever goes
+from False to True, so a race costs at most one extra HeadBucket.
+
+Error messages name the endpoint, bucket and key, never credentials: they are
+built here from those three, not copied from whatever the SDK says.
+
+S3-compatible servers differ in corners; the ones handled here were found by
+running tests/test_backends.py against SeaweedFS: a range starting at or past the
+end answers 416 (an empty read, not an error), HEAD answers a bare 404 for a
+missing bucket too (so a 404 is followed by one HeadBucket), If-Match on a
+missing key answers 412 rather than 404, and emptied prefixes linger in
+CommonPrefixes (so list_dirs confirms each one).
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.exceptions as bce
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+from vfs.backends.base import Backend, Versioned
+from vfs.errors import BackendError, NotFound, PermissionDenied, VfsError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+
+# Throttling and 5xx answers are retried by botocore with backoff. A refused
+# connection is retried too, but its backoff is short (botocore scales non-throttling
+# errors down), so a closed port fails in well under a second. A black-holed address
+# costs at most _MAX_ATTEMPTS * _CONNECT_TIMEOUT seconds.
+_MAX_ATTEMPTS = 5
+_CONNECT_TIMEOUT = 3.0
+_READ_TIMEOUT = 30.0
+_MAX_POOL = 32
+
+# Packs are uploaded in 16 MiB parts once over 64 MiB; smaller ones go in one PUT,
+# which is cheaper and atomic anyway. Eight parts in flight keep a fast link busy
+# without holding more than ~128 MiB of buffers per upload.
+_TRANSFER = TransferConfig(
+    multipart_threshold=64 * MiB,
+    multipart_chunksize=16 * MiB,
+    max_concurrency=8,
+    use_threads=True,
+)
+
+# S3 answers 409 ConditionalRequestConflict when another conditional write to the
+# key is in flight; AWS says to retry. After this many tries we report "lost the
+# race" and let the caller re-read.
+_CONFLICT_RETRIES = 4
+
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_DENIED_CODES = frozenset(
+    {"AccessDenied", "Forbidden", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+)
+_UNREACHABLE = (
+    bce.EndpointConnectionError,
+    bce.ConnectTimeoutError,
+    bce.ReadTimeoutError,
+    bce.ConnectionClosedError,
+)
+
+
+def _client_config() -> Config:
+    return Config(
+        retries={"mode": "standard", "total_max_attempts": _MAX_ATTEMPTS},
+        connect_timeout=_CONNECT_TIMEOUT,
+        read_timeout=_READ_TIMEOUT,
+        max_pool_connections=_MAX_POOL,
+        # Virtual-hosted style needs DNS for '<bucket>.<host>'; SeaweedFS, MinIO and
+        # plain IP endpoints only understand path style. AWS still accepts it.
+        s3={"addressing_style": "path"},
+    )
+
+
+def _error_code(exc: bce.ClientError) -> tuple[str, int]:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    return code, status
+
+
+class S3Backend(Backend):
+    """A store in an S3 bucket, under an optional key prefix.
+
+    The endpoint is `endpoint_url`, else the environment variable VFS_S3_ENDPOINT,
+    else whatever boto3 resolves (AWS_ENDPOINT_URL, a profile, or AWS itself).
+    Credentials come only from boto3's standard chain.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
+        if not bucket:
+            raise ValueError("S3Backend needs a bucket name")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._key_prefix = self.prefix + "/" if self.prefix else ""
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        endpoint = endpoint_url or os.environ.get("VFS_S3_ENDPOINT") or None
+        # A private session: boto3's default session is not safe to create clients
+        # from in several threads at once.
+        session = boto3.session.Session()
+        self._client: S3Client = session.client(
+            "s3", endpoint_url=endpoint, config=_client_config()
+        )
+        self.endpoint: str = self._client.meta.endpoint_url
+        self._bucket_seen = False
+
+    def __repr__(self) -> str:
+        return f"S3Backend({self.url!r}, endpoint={self.endpoint!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- names and errors -----------------------------------------------------
+
+    def _key(self, key: str) -> str:
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in key.split("/")):
+            raise ValueError(f"invalid object key {key!r}")
+        return self._key_prefix + key
+
+    def _where(self, key: str | None) -> str:
+        obj = f"s3://{self.bucket}/{self._key_prefix}{key}" if key else f"s3://{self.bucket}"
+        return f"{obj} at {self.endpoint}"
+
+    def _error(self, exc: Exception, key: str | None) -> VfsError:
+        """The one table from boto3/botocore exceptions to vfs errors."""
+        if isinstance(exc, S3UploadFailedError) and isinstance(exc.__context__, Exception):
+            # boto3's managed transfer wraps the ClientError it got in a string.
+            exc = exc.__context__
+        if isinstance(exc, bce.ClientError):
+            code, status = _error_code(exc)
+            if code == "NoSuchBucket":
+                return BackendError(f"bucket '{self.bucket}' does not exist at {self.endpoint}")
+            if code in _NOT_FOUND_CODES or (status == 404 and key is not None):
+                return NotFound(f"no such object: {self._where(key)}")
+            if code in _DENIED_CODES or status == 403:
+                reason = (
+                    "credentials rejected"
+                    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch")
+                    else "access denied"
+                )
+                return PermissionDenied(f"{reason} ({code or status}) for {self._where(key)}")
+            return BackendError(f"S3 error {code or status} for {self._where(key)}")
+        if isinstance(exc, _UNREACHABLE):
+            return BackendError(f"cannot reach S3 endpoint {self.endpoint}: {exc}")
+        if isinstance(exc, bce.NoCredentialsError):
+            return BackendError(
+                f"no S3 credentials found for {self._where(None)} "
+                "(set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
+            )
+        # botocore's own messages name parameters and URLs, never secret values.
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        return BackendError(f"S3 request for {self._where(key)} failed: {detail}")
+
+    def _check_bucket(self) -> None:
+        """Raise if the bucket is missing. A HEAD answers a bare 404 both for a
+        missing key and a missing bucket, so a 404 is checked once per backend."""
+        if self._bucket_seen:
+            return
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except (bce.ClientError, bce.BotoCoreError) as exc:
+            if isinstance(exc, bce.ClientError) and _error_code(exc)[1] == 404:
+                raise BackendError(
+                    f"bucket '{self.bucket}' does not exist at {self.endpoint}"
+                ) from exc
+            if isinstance(exc, bce.ClientError) and _error_code(exc)[1] == 403:
+                # HeadBucket needs ListBucket; without it we cannot tell, and the
+                # object's 404 is the best answer we have.
+                return
+            raise self._error(exc, None) from exc
+        self._bucket_seen = True
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """The object's metadata, or None if it does not exist."""
+        try:
+            return dict(self._client.head_object(Bucket=self.bucket, Key=self._key(key)))
+        except bce.ClientError as exc:
+            if _error_code(exc)[1] == 404:
+                self._check_bucket()
+                return None
+            raise self._error(exc, key) from exc
+        except bce.BotoCoreError as exc:
+            raise self._error(exc, key) from exc
+
+    # -- reading --------------------------------------------------------------
+
+    def _get_object(self, key: str, **kwargs: Any) -> tuple[bytes, dict[str, Any]]:
+        try:
+            resp = self._client.get_object(Bucket=self.bucket, Key=self._key(key), **kwargs)
+            return resp["Body"].read(), dict(resp)
+        except (bce.ClientError, bce.BotoCoreError) as exc:
+            raise self._error(exc, key) from exc
+
+    def get(self, key: str) -> bytes:
+        return self._get_object(key)[0]
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise ValueError(f"invalid range offset={offset} length={length}")
+        if length == 0:
+            # An empty Range is not expressible; still say NotFound for a missing key.
+            if self._head(key) is None:
+                raise NotFound(f"no such object: {self._where(key)}")
+            return b""
+        try:
+            data, resp = self._get_object(key, Range=f"bytes={offset}-{offset + length - 1}")
+        except BackendError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, bce.ClientError) and _error_code(cause)[1] == 416:
+                # The range starts at or past the end (also: any range of an empty
+                # object). The key exists, or S3 would have said 404.
+                return b""
+            raise
+        if "ContentRange" not in resp:
+            # A server that ignores Range answers 200 with the whole object.
+            data = data[offset : offset + length]
+        return data
+
+    def exists(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    def size(self, key: str) -> int:
+        head = self._head(key)
+        if head is None:
+            raise NotFound(f"no such object: {self._where(key)}")
+        return int(head["ContentLength"])
+
+    # -- writing --------------------------------------------------------------
+
+    def put(self, key: str, data: bytes) -> None:
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except (bce.ClientError, bce.BotoCoreError) as exc:
+            raise self._error(exc, key) from exc
+
+    def put_file(self, key: str, path: str) -> None:
+        # Checked here so that a bad local path is not reported as an S3 problem.
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            raise BackendError(f"cannot read {path}: not a readable file")
+        try:
+            # A multipart upload becomes visible only on CompleteMultipartUpload, so
+            # this is as atomic as a single PUT.
+            self._client.upload_file(path, self.bucket, self._key(key), Config=_TRANSFER)
+        except (bce.ClientError, bce.BotoCoreError, S3UploadFailedError) as exc:
+            raise self._error(exc, key) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            # S3 answers 204 for a missing key too, which is what the contract wants.
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (bce.ClientError, bce.BotoCoreError) as exc:
+            raise self._error(exc, key) from exc
+
+    # -- listing --------------------------------------------------------------
+
+    def list(self, prefix: str) -> Iterator[str]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        cut = len(self._key_prefix)
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key_prefix + prefix):
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][cut:]
+        except (bce.ClientError, bce.BotoCoreError) as exc:
+            raise self._error(exc, None) from exc
+
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
+        if prefix and not prefix.endswith("/"):
+            raise ValueError(f"list_dirs prefix must end in '/': {prefix!r}")
+        paginator = self._client.get_paginator("list_objects_v2")
+        full = self._key_prefix + prefix
+        candidates: builtins.list[str] = []
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
+                candidates.extend(cp["Prefix"] for cp in page.get("CommonPrefixes", []))
+        except (bce.ClientError, bce.BotoCoreError) as exc:
+            raise self._error(exc, None) from exc
+        # SeaweedFS keeps a directory whose keys were all deleted for about two
+        # minutes (its filer removes empty folders lazily) and reports it as a common
+        # prefix meanwhile; AWS never does. So each prefix must show one key to count.
+        # The checks run a few at a time: list_dirs serves listings like the dataset
+        # names, which are short, and this keeps them quick on high-latency links.
+        with ThreadPoolExecutor(max_workers=min(8, len(candidates) or 1)) as pool:
+            present = builtins.list(pool.map(self._has_keys, candidates))
+        return sorted(
+            cp[len(full) :].rstrip("/") for cp, ok in zip(candidates, present, strict=True) if ok
+        )
+
+    def _has_keys(self, full_prefix: str) -> bool:
+        try:
+            resp = self._client.list_objects_v2(Bucket=self.bucket, Prefix=full_prefix, MaxKeys=1)
+        except (bce.ClientError, bce.BotoCoreError) as exc:
+            raise self._error(exc, None) from exc
+        return bool(resp.get("KeyCount") or resp.get("Contents"))
+
+    # -- compare-and-swap -----------------------------------------------------
+
+    def get_versioned(self, key: str) -> Versioned:
+        data, resp = self._get_object(key)
+        return Versioned(data, str(resp["ETag"]))
+
+    def put_if(self, key: str, data: bytes, token: str | None) -> bool:
+        # Both conditions are checked and applied atomically by the server. SeaweedFS
+        # (4.x, checked by tests/test_backends.py) honours them like AWS, including
+        # under concurrent writers, with one difference: If-Match on a missing key
+        # answers 412 where AWS answers 404 NoSuchKey; both mean "lost the race".
+        # When many writers hit one key at the same instant, SeaweedFS makes some of
+        # the losers wait one or two seconds for their 412 (measured, 4.x): slow,
+        # but still correct.
+        #
+        # The ETag of a single-part PUT is the MD5 of the content, so the token is a
+        # content digest as on local disk: rewriting identical bytes does not
+        # invalidate a token, which is harmless for a compare-and-swap on content.
+        #
+        # One ambiguity is inherent: if a first attempt reaches the server but its
+        # answer is lost (timeout, 5xx) and botocore retries, the retry can fail its
+        # own condition and this returns False for a write that happened. Callers
+        # re-read after False and so see their own value.
+        full_key = self._key(key)
+        for attempt in range(1, _CONFLICT_RETRIES + 1):
+            try:
+                if token is None:
+                    self._client.put_object(
+                        Bucket=self.bucket, Key=full_key, Body=data, IfNoneMatch="*"
+                    )
+                else:
+                    self._client.put_object(
+                        Bucket=self.bucket, Key=full_key, Body=data, IfMatch=token
+                    )
+                return True
+            except bce.ClientError as exc:
+                code, status = _error_code(exc)
+                if status == 412 or code == "PreconditionFailed":
+                    return False
+                if token is not None and code == "NoSuchKey":
+                    return False
+                if status == 409 and code == "ConditionalRequestConflict":
+                    log.debug("put_if %s: conflict, attempt %d", key, attempt)
+                    time.sleep(0.05 * attempt)
+                    continue
+                raise self._error(exc, key) from exc
+            except bce.BotoCoreError as exc:
+                raise self._error(exc, key) from exc
+        return False
