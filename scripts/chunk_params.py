@@ -30,7 +30,10 @@ CANDIDATES = [
 
 def chunks(data: bytes, mn: int, avg: int, mx: int) -> list[bytes]:
     cdc = pyfastcdc.FastCDC(avg, min_size=mn, max_size=mx)
-    return [blake3.blake3(c.data).digest() + len(c.data).to_bytes(8, "little") for c in cdc.cut_buf(data)]
+    return [
+        blake3.blake3(c.data).digest() + len(c.data).to_bytes(8, "little")
+        for c in cdc.cut_buf(data)
+    ]
 
 
 def main() -> None:
@@ -49,8 +52,14 @@ def main() -> None:
         secs = time.perf_counter() - t0
         old = set(a)
 
-        def stored(data: bytes, old: set[bytes] = old, mn: int = mn, avg: int = avg, mx: int = mx) -> int:
-            return sum(int.from_bytes(c[32:], "little") for c in set(chunks(data, mn, avg, mx)) if c not in old)
+        def stored(
+            data: bytes, old: set[bytes] = old, mn: int = mn, avg: int = avg, mx: int = mx
+        ) -> int:
+            return sum(
+                int.from_bytes(c[32:], "little")
+                for c in set(chunks(data, mn, avg, mx))
+                if c not in old
+            )
 
         edit_bytes = stored(edited)
         new_bytes = stored(v2)

@@ -101,7 +101,16 @@ def main() -> None:
 
     say("v2: a new labelling scheme (words plus parity); the images are untouched")
     write_labels(rows, "words")
-    sh("vfs", "commit", str(WORK), "digits", "-m", "v2: labels as words, with parity", "--tag", "v2")
+    sh(
+        "vfs",
+        "commit",
+        str(WORK),
+        "digits",
+        "-m",
+        "v2: labels as words, with parity",
+        "--tag",
+        "v2",
+    )
 
     say("v3: 297 new images")
     rows += write_images(1500, 1797)
@@ -115,7 +124,9 @@ def main() -> None:
     sh("vfs", "diff", "digits@v2", "@v3", "--stat")
     store_bytes = sum(f.stat().st_size for f in STORE.rglob("*") if f.is_file())
     data_bytes = sum(f.stat().st_size for f in WORK.rglob("*") if f.is_file())
-    print(f"  three versions of {data_bytes / 1024:.0f} KiB of data take {store_bytes / 1024:.0f} KiB in the store")
+    print(
+        f"  three versions of {data_bytes / 1024:.0f} KiB of data take {store_bytes / 1024:.0f} KiB in the store"
+    )
 
     say("mount v1: a read-only directory; nothing is downloaded up front")
     t0 = time.monotonic()
@@ -139,7 +150,11 @@ def main() -> None:
     sh("vfs", "mount", "digits", str(MNT))
     sh("ls", str(MNT))
     sh("diff", "-q", str(MNT / "@v1/labels.csv"), str(MNT / "@v2/labels.csv"), check=False)
-    sh("sh", "-c", f"cmp {MNT}/@v1/images/0/0000.png {MNT}/@v3/images/0/0000.png && echo 'same bytes in v1 and v3'")
+    sh(
+        "sh",
+        "-c",
+        f"cmp {MNT}/@v1/images/0/0000.png {MNT}/@v3/images/0/0000.png && echo 'same bytes in v1 and v3'",
+    )
     sh("vfs", "umount", str(MNT))
 
     say("roll back to v2, keeping history")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,9 +20,16 @@ MiB = 1024 * 1024
 
 class Vfs:
     def __init__(self, store: str, cache: Path) -> None:
-        self.env = {**os.environ, "VFS_STORE": store, "VFS_CACHE_DIR": str(cache), "VFS_NO_PROGRESS": "1"}
+        self.env = {
+            **os.environ,
+            "VFS_STORE": store,
+            "VFS_CACHE_DIR": str(cache),
+            "VFS_NO_PROGRESS": "1",
+        }
 
-    def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         p = subprocess.run(
             [sys.executable, "-m", "vfs.cli", *args],
             capture_output=True,
@@ -33,7 +41,7 @@ class Vfs:
             raise AssertionError(f"vfs {' '.join(args)} exited {p.returncode}: {p.stderr}")
         return p
 
-    def json(self, *args: str) -> object:
+    def json(self, *args: str) -> Any:
         return json.loads(self.run(*args, "--json").stdout)
 
 
@@ -49,7 +57,9 @@ def test_commit_log_ls_cat_get_diff_rollback(vfs: Vfs, tmp_path: Path) -> None:
     (src / "with space.csv").write_text("a,b\n9,9\n")
     (src / "images" / "0003.png").unlink()
     (src / "images" / "new.png").write_bytes(b"\x89PNG new")
-    v2 = vfs.run("commit", str(src), "digits", "-m", "v2", "--tag", "v2", "--meta", "labels=coarse").stdout.strip()
+    v2 = vfs.run(
+        "commit", str(src), "digits", "-m", "v2", "--tag", "v2", "--meta", "labels=coarse"
+    ).stdout.strip()
     assert v2 != v1
 
     log = vfs.json("log", "digits")
@@ -168,7 +178,9 @@ def test_missing_bucket_is_named(seaweed, tmp_path: Path) -> None:
 
 
 def _index_count(store: str) -> int:
-    return sum(1 for _ in Path(store, "index").rglob("*") if _.is_file() and not _.name.startswith("."))
+    return sum(
+        1 for _ in Path(store, "index").rglob("*") if _.is_file() and not _.name.startswith(".")
+    )
 
 
 def test_interrupted_commit_moves_no_ref_and_resumes(tmp_path: Path) -> None:

@@ -170,7 +170,9 @@ def test_refs_and_specs(store: Store, tmp_path: Path, cache_dir: str) -> None:
     ids = []
     for i in range(3):
         (src / "n.txt").write_text(str(i))
-        ids.append(commit_dir(store, str(src), "specs", tag=f"v{i + 1}", cache_dir=cache_dir).commit)
+        ids.append(
+            commit_dir(store, str(src), "specs", tag=f"v{i + 1}", cache_dir=cache_dir).commit
+        )
     assert refs.resolve(store, "specs").commit == ids[2]
     assert refs.resolve(store, "specs@main").commit == ids[2]
     assert refs.resolve(store, "specs@v1").commit == ids[0]
@@ -199,7 +201,7 @@ def test_ambiguous_id_prefix(tmp_path: Path) -> None:
     store = Store.open(str(tmp_path / "store"))
     store.ensure_config()
     seen: dict[str, bytes] = {}
-    head = None
+    head: bytes | None = None
     # Commit empty versions until two ids share 4 hex digits (~300 on average).
     for i in range(5000):
         c = fmt.Commit(b"\0" * 32, (head,) if head else (), "t", "2026-01-01T00:00:00Z", str(i))
@@ -208,12 +210,15 @@ def test_ambiguous_id_prefix(tmp_path: Path) -> None:
         if cid.hex()[:4] in seen:
             break
         seen[cid.hex()[:4]] = cid
+    assert head is not None
     assert store.set_branch("amb", "main", head, None)
     with pytest.raises(AmbiguousRef, match="ambiguous"):
         refs.resolve(store, f"amb@{head.hex()[:4]}")
 
 
-def test_special_files_skipped_and_symlinks_not_followed(store: Store, tmp_path: Path, cache_dir: str) -> None:
+def test_special_files_skipped_and_symlinks_not_followed(
+    store: Store, tmp_path: Path, cache_dir: str
+) -> None:
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)
     (src / "d" / "ok.txt").write_text("ok")
@@ -238,7 +243,9 @@ def test_special_files_skipped_and_symlinks_not_followed(store: Store, tmp_path:
             v.stat("d/escape/secret.txt")
 
 
-def test_missing_dir_and_bad_names_fail_clearly(store: Store, tmp_path: Path, cache_dir: str) -> None:
+def test_missing_dir_and_bad_names_fail_clearly(
+    store: Store, tmp_path: Path, cache_dir: str
+) -> None:
     with pytest.raises(NotFound, match="no such directory"):
         commit_dir(store, str(tmp_path / "missing"), "ds", cache_dir=cache_dir)
     (tmp_path / "f").write_text("x")
@@ -254,11 +261,23 @@ def test_git_revision_is_recorded(store: Store, tmp_path: Path, cache_dir: str) 
     repo = tmp_path / "repo"
     (repo / "data").mkdir(parents=True)
     (repo / "data" / "x.txt").write_text("x")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     subprocess.run(["git", "init", "-q", str(repo)], check=True, env=env)
     subprocess.run(["git", "-C", str(repo), "add", "."], check=True, env=env)
     subprocess.run(["git", "-C", str(repo), "commit", "-qm", "init"], check=True, env=env)
-    rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True, env=env).stdout.strip()
+    rev = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout.strip()
     r = commit_dir(store, str(repo / "data"), "gitds", cache_dir=cache_dir, meta={"run": "7"})
     c = store.get_commit(r.commit)
     assert c.meta == {"git.rev": rev, "git.dirty": "false", "run": "7"}

@@ -99,6 +99,7 @@ def check_name(name: bytes) -> None:
 
 # --- envelope: compression on the wire -------------------------------------------------
 
+
 def seal(canonical: bytes) -> bytes:
     """The bytes stored for a metadata object. A ZstdCompressor is not thread-safe
     (sharing one across the commit's threads crashes), so each call makes its own."""

@@ -35,7 +35,6 @@ HEADS = "heads"
 TAGS = "tags"
 
 
-
 def _fan(prefix: str, hexid: str) -> str:
     return f"{prefix}/{hexid[:2]}/{hexid}"
 
