@@ -125,22 +125,43 @@ def _scan(root: bytes, warnings: list[str]) -> tuple[_Dir, list[_File]]:
                 warnings.append(msg)
         return node
 
-    st = os.stat(root)
-    tree = visit(root, st)
-    # Files were appended in visit order: a directory's files before its subdirs'.
-    # Re-sort so a directory read front to back in name order is one byte range.
-    files.sort(key=lambda f: f.path)
+    # Files are appended depth-first in name order: the order a reader walking the
+    # tree meets them, so a directory read front to back is one range of its packs.
+    tree = visit(root, os.stat(root))
     return tree, files
 
 
-def load_known_chunks(store: Store, workers: int = 16) -> dict[bytes, fmt.Location]:
-    """Every chunk in an indexed pack of the store, with its location."""
+def load_known_chunks(store: Store, cache_dir: str, workers: int = 16) -> dict[bytes, fmt.Location]:
+    """Every chunk in an indexed pack of the store, with its location.
+
+    A pack index is determined by its pack's id (it is the pack's own trailer), so
+    indexes are kept locally under that id and fetched once per machine; only the
+    listing of `index/` goes to the store each time.
+    """
     ids = list(store.pack_ids())
+    local = os.path.join(cache_dir, "packindex")
+    os.makedirs(local, exist_ok=True)
+
+    def load(pack_id: bytes) -> list[fmt.PackEntry]:
+        path = os.path.join(local, pack_id.hex())
+        what = f"cached index of pack {pack_id.hex()[:16]}"
+        try:
+            with open(path, "rb") as f:
+                return fmt.decode_pack_index(f.read(), what)
+        except (OSError, VfsError):
+            pass
+        entries = store.get_pack_index(pack_id)
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(fmt.encode_pack_index(entries))
+        os.replace(tmp, path)
+        return entries
+
     known: dict[bytes, fmt.Location] = {}
     if not ids:
         return known
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vfs-index") as pool:
-        for pack_id, entries in zip(ids, pool.map(store.get_pack_index, ids), strict=True):
+        for pack_id, entries in zip(ids, pool.map(load, ids), strict=True):
             for e in entries:
                 known[e.id] = fmt.Location(pack_id, e.offset, e.stored_length, e.codec)
     return known
@@ -308,7 +329,7 @@ def commit_dir(
     progress.scanned(len(files), total_bytes)
 
     progress.phase("indexing store")
-    known = load_known_chunks(store)
+    known = load_known_chunks(store, cache_dir)
     statcache = StatCache(cache_dir, store.url)
     nworkers = workers or max(2, os.cpu_count() or 2)
     pool = ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="vfs-chunk")
