@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from vfs.backends import default_store_url
+from vfs.cache import default_cache_dir
 from vfs.store import Store
 
 
@@ -20,12 +21,6 @@ def setup_logging(verbose: int) -> None:
     if verbose < 2:
         logging.getLogger("botocore").setLevel(logging.WARNING)
         logging.getLogger("boto3").setLevel(logging.WARNING)
-
-
-def default_cache_dir() -> str:
-    return os.environ.get("VFS_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vfs"
-    )
 
 
 def add_common(p: argparse.ArgumentParser, json_output: bool = False) -> None:

@@ -1,0 +1,602 @@
+"""Tier 2: the filesystem core of `vfs mount` (vfs.fs, vfs.prefetch), in process, no FUSE.
+
+Each test drives an FsCore inside trio.run over a store wrapped in `Wired`, a Backend
+that delegates to the real one (local or SeaweedFS S3, per `store_url`), counts
+requests and can be told to fail or stall.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.treegen import make_tree
+from vfs import format as fmt
+from vfs import fs
+from vfs.backends.base import Backend, Versioned
+from vfs.cache import ChunkCache
+from vfs.commit import commit_dir
+from vfs.errors import BackendError, UsageError
+from vfs.prefetch import FetchConfig, FetchError, Readahead
+from vfs.store import Store
+
+MiB = 1024 * 1024
+
+
+class Wired(Backend):
+    """The real backend, with request counts and a switch to fail or stall reads."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.mode = "ok"  # ok | fail | stall
+        self.gets = 0
+        self.range_gets = 0
+        self.range_bytes = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.delay = 0.0
+        self._lock = threading.Lock()
+
+    def _gate(self) -> None:
+        while self.mode == "stall":
+            time.sleep(0.02)
+        if self.mode == "fail":
+            raise BackendError("injected failure")
+
+    def get(self, key: str) -> bytes:
+        self._gate()
+        with self._lock:
+            self.gets += 1
+        return self.inner.get(key)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        with self._lock:
+            self.range_gets += 1
+            self.range_bytes += length
+            self.in_flight += length
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            self._gate()
+            if self.delay:
+                time.sleep(self.delay)
+            return self.inner.get_range(key, offset, length)
+        finally:
+            with self._lock:
+                self.in_flight -= length
+
+    def requests(self) -> int:
+        return self.gets + self.range_gets
+
+    def put(self, key: str, data: bytes) -> None:
+        self.inner.put(key, data)
+
+    def put_file(self, key: str, path: str) -> None:
+        self.inner.put_file(key, path)
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(key)
+
+    def size(self, key: str) -> int:
+        return self.inner.size(key)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        return self.inner.list(prefix)
+
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
+        return self.inner.list_dirs(prefix)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def get_versioned(self, key: str) -> Versioned:
+        self._gate()
+        with self._lock:
+            self.gets += 1
+        return self.inner.get_versioned(key)
+
+    def put_if(self, key: str, data: bytes, token: str | None) -> bool:
+        return self.inner.put_if(key, data, token)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class World:
+    """A store with versions v1 and v2 of `ds`, the source trees, and a cache."""
+
+    def __init__(self, store_url: str, tmp: Path) -> None:
+        real = Store.open(store_url)
+        self.src = make_tree(tmp / "src", big=True)
+        (self.src / "dup-a.bin").write_bytes(b"same bytes" * 1000)
+        (self.src / "dup-b.bin").write_bytes(b"same bytes" * 1000)
+        commit_dir(real, str(self.src), "ds", tag="v1", cache_dir=str(tmp / "wc"))
+        self.v1 = {p: (self.src / p).read_bytes() for p in ("big.bin", "with space.csv")}
+        (self.src / "with space.csv").write_text("changed in v2\n")
+        (self.src / "added.txt").write_text("only in v2\n")
+        commit_dir(real, str(self.src), "ds", tag="v2", cache_dir=str(tmp / "wc"))
+        self.wired = Wired(real.backend)
+        self.store = Store(self.wired)
+        self.cache = ChunkCache(tmp / "cache", 1 << 30)
+        self.tmp = tmp
+
+    def close(self) -> None:
+        self.cache.close()
+        self.store.close()
+
+
+@pytest.fixture
+def world(store_url: str, tmp_path: Path) -> Iterator[World]:
+    w = World(store_url, tmp_path)
+    yield w
+    w.close()
+
+
+def run_core(
+    w: World,
+    target: str,
+    body: Callable[[fs.FsCore], Awaitable[None]],
+    fetch: FetchConfig | None = None,
+    store: Store | None = None,
+) -> None:
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            core = await fs.FsCore.create(
+                store or w.store, target, nursery=nursery, cache=w.cache, fetch=fetch
+            )
+            await body(core)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+async def walk_path(core: fs.FsCore, path: str) -> fs.Attr:
+    ino = fs.ROOT
+    attr = core.getattr(ino)
+    for part in path.split("/"):
+        attr = await core.lookup(ino, part.encode())
+        assert attr.ino, f"{path}: {part} not found"
+        ino = attr.ino
+    return attr
+
+
+async def read_all(core: fs.FsCore, ino: int, block: int = MiB) -> bytes:
+    fh = await core.open(ino, os.O_RDONLY)
+    out = []
+    off = 0
+    while True:
+        data = await core.read(fh, off, block)
+        if not data:
+            break
+        out.append(data)
+        off += len(data)
+    core.release(fh)
+    return b"".join(out)
+
+
+async def listing(core: fs.FsCore, ino: int, start: int = 0) -> list[tuple[bytes, int, int]]:
+    fh = await core.opendir(ino)
+    out: list[tuple[bytes, int, int]] = []
+
+    def reply(name: bytes, attr: fs.Attr, nxt: int) -> bool:
+        out.append((name, attr.ino, nxt))
+        return True
+
+    await core.readdir(fh, start, reply)
+    core.releasedir(fh)
+    return out
+
+
+# --- mounting and metadata ---------------------------------------------------------------
+
+
+def test_mounting_reads_only_the_ref_commit_and_root_page(world: World) -> None:
+    async def body(core: fs.FsCore) -> None:
+        # refs.resolve reads the ref (branch miss, then tag), then commit and root page.
+        assert world.wired.requests() <= 4
+        assert world.wired.range_gets == 0
+        assert core.current is not None and core.current.label == "ds@v1"
+
+    world.wired.gets = 0
+    run_core(world, "ds@v1", body)
+
+
+def test_lookup_and_getattr_never_touch_the_store_once_the_dir_is_loaded(world: World) -> None:
+    async def body(core: fs.FsCore) -> None:
+        await core.lookup(fs.ROOT, b"images")
+        await walk_path(core, "images/0000.png")
+        before = world.wired.requests()
+        for i in range(40):
+            a = await core.lookup(
+                (await core.lookup(fs.ROOT, b"images")).ino, f"{i:04d}.png".encode()
+            )
+            assert core.getattr(a.ino) == a
+        assert (await core.lookup(fs.ROOT, b"no such name")).ino == 0
+        assert world.wired.requests() == before
+
+    run_core(world, "ds@v1", body)
+
+
+def test_attributes_come_from_the_version(world: World) -> None:
+    src = world.src
+
+    async def body(core: fs.FsCore) -> None:
+        a = await walk_path(core, "with space.csv")
+        st = os.stat(src / "with space.csv")
+        assert a.mode == 0o100600 and a.size == st.st_size and a.nlink == 1
+        assert a.ttl >= 86400  # immutable: the kernel may keep it
+        link = await walk_path(core, "link-to-csv")
+        assert link.mode & 0o170000 == 0o120000
+        assert core.readlink(link.ino) == b"with space.csv"
+        d = await walk_path(core, "empty dir")
+        assert d.mode & 0o170000 == 0o040000
+        assert [n for n, _, _ in await listing(core, d.ino)] == [b".", b".."]
+        e = await walk_path(core, "empty.txt")
+        assert e.size == 0 and await read_all(core, e.ino) == b""
+        u = await walk_path(core, "ünïcødé ✓ name.txt")
+        assert await read_all(core, u.ino) == "snowman ☃\n".encode()
+        s = core.statfs()
+        assert s.files > 0 and s.blocks > 0
+
+    run_core(world, "ds@v2", body)
+
+
+def test_setuid_setgid_and_sticky_bits_are_stripped(store_url: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "tmp").mkdir(parents=True)
+    (src / "tool").write_bytes(b"#!/bin/sh\n")
+    os.chmod(src / "tool", 0o6755)
+    os.chmod(src / "tmp", 0o1777)
+    store = Store.open(store_url)
+    commit_dir(store, str(src), "modes", cache_dir=str(tmp_path / "wc"))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            core = await fs.FsCore.create(store, "modes@main", nursery=nursery)
+            assert (await core.lookup(fs.ROOT, b"tool")).mode == 0o100755
+            assert (await core.lookup(fs.ROOT, b"tmp")).mode == 0o040777
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    store.close()
+
+
+def test_readdir_resumes_at_every_offset(world: World) -> None:
+    async def body(core: fs.FsCore) -> None:
+        full = await listing(core, fs.ROOT)
+        names = [n for n, _, _ in full]
+        assert names[:2] == [b".", b".."]
+        assert names[2:] == sorted(names[2:]) and b"big.bin" in names
+        for i, (_, _, nxt) in enumerate(full):
+            assert await listing(core, fs.ROOT, nxt) == full[i + 1 :]
+
+    run_core(world, "ds@v1", body)
+
+
+def test_big_directories_load_page_by_page(store_url: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    n = fmt.LEAF_SPLIT_AT + 3000
+    for i in range(n):
+        (src / f"f{i:05d}").write_bytes(b"")
+    real = Store.open(store_url)
+    commit_dir(real, str(src), "big", cache_dir=str(tmp_path / "wc"))
+    wired = Wired(real.backend)
+    store = Store(wired)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            core = await fs.FsCore.create(store, "big@main", nursery=nursery)
+            root_page = store.get_page(core.current.version.root)  # type: ignore[union-attr]
+            assert root_page.kind == fmt.INDEX, "the test needs a directory of several pages"
+            before = wired.gets
+            assert (await core.lookup(fs.ROOT, b"f01234")).ino
+            assert wired.gets - before == 1  # one leaf, not the whole directory
+            names = [x for x, _, _ in await listing(core, fs.ROOT)][2:]
+            assert names == [f"f{i:05d}".encode() for i in range(n)]
+            # Resume in the middle of the second leaf.
+            tail = await listing(core, fs.ROOT, 2 + 5000)
+            assert [x for x, _, _ in tail] == [f"f{i:05d}".encode() for i in range(5000, n)]
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    store.close()
+
+
+def test_inode_numbers_are_stable(world: World) -> None:
+    seen: dict[str, int] = {}
+
+    async def first(core: fs.FsCore) -> None:
+        for p in ("big.bin", "with space.csv", "nested/deeper/deepest/leaf.bin"):
+            seen[p] = (await walk_path(core, p)).ino
+        a = await core.lookup(fs.ROOT, b"big.bin")
+        core.forget([(a.ino, 2)])  # the kernel forgets it; the number must come back
+        assert (await core.lookup(fs.ROOT, b"big.bin")).ino == seen["big.bin"]
+        assert len({*seen.values()}) == len(seen)
+
+    async def again(core: fs.FsCore) -> None:  # a remount sees the same numbers
+        for p, ino in seen.items():
+            assert (await walk_path(core, p)).ino == ino
+        await core.switch("v2")  # unchanged files keep theirs, a changed file does not
+        assert (await walk_path(core, "big.bin")).ino == seen["big.bin"]
+        assert (await walk_path(core, "with space.csv")).ino != seen["with space.csv"]
+
+    run_core(world, "ds@v1", first)
+    run_core(world, "ds@v1", again)
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def test_reads_are_byte_for_byte_sequential_and_random(world: World) -> None:
+    data = world.v1["big.bin"]
+
+    async def body(core: fs.FsCore) -> None:
+        a = await walk_path(core, "big.bin")
+        assert await read_all(core, a.ino, 128 * 1024) == data
+        fh = await core.open(a.ino, os.O_RDONLY)
+        rng = random.Random(7)
+        for _ in range(200):
+            off = rng.randrange(len(data) + 10)
+            n = rng.randrange(1, 3 * MiB)
+            assert await core.read(fh, off, n) == data[off : off + n]
+        core.release(fh)
+
+    run_core(world, "ds@v1", body)
+
+
+def test_sequential_reads_grow_the_readahead_window() -> None:
+    ra = Readahead(FetchConfig())
+    windows = []
+    off = 0
+    for _ in range(8):
+        ra.advise(off, off + 128 * 1024, 1 << 40)
+        windows.append(ra.window // MiB)
+        off += 128 * 1024
+    assert windows == [1, 2, 4, 8, 16, 16, 16, 16]
+    assert ra.advise(700 * MiB, 700 * MiB + 4096, 1 << 40) is None  # a jump resets it
+    assert ra.window == 0
+
+
+def test_sequential_reading_fetches_ahead_in_few_large_requests(world: World) -> None:
+    data = world.v1["big.bin"]
+
+    async def body(core: fs.FsCore) -> None:
+        a = await walk_path(core, "big.bin")
+        got = await read_all(core, a.ino, 128 * 1024)
+        assert got == data
+        st = core.fetcher.stats
+        nchunks = len(core._nodes[a.ino].wanted or [])
+        assert st.readahead_chunks > 0
+        assert world.wired.range_gets < nchunks  # coalesced: fewer GETs than chunks
+
+    run_core(world, "ds@v1", body)
+
+
+def test_random_access_fetches_only_what_it_reads(world: World) -> None:
+    async def body(core: fs.FsCore) -> None:
+        a = await walk_path(core, "big.bin")
+        fh = await core.open(a.ino, os.O_RDONLY)
+        for off in (11 * MiB, 2 * MiB, 9 * MiB, 5 * MiB):
+            await core.read(fh, off, 4096)
+        assert core.fetcher.stats.readahead_chunks == 0
+        assert world.wired.range_gets == 4
+
+    run_core(world, "ds@v1", body)
+
+
+def test_concurrent_readers_of_a_missing_chunk_share_one_fetch(world: World) -> None:
+    world.wired.delay = 0.2  # keep the first fetch in flight while the others arrive
+
+    async def body(core: fs.FsCore) -> None:
+        a = await walk_path(core, "boundary-262143.bin")
+        results: list[bytes] = []
+
+        async def reader() -> None:
+            fh = await core.open(a.ino, os.O_RDONLY)
+            results.append(await core.read(fh, 1000, 5000))
+
+        async with trio.open_nursery() as n:
+            for _ in range(8):
+                n.start_soon(reader)
+        assert len(set(results)) == 1 and len(results) == 8
+        assert world.wired.range_gets == 1
+        assert core.fetcher.stats.shared == 7
+
+    run_core(world, "ds@v1", body)
+
+
+def test_bytes_in_flight_stay_within_the_budget(world: World) -> None:
+    world.wired.delay = 0.05
+    cfg = FetchConfig(budget_bytes=2 * MiB, part_bytes=1 * MiB)
+
+    async def body(core: fs.FsCore) -> None:
+        paths = ["big.bin", "boundary-4194304.bin", "boundary-262145.bin", "text-compressible.txt"]
+        inos = [(await walk_path(core, p)).ino for p in paths]
+        async with trio.open_nursery() as n:
+            for ino in inos:
+                n.start_soon(read_all, core, ino)
+        # One GET bigger than the budget may run, alone; otherwise the budget holds.
+        assert world.wired.max_in_flight <= max(cfg.budget_bytes, 4 * MiB + 64 * 1024)
+        assert core.fetcher.budget.used == 0
+
+    run_core(world, "ds@v1", body, fetch=cfg)
+
+
+def test_a_failing_store_gives_an_error_within_the_timeout_then_recovers(world: World) -> None:
+    cfg = FetchConfig(read_timeout=1.0, attempt_timeout=0.3, backoff=0.05)
+
+    async def body(core: fs.FsCore) -> None:
+        a = await walk_path(core, "big.bin")
+        fh = await core.open(a.ino, os.O_RDONLY)
+        data = world.v1["big.bin"]
+        for mode, off in (("fail", 0), ("stall", 8 * MiB)):  # each reads uncached bytes
+            world.wired.mode = mode
+            t0 = time.monotonic()
+            with pytest.raises(FetchError):
+                await core.read(fh, off, 4096)
+            assert time.monotonic() - t0 < cfg.read_timeout + 0.5
+            world.wired.mode = "ok"
+            assert await core.read(fh, off, 4096) == data[off : off + 4096]
+        assert core.fetcher.stats.retries > 0
+
+    run_core(world, "ds@v1", body, fetch=cfg)
+
+
+def test_a_corrupt_cache_entry_is_refetched_not_served(world: World) -> None:
+    data = world.v1["big.bin"]
+
+    async def fill(core: fs.FsCore) -> None:
+        assert await read_all(core, (await walk_path(core, "big.bin")).ino) == data
+
+    run_core(world, "ds@v1", fill)
+    chunk_files = [
+        p for p in (world.tmp / "cache" / "data").rglob("*") if p.is_file() and len(p.name) == 64
+    ]
+    assert chunk_files
+    for p in chunk_files:
+        raw = bytearray(p.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        p.write_bytes(bytes(raw))
+    run_core(world, "ds@v1", fill)
+    assert world.cache.stats().corrupt_evicted >= 1
+
+
+# --- versions ----------------------------------------------------------------------------
+
+
+def test_switch_changes_new_lookups_and_keeps_open_files(world: World) -> None:
+    async def body(core: fs.FsCore) -> None:
+        missing = await core.lookup(fs.ROOT, b"added.txt")
+        assert missing.ino == 0 and missing.ttl > 0  # a cached negative entry
+        old = await walk_path(core, "with space.csv")
+        fh = await core.open(old.ino, os.O_RDONLY)
+        res = await core.switch("v2")
+        assert res.seconds < 0.05
+        assert b"with space.csv" in res.invalidate and b"added.txt" in res.invalidate
+        assert await core.read(fh, 0, 100) == world.v1["with space.csv"]
+        new = await walk_path(core, "with space.csv")
+        assert await read_all(core, new.ino) == b"changed in v2\n"
+        assert (await core.lookup(fs.ROOT, b"added.txt")).ino
+        assert await core.getxattr(fs.ROOT, b"user.vfs.ref") == b"ds@v2"
+        with pytest.raises(UsageError):
+            await core.switch("other@v1")
+
+    run_core(world, "ds@v1", body)
+
+
+def test_every_version_root_lists_refs_and_resolves_ids(world: World) -> None:
+    async def body(core: fs.FsCore) -> None:
+        assert world.wired.range_gets == 0
+        names = [n for n, _, _ in await listing(core, fs.ROOT)][2:]
+        assert names == [b"@main", b"@v1", b"@v2"]
+        v1 = await core.lookup(fs.ROOT, b"@v1")
+        assert 0 < v1.ttl <= core.config.ref_ttl  # branches move: root entries expire
+        commit = await core.getxattr(v1.ino, b"user.vfs.version")
+        by_id = await core.lookup(fs.ROOT, b"@" + commit[:10])
+        assert by_id.ino and by_id.ino != v1.ino
+        f1 = await core.lookup(by_id.ino, b"with space.csv")
+        assert await read_all(core, f1.ino) == world.v1["with space.csv"]
+        f2 = await core.lookup((await core.lookup(fs.ROOT, b"@v2")).ino, b"with space.csv")
+        assert await read_all(core, f2.ino) == b"changed in v2\n"
+        for bad in (b"@nope", b"v1", b"@ffff"):
+            miss = await core.lookup(fs.ROOT, bad)
+            assert miss.ino == 0 and 0 < miss.ttl <= core.config.ref_ttl
+        with pytest.raises(UsageError):
+            await core.switch("v2")
+
+    run_core(world, "ds", body)
+
+
+def test_unknown_dataset_or_ref_fails_before_anything_is_mounted(world: World) -> None:
+    from vfs.errors import NotFound
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for target in ("nope@v1", "ds@nope", "nope"):
+                with pytest.raises(NotFound):
+                    await fs.FsCore.create(world.store, target, nursery=nursery)
+
+    trio.run(main)
+
+
+# --- diagnostics and refusals ---------------------------------------------------------------
+
+
+def test_xattrs_give_version_content_id_and_cached_bytes(world: World) -> None:
+    async def body(core: fs.FsCore) -> None:
+        a = await walk_path(core, "dup-a.bin")
+        b = await walk_path(core, "dup-b.bin")
+        assert await core.getxattr(a.ino, b"user.vfs.content_id") == await core.getxattr(
+            b.ino, b"user.vfs.content_id"
+        )
+        assert await core.getxattr(a.ino, b"user.vfs.cached_bytes") == b"0"
+        await read_all(core, a.ino)
+        assert await core.getxattr(a.ino, b"user.vfs.cached_bytes") == str(a.size).encode()
+        assert len(await core.getxattr(fs.ROOT, b"user.vfs.version")) == 64
+        assert b"user.vfs.stats" in core.listxattr(fs.ROOT)
+        with pytest.raises(fs.NoAttribute):
+            await core.getxattr(a.ino, b"user.other")
+
+    run_core(world, "ds@v1", body)
+
+
+def test_opening_for_write_is_refused(world: World) -> None:
+    async def body(core: fs.FsCore) -> None:
+        a = await walk_path(core, "big.bin")
+        for flags in (os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC, os.O_WRONLY | os.O_APPEND):
+            with pytest.raises(fs.ReadOnly):
+                await core.open(a.ino, flags)
+        with pytest.raises(fs.IsADirectory):
+            await core.open(fs.ROOT, os.O_RDONLY)
+        with pytest.raises(fs.InvalidArgument):
+            core.readlink(a.ino)
+
+    run_core(world, "ds@v1", body)
+
+
+@pytest.mark.allow_error_log
+def test_fuse_adapter_maps_errors_through_one_table(caplog: pytest.LogCaptureFixture) -> None:
+    pyfuse3 = pytest.importorskip("pyfuse3")
+    from vfs import fuse
+    from vfs.errors import CorruptObject, NotFound
+
+    assert fuse.errno_for(NotFound("x")) == errno.ENOENT
+    assert fuse.errno_for(FetchError("x")) == errno.EIO
+    assert fuse.errno_for(CorruptObject("x")) == errno.EIO
+    assert fuse.errno_for(fs.ReadOnly("x")) == errno.EROFS
+
+    class Broken:
+        def getattr(self, ino: int) -> Any:
+            raise RuntimeError("a bug")
+
+    ops = fuse.Operations(Broken())  # type: ignore[arg-type]
+    ctx: Any = None
+    with pytest.raises(pyfuse3.FUSEError) as info:
+        trio.run(ops.getattr, 5, ctx)
+    assert info.value.errno == errno.EIO
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors and errors[0].exc_info is not None  # logged with its traceback
+
+    async def writes() -> None:
+        for write in (
+            ops.mkdir(1, b"x", 0o755, None),
+            ops.unlink(1, b"x", None),
+            ops.write(1, 0, b"x"),
+        ):
+            with pytest.raises(pyfuse3.FUSEError) as info:
+                await write
+            assert info.value.errno == errno.EROFS
+
+    trio.run(writes)

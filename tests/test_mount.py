@@ -1,0 +1,606 @@
+"""Tier 3: real mounts read by real programs (cat, find, tar, sha256sum, Python, mmap).
+
+Mounts are started as users start them: `vfs mount` (a daemon), or, where a test
+must count or break the daemon's store requests, a launcher that runs the same CLI
+in the foreground over a `Wired` backend (the real one, counting range GETs into a
+file and failing or stalling while a control file says so). Teardown always
+unmounts (fusermount3 -u -z), also when a test fails, and fails a test whose daemon
+logged an ERROR.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import itertools
+import json
+import mmap
+import os
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.treegen import make_tree, snapshot_fs
+from vfs.commit import commit_dir
+from vfs.mount import alive, is_mounted
+from vfs.store import Store
+
+MiB = 1024 * 1024
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fuse_usable() -> bool:
+    return os.path.exists("/dev/fuse") and shutil.which("fusermount3") is not None
+
+
+pytestmark = [
+    pytest.mark.fuse,
+    pytest.mark.skipif(not _fuse_usable(), reason="needs /dev/fuse and fusermount3"),
+]
+
+# The launcher: the real CLI in the foreground over a counting, breakable backend.
+LAUNCHER = r"""
+import os, sys, time
+sys.path.insert(0, os.environ["VFS_TEST_ROOT"])
+import vfs.store
+from vfs.backends.base import Backend
+from vfs.errors import BackendError
+
+CTL = os.environ["VFS_TEST_CTL"]
+_real_open = vfs.store.open_backend
+
+
+def _mode():
+    try:
+        with open(os.path.join(CTL, "mode")) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return "ok"
+
+
+class Wired(Backend):
+    def __init__(self, inner):
+        self.inner, self.url = inner, inner.url
+
+    def get_range(self, key, offset, length):
+        with open(os.path.join(CTL, f"ranges-{os.getpid()}"), "a") as f:
+            f.write(f"{key} {offset} {length}\n")
+        while _mode() == "stall":
+            time.sleep(0.05)
+        if _mode() == "fail":
+            raise BackendError("injected failure")
+        return self.inner.get_range(key, offset, length)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    get = lambda self, k: self.inner.get(k)
+    put = lambda self, k, d: self.inner.put(k, d)
+    put_file = lambda self, k, p: self.inner.put_file(k, p)
+    exists = lambda self, k: self.inner.exists(k)
+    size = lambda self, k: self.inner.size(k)
+    list = lambda self, p: self.inner.list(p)
+    list_dirs = lambda self, p: self.inner.list_dirs(p)
+    delete = lambda self, k: self.inner.delete(k)
+    get_versioned = lambda self, k: self.inner.get_versioned(k)
+    put_if = lambda self, k, d, t: self.inner.put_if(k, d, t)
+    close = lambda self: self.inner.close()
+
+
+vfs.store.open_backend = lambda url: Wired(_real_open(url))
+from vfs.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class Data:
+    """Versions v1 and v2 of dataset `ds`, committed from a generated tree."""
+
+    def __init__(self, store_url: str, tmp: Path) -> None:
+        self.url = store_url
+        self.src = make_tree(tmp / "src", big=True)
+        (self.src / "setuid-tool").write_bytes(b"#!/bin/sh\necho hi\n")
+        os.chmod(self.src / "setuid-tool", 0o4755)
+        store = Store.open(store_url)
+        try:
+            commit_dir(store, str(self.src), "ds", tag="v1", cache_dir=str(tmp / "wc"))
+            self.v1 = snapshot_fs(self.src)
+            self.v1_csv = (self.src / "with space.csv").read_bytes()
+            (self.src / "with space.csv").write_text("changed in v2\n")
+            (self.src / "added.txt").write_text("only in v2\n")
+            c2 = commit_dir(store, str(self.src), "ds", tag="v2", cache_dir=str(tmp / "wc"))
+            self.v2_id = c2.commit.hex()
+        finally:
+            store.close()
+
+
+class Mounts:
+    """Starts mounts and always cleans them up."""
+
+    def __init__(self, store_url: str, tmp: Path) -> None:
+        self.tmp = tmp
+        self.cache = tmp / "cache"
+        self.ctl = tmp / "ctl"
+        self.ctl.mkdir()
+        self.env = {
+            **os.environ,
+            "VFS_STORE": store_url,
+            "VFS_CACHE_DIR": str(self.cache),
+            "VFS_NO_PROGRESS": "1",
+            "VFS_TEST_ROOT": str(ROOT),
+            "VFS_TEST_CTL": str(self.ctl),
+        }
+        self.mountpoints: list[Path] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+        (tmp / "launcher.py").write_text(LAUNCHER)
+
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run(
+            [sys.executable, "-m", "vfs.cli", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(f"vfs {' '.join(args)} exited {p.returncode}: {p.stderr}")
+        return p
+
+    def mountpoint(self, name: str) -> Path:
+        mnt = self.tmp / name
+        mnt.mkdir(exist_ok=True)
+        self.mountpoints.append(mnt)
+        return mnt
+
+    def mount(self, target: str, name: str = "mnt", *extra: str) -> Path:
+        """`vfs mount`, the daemon; returns once the mount is live."""
+        mnt = self.mountpoint(name)
+        self.cli("mount", target, str(mnt), *extra)
+        assert os.path.ismount(mnt)
+        return mnt
+
+    def launch(self, target: str, name: str, *extra: str) -> Path:
+        """The CLI in the foreground over the Wired backend."""
+        mnt = self.mountpoint(name)
+        log = self.tmp / f"{name}.log"
+        self.logs.append(log)
+        with open(log, "ab") as f:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(self.tmp / "launcher.py"),
+                    "mount",
+                    target,
+                    str(mnt),
+                    "--foreground",
+                    "-v",
+                    *extra,
+                ],
+                env=self.env,
+                stdout=f,
+                stderr=f,
+            )
+        self.procs.append(proc)
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(mnt):
+            assert proc.poll() is None, f"mount exited {proc.returncode}: {log.read_text()}"
+            assert time.monotonic() < deadline, f"not mounted after 30 s: {log.read_text()}"
+            time.sleep(0.02)
+        return mnt
+
+    def ranges(self) -> list[tuple[str, int, int]]:
+        out = []
+        for p in self.ctl.glob("ranges-*"):
+            for line in p.read_text().splitlines():
+                key, off, n = line.split()
+                out.append((key, int(off), int(n)))
+        return out
+
+    def set_mode(self, mode: str) -> None:
+        (self.ctl / "mode").write_text(mode)
+
+    def stats(self) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(self.cli("cache", "stats", "--json").stdout)
+        return doc
+
+    def cleanup(self) -> None:
+        for mnt in self.mountpoints:
+            if is_mounted(str(mnt)):
+                subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def daemon_state(self, pid: int) -> str:
+        """For failure messages: what a daemon that did not exit is doing."""
+        try:
+            tasks = [
+                f"{(Path('/proc', str(pid), 'task', t, 'comm')).read_text().strip()}:"
+                f"{(Path('/proc', str(pid), 'task', t, 'wchan')).read_text()}"
+                for t in os.listdir(f"/proc/{pid}/task")
+            ]
+        except OSError as e:
+            tasks = [str(e)]
+        logs = [p.read_text()[-2000:] for p in (self.cache / "logs").glob("*.log")]
+        return f"threads {tasks}; log: {logs}"
+
+    def error_lines(self) -> list[str]:
+        logs = [*self.logs, *(self.cache / "logs").glob("*.log")]
+        return [
+            ln
+            for p in logs
+            if p.exists()
+            for ln in p.read_text(errors="replace").splitlines()
+            if " ERROR " in ln
+        ]
+
+
+@pytest.fixture
+def data(store_url: str, tmp_path: Path) -> Data:
+    return Data(store_url, tmp_path)
+
+
+@pytest.fixture
+def mounts(store_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mounts]:
+    m = Mounts(store_url, tmp_path)
+    try:
+        yield m
+    finally:
+        m.cleanup()
+    errors = m.error_lines()
+    if errors and not request.node.get_closest_marker("allow_error_log"):
+        pytest.fail("mount daemon logged ERROR:\n" + "\n".join(errors), pytrace=False)
+
+
+def sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(MiB):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_tree(mnt: Path) -> None:
+    for p in sorted(mnt.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            p.read_bytes()
+
+
+def wait_gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def test_real_programs_read_every_byte(data: Data, mounts: Mounts) -> None:
+    mnt = mounts.mount("ds@v1")
+    # Python's walk: modes, sizes, sha256 and mtimes of everything, symlinks too.
+    got = snapshot_fs(mnt)
+    want = {k: v for k, v in data.v1.items() if k != "setuid-tool"}
+    assert {k: v for k, v in got.items() if k != "setuid-tool"} == want
+    # find lists the same paths.
+    found = subprocess.run(
+        ["find", ".", "-mindepth", "1"], cwd=mnt, capture_output=True, text=True, check=True
+    )
+    assert sorted(p[2:] for p in found.stdout.splitlines()) == sorted(data.v1)
+    # sha256sum over every file, and cat of the big one.
+    files = sorted(k for k, v in data.v1.items() if v[0] == "file")
+    out = subprocess.run(["sha256sum", *files], cwd=mnt, capture_output=True, text=True, check=True)
+    sums = {line[66:]: line[:64] for line in out.stdout.splitlines()}
+    assert sums == {k: data.v1[k][3] for k in files}
+    cat = subprocess.run(["cat", str(mnt / "big.bin")], capture_output=True, check=True)
+    assert hashlib.sha256(cat.stdout).hexdigest() == data.v1["big.bin"][3]
+    # tar c of the whole mount, unpacked again: the same tree.
+    subprocess.run(["tar", "cf", str(mounts.tmp / "v1.tar"), "-C", str(mnt), "."], check=True)
+    with tarfile.open(mounts.tmp / "v1.tar") as t:
+        members = {m.name.removeprefix("./"): m for m in t.getmembers() if m.name != "."}
+        assert set(members) == set(data.v1)
+        f = t.extractfile(members["big.bin"])
+        assert f is not None and hashlib.sha256(f.read()).hexdigest() == data.v1["big.bin"][3]
+    # Random access with pread, and mmap.
+    src = (data.src / "big.bin").read_bytes()
+    rng = random.Random(5)
+    with open(mnt / "big.bin", "rb") as f:
+        for _ in range(100):
+            off = rng.randrange(len(src))
+            n = rng.randrange(1, 2 * MiB)
+            assert os.pread(f.fileno(), n, off) == src[off : off + n]
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            assert len(m) == len(src)
+            for _ in range(50):
+                off = rng.randrange(len(src))
+                assert m[off : off + 4096] == src[off : off + 4096]
+
+
+def test_stat_fields_symlinks_names_and_diagnostics(data: Data, mounts: Mounts) -> None:
+    mnt = mounts.mount("ds@v1")
+    src = data.src
+    st, sst = os.stat(mnt / "big.bin"), os.stat(src / "big.bin")
+    assert (st.st_size, st.st_mtime_ns, st.st_nlink) == (sst.st_size, sst.st_mtime_ns, 1)
+    assert stat.S_IMODE(os.stat(mnt / "images" / "0001.png").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(mnt / "with space.csv").st_mode) == 0o600
+    assert st.st_uid == os.getuid() and st.st_blocks == (st.st_size + 511) // 512
+    assert os.stat(mnt / "big.bin").st_ino == st.st_ino  # stable
+    assert len({os.stat(mnt / p).st_ino for p in ("big.bin", "empty.txt", "nested", "images")}) == 4
+    assert os.readlink(mnt / "link-to-csv") == "with space.csv"
+    assert (mnt / "link-to-csv").read_bytes() == data.v1_csv  # followed inside the mount
+    assert os.readlink(mnt / "link-outside") == "/etc/passwd"
+    assert os.listdir(mnt / "link-to-dir") == ["deepest"]
+    assert (mnt / "empty.txt").read_bytes() == b"" and os.listdir(mnt / "empty dir") == []
+    assert (mnt / "ünïcødé ✓ name.txt").read_text() == "snowman ☃\n"
+    # setuid, setgid and sticky bits never show.
+    assert stat.S_IMODE(os.stat(mnt / "setuid-tool").st_mode) == 0o755
+    vfs_st = os.statvfs(mnt)
+    assert vfs_st.f_blocks > 0 and vfs_st.f_files > 0 and vfs_st.f_bfree == 0
+    assert vfs_st.f_flag & os.ST_RDONLY
+    mounts_table = Path("/proc/mounts").read_text().splitlines()
+    options = next(ln.split()[3] for ln in mounts_table if ln.split()[1] == str(mnt))
+    assert {"ro", "noatime", "default_permissions"} <= set(options.split(","))
+    assert "allow_other" not in options
+    if os.geteuid() == 0:
+        dev = os.stat(mnt).st_dev
+        ra = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+        assert ra.read_text().strip() == "1024"
+    with pytest.raises(FileNotFoundError):
+        os.stat(mnt / "no such file")
+    # Diagnostics, like CernVM-FS.
+    version = os.getxattr(mnt, "user.vfs.version").decode()
+    assert (
+        len(version) == 64 and os.getxattr(mnt / "big.bin", "user.vfs.version").decode() == version
+    )
+    assert os.getxattr(mnt / "big.bin", "user.vfs.cached_bytes") == b"0"
+    (mnt / "big.bin").read_bytes()
+    assert int(os.getxattr(mnt / "big.bin", "user.vfs.cached_bytes")) == st.st_size
+    assert len(os.getxattr(mnt / "big.bin", "user.vfs.content_id")) == 64
+    assert "user.vfs.content_id" in os.listxattr(mnt / "big.bin")
+    with pytest.raises(OSError) as info:
+        os.getxattr(mnt / "big.bin", "user.nope")
+    assert info.value.errno == errno.ENODATA
+
+
+def test_every_write_syscall_answers_erofs(data: Data, mounts: Mounts) -> None:
+    mnt = mounts.mount("ds@v1")
+    f, d = mnt / "big.bin", mnt / "nested"
+    attempts = {
+        "create": lambda: os.open(mnt / "new", os.O_CREAT | os.O_WRONLY, 0o644),
+        "open for write": lambda: os.open(f, os.O_WRONLY),
+        "open for append": lambda: os.open(f, os.O_RDWR | os.O_APPEND),
+        "truncate": lambda: os.truncate(f, 0),
+        "unlink": lambda: os.unlink(f),
+        "rename": lambda: os.rename(f, mnt / "moved"),
+        "mkdir": lambda: os.mkdir(mnt / "newdir"),
+        "rmdir": lambda: os.rmdir(mnt / "empty dir"),
+        "setxattr": lambda: os.setxattr(f, "user.x", b"1"),
+        "removexattr": lambda: os.removexattr(f, "user.vfs.version"),
+        "chmod": lambda: os.chmod(f, 0o777),
+        "chown": lambda: os.chown(f, 1, 1),
+        "utime": lambda: os.utime(f, (1, 1)),
+        "symlink": lambda: os.symlink("x", d / "link"),
+        "link": lambda: os.link(f, d / "hard"),
+        "mkfifo": lambda: os.mkfifo(mnt / "fifo"),
+    }
+    for name, attempt in attempts.items():
+        with pytest.raises(OSError) as info:
+            attempt()
+        assert info.value.errno == errno.EROFS, f"{name}: {info.value}"
+    assert sha(f) == data.v1["big.bin"][3]  # and nothing changed
+
+
+# --- the cache ---------------------------------------------------------------------------
+
+
+def test_reads_are_fetched_once_per_machine(data: Data, mounts: Mounts) -> None:
+    a = mounts.launch("ds@v1", "a")
+    b = mounts.launch("ds@v1", "b")  # a second mount sharing the machine's cache
+    read_tree(a)
+    first = mounts.ranges()
+    assert first
+    # Each chunk came once: no byte of a pack was fetched twice.
+    by_pack: dict[str, list[tuple[int, int]]] = {}
+    for key, off, n in first:
+        by_pack.setdefault(key, []).append((off, off + n))
+    for spans in by_pack.values():
+        spans.sort()
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
+    read_tree(a)  # the second read: the kernel's page cache
+    read_tree(b)  # another mount: the chunk cache
+    assert mounts.ranges() == first, "a second read made remote requests"
+    sums = {p: sha(b / p) for p in ("big.bin", "text-compressible.txt")}
+    assert sums == {p: data.v1[p][3] for p in sums}
+    served = json.loads(os.getxattr(b, "user.vfs.stats"))
+    assert served["cache_hits"] > 0 and served["requests"] == 0
+
+
+def test_the_cache_cap_holds_with_a_larger_working_set(data: Data, mounts: Mounts) -> None:
+    cap = 3 * MiB
+    mnt = mounts.mount("ds@v1", "mnt", "--cache-size", str(cap))
+    total = 0
+    for p in sorted(mnt.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            total += p.stat().st_size
+            assert sha(p) == data.v1[str(p.relative_to(mnt))][3]
+    assert total > 5 * cap
+    s = mounts.stats()
+    assert s["bytes"] <= cap and s["evictions"] > 0
+
+
+def test_a_corrupted_cache_file_is_healed(data: Data, mounts: Mounts) -> None:
+    mnt = mounts.mount("ds@v1")
+    assert sha(mnt / "big.bin") == data.v1["big.bin"][3]
+    mounts.cli("umount", str(mnt))
+    chunk_files = [
+        p for p in (mounts.cache / "data").rglob("*") if p.is_file() and len(p.name) == 64
+    ]
+    assert chunk_files
+    for p in chunk_files:
+        raw = bytearray(p.read_bytes())
+        raw[len(raw) // 2] ^= 0x55
+        p.write_bytes(bytes(raw))
+    mnt = mounts.mount("ds@v1", "again")
+    assert sha(mnt / "big.bin") == data.v1["big.bin"][3]
+    assert mounts.stats()["corrupt_evicted"] >= 1
+
+
+# --- versions ----------------------------------------------------------------------------
+
+
+def test_switch_keeps_open_files_and_shows_the_new_version(data: Data, mounts: Mounts) -> None:
+    mnt = mounts.mount("ds@v1")
+    assert not (mnt / "added.txt").exists()  # a cached negative lookup, until the switch
+    with open(mnt / "with space.csv", "rb") as held:
+        doc = json.loads(mounts.cli("switch", str(mnt), "v2", "--json").stdout)
+        assert doc["new"] == data.v2_id and doc["ms"] <= 50
+        assert (mnt / "with space.csv").read_bytes() == b"changed in v2\n"
+        assert (mnt / "added.txt").read_text() == "only in v2\n"
+        assert "added.txt" in os.listdir(mnt)
+        assert held.read() == data.v1_csv  # opened before the switch: still v1
+    assert os.getxattr(mnt, "user.vfs.ref") == b"ds@v2"
+    back = json.loads(mounts.cli("switch", str(mnt), "@v1", "--json").stdout)
+    assert back["old"] == data.v2_id
+    assert (mnt / "with space.csv").read_bytes() == data.v1_csv
+    bad = mounts.cli("switch", str(mnt), "nope", check=False)
+    assert bad.returncode != 0 and "nope" in bad.stderr
+
+
+def test_a_dataset_mount_shows_every_version_as_at_ref_dirs(data: Data, mounts: Mounts) -> None:
+    mnt = mounts.mount("ds")
+    assert sorted(os.listdir(mnt)) == ["@main", "@v1", "@v2"]
+    assert (mnt / "@v1" / "with space.csv").read_bytes() == data.v1_csv
+    assert (mnt / "@v2" / "with space.csv").read_bytes() == b"changed in v2\n"
+    by_id = mnt / f"@{data.v2_id[:12]}"
+    assert (by_id / "added.txt").read_text() == "only in v2\n"
+    assert os.path.isdir(by_id) and os.getxattr(by_id, "user.vfs.version").decode() == data.v2_id
+    for missing in ("@nope", "plain", "@ffffffff"):
+        assert not (mnt / missing).exists()
+    assert sha(mnt / "@main" / "big.bin") == data.v1["big.bin"][3]
+
+
+# --- failures ----------------------------------------------------------------------------
+
+
+def test_a_failing_store_gives_eio_not_a_hang_and_recovers(data: Data, mounts: Mounts) -> None:
+    mnt = mounts.launch("ds@v1", "mnt", "--read-timeout", "2")
+    src = (data.src / "big.bin").read_bytes()
+    for mode, off in (("fail", 0), ("stall", 8 * MiB)):
+        mounts.set_mode(mode)
+        t0 = time.monotonic()
+        with open(mnt / "big.bin", "rb") as f, pytest.raises(OSError) as info:
+            os.pread(f.fileno(), 4096, off)
+        assert info.value.errno == errno.EIO
+        assert time.monotonic() - t0 < 6, "EIO took too long"
+        assert "big.bin" in os.listdir(mnt)  # the mount stays up
+        mounts.set_mode("ok")
+        with open(mnt / "big.bin", "rb") as f:
+            assert os.pread(f.fileno(), 4096, off) == src[off : off + 4096]
+    assert sha(mnt / "big.bin") == data.v1["big.bin"][3]
+
+
+def test_kill_9_then_umount_then_remount(data: Data, mounts: Mounts) -> None:
+    mnt = mounts.mount("ds@v1")
+    pid = int(os.getxattr(mnt, "user.vfs.pid"))
+    os.kill(pid, signal.SIGKILL)
+    assert wait_gone(pid)
+    with pytest.raises(OSError) as info:
+        os.listdir(mnt)
+    assert info.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+    again = mounts.cli("mount", "ds@v1", str(mnt), check=False)
+    assert again.returncode != 0 and "vfs umount" in again.stderr
+    mounts.cli("umount", str(mnt))
+    assert not is_mounted(str(mnt))
+    mounts.cli("mount", "ds@v1", str(mnt))
+    assert sha(mnt / "big.bin") == data.v1["big.bin"][3]
+
+
+def test_umount_detaches_a_busy_mount_lazily(data: Data, mounts: Mounts) -> None:
+    mnt = mounts.mount("ds@v1")
+    pid = int(os.getxattr(mnt, "user.vfs.pid"))
+    with open(mnt / "big.bin", "rb") as held:
+        out = mounts.cli("umount", str(mnt))
+        assert "detached" in out.stderr and not is_mounted(str(mnt))
+        assert held.read(10) == (data.src / "big.bin").read_bytes()[:10]  # still served
+    assert wait_gone(pid), (
+        f"daemon {pid} still runs after the last close: {mounts.daemon_state(pid)}"
+    )
+
+
+def test_sigterm_unmounts_cleanly(data: Data, mounts: Mounts) -> None:
+    mnt = mounts.mount("ds@v1")
+    pid = int(os.getxattr(mnt, "user.vfs.pid"))
+    os.kill(pid, signal.SIGTERM)
+    assert wait_gone(pid)
+    assert not is_mounted(str(mnt))
+    log = next((mounts.cache / "logs").glob("*.log")).read_text()
+    assert "SIGTERM received" in log and "unmounted" in log
+
+
+def test_mount_fails_fast_with_a_clear_message(data: Data, mounts: Mounts) -> None:
+    def fails(*args: str, env: dict[str, str] | None = None) -> str:
+        t0 = time.monotonic()
+        p = subprocess.run(
+            [sys.executable, "-m", "vfs.cli", "mount", *args],
+            capture_output=True,
+            text=True,
+            env=env or mounts.env,
+            timeout=60,
+        )
+        assert p.returncode != 0, p.stderr
+        assert time.monotonic() - t0 < 20
+        return p.stderr
+
+    assert "does not exist" in fails("ds@v1", str(mounts.tmp / "missing"))
+    full = mounts.mountpoint("full")
+    (full / "x").write_text("x")
+    assert "not empty" in fails("ds@v1", str(full))
+    empty = mounts.mountpoint("empty")
+    assert "no dataset 'nope'" in fails("nope@v1", str(empty))
+    assert "nope" in fails("ds@nope", str(empty))
+    assert "no dataset" in fails("nope", str(empty))
+    dead = {**mounts.env, "VFS_STORE": "s3://bucket/store", "VFS_S3_ENDPOINT": "http://127.0.0.1:9"}
+    assert "cannot reach the store" in fails("ds@v1", str(empty), env=dead)
+    assert not is_mounted(str(empty)) and os.listdir(empty) == []
+    busy = mounts.mount("ds@v1", "busy")
+    assert "already a mount point" in fails("ds@v1", str(busy))
+
+
+def test_prefetch_then_reads_make_no_remote_requests(data: Data, mounts: Mounts) -> None:
+    order = mounts.tmp / "order.txt"
+    order.write_text("images/0003.png\nbig.bin\n# a comment\nnested\n")
+    doc = json.loads(
+        mounts.cli(
+            "prefetch", "ds@v1", "with space.csv", "--from-file", str(order), "--json"
+        ).stdout
+    )
+    assert doc["files"] == 4 and doc["bytes_fetched"] > 0
+    again = json.loads(mounts.cli("prefetch", "ds@v1", "big.bin", "--json").stdout)
+    assert again["already_cached"] == again["chunks"] and again["requests"] == 0
+    mnt = mounts.launch("ds@v1", "mnt")
+    for p in ("images/0003.png", "big.bin", "nested/deeper/deepest/leaf.bin", "with space.csv"):
+        assert sha(mnt / p) == data.v1[p][3]
+    assert mounts.ranges() == []
+    # Pins protect a version; `cache stats` shows them.
+    mounts.cli("cache", "pin", "ds@v1")
+    assert any(name.startswith("ds@") for name in mounts.stats()["pins"])
+    mounts.cli("cache", "unpin", "ds@v1")
+    assert not mounts.stats()["pins"]

@@ -1,0 +1,349 @@
+"""The FUSE adapter: the only module that imports pyfuse3.
+
+A thin pyfuse3.Operations over vfs.fs.FsCore, in the shape of mountpoint-s3's
+fuse.rs: every handler calls the core, converts the answer, or maps the error
+through ERRNO_TABLE. No handler lets anything but FUSEError escape, since pyfuse3
+would end the mount: an expected error is logged at DEBUG (ENOENT and the like) or
+WARNING (EIO from the store), an unexpected one with its traceback at ERROR, and is
+answered EIO. Cancellation (trio.Cancelled, a BaseException) still propagates: it
+only happens when the mount is shutting down.
+
+Everything that writes answers EROFS (the mount is also made `ro`, so the kernel
+refuses most writes before they get here).
+
+Concurrency: handlers run as trio tasks on the one trio thread (pyfuse3.main); the
+blocking kernel notifications of `switch` run in a worker thread, since they wait
+for requests that the trio thread must keep serving.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+
+from vfs import fs
+from vfs.errors import (
+    AmbiguousRef,
+    BackendError,
+    CorruptObject,
+    NotFound,
+    RefConflict,
+    UsageError,
+    VfsError,
+)
+
+log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+# The one errno table. First match in order wins, so subclasses come before bases.
+ERRNO_TABLE: tuple[tuple[type[BaseException], int], ...] = (
+    (NotFound, errno.ENOENT),
+    (fs.NotADirectory, errno.ENOTDIR),
+    (fs.IsADirectory, errno.EISDIR),
+    (fs.InvalidArgument, errno.EINVAL),
+    (fs.ReadOnly, errno.EROFS),
+    (fs.NoAttribute, errno.ENODATA),
+    (fs.BadHandle, errno.EBADF),
+    (AmbiguousRef, errno.ENOENT),
+    (UsageError, errno.EINVAL),
+    (RefConflict, errno.EIO),
+    (CorruptObject, errno.EIO),
+    (BackendError, errno.EIO),  # includes prefetch.FetchError: failures and timeouts
+    (VfsError, errno.EIO),
+)
+# Answers that are part of normal operation, not worth a WARNING.
+_QUIET = frozenset(
+    {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EINVAL, errno.EROFS, errno.ENODATA}
+)
+
+
+def errno_for(exc: BaseException) -> int:
+    for cls, code in ERRNO_TABLE:
+        if isinstance(exc, cls):
+            return code
+    return errno.EIO
+
+
+def _handler(fn: Callable[_P, Coroutine[Any, Any, _T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """Call the core; map any Exception to a FUSEError through ERRNO_TABLE."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except VfsError as e:
+            code = errno_for(e)
+            level = logging.DEBUG if code in _QUIET else logging.WARNING
+            log.log(level, "%s: %s (answering %s)", fn.__name__, e, errno.errorcode[code])
+            raise pyfuse3.FUSEError(code) from None
+        except Exception:
+            log.exception("%s failed unexpectedly (answering EIO)", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def _entry(a: fs.Attr) -> pyfuse3.EntryAttributes:
+    e = pyfuse3.EntryAttributes()
+    e.st_ino = a.ino
+    e.generation = 0
+    e.entry_timeout = a.ttl
+    e.attr_timeout = a.ttl
+    if a.ino == 0:
+        return e  # a negative entry, cached for entry_timeout
+    e.st_mode = a.mode
+    e.st_nlink = a.nlink
+    e.st_uid = a.uid
+    e.st_gid = a.gid
+    e.st_rdev = 0
+    e.st_size = a.size
+    e.st_blksize = 1024 * 1024  # tells cp, cat and stdio to read in 1 MiB blocks
+    e.st_blocks = a.blocks
+    e.st_mtime_ns = a.mtime_ns
+    e.st_ctime_ns = a.mtime_ns
+    e.st_atime_ns = a.mtime_ns
+    return e
+
+
+def _read_only() -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(errno.EROFS)
+
+
+class Operations(pyfuse3.Operations):
+    """pyfuse3 handlers over an FsCore."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, core: fs.FsCore) -> None:
+        super().__init__()
+        self.core = core
+
+    @_handler
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return _entry(await self.core.lookup(parent_inode, name))
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        try:
+            self.core.forget(inode_list)
+        except Exception:  # forget must not raise at all
+            log.exception("forget failed unexpectedly")
+
+    @_handler
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return _entry(self.core.getattr(inode))
+
+    @_handler
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return self.core.readlink(inode)
+
+    @_handler
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        return await self.core.opendir(inode)
+
+    @_handler
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        def reply(name: bytes, attr: fs.Attr, nxt: int) -> bool:
+            return pyfuse3.readdir_reply(token, name, _entry(attr), nxt)
+
+        await self.core.readdir(fh, start_id, reply)
+
+    @_handler
+    async def releasedir(self, fh: int) -> None:
+        self.core.releasedir(fh)
+
+    @_handler
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        fh = await self.core.open(inode, flags)
+        # Versions never change, so pages the kernel cached for this inode stay valid.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    @_handler
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self.core.read(fh, off, size)
+
+    @_handler
+    async def flush(self, fh: int) -> None:
+        return None
+
+    @_handler
+    async def release(self, fh: int) -> None:
+        self.core.release(fh)
+
+    @_handler
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        return None
+
+    @_handler
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None
+
+    @_handler
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        s = self.core.statfs()
+        out = pyfuse3.StatvfsData()
+        out.f_bsize = s.block_size
+        out.f_frsize = s.block_size
+        out.f_blocks = s.blocks
+        out.f_bfree = 0
+        out.f_bavail = 0
+        out.f_files = s.files
+        out.f_ffree = 0
+        out.f_favail = 0
+        out.f_namemax = s.name_max
+        return out
+
+    @_handler
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        return await self.core.getxattr(inode, name)
+
+    @_handler
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
+        return self.core.listxattr(inode)
+
+    # -- every write answers EROFS -----------------------------------------------------
+
+    async def setattr(self, inode: int, attr: Any, fields: Any, fh: Any, ctx: Any) -> Any:
+        raise _read_only()
+
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Any:
+        raise _read_only()
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Any:
+        raise _read_only()
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        raise _read_only()
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        raise _read_only()
+
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Any:
+        raise _read_only()
+
+    async def rename(
+        self, p_old: int, n_old: bytes, p_new: int, n_new: bytes, flags: int, ctx: Any
+    ) -> None:
+        raise _read_only()
+
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Any:
+        raise _read_only()
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        raise _read_only()
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any) -> Any:
+        raise _read_only()
+
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        raise _read_only()
+
+    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        raise _read_only()
+
+
+# --- running a mount ---------------------------------------------------------------------
+
+
+def mount_options(fsname: str, allow_other: bool) -> set[str]:
+    opts = {"ro", "default_permissions", "noatime", f"fsname={fsname}", "subtype=vfs"}
+    if allow_other:
+        opts.add("allow_other")
+    return opts
+
+
+class _ForgottenReplies(logging.Filter):
+    """pyfuse3 logs ERROR when the kernel no longer waits for an answer (the request
+    was interrupted, or a lazily unmounted filesystem went away with a read or
+    release in flight): libfuse then fails the reply with ENOENT. Nothing is lost
+    and nothing is wrong with the mount, so that one message is DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and "fuse_reply_* failed with No such file" in (
+            record.getMessage()
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger("pyfuse3").isEnabledFor(logging.DEBUG)
+        return True
+
+
+def mount(ops: Operations, mountpoint: str, options: set[str]) -> None:
+    """Mount (the mount(2) happens here); requests are served once `serve` runs."""
+    pyfuse3_log = logging.getLogger("pyfuse3")
+    if not any(isinstance(f, _ForgottenReplies) for f in pyfuse3_log.filters):
+        pyfuse3_log.addFilter(_ForgottenReplies())
+    try:
+        pyfuse3.init(ops, mountpoint, options)
+    except RuntimeError as e:  # fusermount3 has printed why to stderr (the log)
+        hint = (
+            "; --allow-other needs user_allow_other in /etc/fuse.conf"
+            if "allow_other" in options and os.geteuid() != 0
+            else ""
+        )
+        raise VfsError(f"cannot mount {mountpoint}: {e}{hint}") from None
+
+
+async def serve() -> None:
+    """Serve requests until the filesystem is unmounted or `stop` is called."""
+    await pyfuse3.main(min_tasks=4, max_tasks=64)
+
+
+def stop() -> None:
+    """End `serve` (from the trio thread)."""
+    pyfuse3.terminate()
+
+
+def close(unmount: bool) -> None:
+    pyfuse3.close(unmount=unmount)
+
+
+async def switch(core: fs.FsCore, ref: str) -> fs.SwitchResult:
+    """Switch the core's version and make the kernel forget the root's entries, so
+    its next lookups come to the new version. Returns after the kernel has dropped
+    them."""
+    res = await core.switch(ref)
+    await trio.to_thread.run_sync(_invalidate, res.invalidate)
+    return res
+
+
+def _invalidate(names: Iterable[bytes]) -> None:
+    """Worker thread: drop the kernel's entries (and cached misses) under the root."""
+    for name in names:
+        try:
+            pyfuse3.invalidate_entry(pyfuse3.ROOT_INODE, name)
+        except OSError as e:
+            if e.errno != errno.ENOENT:  # the kernel had already dropped it
+                log.warning("cannot invalidate %r: %s", name, e)
+    try:
+        pyfuse3.invalidate_inode(pyfuse3.ROOT_INODE, attr_only=False)
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            log.warning("cannot invalidate the root inode: %s", e)
+
+
+def raise_read_ahead(mountpoint: str, kib: int = 1024) -> bool:
+    """Worker thread, as root: make the kernel read ahead `kib` KiB on this mount, so
+    reads arrive as 1 MiB requests. False if it could not."""
+    try:
+        dev = os.stat(mountpoint).st_dev
+        path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+        with open(path, "w") as f:
+            f.write(str(kib))
+    except OSError as e:
+        log.info("cannot raise read_ahead_kb of %s: %s", mountpoint, e)
+        return False
+    return True

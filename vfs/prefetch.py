@@ -1,0 +1,518 @@
+"""Getting chunk bytes to readers: the mount's fetcher, readahead, and `vfs prefetch`.
+
+This module owns everything between "a read needs these chunks" and "their verified
+bytes": the mount's in-memory chunk LRU, the table of fetches in flight, the global
+in-flight byte budget, retries and the read-timeout bound, the readahead window of
+each open file, and the bulk warming of the cache by `vfs prefetch`.
+
+Design of the mount's read path (like mountpoint-s3's prefetcher, smaller)
+----------------------------------------------------------------------------
+`ChunkFetcher.get(wanted)` answers a read in four steps:
+
+1. Memory: decoded chunks of recent reads sit in an LRU of `mem_bytes`.
+2. Single flight: every chunk being fetched has exactly one `_Flight`. A reader that
+   wants a chunk already in flight waits for it instead of fetching it again, so
+   concurrent readers of one missing chunk share one fetch.
+3. The machine's ChunkCache: new flights are looked up there first, in one worker
+   thread per batch (a pread plus an xxh3 check per chunk; a bad entry is evicted
+   by the cache and refetched here, never served).
+4. The store: what the cache lacks is planned into ranged GETs (reader.plan_ranges:
+   neighbours in one pack coalesced up to `part_bytes`), each run in a worker thread
+   behind `remote_limiter`, verified against its BLAKE3 id and put in the cache by
+   that same thread (reader.ChunkSource.fetch_span).
+
+Flights run as tasks of the mount's nursery, not of the reader: a reader that gives
+up (timeout, interrupt) never cancels a fetch that others share, and a flight always
+ends resolved, with bytes or with an error message.
+
+Readahead: each open file has a `Readahead`. A read that starts where the previous
+one ended (within `SEQUENTIAL_SLACK`, since the kernel answers its own readahead with
+concurrent, slightly reordered requests) doubles the window, from `readahead_min` to
+`readahead_max`; any other read resets it, so random access fetches only what it
+reads. The window ahead of the reader is fetched in the background in bites of at
+least half a window, which plan_ranges turns into a few large GETs.
+
+Budget: stored bytes of remote GETs in flight, over all files, never exceed
+`budget_bytes`. A demand read waits for room; readahead never waits: it skips, and
+the next read tries again.
+
+Failures: a GET that fails or stalls past `attempt_timeout` is retried with
+exponential backoff until `read_timeout` has passed since the flight started; then
+its flights fail and every reader waiting on them gets FetchError (EIO), also within
+`read_timeout`. A stalled thread is abandoned, not killed; it keeps its limiter token
+until the stalled call returns, which bounds the threads a dead remote can hold.
+
+Concurrency: everything but the `_sync` functions runs on the trio thread. `_mem`,
+`_flights` and the budget are touched only there, so the code between two awaits is
+a critical section and needs no lock. Worker threads get immutable inputs, touch
+only the Store and the ChunkCache (both thread-safe) and return values.
+
+`vfs prefetch` (warm) is a plain thread pool, not trio: it runs in its own process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from vfs import tree
+from vfs.errors import BackendError, CorruptObject, NotFound, UsageError
+from vfs.reader import ChunkSource, Version, Wanted, plan_ranges
+
+if TYPE_CHECKING:
+    from vfs.cache import ChunkCache
+    from vfs.reader import _Span
+    from vfs.store import Store
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+# Reads within this distance of where the last one ended still count as sequential.
+SEQUENTIAL_SLACK = 4 * MiB
+# `vfs prefetch`: a round trip costs about as much as reading this many bytes at full
+# bandwidth, so a gap this small between wanted chunks is read rather than skipped,
+# and a densely wanted pack is read whole.
+WARM_GAP = 4 * MiB
+WARM_RANGE = 64 * MiB
+
+
+class FetchError(BackendError):
+    """Chunks that could not be fetched within the read-timeout bound (EIO)."""
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    read_timeout: float = 30.0
+    attempt_timeout: float = 10.0
+    backoff: float = 0.1
+    mem_bytes: int = 128 * MiB
+    budget_bytes: int = 256 * MiB
+    remote_threads: int = 16
+    cache_threads: int = 8
+    part_bytes: int = 8 * MiB
+    readahead_min: int = 1 * MiB
+    readahead_max: int = 16 * MiB
+
+
+@dataclass
+class FetchStats:
+    """Counters of one mount; `user.vfs.stats` on the mount root shows them."""
+
+    mem_hits: int = 0
+    shared: int = 0  # chunks a reader got by waiting on another reader's flight
+    cache_hits: int = 0
+    cache_misses: int = 0
+    requests: int = 0
+    bytes_fetched: int = 0
+    retries: int = 0
+    failures: int = 0
+    readahead_chunks: int = 0
+    readahead_skipped: int = 0
+
+
+class _Flight:
+    __slots__ = ("data", "done", "error", "started")
+
+    def __init__(self) -> None:
+        self.started = trio.current_time()
+        self.done = trio.Event()
+        self.data: bytes | None = None
+        self.error: str | None = None
+
+
+class _ByteBudget:
+    """Bytes of remote GETs in flight. Demand waits for room, readahead skips."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+        self._waiters: list[trio.Event] = []
+
+    @property
+    def free(self) -> int:
+        return self.total - self.used
+
+    def try_acquire(self, n: int) -> bool:
+        if self.used + n > self.total:
+            return False
+        self.used += n
+        return True
+
+    async def acquire(self, n: int) -> int:
+        n = min(n, self.total)  # one GET larger than the budget still runs, alone
+        while self.used + n > self.total:
+            ev = trio.Event()
+            self._waiters.append(ev)
+            await ev.wait()
+        self.used += n
+        return n
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        waiters, self._waiters = self._waiters, []
+        for ev in waiters:
+            ev.set()
+
+
+class ChunkFetcher:
+    """Verified chunk bytes for the mount: memory, single flight, cache, store."""
+
+    def __init__(
+        self,
+        store: Store,
+        cache: ChunkCache | None,
+        nursery: trio.Nursery,
+        config: FetchConfig | None = None,
+    ) -> None:
+        self.config = config or FetchConfig()
+        self.cache = cache
+        self.source = ChunkSource(store, cache)
+        self.stats = FetchStats()
+        self.budget = _ByteBudget(self.config.budget_bytes)
+        # Named limiters: remote GETs (boto3 or file reads of the store) and cache preads.
+        self.remote_limiter = trio.CapacityLimiter(self.config.remote_threads)
+        self.cache_limiter = trio.CapacityLimiter(self.config.cache_threads)
+        self._nursery = nursery
+        self._mem: OrderedDict[bytes, bytes] = OrderedDict()
+        self._mem_used = 0
+        self._flights: dict[bytes, _Flight] = {}
+
+    async def get(
+        self, wanted: Sequence[Wanted], readahead: Sequence[Wanted] = ()
+    ) -> dict[bytes, bytes]:
+        """The bytes of `wanted` by chunk id; starts `readahead` in the background
+        once the demand fetches are under way. Raises FetchError within read_timeout."""
+        began = trio.current_time()
+        out: dict[bytes, bytes] = {}
+        waits: list[tuple[Wanted, _Flight]] = []
+        new: dict[bytes, Wanted] = {}
+        for w in wanted:
+            cid = w.ref.id
+            if cid in out or cid in new:
+                continue
+            data = self._mem.get(cid)
+            if data is not None:
+                self._mem.move_to_end(cid)
+                self.stats.mem_hits += 1
+                out[cid] = data
+                continue
+            flight = self._flights.get(cid)
+            if flight is None:
+                flight = self._flights[cid] = _Flight()
+                new[cid] = w
+            else:
+                self.stats.shared += 1
+            waits.append((w, flight))
+        if new:
+            mine = {cid: self._flights[cid] for cid in new}
+            self._nursery.start_soon(self._run, list(new.values()), mine, 0)
+        if readahead:
+            self.readahead(readahead)
+        if waits:
+            with trio.move_on_after(self.config.read_timeout) as scope:
+                for w, flight in waits:
+                    while flight.error is not None or not flight.done.is_set():
+                        await flight.done.wait()
+                        if flight.error is None:
+                            break
+                        if flight.started >= began:
+                            raise FetchError(flight.error)
+                        # It failed before this read began (in an outage that may be
+                        # over): fetch again, within this read's own time.
+                        flight = self._again(w)
+                    assert flight.data is not None
+                    out[w.ref.id] = flight.data
+            if scope.cancelled_caught:
+                raise FetchError(
+                    f"no data within the read timeout of {self.config.read_timeout:g} s"
+                )
+        return out
+
+    def _again(self, w: Wanted) -> _Flight:
+        """The chunk's flight now: one in flight, its bytes if they arrived
+        meanwhile, or a new fetch."""
+        flight = self._flights.get(w.ref.id)
+        if flight is None:
+            flight = _Flight()
+            data = self._mem.get(w.ref.id)
+            if data is not None:
+                flight.data = data
+                flight.done.set()
+                return flight
+            self._flights[w.ref.id] = flight
+            self._nursery.start_soon(self._run, [w], {w.ref.id: flight}, 0)
+        return flight
+
+    def readahead(self, wanted: Sequence[Wanted]) -> bool:
+        """Start fetching chunks not yet in memory or in flight, as many (in order)
+        as the free in-flight budget admits; never waits. False if it admitted none."""
+        items: dict[bytes, Wanted] = {}
+        need = 0
+        for w in wanted:
+            cid = w.ref.id
+            if cid in self._mem or cid in self._flights or cid in items:
+                continue
+            if need + w.loc.stored_length > self.budget.free:
+                break
+            items[cid] = w
+            need += w.loc.stored_length
+        if not items:
+            if any(w.ref.id not in self._mem and w.ref.id not in self._flights for w in wanted):
+                self.stats.readahead_skipped += 1
+                return False
+            return True
+        self.budget.try_acquire(need)
+        mine = {cid: _Flight() for cid in items}
+        self._flights.update(mine)
+        self.stats.readahead_chunks += len(items)
+        self._nursery.start_soon(self._run, list(items.values()), mine, need)
+        return True
+
+    # -- flights -------------------------------------------------------------------
+
+    async def _run(self, items: list[Wanted], mine: dict[bytes, _Flight], reserved: int) -> None:
+        """Resolve `mine`, the flights of `items`: from the cache, else from the
+        store. `reserved` is budget the caller (readahead) already holds for them."""
+        try:
+            hits: dict[bytes, bytes] = {}
+            if self.cache is not None:
+                try:
+                    hits = await trio.to_thread.run_sync(
+                        self._cache_get_sync, list(mine), limiter=self.cache_limiter
+                    )
+                except Exception as e:  # a broken cache must not fail a read the store can serve
+                    log.warning("chunk cache lookup failed, fetching from the store: %s", e)
+            for cid, data in hits.items():
+                self._resolve(cid, mine[cid], data)
+            self.stats.cache_hits += len(hits)
+            missing = [w for w in items if w.ref.id not in hits]
+            self.stats.cache_misses += len(missing)
+            if missing:
+                async with trio.open_nursery() as nursery:
+                    for span in plan_ranges(missing, max_range=self.config.part_bytes):
+                        nursery.start_soon(self._fetch_span, span, mine, reserved == 0)
+        except Exception:
+            log.exception("fetching %d chunks failed unexpectedly", len(mine))
+        finally:
+            for cid, flight in mine.items():
+                if not flight.done.is_set():
+                    self._fail(cid, flight, "the fetch was cancelled")
+            if reserved:
+                self.budget.release(reserved)
+
+    async def _fetch_span(
+        self, span: _Span, mine: dict[bytes, _Flight], wait_for_budget: bool
+    ) -> None:
+        held = await self.budget.acquire(span.end - span.start) if wait_for_budget else 0
+        try:
+            got = await self._fetch_with_retries(span)
+        except FetchError as e:
+            self.stats.failures += 1
+            log.warning("%s", e)
+            for w in span.items:
+                self._fail(w.ref.id, mine[w.ref.id], str(e))
+            return
+        finally:
+            if held:
+                self.budget.release(held)
+        self.stats.requests += 1
+        self.stats.bytes_fetched += span.end - span.start
+        for cid, data in got.items():
+            self._resolve(cid, mine[cid], data)
+
+    async def _fetch_with_retries(self, span: _Span) -> dict[bytes, bytes]:
+        cfg = self.config
+        what = f"pack {span.pack.hex()[:16]} bytes {span.start}-{span.end}"
+        deadline = trio.current_time() + cfg.read_timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - trio.current_time()
+            try:
+                with trio.fail_after(max(0.01, min(cfg.attempt_timeout, remaining))):
+                    return await trio.to_thread.run_sync(
+                        self.source.fetch_span,
+                        span,
+                        limiter=self.remote_limiter,
+                        abandon_on_cancel=True,
+                    )
+            except trio.TooSlowError:
+                why = f"no answer within {min(cfg.attempt_timeout, remaining):g} s"
+            except NotFound as e:  # the store lacks the pack: retrying will not help
+                raise FetchError(f"{what}: {e}") from None
+            except (BackendError, CorruptObject, OSError) as e:
+                why = str(e)
+            delay = min(cfg.backoff * 2 ** (attempt - 1), 2.0)
+            if trio.current_time() + delay >= deadline:
+                raise FetchError(
+                    f"{what}: {why}; gave up after {attempt} attempts "
+                    f"(read timeout {cfg.read_timeout:g} s)"
+                )
+            self.stats.retries += 1
+            log.warning("%s: %s; retrying in %.2f s (attempt %d)", what, why, delay, attempt)
+            await trio.sleep(delay)
+
+    def _cache_get_sync(self, ids: list[bytes]) -> dict[bytes, bytes]:
+        assert self.cache is not None
+        out = {}
+        for cid in ids:
+            data = self.cache.get(cid)
+            if data is not None:
+                out[cid] = data
+        return out
+
+    def _resolve(self, cid: bytes, flight: _Flight, data: bytes) -> None:
+        if cid not in self._mem and len(data) <= self.config.mem_bytes // 4:
+            self._mem[cid] = data
+            self._mem_used += len(data)
+            while self._mem_used > self.config.mem_bytes:
+                _, old = self._mem.popitem(last=False)
+                self._mem_used -= len(old)
+        if self._flights.get(cid) is flight:
+            del self._flights[cid]
+        flight.data = data
+        flight.done.set()
+
+    def _fail(self, cid: bytes, flight: _Flight, error: str) -> None:
+        if flight.done.is_set():
+            return
+        if self._flights.get(cid) is flight:
+            del self._flights[cid]
+        flight.error = error
+        flight.done.set()
+
+
+class Readahead:
+    """Sequential detection and the readahead window of one open file."""
+
+    __slots__ = ("_cfg", "issued_to", "next_offset", "window")
+
+    def __init__(self, config: FetchConfig) -> None:
+        self._cfg = config
+        self.next_offset = 0
+        self.window = 0
+        self.issued_to = 0
+
+    def advise(self, offset: int, end: int, size: int) -> tuple[int, int] | None:
+        """Note a read of [offset, end) of a file of `size` bytes; return the byte
+        range to fetch ahead of it, if any."""
+        if abs(offset - self.next_offset) <= SEQUENTIAL_SLACK:
+            self.window = min(
+                max(self.window * 2, self._cfg.readahead_min), self._cfg.readahead_max
+            )
+            self.next_offset = max(self.next_offset, end)
+        else:
+            self.window = 0
+            self.issued_to = 0
+            self.next_offset = end
+            return None
+        start = max(self.next_offset, self.issued_to)
+        stop = min(self.next_offset + self.window, size)
+        if stop - start < self.window // 2 and stop < size:
+            return None  # ahead enough: fetch in big bites, not one per read
+        if stop <= start:
+            return None
+        self.issued_to = stop
+        return start, stop
+
+
+# --- `vfs prefetch` ------------------------------------------------------------------
+
+
+@dataclass
+class WarmResult:
+    files: int = 0
+    chunks: int = 0
+    already_cached: int = 0
+    bytes_fetched: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+    missing_paths: list[str] = field(default_factory=list)
+
+
+def files_in_order(version: Version, paths: Iterable[str]) -> Iterable[tree.Found]:
+    """The files named by `paths` in the order given; a directory stands for every
+    file below it in name order; '' is the whole version."""
+    for path in paths:
+        found = version.stat(path)
+        if found is None or found.entry.is_dir:
+            for _, f in version.walk(path):
+                if f.entry.is_file:
+                    yield f
+        elif found.entry.is_file:
+            yield found
+
+
+def warm(
+    version: Version,
+    paths: Iterable[str],
+    *,
+    jobs: int = 8,
+    on_total: Callable[[int], None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> WarmResult:
+    """Put every chunk of the files named by `paths` into the version's cache,
+    fetching in the order the paths come (the order a sampler will read them)."""
+    cache = version.chunks.cache
+    if cache is None:
+        raise UsageError("prefetch needs a chunk cache")
+    if jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {jobs}")
+    t0 = time.monotonic()
+    res = WarmResult()
+    order: dict[bytes, int] = {}
+    todo: list[Wanted] = []
+    for found in files_in_order(version, paths):
+        res.files += 1
+        for w in version.wanted(found):
+            if w.ref.id in order:
+                continue
+            order[w.ref.id] = len(order)
+            if cache.contains(w.ref.id):
+                res.already_cached += 1
+            else:
+                todo.append(w)
+    res.chunks = len(order)
+    if on_total is not None:
+        on_total(sum(w.ref.length for w in todo))
+    spans = plan_ranges(todo, max_gap=WARM_GAP, max_range=WARM_RANGE)
+    spans.sort(key=lambda s: min(order[w.ref.id] for w in s.items))
+    source = ChunkSource(version.store, cache)
+
+    def fetch(span: _Span) -> int:
+        got = source.fetch_span(span)  # verified and cached; the bytes are dropped here
+        n = sum(len(v) for v in got.values())
+        if on_bytes is not None:
+            on_bytes(n)
+        return n
+
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="vfs-prefetch") as pool:
+        for _ in pool.map(fetch, spans):
+            pass
+    res.requests = source.requests
+    res.bytes_fetched = source.bytes_fetched
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+def read_list(path: str) -> list[str]:
+    """A prefetch list: one path per line, in reading order; blank lines and lines
+    starting with '#' are skipped. '-' reads standard input."""
+    import sys
+
+    if path == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            raise NotFound(f"no such list file: {path}") from None
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
