@@ -83,6 +83,24 @@ def write_labels(rows: list[tuple[str, int]], scheme: str) -> None:
             w.writerows((p, WORDS[label], "even" if label % 2 == 0 else "odd") for p, label in rows)
 
 
+def show_image(path: Path) -> None:
+    """Open a mounted PNG with Pillow, as training code would."""
+    from PIL import Image
+
+    print(f"$ python -c 'PIL.Image.open(\"{path.relative_to(DEMO)}\")'")
+    with Image.open(path) as img:
+        print(f"  {img.format} {img.size[0]}x{img.size[1]} {img.mode}, label {path.parent.name}")
+
+
+def show_xattrs(path: Path) -> None:
+    """The diagnostics a mount exposes through extended attributes."""
+    print(f"$ getfattr -d -m user.vfs {path.relative_to(DEMO)}")
+    for name in os.listxattr(path):
+        if name.startswith("user.vfs.") and name not in ("user.vfs.stats",):
+            value = os.getxattr(path, name).decode(errors="replace")
+            print(f"  {name}={value[:72]}")
+
+
 def unmount_quietly() -> None:
     if os.path.ismount(MNT):
         subprocess.run([*VFS, "umount", str(MNT)], env=ENV, capture_output=True)
@@ -135,8 +153,8 @@ def main() -> None:
     sh("ls", str(MNT))
     sh("head", "-3", str(MNT / "labels.csv"))
     sh("sh", "-c", f"find {MNT}/images -type f | wc -l")
-    sh("file", str(MNT / "images/3/0003.png"), check=False)
-    sh("getfattr", "-d", "-m", "user.vfs", str(MNT / "labels.csv"), check=False)
+    show_image(MNT / "images/3/0003.png")
+    show_xattrs(MNT / "labels.csv")
 
     say("switch the same mount to v3 in place: no checkout, no copy")
     t0 = time.monotonic()

@@ -274,14 +274,14 @@ def cmd_commit(args: argparse.Namespace) -> int:
     if args.json:
         print_json(_commit_json(r))
         return 0
-    rate = r.bytes_read / r.seconds / 1e6 if r.seconds > 0 else 0.0
+    rate = f" ({r.bytes_read / r.seconds / 1e6:.0f} MB/s)" if r.seconds >= 1 else ""
     where = f"{r.dataset}@{r.branch}"
     if r.unchanged:
         print(f"nothing changed since {refs.short(r.commit)} on {where}", file=sys.stderr)
     else:
         print(
-            f"{where}: {r.files} files, {human(r.bytes)}; read {human(r.bytes_read)} "
-            f"({rate:.0f} MB/s), uploaded {human(r.bytes_uploaded)} in {r.packs} packs, "
+            f"{where}: {r.files} files, {human(r.bytes)}; read {human(r.bytes_read)}"
+            f"{rate}, uploaded {human(r.bytes_uploaded)} in {r.packs} packs, "
             f"{r.seconds:.2f} s"
             + (f" (re-parented {r.rebased}x: the branch moved)" if r.rebased else ""),
             file=sys.stderr,
