@@ -331,10 +331,13 @@ def commit_dir(
     progress.phase("indexing store")
     known = load_known_chunks(store, cache_dir)
     statcache = StatCache(cache_dir, store.url)
-    nworkers = workers or max(2, os.cpu_count() or 2)
+    # More threads than cores: reading many small files is I/O-bound (on a cold
+    # page cache each read waits on the disk), and hashing and zstd release the GIL.
+    nworkers = workers or max(8, 2 * (os.cpu_count() or 2))
     pool = ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="vfs-chunk")
     writer = packer.PackWriter(store, spool_dir=os.path.join(cache_dir, "spool"))
     os.makedirs(writer.spool_dir, exist_ok=True)
+    packer.clean_spool(writer.spool_dir)
     bytes_read = 0
     new_chunks = 0
     closed = False

@@ -24,11 +24,68 @@ import blake3
 import zstandard
 
 from vfs import format as fmt
+from vfs.errors import UsageError
 from vfs.store import Store
 
 log = logging.getLogger(__name__)
 
 PACK_TARGET = 32 * 1024 * 1024
+# A test and tuning knob: packs close at this many bytes instead (at least 64 KiB).
+# Tests use small packs to get many of them out of little data.
+PACK_TARGET_ENV = "VFS_PACK_TARGET"
+_MIN_PACK_TARGET = 64 * 1024
+# Spool files are named vfs-pack-<pid>-...; those of processes that are gone (a commit
+# killed with SIGKILL, a crash) are removed by the next commit that uses the spool.
+_SPOOL_PREFIX = "vfs-pack-"
+
+
+def pack_target() -> int:
+    """PACK_TARGET, or $VFS_PACK_TARGET bytes if set."""
+    raw = os.environ.get(PACK_TARGET_ENV)
+    if not raw:
+        return PACK_TARGET
+    try:
+        n = int(raw)
+    except ValueError:
+        raise UsageError(f"{PACK_TARGET_ENV}={raw!r} is not a number of bytes") from None
+    if n < _MIN_PACK_TARGET:
+        raise UsageError(f"{PACK_TARGET_ENV} must be at least {_MIN_PACK_TARGET} bytes, not {n}")
+    return n
+
+
+def clean_spool(spool_dir: str) -> int:
+    """Remove spool files left by processes that no longer run; returns how many.
+    A killed commit cannot remove its own, and packs are tens of MiB each."""
+    removed = 0
+    try:
+        names = os.listdir(spool_dir)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        if not name.startswith(_SPOOL_PREFIX):
+            continue
+        pid_text = name[len(_SPOOL_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        try:
+            os.unlink(os.path.join(spool_dir, name))
+            removed += 1
+        except FileNotFoundError:
+            pass
+    if removed:
+        log.info("removed %d spool files of commits that did not finish", removed)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and not ours to judge
+        return True
+    return True
+
 
 # Compress a chunk only when zstd saves at least this fraction: images and models
 # barely compress, and a raw chunk reads with no CPU at all.
@@ -56,12 +113,12 @@ class PackWriter:
         self,
         store: Store,
         spool_dir: str | None = None,
-        target: int = PACK_TARGET,
-        max_inflight: int = 2,
+        target: int | None = None,
+        max_inflight: int = 3,
         on_uploaded: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
-        self.target = target
+        self.target = target or pack_target()
         self.spool_dir = spool_dir or tempfile.gettempdir()
         self.locations: dict[bytes, fmt.Location] = {}
         self.bytes_uploaded = 0
@@ -87,7 +144,7 @@ class PackWriter:
             return
         if self._file is None:
             self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives across calls
-                prefix="vfs-pack-", dir=self.spool_dir, delete=False
+                prefix=f"{_SPOOL_PREFIX}{os.getpid()}-", dir=self.spool_dir, delete=False
             )
         self._file.write(stored)
         self._hasher.update(stored)
