@@ -188,7 +188,7 @@ def test_interrupted_commit_moves_no_ref_and_resumes(tmp_path: Path) -> None:
     vfs = Vfs(store, tmp_path / "cache")
     src = tmp_path / "src"
     src.mkdir()
-    for i in range(5):
+    for i in range(8):
         (src / f"part{i}.bin").write_bytes(os.urandom(24 * MiB))
     proc = subprocess.Popen(
         [sys.executable, "-m", "vfs.cli", "commit", str(src), "big"],
@@ -211,7 +211,7 @@ def test_interrupted_commit_moves_no_ref_and_resumes(tmp_path: Path) -> None:
     assert isinstance(r, dict)
     # The rerun uploads only what the interrupted one had not: the packs it
     # finished are found through their indexes and reused.
-    assert r["bytes_uploaded"] < 120 * MiB - done_before * 30 * MiB
+    assert r["bytes_uploaded"] <= 192 * MiB - done_before * 30 * MiB
     out = tmp_path / "out"
     vfs.run("get", "big", "-o", str(out))
     assert snapshot_fs(out) == snapshot_fs(src)
