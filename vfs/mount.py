@@ -32,13 +32,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from vfs.errors import BackendError, NotFound, UsageError, VfsError
+
+if TYPE_CHECKING:
+    from vfs.cache import ChunkCache
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +268,7 @@ def run(opts: MountOptions) -> int:
             store.close()
             raise BackendError(f"cannot reach the store {opts.store_url}: {e}") from None
         cache = ChunkCache(opts.cache_dir, opts.cache_size)
+        store.use_cache(cache)  # pinned versions stay readable while the store is away
     except BaseException as e:
         notify.fail(e)
         raise
@@ -276,10 +281,32 @@ def run(opts: MountOptions) -> int:
         notify.fail(e)
         raise
     finally:
-        cache.close()
+        _close_cache_bounded(cache)
         store.close()
     log.info("%s: unmounted; daemon exits", mnt)
     return 0
+
+
+CACHE_CLOSE_TIMEOUT = 10.0
+
+
+def _close_cache_bounded(cache: ChunkCache) -> None:
+    """Close the cache, but never let that keep a finished daemon alive.
+
+    py-lmdb's Environment.close() waits for the thread that last began a write
+    transaction to end it. After a lazy unmount we have seen it wait forever on a
+    thread that no longer exists (py-lmdb 3.0; one thread left, parked in
+    env_clear). Every entry the daemon wrote was committed already, so giving up
+    on the close loses nothing: the process exit releases the environment.
+    """
+    closer = threading.Thread(target=cache.close, name="vfs-cache-close", daemon=True)
+    closer.start()
+    closer.join(CACHE_CLOSE_TIMEOUT)
+    if closer.is_alive():
+        log.warning(
+            "the chunk cache did not close within %.0f s; exiting anyway (its entries are committed)",
+            CACHE_CLOSE_TIMEOUT,
+        )
 
 
 def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
