@@ -1,11 +1,11 @@
 """Tier 3: real mounts read by real programs (cat, find, tar, sha256sum, Python, mmap).
 
 Mounts are started as users start them: `vfs mount` (a daemon), or, where a test
-must count or break the daemon's store requests, a launcher that runs the same CLI
-in the foreground over a `Wired` backend (the real one, counting range GETs into a
-file and failing or stalling while a control file says so). Teardown always
-unmounts (fusermount3 -u -z), also when a test fails, and fails a test whose daemon
-logged an ERROR.
+must count or break the daemon's store requests, the launcher of
+vfs.testing.faults, which runs the same CLI in the foreground over a FaultyBackend
+(the real one, recording requests into a control directory and failing or stalling
+while the control file says so). Teardown always unmounts (fusermount3 -u -z), also
+when a test fails, and fails a test whose daemon logged an ERROR.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import json
 import mmap
 import os
 import random
-import shutil
 import signal
 import stat
 import subprocess
@@ -26,81 +25,22 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.mounting import Mounts, fuse_usable, read_tree, sha, wait_gone
 from tests.treegen import make_tree, snapshot_fs
 from vfs.commit import commit_dir
-from vfs.mount import alive, is_mounted
+from vfs.mount import is_mounted
 from vfs.store import Store
 
 MiB = 1024 * 1024
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _fuse_usable() -> bool:
-    return os.path.exists("/dev/fuse") and shutil.which("fusermount3") is not None
 
 
 pytestmark = [
     pytest.mark.fuse,
-    pytest.mark.skipif(not _fuse_usable(), reason="needs /dev/fuse and fusermount3"),
+    pytest.mark.skipif(not fuse_usable(), reason="needs /dev/fuse and fusermount3"),
 ]
-
-# The launcher: the real CLI in the foreground over a counting, breakable backend.
-LAUNCHER = r"""
-import os, sys, time
-sys.path.insert(0, os.environ["VFS_TEST_ROOT"])
-import vfs.store
-from vfs.backends.base import Backend
-from vfs.errors import BackendError
-
-CTL = os.environ["VFS_TEST_CTL"]
-_real_open = vfs.store.open_backend
-
-
-def _mode():
-    try:
-        with open(os.path.join(CTL, "mode")) as f:
-            return f.read().strip()
-    except FileNotFoundError:
-        return "ok"
-
-
-class Wired(Backend):
-    def __init__(self, inner):
-        self.inner, self.url = inner, inner.url
-
-    def get_range(self, key, offset, length):
-        with open(os.path.join(CTL, f"ranges-{os.getpid()}"), "a") as f:
-            f.write(f"{key} {offset} {length}\n")
-        while _mode() == "stall":
-            time.sleep(0.05)
-        if _mode() == "fail":
-            raise BackendError("injected failure")
-        return self.inner.get_range(key, offset, length)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    get = lambda self, k: self.inner.get(k)
-    put = lambda self, k, d: self.inner.put(k, d)
-    put_file = lambda self, k, p: self.inner.put_file(k, p)
-    exists = lambda self, k: self.inner.exists(k)
-    size = lambda self, k: self.inner.size(k)
-    list = lambda self, p: self.inner.list(p)
-    list_dirs = lambda self, p: self.inner.list_dirs(p)
-    delete = lambda self, k: self.inner.delete(k)
-    get_versioned = lambda self, k: self.inner.get_versioned(k)
-    put_if = lambda self, k, d, t: self.inner.put_if(k, d, t)
-    close = lambda self: self.inner.close()
-
-
-vfs.store.open_backend = lambda url: Wired(_real_open(url))
-from vfs.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 class Data:
@@ -124,133 +64,6 @@ class Data:
             store.close()
 
 
-class Mounts:
-    """Starts mounts and always cleans them up."""
-
-    def __init__(self, store_url: str, tmp: Path) -> None:
-        self.tmp = tmp
-        self.cache = tmp / "cache"
-        self.ctl = tmp / "ctl"
-        self.ctl.mkdir()
-        self.env = {
-            **os.environ,
-            "VFS_STORE": store_url,
-            "VFS_CACHE_DIR": str(self.cache),
-            "VFS_NO_PROGRESS": "1",
-            "VFS_TEST_ROOT": str(ROOT),
-            "VFS_TEST_CTL": str(self.ctl),
-        }
-        self.mountpoints: list[Path] = []
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
-        (tmp / "launcher.py").write_text(LAUNCHER)
-
-    def cli(
-        self, *args: str, check: bool = True, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run(
-            [sys.executable, "-m", "vfs.cli", *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout,
-        )
-        if check and p.returncode != 0:
-            raise AssertionError(f"vfs {' '.join(args)} exited {p.returncode}: {p.stderr}")
-        return p
-
-    def mountpoint(self, name: str) -> Path:
-        mnt = self.tmp / name
-        mnt.mkdir(exist_ok=True)
-        self.mountpoints.append(mnt)
-        return mnt
-
-    def mount(self, target: str, name: str = "mnt", *extra: str) -> Path:
-        """`vfs mount`, the daemon; returns once the mount is live."""
-        mnt = self.mountpoint(name)
-        self.cli("mount", target, str(mnt), *extra)
-        assert os.path.ismount(mnt)
-        return mnt
-
-    def launch(self, target: str, name: str, *extra: str) -> Path:
-        """The CLI in the foreground over the Wired backend."""
-        mnt = self.mountpoint(name)
-        log = self.tmp / f"{name}.log"
-        self.logs.append(log)
-        with open(log, "ab") as f:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(self.tmp / "launcher.py"),
-                    "mount",
-                    target,
-                    str(mnt),
-                    "--foreground",
-                    "-v",
-                    *extra,
-                ],
-                env=self.env,
-                stdout=f,
-                stderr=f,
-            )
-        self.procs.append(proc)
-        deadline = time.monotonic() + 30
-        while not os.path.ismount(mnt):
-            assert proc.poll() is None, f"mount exited {proc.returncode}: {log.read_text()}"
-            assert time.monotonic() < deadline, f"not mounted after 30 s: {log.read_text()}"
-            time.sleep(0.02)
-        return mnt
-
-    def ranges(self) -> list[tuple[str, int, int]]:
-        out = []
-        for p in self.ctl.glob("ranges-*"):
-            for line in p.read_text().splitlines():
-                key, off, n = line.split()
-                out.append((key, int(off), int(n)))
-        return out
-
-    def set_mode(self, mode: str) -> None:
-        (self.ctl / "mode").write_text(mode)
-
-    def stats(self) -> dict[str, Any]:
-        doc: dict[str, Any] = json.loads(self.cli("cache", "stats", "--json").stdout)
-        return doc
-
-    def cleanup(self) -> None:
-        for mnt in self.mountpoints:
-            if is_mounted(str(mnt)):
-                subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def daemon_state(self, pid: int) -> str:
-        """For failure messages: what a daemon that did not exit is doing."""
-        try:
-            tasks = [
-                f"{(Path('/proc', str(pid), 'task', t, 'comm')).read_text().strip()}:"
-                f"{(Path('/proc', str(pid), 'task', t, 'wchan')).read_text()}"
-                for t in os.listdir(f"/proc/{pid}/task")
-            ]
-        except OSError as e:
-            tasks = [str(e)]
-        logs = [p.read_text()[-2000:] for p in (self.cache / "logs").glob("*.log")]
-        return f"threads {tasks}; log: {logs}"
-
-    def error_lines(self) -> list[str]:
-        logs = [*self.logs, *(self.cache / "logs").glob("*.log")]
-        return [
-            ln
-            for p in logs
-            if p.exists()
-            for ln in p.read_text(errors="replace").splitlines()
-            if " ERROR " in ln
-        ]
-
-
 @pytest.fixture
 def data(store_url: str, tmp_path: Path) -> Data:
     return Data(store_url, tmp_path)
@@ -266,29 +79,6 @@ def mounts(store_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> It
     errors = m.error_lines()
     if errors and not request.node.get_closest_marker("allow_error_log"):
         pytest.fail("mount daemon logged ERROR:\n" + "\n".join(errors), pytrace=False)
-
-
-def sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(MiB):
-            h.update(block)
-    return h.hexdigest()
-
-
-def read_tree(mnt: Path) -> None:
-    for p in sorted(mnt.rglob("*")):
-        if p.is_file() and not p.is_symlink():
-            p.read_bytes()
-
-
-def wait_gone(pid: int, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.02)
-    return False
 
 
 # --- reading ---------------------------------------------------------------------------

@@ -28,6 +28,11 @@ class CorruptObject(VfsError):
     """Stored bytes that do not match their address or do not decode."""
 
 
+class MissingObject(CorruptObject):
+    """An object a version refers to is not in the store: damage, like corruption
+    (EIO on a mount), not a name that does not exist (ENOENT)."""
+
+
 class BackendError(VfsError):
     """The store could not be reached or refused an operation."""
 

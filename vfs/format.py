@@ -317,7 +317,7 @@ class TreePage:
     never per lookup.
     """
 
-    __slots__ = ("_entries_at", "_offsets", "_view", "count", "id", "kind")
+    __slots__ = ("_below", "_entries_at", "_offsets", "_view", "count", "id", "kind")
 
     def __init__(self, canonical: bytes, page_id: bytes = b"") -> None:
         what = f"tree {page_id.hex()[:16]}" if page_id else "tree"
@@ -336,12 +336,36 @@ class TreePage:
         self._view = body
         self._entries_at = r.pos
         self._offsets = offsets
+        self._below = -1
         size = len(body) - r.pos
         prev = -1
         for off in offsets:
             if off <= prev or off >= size:
                 raise CorruptObject(f"{what}: entry offsets out of order or out of range")
             prev = off
+        if kind == INDEX and count == 0:
+            raise CorruptObject(f"{what}: an index page without children")
+        # Names are checked here, once per page, not per lookup: a page whose names are
+        # invalid, unsorted or duplicated is refused whole, so that no reader (lookup,
+        # readdir, walk, get) ever sees two entries of one name or a name like "..".
+        # A tight loop: it runs for every entry of every page a reader loads.
+        skip = r.pos + (1 if kind == LEAF else 0)  # a leaf entry starts with its kind
+        end = len(body)
+        unpack = _U16.unpack_from
+        prev_name = b""
+        for i, off in enumerate(offsets):
+            at = skip + off
+            if at + 2 > end:
+                raise CorruptObject(f"{what}: truncated")
+            n = unpack(body, at)[0]
+            name = bytes(body[at + 2 : at + 2 + n])
+            if len(name) != n:
+                raise CorruptObject(f"{what}: truncated")
+            if n > MAX_NAME_LEN or name in (b"", b".", b"..") or b"/" in name or b"\0" in name:
+                check_name(name)  # raises, with the reason
+            if i and name <= prev_name:
+                raise CorruptObject(f"{what}: names not sorted or duplicated")
+            prev_name = name
 
     def _reader(self, i: int) -> _Reader:
         return _Reader(
@@ -366,6 +390,39 @@ class TreePage:
 
     def index_entry(self, i: int) -> IndexEntry:
         return _decode_index_entry(self._reader(i))
+
+    def first_name(self) -> bytes:
+        return self._name_at(0) if self.count else b""
+
+    def last_name(self) -> bytes:
+        return self._name_at(self.count - 1) if self.count else b""
+
+    def entries_below(self) -> int:
+        """Entries of the directory under this page: its own for a leaf, the sum of
+        its children's counts for an index page."""
+        if self.kind == LEAF:
+            return self.count
+        if self._below < 0:
+            self._below = sum(self.index_entry(i).count for i in range(self.count))
+        return self._below
+
+    def check_child(self, i: int, child: TreePage, upper: bytes | None) -> bytes | None:
+        """Check that `child`, reached through entry i of this index page, holds what
+        the entry promises: the same first name, as many entries, and names below
+        the next child's first name (or below `upper`, this page's own bound).
+        Returns the child's upper bound. Each page checks its own names (sorted,
+        unique); this check extends that across the pages of a directory, so a
+        forged index cannot make one name appear twice."""
+        e = self.index_entry(i)
+        bound = self._name_at(i + 1) if i + 1 < self.count else upper
+        what = f"tree {self.id.hex()[:16]}"
+        if child.count == 0 or child.first_name() != e.first:
+            raise CorruptObject(f"{what}: child {i} does not start with the name the index gives")
+        if bound is not None and child.last_name() >= bound:
+            raise CorruptObject(f"{what}: child {i} overlaps the next child")
+        if child.entries_below() != e.count:
+            raise CorruptObject(f"{what}: child {i} does not hold the count the index gives")
+        return bound
 
     def __len__(self) -> int:
         return self.count
@@ -443,7 +500,8 @@ def decode_commit(canonical: bytes, what: str = "commit") -> Commit:
             files=int(doc["files"]),
             bytes=int(doc["bytes"]),
         )
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        # RecursionError: JSON nested thousands deep; json.loads does not bound depth.
         raise CorruptObject(f"{what}: malformed ({e})") from None
     if encode_commit(c) != canonical:
         raise CorruptObject(f"{what}: not in canonical form")

@@ -54,7 +54,7 @@ from vfs.errors import AmbiguousRef, NotFound, UsageError, VfsError
 from vfs.prefetch import ChunkFetcher, FetchConfig, FetchError, Readahead
 from vfs.reader import Version, Wanted
 from vfs.store import HEADS, TAGS, Store
-from vfs.tree import Found
+from vfs.tree import MAX_DEPTH, Found
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +148,17 @@ class View:
 
 
 class _Dir:
-    """The pages of one directory loaded so far; `leaves` are (first index, leaf id)."""
+    """The pages of one directory loaded so far; `leaves` are (first index, leaf id).
+    `unchecked` holds, by position in `leaves`, what a leaf not yet loaded must be
+    checked against when it is: (its index page, its position there, upper bound)."""
 
-    __slots__ = ("leaves", "pages", "top")
+    __slots__ = ("leaves", "pages", "top", "unchecked")
 
     def __init__(self, top: bytes) -> None:
         self.top = top
         self.pages: dict[bytes, fmt.TreePage] = {}
         self.leaves: list[tuple[int, bytes]] | None = None
+        self.unchecked: dict[int, tuple[fmt.TreePage, int, bytes | None]] = {}
 
 
 class Node:
@@ -365,7 +368,7 @@ class FsCore:
         li = bisect_right(starts, k) - 1
         while 0 <= li < len(leaves):
             first, leaf_id = leaves[li]
-            page = await self._page(node, leaf_id)
+            page = await self._leaf(node, li, leaf_id)
             for i in range(max(k - first, 0), page.count):
                 child = self._child(node, page.entry(i), page.id)
                 if not self._offer(child, reply, 3 + first + i):
@@ -633,39 +636,59 @@ class FsCore:
     async def _dir_lookup(self, node: Node, name: bytes) -> Found | None:
         d = await self._dir_of(node)
         page = await self._page(node, d.top)
-        for _ in range(16):
-            if page.kind == fmt.LEAF:
-                i = page.find(name)
-                return None if i < 0 else Found(page.entry(i), page.id)
+        upper: bytes | None = None
+        for _ in range(MAX_DEPTH + 1):
             i = page.find(name)
+            if page.kind == fmt.LEAF:
+                return None if i < 0 else Found(page.entry(i), page.id)
             if i < 0:
                 return None
-            page = await self._page(node, page.index_entry(i).page)
+            child = await self._page(node, page.index_entry(i).page)
+            upper = page.check_child(i, child, upper)
+            page = child
         raise fmt.CorruptObject(f"tree {d.top.hex()[:16]}: index pages nest too deep")
 
     async def _leaves(self, node: Node) -> list[tuple[int, bytes]]:
         """The leaf pages of a directory with the index of their first entry, from
-        the index pages and their counts: no leaf is read to list them."""
+        the index pages and their counts: no leaf is read to list them. The index
+        pages are checked against each other here, each leaf when it is loaded."""
         d = await self._dir_of(node)
         if d.leaves is None:
-            out: list[tuple[int, bytes]] = []
-            level = [(0, d.top)]
-            for _ in range(16):
-                first = await self._page(node, level[0][1])
-                if first.kind == fmt.LEAF:
-                    out = level
+            # (first entry, page id, (index page above, position there, upper bound))
+            level: list[tuple[int, bytes, tuple[fmt.TreePage, int, bytes | None] | None]]
+            level = [(0, d.top, None)]
+            for _ in range(MAX_DEPTH + 1):
+                top = await self._page(node, level[0][1])
+                if top.kind == fmt.LEAF:
                     break
-                nxt = []
-                for start, pid in level:
+                nxt: list[tuple[int, bytes, tuple[fmt.TreePage, int, bytes | None] | None]] = []
+                for start, pid, above in level:
                     page = await self._page(node, pid)
-                    for c in page.children():
-                        nxt.append((start, c.page))
+                    upper = above[0].check_child(above[1], page, above[2]) if above else None
+                    if page.kind != fmt.INDEX:
+                        raise fmt.CorruptObject(f"tree {d.top.hex()[:16]}: leaves at uneven depths")
+                    for i, c in enumerate(page.children()):
+                        nxt.append((start, c.page, (page, i, upper)))
                         start += c.count
                 level = nxt
             else:
                 raise fmt.CorruptObject(f"tree {d.top.hex()[:16]}: index pages nest too deep")
-            d.leaves = out
+            d.unchecked = {li: above for li, (_, _, above) in enumerate(level) if above}
+            d.leaves = [(start, pid) for start, pid, _ in level]
         return d.leaves
+
+    async def _leaf(self, node: Node, li: int, leaf_id: bytes) -> fmt.TreePage:
+        """Leaf `li` of a directory listed by _leaves, checked against its index page
+        the first time it is read."""
+        d = await self._dir_of(node)
+        page = await self._page(node, leaf_id)
+        above = d.unchecked.get(li)
+        if above is not None:
+            if page.kind != fmt.LEAF:
+                raise fmt.CorruptObject(f"tree {d.top.hex()[:16]}: leaves at uneven depths")
+            above[0].check_child(above[1], page, above[2])
+            del d.unchecked[li]
+        return page
 
     async def _list_refs(self) -> list[tuple[bytes, bytes]]:
         now = time.monotonic()

@@ -260,7 +260,10 @@ class Operations(pyfuse3.Operations):
 
 
 def mount_options(fsname: str, allow_other: bool) -> set[str]:
-    opts = {"ro", "default_permissions", "noatime", f"fsname={fsname}", "subtype=vfs"}
+    # nosuid and nodev are libfuse's defaults too; said here so that no setuid bit
+    # or device a forged version might carry can ever take effect.
+    opts = {"ro", "nosuid", "nodev", "default_permissions", "noatime"}
+    opts |= {f"fsname={fsname}", "subtype=vfs"}
     if allow_other:
         opts.add("allow_other")
     return opts

@@ -22,6 +22,7 @@ beside it; the core's fetches run in the outer nursery, which outlives them all.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import json
@@ -259,6 +260,7 @@ def run(opts: MountOptions) -> int:
     notify = _Notifier(opts.ready_fd)
     if opts.ready_fd is not None:
         _log_to_file()
+    _tune_malloc()
     try:
         mnt = check_mountpoint(opts.mountpoint)
         store = Store.open(opts.store_url)
@@ -285,6 +287,27 @@ def run(opts: MountOptions) -> int:
         store.close()
     log.info("%s: unmounted; daemon exits", mnt)
     return 0
+
+
+def _tune_malloc() -> None:
+    """Keep a long-running daemon's memory flat; call before any thread starts.
+
+    Chunk buffers of 256 KiB to 4 MiB are allocated and freed by many threads. With
+    glibc's defaults (an arena per thread, and an mmap threshold that rises to the
+    largest buffer freed so far) freed buffers stay behind in fragmented arenas: over
+    a 10-minute soak (scripts/soak.py) the daemon's RSS crept from 350 to 450 MiB.
+    Two arenas and a fixed 128 KiB threshold (larger buffers are mmapped, and given
+    back when freed) held it flat near 200 MiB at the same read rate. The user's own
+    MALLOC_* settings win; elsewhere than glibc this does nothing."""
+    if "MALLOC_ARENA_MAX" in os.environ or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_mmap_threshold, m_arena_max = -3, -8  # from glibc's malloc.h
+    mallopt(m_mmap_threshold, 128 * 1024)
+    mallopt(m_arena_max, 2)
 
 
 CACHE_CLOSE_TIMEOUT = 10.0

@@ -39,8 +39,11 @@ the next read tries again.
 Failures: a GET that fails or stalls past `attempt_timeout` is retried with
 exponential backoff until `read_timeout` has passed since the flight started; then
 its flights fail and every reader waiting on them gets FetchError (EIO), also within
-`read_timeout`. A stalled thread is abandoned, not killed; it keeps its limiter token
-until the stalled call returns, which bounds the threads a dead remote can hold.
+`read_timeout`. Bytes that fail verification are fetched again, but the same failure
+CORRUPT_ATTEMPTS times means the pack is damaged in the store: EIO at once, with a
+log line naming the pack's key. A stalled thread is abandoned, not killed; it keeps
+its limiter token until the stalled call returns, which bounds the threads a dead
+remote can hold.
 
 Concurrency: everything but the `_sync` functions runs on the trio thread. `_mem`,
 `_flights` and the budget are touched only there, so the code between two awaits is
@@ -81,6 +84,9 @@ SEQUENTIAL_SLACK = 4 * MiB
 # and a densely wanted pack is read whole.
 WARM_GAP = 4 * MiB
 WARM_RANGE = 64 * MiB
+# Fetches of one range that returned bytes failing verification before it is judged
+# damaged in the store (EIO) rather than garbled on the way.
+CORRUPT_ATTEMPTS = 3
 
 
 class FetchError(BackendError):
@@ -329,9 +335,11 @@ class ChunkFetcher:
 
     async def _fetch_with_retries(self, span: _Span) -> dict[bytes, bytes]:
         cfg = self.config
-        what = f"pack {span.pack.hex()[:16]} bytes {span.start}-{span.end}"
+        # The full key, so that a log line names the object to look at (vfs verify).
+        what = f"{self.source.store.pack_key(span.pack)} bytes {span.start}-{span.end}"
         deadline = trio.current_time() + cfg.read_timeout
         attempt = 0
+        corrupt = 0
         while True:
             attempt += 1
             remaining = deadline - trio.current_time()
@@ -347,7 +355,16 @@ class ChunkFetcher:
                 why = f"no answer within {min(cfg.attempt_timeout, remaining):g} s"
             except NotFound as e:  # the store lacks the pack: retrying will not help
                 raise FetchError(f"{what}: {e}") from None
-            except (BackendError, CorruptObject, OSError) as e:
+            except CorruptObject as e:
+                # A bad answer may be a glitch on the way (retry it), but the same bad
+                # bytes again mean a damaged object: fail now, not at the read timeout.
+                corrupt += 1
+                why = str(e)
+                if corrupt >= CORRUPT_ATTEMPTS:
+                    raise FetchError(
+                        f"{what}: {why}; the same after {corrupt} attempts: damaged in the store"
+                    ) from None
+            except (BackendError, OSError) as e:
                 why = str(e)
             delay = min(cfg.backoff * 2 ** (attempt - 1), 2.0)
             if trio.current_time() + delay >= deadline:

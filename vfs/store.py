@@ -12,6 +12,12 @@ The store gives backend keys their meaning (see docs/format.md, "Layout"):
 
 Concurrency: Store is shared by threads. The page and commit caches are guarded by
 a lock; everything else is immutable or lives in the backend.
+
+Offline reading: with `use_cache`, tree pages, commits and locations are also kept
+in the machine's chunk cache (pages and commits under their ids, which like a
+chunk's id are the BLAKE3 of the bytes; locations under a key derived from their
+leaf's id), so a version whose chunks are cached, and pinned with its metadata
+(`vfs cache pin`), stays readable while the store cannot be reached.
 """
 
 from __future__ import annotations
@@ -22,12 +28,18 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import blake3
 
 from vfs import format as fmt
 from vfs.backends import Backend, default_store_url, open_backend
 from vfs.chunker import PARAMS as CHUNKER_PARAMS
-from vfs.errors import CorruptObject, NotFound, RefConflict, UsageError
+from vfs.errors import CorruptObject, MissingObject, NotFound, RefConflict, UsageError
 from vfs.names import check_name
+
+if TYPE_CHECKING:
+    from vfs.cache import ChunkCache
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +78,12 @@ class _LRU:
                 self._d.popitem(last=False)
 
 
+def locs_cache_key(leaf_id: bytes) -> bytes:
+    """The chunk cache key of a leaf page's locations: not its id (the page has that),
+    but a BLAKE3 of it under a distinct prefix, so it can never name a chunk."""
+    return blake3.blake3(b"vfs-locs\0" + leaf_id).digest()
+
+
 class Store:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -73,6 +91,12 @@ class Store:
         self._pages = _LRU(4096)
         self._locs = _LRU(1024)
         self._commits = _LRU(1024)
+        self.meta_cache: ChunkCache | None = None
+
+    def use_cache(self, cache: ChunkCache) -> None:
+        """Read tree pages, commits and locations through the machine's chunk cache
+        (see the module docstring, "Offline reading")."""
+        self.meta_cache = cache
 
     @classmethod
     def open(cls, url: str | None = None) -> Store:
@@ -91,7 +115,7 @@ class Store:
             doc = {"format": fmt.FORMAT_VERSION, "chunker": CHUNKER_PARAMS}
             self.backend.put_if("config", json.dumps(doc, sort_keys=True).encode() + b"\n", None)
             return
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
             raise CorruptObject(f"{self.url}: the store's config is not valid JSON") from None
         self._check_config(cfg)
 
@@ -101,7 +125,7 @@ class Store:
             cfg = json.loads(self.backend.get("config"))
         except NotFound:
             return
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
             raise CorruptObject(f"{self.url}: the store's config is not valid JSON") from None
         self._check_config(cfg)
 
@@ -128,11 +152,19 @@ class Store:
         return oid
 
     def get_object(self, oid: bytes, what: str) -> bytes:
+        cache = self.meta_cache
+        if cache is not None:
+            hit = cache.get(oid)
+            if hit is not None and fmt.object_id(hit) == oid:
+                return hit
         try:
             stored = self.backend.get(self.object_key(oid))
         except NotFound:
-            raise NotFound(f"{what} {oid.hex()} is missing from {self.url}") from None
-        return fmt.unseal_verified(stored, oid, f"{what} {oid.hex()[:16]}")
+            raise MissingObject(f"{what} {oid.hex()} is missing from {self.url}") from None
+        canonical = fmt.unseal_verified(stored, oid, f"{what} {oid.hex()[:16]}")
+        if cache is not None:
+            cache.put(oid, canonical)
+        return canonical
 
     # PageSink / PageSource for vfs.tree
 
@@ -153,16 +185,36 @@ class Store:
             self.backend.put(key, fmt.seal(fmt.encode_locs(locs)))
 
     def get_locs(self, leaf_id: bytes) -> dict[bytes, fmt.Location]:
+        what = f"locations of tree {leaf_id.hex()[:16]}"
         locs = self._locs.get(leaf_id)
         if locs is None:
-            what = f"locations of tree {leaf_id.hex()[:16]}"
+            locs = self._cached_locs(leaf_id, what)
+        if locs is None:
             try:
                 stored = self.backend.get(_fan("locs", leaf_id.hex()))
             except NotFound:
-                raise NotFound(f"{what} are missing from {self.url}") from None
-            locs = fmt.decode_locs(fmt.unseal(stored, what), what)
+                raise MissingObject(f"{what} are missing from {self.url}") from None
+            canonical = fmt.unseal(stored, what)
+            locs = fmt.decode_locs(canonical, what)
+            if self.meta_cache is not None:
+                self.meta_cache.put(locs_cache_key(leaf_id), canonical)
             self._locs.put(leaf_id, locs)
         assert isinstance(locs, dict)
+        return locs
+
+    def _cached_locs(self, leaf_id: bytes, what: str) -> dict[bytes, fmt.Location] | None:
+        if self.meta_cache is None:
+            return None
+        hit = self.meta_cache.get(locs_cache_key(leaf_id))
+        if hit is None:
+            return None
+        try:
+            # Locations are not content-addressed; they only say where to look, and a
+            # chunk fetched from a wrong place fails its own verification.
+            locs = fmt.decode_locs(hit, what)
+        except CorruptObject:
+            return None
+        self._locs.put(leaf_id, locs)
         return locs
 
     def put_commit(self, c: fmt.Commit) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Protocol
 
 from vfs import format as fmt
@@ -47,6 +48,11 @@ def write_dir(
     Write order per leaf: locations, then the page, so a page that exists always has
     its locations (and, before them, its packs).
     """
+    for a, b in pairwise(entries):
+        if a.name >= b.name:
+            # The format wants one entry per name, in byte order: refuse to write a
+            # directory that every reader would refuse to read.
+            raise CorruptObject(f"names not sorted or duplicated: {a.name!r}, {b.name!r}")
     encoded = [fmt.encode_entry(e) for e in entries]
     if len(entries) <= fmt.LEAF_SPLIT_AT:
         ranges = [(0, len(entries))]
@@ -82,6 +88,10 @@ def write_dir(
     return level[0].page
 
 
+# Index pages above a leaf: three cover a billion entries; more is a forged tree.
+MAX_DEPTH = 16
+
+
 class DirView:
     """One directory of a version, read page by page as needed."""
 
@@ -93,37 +103,61 @@ class DirView:
 
     def lookup(self, name: bytes) -> Found | None:
         page = self._src.get_page(self.top)
+        upper: bytes | None = None
         depth = 0
         while page.kind == fmt.INDEX:
             i = page.find(name)
             if i < 0:
                 return None
-            page = self._src.get_page(page.index_entry(i).page)
+            child = self._src.get_page(page.index_entry(i).page)
+            upper = page.check_child(i, child, upper)
+            page = child
             depth += 1
-            if depth > 16:
+            if depth > MAX_DEPTH:
                 raise CorruptObject(f"tree {self.top.hex()[:16]}: index pages nest too deep")
         i = page.find(name)
         return None if i < 0 else Found(page.entry(i), page.id)
 
     def __iter__(self) -> Iterator[Found]:
-        yield from self._iter_page(self.top, 0)
+        yield from self._iter_page(self._src.get_page(self.top), None, 0)
 
-    def _iter_page(self, page_id: bytes, depth: int) -> Iterator[Found]:
-        if depth > 16:
+    def _iter_page(self, page: fmt.TreePage, upper: bytes | None, depth: int) -> Iterator[Found]:
+        if depth > MAX_DEPTH:
             raise CorruptObject(f"tree {self.top.hex()[:16]}: index pages nest too deep")
-        page = self._src.get_page(page_id)
         if page.kind == fmt.LEAF:
             for e in page.entries():
                 yield Found(e, page.id)
         else:
-            for child in page.children():
-                yield from self._iter_page(child.page, depth + 1)
+            for i, c in enumerate(page.children()):
+                child = self._src.get_page(c.page)
+                bound = page.check_child(i, child, upper)
+                yield from self._iter_page(child, bound, depth + 1)
 
     def __len__(self) -> int:
         page = self._src.get_page(self.top)
         if page.kind == fmt.LEAF:
             return len(page)
         return sum(c.count for c in page.children())
+
+
+def pages(src: PageSource, root: bytes) -> Iterator[fmt.TreePage]:
+    """Every page of the tree `root`, index pages and leaves, of every directory
+    below it, each checked against the index page above it; depth first."""
+
+    def below(page: fmt.TreePage, upper: bytes | None, depth: int) -> Iterator[fmt.TreePage]:
+        if depth > MAX_DEPTH:
+            raise CorruptObject(f"tree {root.hex()[:16]}: index pages nest too deep")
+        yield page
+        if page.kind == fmt.LEAF:
+            for e in page.entries():
+                if e.is_dir:
+                    yield from below(src.get_page(e.tree), None, 0)
+        else:
+            for i, c in enumerate(page.children()):
+                child = src.get_page(c.page)
+                yield from below(child, page.check_child(i, child, upper), depth + 1)
+
+    yield from below(src.get_page(root), None, 0)
 
 
 def split_path(path: str | bytes) -> list[bytes]:

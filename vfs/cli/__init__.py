@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from vfs import __version__
-from vfs.cli import common, data
+from vfs.cli import common, data, verify
 from vfs.errors import UsageError, VfsError
 
 log = logging.getLogger("vfs")
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     data.register(sub)
+    verify.register(sub)
     try:
         from vfs.cli import mount  # type: ignore[attr-defined,unused-ignore]
     except ImportError:  # pragma: no cover - FUSE bindings missing

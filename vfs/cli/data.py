@@ -10,7 +10,16 @@ from typing import Any
 
 from vfs import format as fmt
 from vfs import refs
-from vfs.cli.common import add_common, cache_dir, human, open_store, print_json, show_progress
+from vfs.cli.common import (
+    add_common,
+    cache_dir,
+    count_int,
+    human,
+    open_store,
+    positive_int,
+    print_json,
+    show_progress,
+)
 from vfs.commit import CommitResult, Progress, commit_and_move, commit_dir, default_author, utc_now
 from vfs.diff import Change, diff_trees, summarize
 from vfs.errors import NotFound, RefConflict, UsageError
@@ -52,7 +61,7 @@ def register(sub: Any) -> None:
         description="Commits reachable from DATASET[@REF], newest first (first parents).",
     )
     p.add_argument("spec", metavar="DATASET[@REF]")
-    p.add_argument("-n", "--max-count", type=int, default=0, help="show at most N commits")
+    p.add_argument("-n", "--max-count", type=count_int, default=0, help="show at most N commits")
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_log)
 
@@ -95,7 +104,9 @@ def register(sub: Any) -> None:
     p.add_argument("spec", metavar="DATASET[@REF]")
     p.add_argument("path", nargs="?", default="", metavar="PATH")
     p.add_argument("-o", "--out", required=True, metavar="OUT")
-    p.add_argument("-j", "--jobs", type=int, default=8, help="parallel fetches (default 8)")
+    p.add_argument(
+        "-j", "--jobs", type=positive_int, default=8, help="parallel fetches (default 8)"
+    )
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_get)
 
@@ -460,6 +471,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     store = open_store(args)
     r = refs.resolve(store, args.spec)
     cache = ChunkCache(cache_dir(args))
+    store.use_cache(cache)
     try:
         v = Version(store, r.spec.dataset, r.commit, cache)
         t0 = time.monotonic()

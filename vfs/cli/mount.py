@@ -9,12 +9,15 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from vfs import format as fmt
 from vfs.cli.common import (
     add_common,
     cache_dir,
     human,
     open_store,
+    positive_int,
     print_json,
+    seconds,
     show_progress,
     store_url,
 )
@@ -87,7 +90,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--read-timeout",
-        type=float,
+        type=seconds,
         default=30.0,
         metavar="SECONDS",
         help="a read whose data the store cannot deliver in this time, retries included, "
@@ -166,7 +169,9 @@ def register(sub: Any) -> None:
         metavar="LIST",
         help="paths, one a line, in reading order ('-' reads standard input); after any PATHs",
     )
-    p.add_argument("-j", "--jobs", type=int, default=16, help="parallel requests (default 16)")
+    p.add_argument(
+        "-j", "--jobs", type=positive_int, default=16, help="parallel requests (default 16)"
+    )
     p.add_argument(
         "--cache-size",
         type=parse_size,
@@ -353,6 +358,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
         paths = [""]
     store = open_store(args)
     cache = _open_cache(args)
+    store.use_cache(cache)  # the version's pages and locations are cached too
     bar: Any = None
     try:
         r = refs.resolve(store, args.spec)
@@ -448,22 +454,35 @@ def _pin_name(store: Any, spec: str) -> tuple[str, bytes]:
 
 
 def cmd_cache_pin(args: argparse.Namespace) -> int:
-    from vfs import refs
+    from vfs import refs, tree
     from vfs.reader import Version
+    from vfs.store import locs_cache_key
 
     store = open_store(args)
     try:
-        name, commit = _pin_name(store, args.spec)
-        version = Version(store, refs.parse_spec(args.spec).dataset, commit)
-        ids = {c.id for _, f in version.walk() if f.entry.is_file for c in f.entry.chunks}
         with _open_cache(args) as cache:
-            cache.pin(name, ids)
+            store.use_cache(cache)
+            name, commit = _pin_name(store, args.spec)
+            version = Version(store, refs.parse_spec(args.spec).dataset, commit)
+            # Chunks, and the metadata that finds them, so that a pinned version can
+            # be read with the store out of reach (offline).
+            chunks: set[bytes] = set()
+            meta = {commit}
+            for page in tree.pages(store, version.root):
+                meta.add(page.id)
+                if page.kind == fmt.LEAF:
+                    meta.add(locs_cache_key(page.id))
+                    chunks.update(c.id for e in page.entries() if e.is_file for c in e.chunks)
+            cache.pin(name, chunks | meta)
     finally:
         store.close()
     if args.json:
-        print_json({"pin": name, "chunks": len(ids)})
+        print_json({"pin": name, "chunks": len(chunks), "metadata": len(meta)})
     else:
-        print(f"pinned {args.spec} as {name} ({len(ids)} chunks)", file=sys.stderr)
+        print(
+            f"pinned {args.spec} as {name} ({len(chunks)} chunks, {len(meta)} metadata objects)",
+            file=sys.stderr,
+        )
     return 0
 
 

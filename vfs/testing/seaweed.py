@@ -25,6 +25,13 @@ Things about SeaweedFS (4.x) that shape this code:
 * Start-up takes about 3.5 s, sometimes 8: when the volume server's first
   heartbeat beats the master's leader election it retries only after 5 s. start()
   waits for a real write, not just an open port, so tests never see that window.
+* kill() and restart() let a test take the server away and bring it back on the
+  same ports and data directory (objects survive; the master rebuilds its topology
+  from the volume server's heartbeat). The master is told not to resume its raft
+  state (-master.resumeState=false): resuming makes it wait ~15 s for an election
+  it cannot lose, and a fresh start costs nothing on the first start. pause() and
+  resume() (SIGSTOP, SIGCONT) make a server that accepts connections and never
+  answers: a stalled remote.
 * Empty "directories" linger as common prefixes for about two minutes after
   their last key is deleted (the filer removes empty folders lazily); the S3
   backend's list_dirs allows for that.
@@ -206,6 +213,45 @@ class SeaweedServer:
             self.stop()
             raise
 
+    @property
+    def pid(self) -> int:
+        """The weed process's id; -1 when it is not running."""
+        return self._pid()
+
+    def kill(self) -> None:
+        """SIGKILL weed, as a crash would; keep its data, ports and endpoint so that
+        restart() brings the same store back."""
+        if self._proc is None:
+            raise SeaweedError("server not running")
+        self._proc.send_signal(signal.SIGCONT)  # a paused server must be able to die
+        self._proc.kill()
+        self._reap()
+
+    def restart(self) -> None:
+        """Start weed again on the same ports and data directory (killing it first
+        if it runs) and return once S3 accepts an authenticated write."""
+        if self.workdir is None or not self.ports:
+            raise SeaweedError("server never started")
+        if self._proc is not None:
+            self.kill()
+        self._spawn(keep_ports=True)
+        if not self._wait_ready(time.monotonic() + self.startup_timeout):
+            raise SeaweedError(f"weed exited while restarting\n{self.log_tail()}")
+        log.info("SeaweedFS restarted at %s (pid %d)", self.endpoint, self._pid())
+
+    def pause(self) -> None:
+        """SIGSTOP weed: connections are still accepted (by the kernel), nothing is
+        answered. A stalled remote, until resume()."""
+        if self._proc is None:
+            raise SeaweedError("server not running")
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT weed after pause()."""
+        if self._proc is None:
+            raise SeaweedError("server not running")
+        self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Stop weed (SIGTERM, a short grace, then SIGKILL, by PID only) and remove
         its temp directory. Safe to call twice."""
@@ -214,9 +260,10 @@ class SeaweedServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
-    def _spawn(self) -> None:
+    def _spawn(self, keep_ports: bool = False) -> None:
         assert self.workdir is not None
-        self.ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
+        if not keep_ports:
+            self.ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
         self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
         args = [
             self.weed,
@@ -231,6 +278,7 @@ class SeaweedServer:
             f"-s3.localSocket={self.workdir / 's3.sock'}",
             f"-filer.localSocket={self.workdir / 'filer.sock'}",
             "-master.telemetry=false",
+            "-master.resumeState=false",
             "-master.volumeSizeLimitMB=64",
             # Volumes are sparse and not preallocated: a high cap costs no disk and
             # does not depend on how much is free (0 would mean "free disk / size").
@@ -288,6 +336,7 @@ class SeaweedServer:
         if proc is None:
             return
         if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a paused weed cannot act on SIGTERM
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=_STOP_GRACE)

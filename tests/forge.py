@@ -1,0 +1,126 @@
+"""Forging versions: hostile trees written straight into a store, past every check.
+
+The committer never writes a bad name, a duplicate or an odd mode, so tests that need
+one in the store build it here from the format's own pieces: real chunks in real
+packs, pages whose entries are spliced together byte by byte, locations, a commit and
+a tag. What a reader then does with it is the test; `run_core` and its helpers
+read a version through the mount's core, without FUSE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from vfs import format as fmt
+from vfs import fs
+from vfs.errors import VfsError
+from vfs.packer import PackWriter
+from vfs.prefetch import FetchConfig
+from vfs.store import Store
+
+MTIME = 1_700_000_000_000_000_000
+
+
+def upload(store: Store, spool: Path, datas: list[bytes]) -> dict[bytes, fmt.Location]:
+    """Chunks into a pack (raw), with its index: chunk id -> location."""
+    spool.mkdir(parents=True, exist_ok=True)
+    w = PackWriter(store, spool_dir=str(spool))
+    for d in datas:
+        w.add(fmt.chunk_id(d), len(d), fmt.CODEC_RAW, d)
+    w.close()
+    return dict(w.locations)
+
+
+def entry(
+    name: bytes,
+    kind: int = fmt.FILE,
+    mode: int = 0o644,
+    data: bytes = b"",
+    tree: bytes = b"",
+    target: bytes = b"",
+) -> bytes:
+    """One encoded entry with any name at all: encoded under a harmless name, then
+    the name spliced in (encode_entry would refuse it)."""
+    if kind not in (fmt.DIR, fmt.SYMLINK):  # a file, or an unknown kind forged from one
+        chunks = (fmt.ChunkRef(fmt.chunk_id(data), len(data)),) if data else ()
+        e = fmt.Entry(b"x", fmt.FILE, mode, MTIME, len(data), chunks=chunks)
+    elif kind == fmt.DIR:
+        e = fmt.Entry(b"x", fmt.DIR, mode, MTIME, 0, tree=tree)
+    else:
+        e = fmt.Entry(b"x", fmt.SYMLINK, mode, MTIME, len(target), target=target)
+    good = fmt.encode_entry(e)
+    if kind not in (fmt.FILE, fmt.DIR, fmt.SYMLINK):
+        good = bytes([kind]) + good[1:]
+    return good[:1] + len(name).to_bytes(2, "little") + name + good[4:]
+
+
+def leaf(store: Store, entries: list[bytes], locs: dict[bytes, fmt.Location]) -> bytes:
+    """A leaf page of these encoded entries (in the order given), with locations
+    for every chunk in `locs`; returns its id."""
+    canonical = fmt.encode_page(fmt.LEAF, entries)
+    page_id = store.put_object(canonical)
+    store.put_locs(page_id, locs)
+    return page_id
+
+
+def index(store: Store, children: list[tuple[bytes, bytes, int]]) -> bytes:
+    """An index page over (first name, child page id, entries below); returns its id."""
+    enc = [fmt._encode_index_entry(fmt.IndexEntry(f, p, n)) for f, p, n in children]
+    return store.put_object(fmt.encode_page(fmt.INDEX, enc))
+
+
+def version(store: Store, dataset: str, tag: str, root: bytes) -> bytes:
+    """A commit of tree `root`, tagged; returns the commit id."""
+    store.ensure_config()
+    cid = store.put_commit(
+        fmt.Commit(root, (), "forger@test", "2026-11-26T07:15:00Z", "forged", files=1, bytes=1)
+    )
+    store.create_tag(dataset, tag, cid)
+    return cid
+
+
+# --- reading forged versions with the mount's core, no FUSE ----------------------------
+
+
+async def list_dir(core: fs.FsCore, ino: int) -> list[bytes]:
+    """readdir of a directory inode, '.' and '..' included."""
+    fh = await core.opendir(ino)
+    names: list[bytes] = []
+
+    def reply(name: bytes, attr: fs.Attr, nxt: int) -> bool:
+        names.append(name)
+        return True
+
+    await core.readdir(fh, 0, reply)
+    core.releasedir(fh)
+    return names
+
+
+async def read_everything(core: fs.FsCore, ino: int) -> None:
+    """Open and read the start of every file in a directory; vfs errors allowed."""
+    for name in (await list_dir(core, ino))[2:]:
+        a = await core.lookup(ino, name)
+        if a.ino and a.mode & 0o170000 == 0o100000:
+            with contextlib.suppress(VfsError):
+                fh = await core.open(a.ino, os.O_RDONLY)
+                await core.read(fh, 0, 100)
+
+
+def run_core(store: Store, target: str, body: Callable[[fs.FsCore], Any]) -> None:
+    """Mount `target` in an FsCore (no FUSE) and run `body` on it."""
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            core = await fs.FsCore.create(
+                store, target, nursery=nursery, fetch=FetchConfig(read_timeout=2)
+            )
+            await body(core)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
