@@ -24,26 +24,24 @@ def setup_logging(verbose: int) -> None:
         logging.getLogger("boto3").setLevel(logging.WARNING)
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (worker counts)."""
+def _whole_number(text: str, minimum: int, rule: str) -> int:
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    if n < minimum:
+        raise argparse.ArgumentTypeError(f"{rule}, not {n}")
     return n
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (worker counts)."""
+    return _whole_number(text, 1, "must be at least 1")
 
 
 def count_int(text: str) -> int:
     """An argparse type: a whole number of at least 0 (0 meaning no limit)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, not {n}")
-    return n
+    return _whole_number(text, 0, "must not be negative")
 
 
 def seconds(text: str) -> float:
