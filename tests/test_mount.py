@@ -162,6 +162,12 @@ def test_stat_fields_symlinks_names_and_diagnostics(data: Data, mounts: Mounts) 
     )
     assert os.getxattr(mnt / "big.bin", "user.vfs.cached_bytes") == b"0"
     (mnt / "big.bin").read_bytes()
+    # Chunks reach the machine's cache just after the reader has them (the write
+    # is off the read path), so give it a moment.
+    deadline = time.monotonic() + 10
+    while int(os.getxattr(mnt / "big.bin", "user.vfs.cached_bytes")) < st.st_size:
+        assert time.monotonic() < deadline, "read chunks never reached the cache"
+        time.sleep(0.05)
     assert int(os.getxattr(mnt / "big.bin", "user.vfs.cached_bytes")) == st.st_size
     assert len(os.getxattr(mnt / "big.bin", "user.vfs.content_id")) == 64
     assert "user.vfs.content_id" in os.listxattr(mnt / "big.bin")

@@ -408,29 +408,51 @@ class ChunkCache:
 
     def put(self, chunk_id: bytes, data: bytes) -> None:
         """Add a chunk, then evict down to the low-water mark if over the cap."""
-        _check_id(chunk_id)
+        self.put_many({chunk_id: data})
+
+    def put_many(self, items: dict[bytes, bytes]) -> None:
+        """Add chunks: their files first, then one write transaction for all of them
+        (a span of a pack is one commit, not one per chunk), then evict down to the
+        low-water mark if over the cap."""
         env = self._live()
-        size = len(data)
-        if size > self.max_bytes:
-            log.debug("chunk %s (%d bytes) is larger than the cache", chunk_id.hex(), size)
-            return
-        raw = env.run(lambda txn: txn.get(chunk_id, db=env.entries), write=False)
-        if raw is not None and _Entry.unpack(raw).size == size:
-            self._note(chunk_id, hit=False)
-            return
-        path = self._path(chunk_id)
-        checksum = xxhash.xxh3_128_digest(data)
-        try:
-            self._write_file(path, data)
-        except OSError as e:
-            log.warning("chunk cache %s: cannot store chunk %s: %s", self.root, chunk_id.hex(), e)
+        for chunk_id in items:
+            _check_id(chunk_id)
+
+        def present(txn: lmdb.Transaction[bytes]) -> set[bytes]:
+            out = set()
+            for chunk_id, data in items.items():
+                raw = txn.get(chunk_id, db=env.entries)
+                if raw is not None and _Entry.unpack(raw).size == len(data):
+                    out.add(chunk_id)
+            return out
+
+        have = env.run(present, write=False)
+        todo = []
+        for chunk_id, data in items.items():
+            if chunk_id in have:
+                self._note(chunk_id, hit=False)
+                continue
+            if len(data) > self.max_bytes:
+                log.debug("chunk %s (%d bytes) is larger than the cache", chunk_id.hex(), len(data))
+                continue
+            path = self._path(chunk_id)
+            try:
+                self._write_file(path, data)
+            except OSError as e:
+                log.warning(
+                    "chunk cache %s: cannot store chunk %s: %s", self.root, chunk_id.hex(), e
+                )
+                continue
+            todo.append((chunk_id, data, xxhash.xxh3_128_digest(data), path))
+        if not todo:
             return
         touched, hits, misses = self._take_pending()
 
         def insert(txn: lmdb.Transaction[bytes]) -> None:
             counters = _Counters(txn, env.counters)
             self._apply_pending(txn, counters, touched, hits, misses)
-            self._insert(txn, counters, chunk_id, data, checksum, path)
+            for chunk_id, data, checksum, path in todo:
+                self._insert(txn, counters, chunk_id, data, checksum, path)
             if counters["bytes"] > self.max_bytes:
                 self._evict(txn, counters, int(self.max_bytes * self.low_water))
             counters.save()
@@ -438,7 +460,7 @@ class ChunkCache:
         try:
             env.run(insert, write=True)
         except OSError as e:  # from the rare rewrite inside the transaction
-            log.warning("chunk cache %s: cannot store chunk %s: %s", self.root, chunk_id.hex(), e)
+            log.warning("chunk cache %s: cannot store %d chunks: %s", self.root, len(todo), e)
 
     def pin(self, name: str, chunk_ids: Iterable[bytes]) -> None:
         """Add ids to the pin set `name`. A pinned id is never evicted, whether it is

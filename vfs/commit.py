@@ -224,24 +224,30 @@ def _hash_one(data: bytes, known: dict[bytes, fmt.Location]) -> list[_Hashed]:
 
 
 class _TreeSink:
-    """Writes tree pages and locations concurrently; `wait` before the commit."""
+    """Collects tree pages and locations as the tree is built; `write` stores them
+    concurrently. Building first and writing after lets an unchanged tree (same root
+    id as the branch head) cost no request at all."""
 
-    def __init__(self, store: Store, pool: ThreadPoolExecutor) -> None:
-        self.store = store
-        self.pool = pool
-        self.futures: list[Future[object]] = []
+    def __init__(self) -> None:
+        self.pages: list[bytes] = []
+        self.locs: list[tuple[bytes, dict[bytes, fmt.Location]]] = []
 
     def put_page(self, canonical: bytes) -> bytes:
-        self.futures.append(self.pool.submit(self.store.put_object, canonical))
+        self.pages.append(canonical)
         return fmt.object_id(canonical)
 
     def put_locs(self, leaf_id: bytes, locs: dict[bytes, fmt.Location]) -> None:
-        self.futures.append(self.pool.submit(self.store.put_locs, leaf_id, locs))
+        self.locs.append((leaf_id, locs))
 
-    def wait(self) -> None:
-        for f in self.futures:
-            f.result()
-        self.futures.clear()
+    def write(self, store: Store) -> None:
+        """Store everything collected (each object only if its key is new)."""
+        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="vfs-tree") as pool:
+            done: list[Future[object]] = [
+                pool.submit(store.put_locs, leaf, locs) for leaf, locs in self.locs
+            ]
+            done += [pool.submit(store.put_object, page) for page in self.pages]
+            for f in done:
+                f.result()
 
 
 def _build_tree(
@@ -403,10 +409,10 @@ def commit_dir(
             return loc
 
         progress.phase("writing trees")
-        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="vfs-tree") as tree_pool:
-            sink = _TreeSink(store, tree_pool)
-            tree_id, nbytes, nfiles = _build_tree(root, sink, locate)
-            sink.wait()
+        sink = _TreeSink()
+        tree_id, nbytes, nfiles = _build_tree(root, sink, locate)
+        if head is None or store.get_commit(head.commit).tree != tree_id:
+            sink.write(store)
     finally:
         if not closed:
             writer.abort()

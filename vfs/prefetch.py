@@ -55,6 +55,7 @@ only the Store and the ChunkCache (both thread-safe) and return values.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -104,7 +105,7 @@ class FetchConfig:
     cache_threads: int = 8
     part_bytes: int = 8 * MiB
     readahead_min: int = 1 * MiB
-    readahead_max: int = 16 * MiB
+    readahead_max: int = 64 * MiB
 
 
 @dataclass
@@ -275,10 +276,23 @@ class ChunkFetcher:
                 return False
             return True
         self.budget.try_acquire(need)
-        mine = {cid: _Flight() for cid in items}
-        self._flights.update(mine)
         self.stats.readahead_chunks += len(items)
-        self._nursery.start_soon(self._run, list(items.values()), mine, need)
+        # One flight group per part, so the window's parts are fetched side by side
+        # and each resolves as soon as its own GET is in, not the whole window's.
+        groups: list[list[Wanted]] = [[]]
+        size = 0
+        for w in items.values():
+            if groups[-1] and size + w.loc.stored_length > self.config.part_bytes:
+                groups.append([])
+                size = 0
+            groups[-1].append(w)
+            size += w.loc.stored_length
+        for group in groups:
+            mine = {g.ref.id: _Flight() for g in group}
+            self._flights.update(mine)
+            self._nursery.start_soon(
+                self._run, group, mine, sum(g.loc.stored_length for g in group)
+            )
         return True
 
     # -- flights -------------------------------------------------------------------
@@ -332,6 +346,11 @@ class ChunkFetcher:
         self.stats.bytes_fetched += span.end - span.start
         for cid, data in got.items():
             self._resolve(cid, mine[cid], data)
+        if self.cache is not None:
+            try:
+                await trio.to_thread.run_sync(self.cache.put_many, got, limiter=self.cache_limiter)
+            except Exception as e:
+                log.warning("chunk cache write failed: %s", e)
 
     async def _fetch_with_retries(self, span: _Span) -> dict[bytes, bytes]:
         cfg = self.config
@@ -346,7 +365,7 @@ class ChunkFetcher:
             try:
                 with trio.fail_after(max(0.01, min(cfg.attempt_timeout, remaining))):
                     return await trio.to_thread.run_sync(
-                        self.source.fetch_span,
+                        functools.partial(self.source.fetch_span, cache=False),
                         span,
                         limiter=self.remote_limiter,
                         abandon_on_cancel=True,
@@ -432,7 +451,7 @@ class Readahead:
             return None
         start = max(self.next_offset, self.issued_to)
         stop = min(self.next_offset + self.window, size)
-        if stop - start < self.window // 2 and stop < size:
+        if stop - start < min(self.window // 2, self._cfg.part_bytes) and stop < size:
             return None  # ahead enough: fetch in big bites, not one per read
         if stop <= start:
             return None

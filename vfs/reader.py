@@ -89,7 +89,7 @@ class ChunkSource:
         self.bytes_fetched = 0
         self.requests = 0
 
-    def fetch_span(self, span: _Span) -> dict[bytes, bytes]:
+    def fetch_span(self, span: _Span, cache: bool = True) -> dict[bytes, bytes]:
         """One ranged GET; every chunk in it verified, cached and returned."""
         data = self.store.read_pack_range(span.pack, span.start, span.end - span.start)
         self.requests += 1
@@ -103,9 +103,9 @@ class ChunkSource:
             raw = fmt.decode_chunk(
                 stored, w.loc.codec, w.ref.length, w.ref.id, f"pack {span.pack.hex()[:16]}"
             )
-            if self.cache is not None:
-                self.cache.put(w.ref.id, raw)
             out[w.ref.id] = raw
+        if cache and self.cache is not None:
+            self.cache.put_many(out)
         return out
 
     def fetch(self, wanted: Iterable[Wanted], parallel: bool = False) -> dict[bytes, bytes]:
