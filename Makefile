@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-$(shell sha1sum pyproject.toml | cut -c1-12)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test lint bench sysdeps deps clean
+.PHONY: demo test lint bench bench-deps sysdeps deps clean
 
 sysdeps:
 	@if ! (command -v fusermount3 >/dev/null && pkg-config --exists fuse3 2>/dev/null); then \
@@ -32,7 +32,27 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check vfs tests scripts
 	$(VENV)/bin/mypy vfs tests scripts
 
-bench: $(STAMP)
+# The competitors of `make bench`: rclone and s3fs from Debian, DVC from PyPI, plus
+# matplotlib (charts) and py-spy (profiling) in the project venv. DVC gets a venv of
+# its own inside .venv: dvc[s3] pins aiobotocore, which pins an older botocore than
+# the boto3 vfs uses, and pip would silently downgrade it under the product.
+# A stamp of its own keeps `make deps` lean; a second run installs nothing.
+BENCH_STAMP := $(VENV)/.bench-stamp
+DVC_VENV := $(VENV)/dvc
+$(BENCH_STAMP): $(STAMP)
+	@missing=""; for b in rclone s3fs; do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	$(PY) -m pip install -q --disable-pip-version-check 'matplotlib>=3.8' 'py-spy>=0.3'
+	@test -x $(DVC_VENV)/bin/python || $(PYTHON) -m venv $(DVC_VENV)
+	$(DVC_VENV)/bin/python -m pip install -q --disable-pip-version-check 'dvc[s3]>=3'
+	@touch $@
+
+bench-deps: $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 clean:

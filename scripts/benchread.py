@@ -1,0 +1,303 @@
+"""The reading rows of `make bench`: a large file warm, from the local cache and cold
+from S3; small files cold and warm; a whole-version prefetch; `find` on a fresh mount.
+The fairness rules are in benchrows.py."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from benchctx import DATASET, MB, Ctx, attempt, measure
+from benchenv import Mount
+from benchreport import Row
+from benchwork import (
+    dd_read,
+    find_all,
+    read_files,
+    s3_download_all,
+    s3_get_ranges,
+    s3_get_single,
+)
+
+# -- reading a large file ---------------------------------------------------------------------
+
+
+def _dd_mbps(path: Path) -> float:
+    secs, n = dd_read(path)
+    return n / secs / MB
+
+
+def row_reread_warm(ctx: Ctx, row: Row) -> None:
+    b = ctx.bench
+    ctx.ensure_v1()
+    ctx.ensure_plain()
+    opened: dict[str, Path] = {}
+
+    def setup(name: str, fn: Callable[[], Path]) -> None:
+        fig = row.baseline(name) if name != "vfs" else row.vfs
+
+        def go() -> None:
+            path = fn()
+            dd_read(path)  # warm
+            opened[name] = path
+
+        attempt(fig, lambda: go())
+
+    mounts: list[Mount] = []
+
+    def mnt(m: Mount) -> Path:
+        mounts.append(m)
+        return m.path / ctx.large
+
+    try:
+        setup("vfs", lambda: mnt(b.mount_vfs(f"{DATASET}@v1", ctx.cache_main)))
+        setup("local dd", lambda: ctx.src / ctx.large)
+        setup("passthrough", lambda: mnt(b.mount_passthrough(ctx.src)))
+        setup("rclone", lambda: mnt(b.mount_rclone("plain/v1", b.fresh("rclone-cache"))))
+        setup("s3fs", lambda: mnt(b.mount_s3fs("plain/v1", b.fresh("s3fs-cache"))))
+        for _ in range(ctx.reps):
+            for fig in [row.vfs, *row.baselines]:
+                path = opened.get(fig.name)
+                if path is not None:
+                    measure(fig, lambda p=path: _dd_mbps(p))  # type: ignore[misc]
+    finally:
+        for m in mounts:
+            m.close()
+
+
+def row_cache_read(ctx: Ctx, row: Row) -> None:
+    b = ctx.bench
+    ctx.ensure_v1()
+    ctx.ensure_plain()
+    # The file in the vfs cache: a mount reads it once (a no-op if already cached).
+    attempt(row.vfs, lambda: _warm_vfs_cache(ctx))
+    rcache = b.fresh("rclone-cache")
+
+    def rclone_fill() -> None:
+        with b.mounted(b.mount_rclone("plain/v1", rcache)) as m:
+            dd_read(m.path / ctx.large)
+
+    attempt(row.baseline("rclone"), lambda: rclone_fill())
+
+    def vfs_once() -> float:
+        with b.mounted(b.mount_vfs(f"{DATASET}@v1", ctx.cache_main)) as m:
+            b.drop_caches()
+            return _dd_mbps(m.path / ctx.large)
+
+    def rclone_once() -> float:
+        with b.mounted(b.mount_rclone("plain/v1", rcache)) as m:
+            b.drop_caches()
+            return _dd_mbps(m.path / ctx.large)
+
+    def local_once() -> float:
+        b.drop_caches()
+        return _dd_mbps(ctx.src / ctx.large)
+
+    for _ in range(ctx.reps):
+        measure(row.vfs, vfs_once)
+        measure(row.baseline("local dd"), local_once)
+        measure(row.baseline("rclone"), rclone_once)
+    row.notes.append("every repetition remounts (no daemon memory) and drops page caches")
+
+
+def _warm_vfs_cache(ctx: Ctx) -> None:
+    b = ctx.bench
+    with b.mounted(b.mount_vfs(f"{DATASET}@v1", ctx.cache_main)) as m:
+        dd_read(m.path / ctx.large)
+
+
+def row_cold_read(ctx: Ctx, row: Row) -> None:
+    b = ctx.bench
+    ctx.ensure_v1()
+    ctx.ensure_plain()
+    key = f"v1/{ctx.large}"
+    client = b.client()
+
+    def mounted_cold(kind: str) -> float:
+        cache = b.fresh(f"{kind}-cache")
+        try:
+            if kind == "vfs":
+                m = b.mount_vfs(f"{DATASET}@v1", cache)
+            elif kind == "rclone":
+                m = b.mount_rclone("plain/v1", cache)
+            else:
+                m = b.mount_s3fs("plain/v1", cache)
+            with b.mounted(m):
+                b.drop_caches()
+                return _dd_mbps(m.path / ctx.large)
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+
+    def single() -> float:
+        b.drop_caches()
+        secs, n = s3_get_single(client, "plain", key)
+        return n / secs / MB
+
+    def ranges() -> float:
+        b.drop_caches()
+        secs, n = s3_get_ranges(client, "plain", key, ctx.spec.large_size, threads=8)
+        return n / secs / MB
+
+    try:
+        for _ in range(ctx.reps):
+            measure(row.vfs, lambda: mounted_cold("vfs"))
+            measure(row.baseline("boto3 single GET"), single)
+            measure(row.baseline("boto3 8×8 MiB ranges"), ranges)
+            measure(row.baseline("rclone"), lambda: mounted_cold("rclone"))
+            measure(row.baseline("s3fs"), lambda: mounted_cold("s3fs"))
+    finally:
+        client.close()
+    row.notes.append("vfs, rclone, s3fs: empty cache dir, fresh mount, page caches dropped")
+
+
+# -- small files ------------------------------------------------------------------------------
+
+
+def row_small_cold(ctx: Ctx, row: Row) -> None:
+    b = ctx.bench
+    ctx.ensure_v1()
+    ctx.ensure_plain()
+    sample = ctx.small_sample()
+
+    def cold(kind: str) -> float:
+        cache = b.fresh(f"{kind}-cache")
+        try:
+            if kind == "vfs":
+                m = b.mount_vfs(f"{DATASET}@v1", cache)
+            elif kind == "rclone":
+                m = b.mount_rclone("plain/v1", cache)
+            else:
+                m = b.mount_s3fs("plain/v1", cache)
+            with b.mounted(m):
+                b.drop_caches()
+                secs, _ = read_files([str(m.path / p) for p in sample], threads=8)
+                return len(sample) / secs
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+
+    for _ in range(ctx.reps):
+        measure(row.vfs, lambda: cold("vfs"))
+        for name in ("rclone", "s3fs"):
+            measure(row.baseline(name), lambda k=name: cold(k))  # type: ignore[misc]
+    row.notes.append(
+        f"{len(sample)} files of ~{ctx.spec.small_mean // 1000} KB in a seeded shuffled order; "
+        "fresh mount and cache each time, so lookups of cold directories are included"
+    )
+
+
+def row_small_warm(ctx: Ctx, row: Row) -> None:
+    b = ctx.bench
+    ctx.ensure_v1()
+    sample = ctx.small_sample()
+    mounts: list[Mount] = []
+    roots: dict[str, Path] = {}
+
+    def setup(name: str, fn: Callable[[], Mount]) -> None:
+        def go() -> None:
+            m = fn()
+            mounts.append(m)
+            read_files([str(m.path / p) for p in sample], threads=8)  # warm
+            roots[name] = m.path
+
+        attempt(row.vfs if name == "vfs" else row.baseline(name), lambda: go())
+
+    try:
+        setup("vfs", lambda: b.mount_vfs(f"{DATASET}@v1", ctx.cache_main))
+        setup("passthrough", lambda: b.mount_passthrough(ctx.src))
+        for _ in range(ctx.reps):
+            for fig in (row.vfs, row.baseline("passthrough")):
+                root = roots.get(fig.name)
+                if root is None:
+                    continue
+
+                def once(r: Path = root) -> float:
+                    secs, _ = read_files([str(r / p) for p in sample], threads=1)
+                    return len(sample) / secs
+
+                measure(fig, once)
+    finally:
+        for m in mounts:
+            m.close()
+
+
+# -- whole version -----------------------------------------------------------------------------
+
+
+def row_prefetch(ctx: Ctx, row: Row) -> None:
+    b = ctx.bench
+    ctx.ensure_v1()
+    ctx.ensure_plain()
+    client = b.client()
+    total = ctx.v1_bytes
+
+    def vfs_once() -> float:
+        cache = b.fresh("prefetch-cache")
+        try:
+            b.drop_caches()
+            t0 = time.perf_counter()
+            doc = b.vfs_json("prefetch", f"{DATASET}@v1", "--cache-dir", cache)
+            secs = time.perf_counter() - t0
+            if doc.get("bytes_fetched", 0) < total * 0.99:
+                raise RuntimeError(f"prefetch fetched only {doc.get('bytes_fetched')} bytes")
+            return total / secs / MB
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+
+    def boto_once() -> float:
+        out = b.fresh("boto3-download")
+        try:
+            b.drop_caches()
+            secs, n = s3_download_all(client, "plain", "v1", out, threads=16)
+            if n != total:
+                raise RuntimeError(f"boto3 downloaded {n} bytes, not {total}")
+            return n / secs / MB
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    try:
+        for _ in range(ctx.reps):
+            measure(row.vfs, vfs_once)
+            measure(row.baseline("boto3 bulk download"), boto_once)
+    finally:
+        client.close()
+    row.notes.append(
+        "vfs: whole `vfs prefetch` command (-j 16) into an empty cache; boto3: 16 threads, "
+        "listing included, objects > 8 MiB in 8 MiB ranges, written to local files"
+    )
+
+
+def row_find(ctx: Ctx, row: Row) -> None:
+    b = ctx.bench
+    ctx.ensure_v1()
+    ctx.ensure_plain()
+    counts: dict[str, int] = {}
+
+    def once(kind: str) -> float:
+        cache = b.fresh(f"{kind}-cache")
+        try:
+            if kind == "vfs":
+                m = b.mount_vfs(f"{DATASET}@v1", cache)
+            elif kind == "rclone":
+                m = b.mount_rclone("plain/v1", cache)
+            else:
+                m = b.mount_s3fs("plain/v1", cache)
+            with b.mounted(m):
+                b.drop_caches()
+                secs, n = find_all(m.path)
+                counts[kind] = n
+                return secs
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+
+    for _ in range(ctx.reps):
+        measure(row.vfs, lambda: once("vfs"))
+        for name in ("rclone", "s3fs"):
+            measure(row.baseline(name), lambda k=name: once(k))  # type: ignore[misc]
+    if counts:
+        row.notes.append(
+            "entries printed: "
+            + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+            + "; fresh mount, empty cache dir, page caches dropped"
+        )
