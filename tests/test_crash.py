@@ -128,6 +128,10 @@ def test_kill_9_the_mount_daemon_during_cold_reads(s3_url: str, tmp_path: Path) 
         mnt = m.launch("ds@v1", "final", "--cache-size", str(cap), faulty=False)
         for name in names:
             assert (mnt / name).read_bytes() == files[name], name
+        # Verify a quiet cache: a live daemon still writes what it just served (the
+        # cache write follows the read) and evicts, which a verify would see mid-way.
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=True)
+        m.started[mnt].wait(timeout=30)
         with ChunkCache(m.cache, cap) as c:
             c.verify(repair=True)
             assert c.verify(repair=False).clean
