@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from benchctx import DATASET, MB, Ctx, attempt, measure
@@ -108,6 +109,26 @@ def _warm_vfs_cache(ctx: Ctx) -> None:
         dd_read(m.path / ctx.large)
 
 
+@contextmanager
+def _cold_mount(ctx: Ctx, kind: str) -> Iterator[Mount]:
+    """A fresh mount of v1 by `kind` (vfs, rclone or s3fs) over an empty cache
+    directory, with page caches dropped; the cache directory goes afterwards."""
+    b = ctx.bench
+    cache = b.fresh(f"{kind}-cache")
+    try:
+        if kind == "vfs":
+            m = b.mount_vfs(f"{DATASET}@v1", cache)
+        elif kind == "rclone":
+            m = b.mount_rclone("plain/v1", cache)
+        else:
+            m = b.mount_s3fs("plain/v1", cache)
+        with b.mounted(m):
+            b.drop_caches()
+            yield m
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
 def row_cold_read(ctx: Ctx, row: Row) -> None:
     b = ctx.bench
     ctx.ensure_v1()
@@ -116,19 +137,8 @@ def row_cold_read(ctx: Ctx, row: Row) -> None:
     client = b.client()
 
     def mounted_cold(kind: str) -> float:
-        cache = b.fresh(f"{kind}-cache")
-        try:
-            if kind == "vfs":
-                m = b.mount_vfs(f"{DATASET}@v1", cache)
-            elif kind == "rclone":
-                m = b.mount_rclone("plain/v1", cache)
-            else:
-                m = b.mount_s3fs("plain/v1", cache)
-            with b.mounted(m):
-                b.drop_caches()
-                return _dd_mbps(m.path / ctx.large)
-        finally:
-            shutil.rmtree(cache, ignore_errors=True)
+        with _cold_mount(ctx, kind) as m:
+            return _dd_mbps(m.path / ctx.large)
 
     def single() -> float:
         b.drop_caches()
@@ -156,26 +166,14 @@ def row_cold_read(ctx: Ctx, row: Row) -> None:
 
 
 def row_small_cold(ctx: Ctx, row: Row) -> None:
-    b = ctx.bench
     ctx.ensure_v1()
     ctx.ensure_plain()
     sample = ctx.small_sample()
 
     def cold(kind: str) -> float:
-        cache = b.fresh(f"{kind}-cache")
-        try:
-            if kind == "vfs":
-                m = b.mount_vfs(f"{DATASET}@v1", cache)
-            elif kind == "rclone":
-                m = b.mount_rclone("plain/v1", cache)
-            else:
-                m = b.mount_s3fs("plain/v1", cache)
-            with b.mounted(m):
-                b.drop_caches()
-                secs, _ = read_files([str(m.path / p) for p in sample], threads=8)
-                return len(sample) / secs
-        finally:
-            shutil.rmtree(cache, ignore_errors=True)
+        with _cold_mount(ctx, kind) as m:
+            secs, _ = read_files([str(m.path / p) for p in sample], threads=8)
+            return len(sample) / secs
 
     for _ in range(ctx.reps):
         measure(row.vfs, lambda: cold("vfs"))
@@ -269,27 +267,15 @@ def row_prefetch(ctx: Ctx, row: Row) -> None:
 
 
 def row_find(ctx: Ctx, row: Row) -> None:
-    b = ctx.bench
     ctx.ensure_v1()
     ctx.ensure_plain()
     counts: dict[str, int] = {}
 
     def once(kind: str) -> float:
-        cache = b.fresh(f"{kind}-cache")
-        try:
-            if kind == "vfs":
-                m = b.mount_vfs(f"{DATASET}@v1", cache)
-            elif kind == "rclone":
-                m = b.mount_rclone("plain/v1", cache)
-            else:
-                m = b.mount_s3fs("plain/v1", cache)
-            with b.mounted(m):
-                b.drop_caches()
-                secs, n = find_all(m.path)
-                counts[kind] = n
-                return secs
-        finally:
-            shutil.rmtree(cache, ignore_errors=True)
+        with _cold_mount(ctx, kind) as m:
+            secs, n = find_all(m.path)
+            counts[kind] = n
+            return secs
 
     for _ in range(ctx.reps):
         measure(row.vfs, lambda: once("vfs"))
