@@ -78,6 +78,7 @@ class _File:
     path: bytes
     st: os.stat_result
     chunks: list[fmt.ChunkRef] = field(default_factory=list)
+    done: int = 0  # bytes of `chunks`, kept as they arrive (summing each time is quadratic)
 
 
 @dataclass
@@ -364,7 +365,8 @@ def commit_dir(
                         writer.add(cid, length, codec, stored)
                         new_chunks += 1
                     owner.chunks.append(fmt.ChunkRef(cid, length))
-                if sum(c.length for c in owner.chunks) == owner.st.st_size:
+                    owner.done += length
+                if owner.done == owner.st.st_size:
                     statcache.record(owner.path, owner.st, tuple(owner.chunks))
                     progress.advance(1, 0)
 
