@@ -29,6 +29,18 @@ class _Parser(argparse.ArgumentParser):
         """One line on stderr and exit 2, like git: the usage is one --help away."""
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        ns, extra = super().parse_known_args(args, namespace)
+        # Python 3.11's argparse hands a single positional a list when '--' repeats
+        # (`vfs mount X -- --`); refuse it here rather than crash in a verb.
+        for action in self._actions:
+            value = getattr(ns, action.dest, None)
+            if not action.option_strings and action.nargs is None and isinstance(value, list):
+                self.error(f"argument {action.metavar or action.dest}: expected one value")
+        return ns, extra
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
