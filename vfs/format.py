@@ -16,6 +16,8 @@ from __future__ import annotations
 import io
 import json
 import struct
+import sys
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -329,7 +331,12 @@ class TreePage:
         count = r.u32()
         if count > MAX_PAGE_ENTRIES * 4096:
             raise CorruptObject(f"{what}: {count} entries is past any limit")
-        offsets = struct.unpack(f"<{count}I", r.take(4 * count))
+        # An array, not a tuple of ints: 4 bytes an entry instead of about 36, and a
+        # mount keeps many pages (vfs/inodes.py).
+        offsets = array("I")
+        offsets.frombytes(r.take(4 * count))
+        if sys.byteorder == "big":
+            offsets.byteswap()
         self.id = page_id
         self.kind = kind
         self.count = count
@@ -387,6 +394,33 @@ class TreePage:
         if r.pos - self._entries_at != end:
             raise CorruptObject(f"{r.what}: entry {i} has the wrong length")
         return e
+
+    def raw_entry(self, i: int) -> memoryview:
+        """Entry i's canonical bytes (a leaf's: what encode_entry gives for it)."""
+        start = self._entries_at + self._offsets[i]
+        end = self._entries_at + self._offsets[i + 1] if i + 1 < self.count else len(self._view)
+        return self._view[start:end]
+
+    def subdir_trees(self) -> list[bytes]:
+        """The tree ids of a leaf's directories, read without decoding entries. A
+        hint for reading ahead: what it names is fetched by id and checked as any
+        page is."""
+        if self.kind != LEAF:
+            return []
+        out = []
+        view, base = self._view, self._entries_at
+        for off in self._offsets:
+            at = base + off
+            if view[at] == DIR:
+                tree_at = at + _ENTRY_HEAD.size + _U16.unpack_from(view, at + 1)[0] + _ENTRY_ATTR.size
+                tree = bytes(view[tree_at : tree_at + 32])
+                if len(tree) == 32:
+                    out.append(tree)
+        return out
+
+    def nbytes(self) -> int:
+        """About what this page holds in memory: its bytes and its offset table."""
+        return len(self._view) + 4 * self.count + 200
 
     def index_entry(self, i: int) -> IndexEntry:
         return _decode_index_entry(self._reader(i))

@@ -2,10 +2,14 @@
 
 This module owns the namespace a mount shows, with no FUSE in sight: vfs/fuse.py
 adapts it to pyfuse3, and tests drive it directly. It owns
-- the inode table: a Node per name the kernel knows, dropped when the kernel forgets
-  it and no handle holds it;
-- directories, loaded lazily page by page from their tree objects and kept with their
-  Node, so `lookup` and `getattr` never touch the network once a directory is loaded;
+- the inode table (vfs/inodes.py): a compact record per inode the kernel knows
+  (where its entry is, not the entry), dropped when the kernel forgets it and no
+  handle holds it. Entries are decoded again from their leaf pages when asked for;
+  the store keeps recent pages in memory, bounded in bytes, so a mount's memory does
+  not grow with the version's size;
+- directories, read lazily page by page from their tree objects. Listing a directory
+  reads its subdirectories' top pages in the background, for the `find` that comes
+  next;
 - the versions shown: one version at the root (`vfs mount DS@REF`), which `switch`
   replaces, or every version as `@REF` directories under the root (`vfs mount DS`);
 - open files: each keeps the version it was opened in, its chunk list and its
@@ -21,12 +25,13 @@ collides with a live node of another identity moves to the next free number.
 Errors are vfs.errors exceptions and the few below; vfs/fuse.py maps them to errno
 values in one table.
 
-Concurrency: every method runs on the trio thread, so the tables (`_nodes`,
-`_files`, `_dirs`, the per-directory pages) change only between awaits and need no
-lock. Store reads (tree pages, locations, refs, commits) and cache queries run in
-worker threads behind `meta_limiter`; those threads get values and return values and
-never touch the tables. A lookup that awaits a page re-reads the table after the
-await, since another task may have added the same node meanwhile.
+Concurrency: every method runs on the trio thread, so the tables (the inode table,
+`_files`, `_dirs`) change only between awaits and need no lock. Store reads (tree
+pages, locations, refs, commits) and cache queries run in worker threads behind
+`meta_limiter` (`warm_limiter` for reading ahead); those threads get values and
+return values and never touch the tables. Record numbers are reused once a record
+is removed, so code holds inode numbers across an await and finds their records
+again after it.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ import xxhash
 from vfs import format as fmt
 from vfs import refs
 from vfs.errors import AmbiguousRef, NotFound, UsageError, VfsError
+from vfs.inodes import NO_PAGE, NO_VIEW, InodeTable
 from vfs.prefetch import ChunkFetcher, FetchConfig, FetchError, Readahead
 from vfs.reader import Version, Wanted
 from vfs.store import HEADS, TAGS, Store
@@ -59,8 +65,7 @@ from vfs.tree import MAX_DEPTH, Found
 log = logging.getLogger(__name__)
 
 ROOT = 1
-_REFS_ROOT = -1  # Node.kind of the `@REF` listing root of a multi-version mount
-_INO_MASK = (1 << 63) - 1
+_REFS_ROOT = 255  # the inode kind of the `@REF` listing root of a multi-version mount
 # Names under the root answered "no such file" and cached by the kernel; a switch
 # invalidates them. Past this many, root misses are not cached at all.
 _MAX_ROOT_NEGATIVES = 65536
@@ -148,60 +153,27 @@ class View:
 
 
 class _Dir:
-    """The pages of one directory loaded so far; `leaves` are (first index, leaf id).
-    `unchecked` holds, by position in `leaves`, what a leaf not yet loaded must be
-    checked against when it is: (its index page, its position there, upper bound)."""
+    """What is known of one directory's pages: its top page and, once listed, its
+    leaves as (first index, leaf id). `unchecked` holds, by position in `leaves`,
+    what a leaf not yet read must be checked against when it is: (its index page,
+    its position there, upper bound). The pages themselves live in the store's
+    page cache."""
 
-    __slots__ = ("leaves", "pages", "top", "unchecked")
+    __slots__ = ("leaves", "top", "unchecked")
 
     def __init__(self, top: bytes) -> None:
         self.top = top
-        self.pages: dict[bytes, fmt.TreePage] = {}
         self.leaves: list[tuple[int, bytes]] | None = None
         self.unchecked: dict[int, tuple[fmt.TreePage, int, bytes | None]] = {}
 
 
-class Node:
-    __slots__ = (
-        "commit",
-        "dir",
-        "entry",
-        "ino",
-        "key",
-        "kind",
-        "leaf",
-        "lookups",
-        "name",
-        "opens",
-        "parent",
-        "view",
-        "wanted",
-    )
-
-    def __init__(self, ino: int, parent: int, name: bytes, kind: int, key: bytes) -> None:
-        self.ino = ino
-        self.parent = parent
-        self.name = name
-        self.kind = kind
-        self.key = key
-        self.entry: fmt.Entry | None = None  # None: a version root (or the @REF root)
-        self.leaf = b""
-        self.view: View | None = None  # None only for an @REF dir not yet opened
-        self.commit = b""  # the version of an @REF dir
-        self.dir: _Dir | None = None
-        self.wanted: list[Wanted] | None = None
-        self.lookups = 0
-        self.opens = 0
-
-
 class _File:
-    __slots__ = ("ends", "entry", "node", "readahead", "view", "wanted")
+    __slots__ = ("ends", "entry", "ino", "readahead", "view", "wanted")
 
-    def __init__(self, node: Node, view: View, wanted: list[Wanted], ra: Readahead) -> None:
-        assert node.entry is not None
-        self.node = node
+    def __init__(self, ino: int, entry: fmt.Entry, view: View, wanted: list[Wanted], ra: Readahead) -> None:
+        self.ino = ino
         self.view = view  # kept: a switch does not change what an open file reads
-        self.entry = node.entry
+        self.entry = entry
         self.wanted = wanted
         ends, pos = [], 0
         for w in wanted:
@@ -212,10 +184,10 @@ class _File:
 
 
 class _DirHandle:
-    __slots__ = ("node", "refs")
+    __slots__ = ("ino", "refs")
 
-    def __init__(self, node: Node, refs: list[tuple[bytes, bytes]] | None) -> None:
-        self.node = node
+    def __init__(self, ino: int, refs: list[tuple[bytes, bytes]] | None) -> None:
+        self.ino = ino
         self.refs = refs  # the @REF root's listing, fixed at opendir
 
 
@@ -225,6 +197,12 @@ def _ns(rfc3339: str) -> int:
     except ValueError:
         return 0
     return int(t.timestamp()) * 1_000_000_000
+
+
+_S_IFMT = {fmt.FILE: stat.S_IFREG, fmt.DIR: stat.S_IFDIR, fmt.SYMLINK: stat.S_IFLNK}
+# Subdirectory pages being read ahead of `find` and `ls -R`, at most; past it a
+# listing asks for no more.
+_MAX_WARMING = 256
 
 
 class FsCore:
@@ -237,7 +215,7 @@ class FsCore:
         fetcher: ChunkFetcher,
         config: CoreConfig,
         view: View | None,
-        root_page: fmt.TreePage | None,
+        nursery: trio.Nursery,
     ) -> None:
         self.store = store
         self.dataset = dataset
@@ -245,25 +223,32 @@ class FsCore:
         self.config = config
         self.multi = view is None
         self.meta_limiter = trio.CapacityLimiter(config.meta_threads)
+        # Reading ahead gets threads of its own, so that it never queues a lookup.
+        self.warm_limiter = trio.CapacityLimiter(max(1, config.meta_threads // 2))
         self.mounted_ns = time.time_ns()
         self.extra_xattrs: dict[bytes, bytes] = {}  # root diagnostics the mount adds
-        self._nodes: dict[int, Node] = {}
+        self._nursery = nursery
+        self._table = InodeTable()
+        self._dirs: dict[int, _Dir] = {}  # by inode: directories looked into
+        self._names: dict[int, bytes] = {}  # by inode: names of the root's children
+        self._ref_commits: dict[int, bytes] = {}  # by inode: the version of an @REF dir
         self._files: dict[int, _File] = {}
-        self._dirs: dict[int, _DirHandle] = {}
+        self._handles: dict[int, _DirHandle] = {}
         self._next_fh = 1
-        self._views: dict[bytes, View] = {}
+        self._views: list[View] = []
+        self._view_index: dict[bytes, int] = {}
         self._root_names: Counter[bytes] = Counter()
         self._root_negative: set[bytes] = set()
         self._refs_cache: tuple[float, list[tuple[bytes, bytes]]] | None = None
-        root = Node(ROOT, ROOT, b"", _REFS_ROOT if view is None else fmt.DIR, b"")
-        root.lookups = 1
+        self._loading: dict[bytes, trio.Event] = {}  # page id -> set when its read ends
+        self._warming = 0
+        r = self._table.add_special(ROOT, b"\0" * 16)
+        self._table.parent[r] = ROOT
+        self._table.kind[r] = _REFS_ROOT if view is None else fmt.DIR
+        self._table.lookups[r] = 1
         if view is not None:
-            root.view = view
-            root.dir = _Dir(view.version.root)
-            assert root_page is not None
-            root.dir.pages[root_page.id] = root_page
-            self._views[view.commit] = view
-        self._nodes[ROOT] = root
+            self._table.view[r] = self._add_view(view)
+            self._dirs[ROOT] = _Dir(view.version.root)
 
     @classmethod
     async def create(
@@ -280,123 +265,137 @@ class FsCore:
         root page (or only checks that the dataset exists): O(1) in the version's size."""
         config = config or CoreConfig()
         fetcher = ChunkFetcher(store, cache, nursery, fetch)
+        spec = refs.parse_spec(target)
         if "@" not in target:
-            spec = refs.parse_spec(target)
             if not await trio.to_thread.run_sync(store.dataset_exists, spec.dataset):
                 raise NotFound(f"no dataset {spec.dataset!r} in {store.url}")
-            return cls(store, spec.dataset, fetcher, config, None, None)
-        spec = refs.parse_spec(target)
-        view, page = await trio.to_thread.run_sync(_load_view, store, spec)
-        return cls(store, spec.dataset, fetcher, config, view, page)
+            return cls(store, spec.dataset, fetcher, config, None, nursery)
+        view = await trio.to_thread.run_sync(_load_view, store, spec)
+        return cls(store, spec.dataset, fetcher, config, view, nursery)
 
     # -- the namespace -------------------------------------------------------------
 
-    def getattr(self, ino: int) -> Attr:
-        return self._attr(self._node(ino))
+    async def getattr(self, ino: int) -> Attr:
+        entry = await self._entry(ino)
+        return self._attr(self._rec(ino), entry)
 
     async def lookup(self, parent_ino: int, name: bytes) -> Attr:
         """The child `name` of a directory, counted as one kernel lookup; ino 0 if
         there is no such entry (the kernel caches that for Attr.ttl)."""
-        parent = self._node(parent_ino)
-        if name == b".":
-            node = parent
-        elif name == b"..":
-            node = self._nodes.get(parent.parent, parent)
-        elif parent.kind == _REFS_ROOT:
+        t = self._table
+        pr = self._rec(parent_ino)
+        entry: fmt.Entry | None = None
+        if name == b"." or name == b"..":
+            ino = parent_ino if name == b"." else t.parent[pr]
+            if t.find(ino) < 0:
+                ino = parent_ino
+            entry = await self._entry(ino)
+            r = self._rec(ino)
+        elif t.kind[pr] == _REFS_ROOT:
             found_ref = await self._resolve_ref_name(name)
             if found_ref is None:
-                return self._negative(parent, name)
-            node = self._ref_dir(name, found_ref)
+                return self._negative(parent_ino, name)
+            r = self._ref_dir(name, found_ref)
         else:
-            if parent.kind != fmt.DIR:
+            if t.kind[pr] != fmt.DIR:
                 raise NotADirectory(f"inode {parent_ino} is not a directory")
-            found = await self._dir_lookup(parent, name)
+            found = await self._dir_lookup(parent_ino, name)
             if found is None:
-                return self._negative(parent, name)
-            node = self._child(parent, found.entry, found.leaf)
-        node.lookups += 1
-        return self._attr(node)
+                return self._negative(parent_ino, name)
+            page, i = found
+            entry = page.entry(i)
+            r = self._child(parent_ino, page, i, entry)
+        t.lookups[r] += 1
+        return self._attr(r, entry)
 
     def forget(self, items: Iterable[tuple[int, int]]) -> None:
+        t = self._table
         for ino, n in items:
-            node = self._nodes.get(ino)
-            if node is not None and ino != ROOT:
-                node.lookups -= n
-                self._maybe_drop(node)
+            r = t.find(ino)
+            if r >= 0 and ino != ROOT:
+                t.lookups[r] = max(t.lookups[r] - n, 0)
+                self._maybe_drop(r)
 
-    def readlink(self, ino: int) -> bytes:
-        node = self._node(ino)
-        if node.entry is None or not node.entry.is_symlink:
+    async def readlink(self, ino: int) -> bytes:
+        entry = await self._entry(ino)
+        if entry is None or not entry.is_symlink:
             raise InvalidArgument(f"inode {ino} is not a symlink")
-        return node.entry.target
+        return entry.target
 
     async def opendir(self, ino: int) -> int:
-        node = self._node(ino)
+        kind = self._table.kind[self._rec(ino)]
         listing = None
-        if node.kind == _REFS_ROOT:
+        if kind == _REFS_ROOT:
             listing = await self._list_refs()
-        elif node.kind != fmt.DIR:
+        elif kind != fmt.DIR:
             raise NotADirectory(f"inode {ino} is not a directory")
         fh = self._new_fh()
-        self._dirs[fh] = _DirHandle(node, listing)
-        node.opens += 1
+        self._handles[fh] = _DirHandle(ino, listing)
+        self._table.opens[self._rec(ino)] += 1
         return fh
 
     async def readdir(self, fh: int, start: int, reply: Callable[[bytes, Attr, int], bool]) -> None:
         """Entries from position `start` (0 and 1 are '.' and '..'). `reply(name,
         attr, next)` returns False when the kernel's buffer is full; an entry it
         accepted counts as one lookup, except '.' and '..'."""
-        h = self._dirs.get(fh)
+        h = self._handles.get(fh)
         if h is None:
             raise BadHandle(f"no open directory {fh}")
-        node = h.node
-        if start == 0 and not reply(b".", self._attr(node), 1):
-            return
+        ino = h.ino
         if start <= 1:
-            up = self._nodes.get(node.parent, node)
-            if not reply(b"..", self._attr(up), 2):
+            t = self._table
+            up = t.parent[self._rec(ino)]
+            if t.find(up) < 0:
+                up = ino
+            here_entry, up_entry = await self._entry(ino), await self._entry(up)
+            if start == 0 and not reply(b".", self._attr(self._rec(ino), here_entry), 1):
+                return
+            if not reply(b"..", self._attr(self._rec(up), up_entry), 2):
                 return
         k = max(start - 2, 0)
         if h.refs is not None:
             for i in range(k, len(h.refs)):
                 name, commit = h.refs[i]
-                if not self._offer(self._ref_dir(name, commit), reply, 3 + i):
+                if not self._offer(self._ref_dir(name, commit), None, name, reply, 3 + i):
                     return
             return
-        leaves = await self._leaves(node)
+        leaves = await self._leaves(ino)
         starts = [s for s, _ in leaves]
         li = bisect_right(starts, k) - 1
         while 0 <= li < len(leaves):
             first, leaf_id = leaves[li]
-            page = await self._leaf(node, li, leaf_id)
-            for i in range(max(k - first, 0), page.count):
-                child = self._child(node, page.entry(i), page.id)
-                if not self._offer(child, reply, 3 + first + i):
+            page = await self._leaf(ino, li, leaf_id)
+            begin = max(k - first, 0)
+            if begin == 0:
+                self._warm_subdirs(page)
+            for i in range(begin, page.count):
+                entry = page.entry(i)
+                r = self._child(ino, page, i, entry)
+                if not self._offer(r, entry, entry.name, reply, 3 + first + i):
                     return
             li += 1
 
     def releasedir(self, fh: int) -> None:
-        h = self._dirs.pop(fh, None)
+        h = self._handles.pop(fh, None)
         if h is not None:
-            h.node.opens -= 1
-            self._maybe_drop(h.node)
+            self._release(h.ino)
 
     async def open(self, ino: int, flags: int) -> int:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise ReadOnly("a mounted version is read-only")
-        node = self._node(ino)
-        if node.entry is None or node.entry.is_dir:
+        t = self._table
+        r = self._rec(ino)
+        leaf = t.leaf_id(r)
+        if leaf is None or t.kind[r] == fmt.DIR:
             raise IsADirectory(f"inode {ino} is a directory")
-        if not node.entry.is_file:
+        if t.kind[r] != fmt.FILE:
             raise InvalidArgument(f"inode {ino} is not a regular file")
-        view = node.view
-        assert view is not None
-        if node.wanted is None:
-            found = Found(node.entry, node.leaf)
-            node.wanted = await self._meta(view.version.wanted, found)
+        view = self._views[t.view[r]]
+        entry = (await self._page(leaf)).entry(t.pos[r])
+        wanted = await self._meta(view.version.wanted, Found(entry, leaf))
         fh = self._new_fh()
-        self._files[fh] = _File(node, view, node.wanted, Readahead(self.fetcher.config))
-        node.opens += 1
+        self._files[fh] = _File(ino, entry, view, wanted, Readahead(self.fetcher.config))
+        t.opens[self._rec(ino)] += 1
         return fh
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
@@ -426,46 +425,48 @@ class FsCore:
     def release(self, fh: int) -> None:
         f = self._files.pop(fh, None)
         if f is not None:
-            f.node.opens -= 1
-            self._maybe_drop(f.node)
+            self._release(f.ino)
 
     def statfs(self) -> FsStats:
-        root = self._nodes[ROOT]
-        if root.view is None:
+        view = self.current
+        if view is None:
             return FsStats(blocks=0, files=0)
-        c = root.view.version.commit
+        c = view.version.commit
         return FsStats(blocks=(c.bytes + 4095) // 4096, files=c.files)
 
     # -- diagnostics ---------------------------------------------------------------
 
     def listxattr(self, ino: int) -> list[bytes]:
-        node = self._node(ino)
+        t = self._table
+        r = self._rec(ino)
         names = [b"user.vfs.dataset"]
-        if node.view is not None or node.commit:
+        if t.view[r] != NO_VIEW or ino in self._ref_commits:
             names += [b"user.vfs.version", b"user.vfs.ref"]
-        if node.entry is not None and node.entry.is_file:
+        if t.leaf[r] != NO_PAGE and t.kind[r] == fmt.FILE:
             names += [b"user.vfs.content_id", b"user.vfs.chunks", b"user.vfs.cached_bytes"]
         if ino == ROOT:
             names += [b"user.vfs.stats", *self.extra_xattrs]
         return names
 
     async def getxattr(self, ino: int, name: bytes) -> bytes:
-        node = self._node(ino)
         if name not in self.listxattr(ino):
             raise NoAttribute(f"no attribute {name!r}")
+        t = self._table
+        r = self._rec(ino)
+        view = self._view(r)
         if name == b"user.vfs.dataset":
             return self.dataset.encode()
         if name == b"user.vfs.version":
-            return (node.view.commit if node.view is not None else node.commit).hex().encode()
+            return (view.commit if view is not None else self._ref_commits[ino]).hex().encode()
         if name == b"user.vfs.ref":
-            if node.view is None or (node.entry is None and node.ino != ROOT):
-                return f"{self.dataset}{node.name.decode()}".encode()  # an @REF directory
-            return node.view.label.encode()
+            if view is None or (t.leaf[r] == NO_PAGE and ino != ROOT):  # an @REF directory
+                return f"{self.dataset}{self._names[ino].decode()}".encode()
+            return view.label.encode()
         if name == b"user.vfs.stats":
             return json.dumps(self.stats(), sort_keys=True).encode()
         if name in self.extra_xattrs:
             return self.extra_xattrs[name]
-        e = node.entry
+        e = await self._entry(ino)
         assert e is not None
         if name == b"user.vfs.content_id":
             return content_id(e).hex().encode()
@@ -476,7 +477,8 @@ class FsCore:
     def stats(self) -> dict[str, Any]:
         return {
             **asdict(self.fetcher.stats),
-            "inodes": len(self._nodes),
+            "inodes": len(self._table),
+            "inode_table_bytes": self._table.nbytes(),
             "open_files": len(self._files),
             "budget_used": self.fetcher.budget.used,
         }
@@ -496,15 +498,12 @@ class FsCore:
         spec = refs.parse_spec(text)
         if spec.dataset != self.dataset:
             raise UsageError(f"this mount shows {self.dataset}, not {spec.dataset}")
-        view, page = await self._meta(_load_view, self.store, spec)
+        view = await self._meta(_load_view, self.store, spec)
         # From here to the return there is no await: the switch is atomic for lookups.
-        root = self._nodes[ROOT]
-        assert root.view is not None
-        old = root.view.commit
-        root.view = view
-        root.dir = _Dir(view.version.root)
-        root.dir.pages[page.id] = page
-        self._views[view.commit] = view
+        r = self._rec(ROOT)
+        old = self._views[self._table.view[r]].commit
+        self._table.view[r] = self._add_view(view)
+        self._dirs[ROOT] = _Dir(view.version.root)
         stale = sorted(set(self._root_names) | self._root_negative)
         self._root_negative.clear()
         log.info("switched from %s to %s (%s)", old.hex()[:12], view.commit.hex()[:12], view.label)
@@ -512,158 +511,232 @@ class FsCore:
 
     @property
     def current(self) -> View | None:
-        return self._nodes[ROOT].view
+        return self._view(self._rec(ROOT))
 
     # -- internals -----------------------------------------------------------------
 
-    def _node(self, ino: int) -> Node:
-        node = self._nodes.get(ino)
-        if node is None:
+    def _rec(self, ino: int) -> int:
+        r = self._table.find(ino)
+        if r < 0:
             raise NotFound(f"no inode {ino} (forgotten)")
-        return node
+        return r
+
+    def _view(self, r: int) -> View | None:
+        i = self._table.view[r]
+        return None if i == NO_VIEW else self._views[i]
+
+    def _add_view(self, view: View) -> int:
+        i = self._view_index.get(view.commit)
+        if i is None:
+            i = self._view_index[view.commit] = len(self._views)
+            self._views.append(view)
+        return i
 
     def _new_fh(self) -> int:
         fh = self._next_fh
         self._next_fh += 1
         return fh
 
-    async def _meta(self, fn: Callable[..., _T], *args: Any) -> _T:
+    async def _meta(
+        self, fn: Callable[..., _T], *args: Any, limiter: trio.CapacityLimiter | None = None
+    ) -> _T:
         """A store read in a worker thread, bounded by the read timeout."""
         timeout = self.fetcher.config.read_timeout
         with trio.move_on_after(timeout) as scope:
             return await trio.to_thread.run_sync(
-                partial(fn, *args), limiter=self.meta_limiter, abandon_on_cancel=True
+                partial(fn, *args), limiter=limiter or self.meta_limiter, abandon_on_cancel=True
             )
         assert scope.cancelled_caught
         raise FetchError(f"the store did not answer within the read timeout of {timeout:g} s")
 
-    def _attr(self, node: Node) -> Attr:
+    async def _entry(self, ino: int) -> fmt.Entry | None:
+        """The entry of an inode, decoded again from its leaf page; None for a
+        version root, the @REF root and @REF directories."""
+        r = self._rec(ino)
+        leaf = self._table.leaf_id(r)
+        if leaf is None:
+            return None
+        pos = self._table.pos[r]
+        page = self.store.cached_page(leaf) or await self._page(leaf)
+        return page.entry(pos)
+
+    def _attr(self, r: int, e: fmt.Entry | None) -> Attr:
         cfg = self.config
-        e = node.entry
-        ttl = cfg.ref_ttl if node.parent == ROOT and self.multi else cfg.entry_ttl
-        if e is None:  # a version root or the @REF root
-            view = node.view
+        t = self._table
+        ttl = cfg.ref_ttl if t.parent[r] == ROOT and self.multi else cfg.entry_ttl
+        if e is None:  # a version root, the @REF root or an @REF directory
+            view = self._view(r)
             mtime = view.mtime_ns if view is not None and not self.multi else self.mounted_ns
-            return Attr(node.ino, stat.S_IFDIR | 0o755, 1, 0, mtime, cfg.uid, cfg.gid, ttl)
-        kind = {fmt.FILE: stat.S_IFREG, fmt.DIR: stat.S_IFDIR, fmt.SYMLINK: stat.S_IFLNK}[e.kind]
+            return Attr(t.ino[r], stat.S_IFDIR | 0o755, 1, 0, mtime, cfg.uid, cfg.gid, ttl)
         # Only permission bits: setuid, setgid and sticky are stripped.
         perm = 0o777 if e.is_symlink else e.mode & 0o777
         size = 0 if e.is_dir else e.size
-        return Attr(node.ino, kind | perm, 1, size, e.mtime_ns, cfg.uid, cfg.gid, ttl)
+        return Attr(t.ino[r], _S_IFMT[e.kind] | perm, 1, size, e.mtime_ns, cfg.uid, cfg.gid, ttl)
 
-    def _negative(self, parent: Node, name: bytes) -> Attr:
-        ttl = self.config.ref_ttl if parent.kind == _REFS_ROOT else self.config.entry_ttl
-        if parent.ino == ROOT and not self.multi:
+    def _negative(self, parent_ino: int, name: bytes) -> Attr:
+        multi_root = self._table.kind[self._rec(parent_ino)] == _REFS_ROOT
+        ttl = self.config.ref_ttl if multi_root else self.config.entry_ttl
+        if parent_ino == ROOT and not self.multi:
             if len(self._root_negative) >= _MAX_ROOT_NEGATIVES:
                 ttl = 0.0  # cannot remember it for a switch: do not let the kernel cache it
             else:
                 self._root_negative.add(name)
         return Attr(0, 0, 0, 0, 0, 0, 0, ttl)
 
-    def _intern(self, parent: Node, name: bytes, kind: int, identity: bytes) -> Node:
-        """The node for (parent, name, identity), existing or new (lookups 0)."""
-        key = xxhash.xxh3_128_digest(parent.ino.to_bytes(8, "little") + identity)
-        ino = int.from_bytes(key[:8], "little") & _INO_MASK
-        while True:
-            if ino <= ROOT:
-                ino += 2
-            node = self._nodes.get(ino)
-            if node is None:
-                node = self._nodes[ino] = Node(ino, parent.ino, name, kind, key)
-                if parent.ino == ROOT:
-                    self._root_names[name] += 1
-                return node
-            if node.key == key:
-                return node
-            ino = (ino + 1) & _INO_MASK  # a collision with another identity
+    def _intern(self, parent_ino: int, name: bytes, identity: bytes | memoryview) -> int:
+        """The record for (parent, identity), existing or new (lookups 0)."""
+        key = xxhash.xxh3_128_digest(parent_ino.to_bytes(8, "little") + identity)
+        r, new = self._table.intern(key)
+        if new:
+            self._table.parent[r] = parent_ino
+            if parent_ino == ROOT:
+                ino = self._table.ino[r]
+                self._names[ino] = name
+                self._root_names[name] += 1
+        return r
 
-    def _child(self, parent: Node, entry: fmt.Entry, leaf: bytes) -> Node:
-        node = self._intern(parent, entry.name, entry.kind, fmt.encode_entry(entry))
-        node.entry = entry
-        node.leaf = leaf
-        node.view = parent.view
-        return node
+    def _child(self, parent_ino: int, page: fmt.TreePage, i: int, entry: fmt.Entry) -> int:
+        """The record of entry i of a leaf page in directory `parent_ino`. No await
+        may come between this and the caller's use of the record."""
+        t = self._table
+        r = self._intern(parent_ino, entry.name, page.raw_entry(i))
+        t.kind[r] = entry.kind
+        t.set_leaf(r, page.id)
+        t.pos[r] = i
+        t.view[r] = t.view[self._rec(parent_ino)]
+        return r
 
-    def _ref_dir(self, name: bytes, commit: bytes) -> Node:
-        node = self._intern(self._nodes[ROOT], name, fmt.DIR, b"@" + name + b"\0" + commit)
-        node.commit = commit
-        if node.view is None:
-            node.view = self._views.get(commit)
-            if node.view is not None:
-                node.dir = _Dir(node.view.version.root)
-        return node
+    def _ref_dir(self, name: bytes, commit: bytes) -> int:
+        t = self._table
+        r = self._intern(ROOT, name, b"@" + name + b"\0" + commit)
+        t.kind[r] = fmt.DIR
+        self._ref_commits[t.ino[r]] = commit
+        if t.view[r] == NO_VIEW and commit in self._view_index:
+            t.view[r] = self._view_index[commit]
+        return r
 
-    def _offer(self, node: Node, reply: Callable[[bytes, Attr, int], bool], nxt: int) -> bool:
-        if not reply(node.name, self._attr(node), nxt):
-            self._maybe_drop(node)
+    def _offer(
+        self,
+        r: int,
+        entry: fmt.Entry | None,
+        name: bytes,
+        reply: Callable[[bytes, Attr, int], bool],
+        nxt: int,
+    ) -> bool:
+        if not reply(name, self._attr(r, entry), nxt):
+            self._maybe_drop(r)
             return False
-        node.lookups += 1
+        self._table.lookups[r] += 1
         return True
 
-    def _maybe_drop(self, node: Node) -> None:
-        if node.lookups > 0 or node.opens > 0 or node.ino == ROOT:
+    def _release(self, ino: int) -> None:
+        r = self._table.find(ino)
+        if r >= 0:
+            self._table.opens[r] -= 1
+            self._maybe_drop(r)
+
+    def _maybe_drop(self, r: int) -> None:
+        t = self._table
+        ino = t.ino[r]
+        if t.lookups[r] > 0 or t.opens[r] > 0 or ino == ROOT:
             return
-        if self._nodes.pop(node.ino, None) is not None and node.parent == ROOT:
-            self._root_names[node.name] -= 1
-            if self._root_names[node.name] <= 0:
-                del self._root_names[node.name]
+        t.remove(r)
+        self._dirs.pop(ino, None)
+        self._ref_commits.pop(ino, None)
+        name = self._names.pop(ino, None)
+        if name is not None:
+            self._root_names[name] -= 1
+            if self._root_names[name] <= 0:
+                del self._root_names[name]
 
-    async def _dir_of(self, node: Node) -> _Dir:
-        """The directory of a node, loaded lazily; an @REF directory opens its
+    async def _dir_of(self, ino: int) -> _Dir:
+        """The directory of an inode, loaded lazily; an @REF directory opens its
         version (commit and root page) on first use."""
-        if node.dir is None:
-            if node.entry is not None:
-                node.dir = _Dir(node.entry.tree)
-                return node.dir
-            view = self._views.get(node.commit)
-            if view is None:
-                spec = refs.Spec(self.dataset, node.name[1:].decode(), explicit=True)
-                loaded, _ = await self._meta(_load_view, self.store, spec, node.commit)
-                view = self._views.setdefault(loaded.commit, loaded)
-            node.view = view
-            if node.dir is None:  # another task may have opened it meanwhile
-                node.dir = _Dir(view.version.root)
-        return node.dir
+        d = self._dirs.get(ino)
+        if d is not None:
+            return d
+        t = self._table
+        entry = await self._entry(ino)
+        if entry is not None:
+            return self._dirs.setdefault(ino, _Dir(entry.tree))
+        view = self._view(self._rec(ino))
+        if view is None:
+            name = self._names[ino]
+            spec = refs.Spec(self.dataset, name[1:].decode(), explicit=True)
+            loaded = await self._meta(_load_view, self.store, spec, self._ref_commits[ino])
+            t.view[self._rec(ino)] = self._add_view(loaded)
+            view = self._views[self._view_index[loaded.commit]]
+        # Another task may have made it meanwhile.
+        return self._dirs.setdefault(ino, _Dir(view.version.root))
 
-    async def _page(self, node: Node, page_id: bytes) -> fmt.TreePage:
-        d = await self._dir_of(node)
-        page = d.pages.get(page_id)
-        if page is None:
-            page = await self._meta(self.store.get_page, page_id)
-            d.pages[page_id] = page
-        return page
+    async def _page(self, page_id: bytes, limiter: trio.CapacityLimiter | None = None) -> fmt.TreePage:
+        """A tree page from the store's page cache, or read once however many tasks
+        ask for it at the same time."""
+        while True:
+            page = self.store.cached_page(page_id)
+            if page is not None:
+                return page
+            loading = self._loading.get(page_id)
+            if loading is None:
+                break
+            await loading.wait()  # then look again: the read may have failed
+        done = self._loading[page_id] = trio.Event()
+        try:
+            return await self._meta(self.store.get_page, page_id, limiter=limiter)
+        finally:
+            del self._loading[page_id]
+            done.set()
 
-    async def _dir_lookup(self, node: Node, name: bytes) -> Found | None:
-        d = await self._dir_of(node)
-        page = await self._page(node, d.top)
+    def _warm_subdirs(self, page: fmt.TreePage) -> None:
+        """Read the top pages of a leaf's subdirectories in the background: whoever
+        lists a directory tends to descend into its subdirectories next (`find`,
+        `ls -R`, `du`), and then finds their pages read."""
+        for tree in page.subdir_trees():
+            if self._warming >= _MAX_WARMING:
+                return
+            if tree not in self._loading and self.store.cached_page(tree) is None:
+                self._warming += 1
+                self._nursery.start_soon(self._warm, tree)
+
+    async def _warm(self, page_id: bytes) -> None:
+        try:
+            await self._page(page_id, self.warm_limiter)
+        except Exception as e:  # a guess that failed: the reader will ask again and see why
+            log.debug("reading page %s ahead failed: %s", page_id.hex()[:16], e)
+        finally:
+            self._warming -= 1
+
+    async def _dir_lookup(self, ino: int, name: bytes) -> tuple[fmt.TreePage, int] | None:
+        d = await self._dir_of(ino)
+        page = await self._page(d.top)
         upper: bytes | None = None
         for _ in range(MAX_DEPTH + 1):
             i = page.find(name)
             if page.kind == fmt.LEAF:
-                return None if i < 0 else Found(page.entry(i), page.id)
+                return None if i < 0 else (page, i)
             if i < 0:
                 return None
-            child = await self._page(node, page.index_entry(i).page)
+            child = await self._page(page.index_entry(i).page)
             upper = page.check_child(i, child, upper)
             page = child
         raise fmt.CorruptObject(f"tree {d.top.hex()[:16]}: index pages nest too deep")
 
-    async def _leaves(self, node: Node) -> list[tuple[int, bytes]]:
+    async def _leaves(self, ino: int) -> list[tuple[int, bytes]]:
         """The leaf pages of a directory with the index of their first entry, from
         the index pages and their counts: no leaf is read to list them. The index
         pages are checked against each other here, each leaf when it is loaded."""
-        d = await self._dir_of(node)
+        d = await self._dir_of(ino)
         if d.leaves is None:
             # (first entry, page id, (index page above, position there, upper bound))
             level: list[tuple[int, bytes, tuple[fmt.TreePage, int, bytes | None] | None]]
             level = [(0, d.top, None)]
             for _ in range(MAX_DEPTH + 1):
-                top = await self._page(node, level[0][1])
+                top = await self._page(level[0][1])
                 if top.kind == fmt.LEAF:
                     break
                 nxt: list[tuple[int, bytes, tuple[fmt.TreePage, int, bytes | None] | None]] = []
                 for start, pid, above in level:
-                    page = await self._page(node, pid)
+                    page = await self._page(pid)
                     upper = above[0].check_child(above[1], page, above[2]) if above else None
                     if page.kind != fmt.INDEX:
                         raise fmt.CorruptObject(f"tree {d.top.hex()[:16]}: leaves at uneven depths")
@@ -677,11 +750,11 @@ class FsCore:
             d.leaves = [(start, pid) for start, pid, _ in level]
         return d.leaves
 
-    async def _leaf(self, node: Node, li: int, leaf_id: bytes) -> fmt.TreePage:
+    async def _leaf(self, ino: int, li: int, leaf_id: bytes) -> fmt.TreePage:
         """Leaf `li` of a directory listed by _leaves, checked against its index page
         the first time it is read."""
-        d = await self._dir_of(node)
-        page = await self._page(node, leaf_id)
+        d = await self._dir_of(ino)
+        page = await self._page(leaf_id)
         above = d.unchecked.get(li)
         if above is not None:
             if page.kind != fmt.LEAF:
@@ -729,14 +802,15 @@ def content_id(e: fmt.Entry) -> bytes:
     return h.digest()
 
 
-def _load_view(store: Store, spec: refs.Spec, commit: bytes = b"") -> tuple[View, fmt.TreePage]:
+def _load_view(store: Store, spec: refs.Spec, commit: bytes = b"") -> View:
     """Worker thread: resolve a spec (unless its commit is known), read the commit
-    and the root page."""
+    and the root page (into the store's page cache: a version whose root cannot be
+    read fails here, not at the first lookup)."""
     if not commit:
         commit = refs.resolve(store, spec).commit
     version = Version(store, spec.dataset, commit)
-    page = store.get_page(version.root)
-    return View(version, str(spec), _ns(version.commit.time)), page
+    store.get_page(version.root)
+    return View(version, str(spec), _ns(version.commit.time))
 
 
 def _ref_listing(store: Store, dataset: str) -> list[tuple[bytes, bytes]]:

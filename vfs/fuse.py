@@ -145,11 +145,11 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return _entry(self.core.getattr(inode))
+        return _entry(await self.core.getattr(inode))
 
     @_handler
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        return self.core.readlink(inode)
+        return await self.core.readlink(inode)
 
     @_handler
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:

@@ -26,7 +26,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -58,24 +58,53 @@ class RefValue:
 
 
 class _LRU:
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._d: OrderedDict[bytes, object] = OrderedDict()
+    """Least recently used values, bounded by their summed weight (by default one
+    each: a count). Thread-safe."""
+
+    def __init__(self, budget: int, weigh: Callable[[object], int] = lambda v: 1) -> None:
+        self.budget = budget
+        self.weight = 0
+        self._weigh = weigh
+        self._d: OrderedDict[bytes, tuple[object, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: bytes) -> object | None:
         with self._lock:
-            v = self._d.get(key)
-            if v is not None:
-                self._d.move_to_end(key)
-            return v
+            hit = self._d.get(key)
+            if hit is None:
+                return None
+            self._d.move_to_end(key)
+            return hit[0]
 
     def put(self, key: bytes, value: object) -> None:
+        w = self._weigh(value)
         with self._lock:
-            self._d[key] = value
-            self._d.move_to_end(key)
-            while len(self._d) > self.capacity:
-                self._d.popitem(last=False)
+            old = self._d.pop(key, None)
+            if old is not None:
+                self.weight -= old[1]
+            self._d[key] = (value, w)
+            self.weight += w
+            while self.weight > self.budget and len(self._d) > 1:
+                _, (_, gone) = self._d.popitem(last=False)
+                self.weight -= gone
+
+
+# Decoded metadata a Store keeps in memory. Pages are bounded in bytes: a mount reads
+# pages again from here for every entry it is asked about (vfs/inodes.py), and
+# `find` over a million files visits 70 MB of them. Locations are weighed by their
+# count of chunks, about 200 bytes each once decoded.
+PAGE_CACHE_BYTES = 16 << 20
+LOCS_CACHE_CHUNKS = 64 * 1024
+
+
+def _page_bytes(page: object) -> int:
+    assert isinstance(page, fmt.TreePage)
+    return page.nbytes()
+
+
+def _locs_count(locs: object) -> int:
+    assert isinstance(locs, dict)
+    return len(locs) + 1
 
 
 def locs_cache_key(leaf_id: bytes) -> bytes:
@@ -88,8 +117,8 @@ class Store:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.url = backend.url
-        self._pages = _LRU(4096)
-        self._locs = _LRU(1024)
+        self._pages = _LRU(PAGE_CACHE_BYTES, _page_bytes)
+        self._locs = _LRU(LOCS_CACHE_CHUNKS, _locs_count)
         self._commits = _LRU(1024)
         self.meta_cache: ChunkCache | None = None
 
@@ -177,6 +206,13 @@ class Store:
             page = fmt.TreePage(self.get_object(page_id, "tree"), page_id)
             self._pages.put(page_id, page)
         assert isinstance(page, fmt.TreePage)
+        return page
+
+    def cached_page(self, page_id: bytes) -> fmt.TreePage | None:
+        """A page if this store holds it decoded in memory: no I/O, so callers on an
+        event loop may ask before they hand get_page to a thread."""
+        page = self._pages.get(page_id)
+        assert page is None or isinstance(page, fmt.TreePage)
         return page
 
     def put_locs(self, leaf_id: bytes, locs: dict[bytes, fmt.Location]) -> None:
