@@ -242,6 +242,8 @@ class FsCore:
         self._refs_cache: tuple[float, list[tuple[bytes, bytes]]] | None = None
         self._loading: dict[bytes, trio.Event] = {}  # page id -> set when its read ends
         self._warming = 0
+        self._to_cache: dict[bytes, bytes] = {}  # fetched pages not yet in the chunk cache
+        self._writing_pages = False
         r = self._table.add_special(ROOT, b"\0" * 16)
         self._table.parent[r] = ROOT
         self._table.kind[r] = _REFS_ROOT if view is None else fmt.DIR
@@ -673,19 +675,41 @@ class FsCore:
         """A tree page from the store's page cache, or read once however many tasks
         ask for it at the same time."""
         while True:
-            page = self.store.cached_page(page_id)
-            if page is not None:
-                return page
+            hit = self.store.cached_page(page_id)
+            if hit is not None:
+                return hit
             loading = self._loading.get(page_id)
             if loading is None:
                 break
             await loading.wait()  # then look again: the read may have failed
         done = self._loading[page_id] = trio.Event()
         try:
-            return await self._meta(self.store.get_page, page_id, limiter=limiter)
+            page, fetched = await self._meta(self.store.fetch_page, page_id, limiter=limiter)
         finally:
             del self._loading[page_id]
             done.set()
+        if fetched is not None and self.fetcher.cache is not None:
+            self._to_cache[page_id] = fetched
+            if not self._writing_pages:
+                self._writing_pages = True
+                self._nursery.start_soon(self._write_pages)
+        return page
+
+    async def _write_pages(self) -> None:
+        """Write fetched pages to the chunk cache, all that gathered meanwhile in one
+        transaction, until none is left. Never abandoned: a cache write in flight
+        ends before the daemon closes the cache."""
+        cache = self.fetcher.cache
+        assert cache is not None
+        try:
+            while self._to_cache:
+                batch, self._to_cache = self._to_cache, {}
+                try:
+                    await trio.to_thread.run_sync(cache.put_many, batch, limiter=self.warm_limiter)
+                except Exception as e:  # the cache is an optimisation: pages stay readable
+                    log.warning("could not write %d tree pages to the cache: %s", len(batch), e)
+        finally:
+            self._writing_pages = False
 
     def _warm_subdirs(self, page: fmt.TreePage) -> None:
         """Read the top pages of a leaf's subdirectories in the background: whoever

@@ -181,19 +181,24 @@ class Store:
         return oid
 
     def get_object(self, oid: bytes, what: str) -> bytes:
+        canonical, fetched = self._load_object(oid, what)
+        if fetched and self.meta_cache is not None:
+            self.meta_cache.put(oid, canonical)
+        return canonical
+
+    def _load_object(self, oid: bytes, what: str) -> tuple[bytes, bool]:
+        """An object's canonical bytes from the chunk cache, else from the backend;
+        True if they came from the backend (and so are not in the chunk cache)."""
         cache = self.meta_cache
         if cache is not None:
             hit = cache.get(oid)
             if hit is not None and fmt.object_id(hit) == oid:
-                return hit
+                return hit, False
         try:
             stored = self.backend.get(self.object_key(oid))
         except NotFound:
             raise MissingObject(f"{what} {oid.hex()} is missing from {self.url}") from None
-        canonical = fmt.unseal_verified(stored, oid, f"{what} {oid.hex()[:16]}")
-        if cache is not None:
-            cache.put(oid, canonical)
-        return canonical
+        return fmt.unseal_verified(stored, oid, f"{what} {oid.hex()[:16]}"), True
 
     # PageSink / PageSource for vfs.tree
 
@@ -201,12 +206,24 @@ class Store:
         return self.put_object(canonical)
 
     def get_page(self, page_id: bytes) -> fmt.TreePage:
-        page = self._pages.get(page_id)
-        if page is None:
-            page = fmt.TreePage(self.get_object(page_id, "tree"), page_id)
-            self._pages.put(page_id, page)
-        assert isinstance(page, fmt.TreePage)
+        page, fetched = self.fetch_page(page_id)
+        if fetched is not None and self.meta_cache is not None:
+            self.meta_cache.put(page_id, fetched)
         return page
+
+    def fetch_page(self, page_id: bytes) -> tuple[fmt.TreePage, bytes | None]:
+        """A page, and its canonical bytes if they came from the backend: then they
+        are not in the chunk cache yet, and writing them there is the caller's job.
+        A mount does that in batches, off the path of the reader who waits for the
+        page (one LMDB transaction per page cost as much as the GET)."""
+        page = self._pages.get(page_id)
+        if page is not None:
+            assert isinstance(page, fmt.TreePage)
+            return page, None
+        canonical, fetched = self._load_object(page_id, "tree")
+        page = fmt.TreePage(canonical, page_id)
+        self._pages.put(page_id, page)
+        return page, canonical if fetched else None
 
     def cached_page(self, page_id: bytes) -> fmt.TreePage | None:
         """A page if this store holds it decoded in memory: no I/O, so callers on an
