@@ -215,3 +215,65 @@ def test_interrupted_commit_moves_no_ref_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "out"
     vfs.run("get", "big", "-o", str(out))
     assert snapshot_fs(out) == snapshot_fs(src)
+
+
+# What the verbs that only talk to a mount daemon (and --help) must not import: each
+# costs tens of milliseconds at every `vfs switch` (docs/performance.md).
+_HEAVY = ("trio", "boto3", "botocore", "lmdb", "pyfuse3", "zstandard", "blake3", "vfs.store")
+
+# Runs `vfs --help`, `vfs switch` (against a stand-in daemon that answers one request),
+# `vfs umount` and the parent of `vfs mount` (up to its mountpoint check) in one
+# process, and prints which heavy modules each left imported.
+_PROBE = """
+import contextlib, json, os, socket, sys, threading
+from vfs.cli import main
+from vfs.control import control_path
+
+HEAVY = json.loads(sys.argv[1])
+mnt = sys.argv[2]
+path = control_path(mnt)
+os.makedirs(os.path.dirname(path), exist_ok=True)
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(path)
+server.listen(1)
+
+def answer():
+    conn, _ = server.accept()
+    conn.recv(4096)
+    reply = {"ok": True, "old": "ab" * 32, "new": "cd" * 32, "label": "ds@v2", "ms": 1.0}
+    conn.sendall(json.dumps(reply).encode() + b"\\n")
+    conn.close()
+
+threading.Thread(target=answer, daemon=True).start()
+out = {}
+with contextlib.suppress(SystemExit), contextlib.redirect_stdout(sys.stderr):
+    main(["--help"])
+out["rc"] = [main(["switch", mnt, "v2"]), main(["umount", mnt])]
+out["client"] = [m for m in HEAVY if m in sys.modules]
+out["rc"].append(main(["mount", "ds@v1", os.path.join(mnt, "missing")]))
+out["mount"] = [m for m in HEAVY if m in sys.modules]
+os.unlink(path)
+print(json.dumps(out))
+"""
+
+
+def test_switch_umount_and_help_import_no_heavy_module(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path / "run"), "VFS_CACHE_DIR": str(tmp_path)}
+    p = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(_HEAVY), str(mnt)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert "ds@v2 (cdcdcdcdcdcd), was abababababab" in p.stderr
+    assert out["rc"] == [0, 2, 1], p.stderr  # switched; not mounted; no mountpoint
+    assert out["client"] == []
+    # The parent of `vfs mount` starts the daemon (python -m vfs.daemon) without
+    # importing the daemon's modules. (vfs.cache, and so lmdb, it imports for the
+    # default cache directory, where the daemon's log goes.)
+    assert [m for m in out["mount"] if m != "lmdb"] == []

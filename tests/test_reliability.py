@@ -25,8 +25,8 @@ import pytest
 
 from tests.mounting import Mounts, fuse_usable, sha
 from tests.treegen import make_tree
+from vfs import control
 from vfs import format as fmt
-from vfs import mount as vfs_mount
 from vfs.backends import Backend, open_backend
 from vfs.cache import ChunkCache
 from vfs.commit import commit_dir
@@ -216,7 +216,7 @@ def test_remote_down_or_stalled_during_cold_reads(
         assert reads.eio > 0, "the kill landed after every read had finished"
         assert max(reads.durations) < bound, sorted(reads.durations)[-5:]
         assert daemon.poll() is None and "f000.bin" in os.listdir(mnt)
-        assert vfs_mount.request(str(mnt), {"op": "status"}, timeout=5)["ok"]
+        assert control.request(str(mnt), {"op": "status"}, timeout=5)["ok"]
 
         # Back on the same address: the same reads succeed, without a remount.
         server.restart()

@@ -3,6 +3,11 @@
 Each module of this package registers its verbs with `register(subparsers)`; every
 verb is a function `run(args) -> int`. Errors are mapped to exit codes in exactly one
 place, `main`: 0 done, 1 failed, 2 usage error, 130 interrupted.
+
+The modules of this package import only the standard library and small vfs modules
+at module level; each verb imports what it needs (the store, the cache, trio) when
+it runs. Parsing, --help, and `vfs switch` and `vfs umount`, which only talk to a
+mount daemon, stay a Python start-up away (tests/test_cli.py keeps them so).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from vfs import __version__
-from vfs.cli import common, data, verify
+from vfs.cli import common, data, mount, verify
 from vfs.errors import UsageError, VfsError
 
 log = logging.getLogger("vfs")
@@ -62,12 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     data.register(sub)
     verify.register(sub)
-    try:
-        from vfs.cli import mount  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:  # pragma: no cover - FUSE bindings missing
-        pass
-    else:
-        mount.register(sub)
+    mount.register(sub)
     return p
 
 

@@ -1,4 +1,10 @@
-"""What every verb shares: store and cache options, output helpers, progress bars."""
+"""What every verb shares: store and cache options, output helpers.
+
+It imports only the standard library at module level, like the rest of vfs.cli:
+parsing arguments, --help, and the verbs that only talk to a mount daemon must not
+pay for importing the store, the cache and their libraries. Verbs import those
+inside their functions.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,10 @@ import logging
 import math
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vfs.backends import default_store_url
-from vfs.cache import default_cache_dir
-from vfs.store import Store
+if TYPE_CHECKING:
+    from vfs.store import Store
 
 
 def setup_logging(verbose: int) -> None:
@@ -77,10 +82,14 @@ def add_common(p: argparse.ArgumentParser, json_output: bool = False) -> None:
 
 
 def store_url(args: argparse.Namespace) -> str:
+    from vfs.backends import default_store_url
+
     return str(args.store or default_store_url())
 
 
 def open_store(args: argparse.Namespace, for_write: bool = False) -> Store:
+    from vfs.store import Store
+
     store = Store.open(store_url(args))
     if not for_write:
         store.check_config()
@@ -88,6 +97,8 @@ def open_store(args: argparse.Namespace, for_write: bool = False) -> Store:
 
 
 def cache_dir(args: argparse.Namespace) -> str:
+    from vfs.cache import default_cache_dir
+
     return str(args.cache_dir or default_cache_dir())
 
 

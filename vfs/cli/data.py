@@ -6,10 +6,8 @@ import argparse
 import stat as stat_mod
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vfs import format as fmt
-from vfs import refs
 from vfs.cli.common import (
     add_common,
     cache_dir,
@@ -20,13 +18,13 @@ from vfs.cli.common import (
     print_json,
     show_progress,
 )
-from vfs.commit import CommitResult, Progress, commit_and_move, commit_dir, default_author, utc_now
-from vfs.diff import Change, diff_trees, summarize
 from vfs.errors import NotFound, RefConflict, UsageError
-from vfs.get import get
-from vfs.names import check_name
-from vfs.reader import Version
-from vfs.store import HEADS, TAGS, Store
+
+if TYPE_CHECKING:
+    from vfs import format as fmt
+    from vfs.commit import CommitResult
+    from vfs.diff import Change
+    from vfs.store import Store
 
 
 def register(sub: Any) -> None:
@@ -45,9 +43,7 @@ def register(sub: Any) -> None:
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("-m", "--message", default="", help="what changed")
     p.add_argument("--tag", help="also tag the new version (tags never move)")
-    p.add_argument(
-        "--branch", default=refs.DEFAULT_BRANCH, help="branch to commit on (default: main)"
-    )
+    p.add_argument("--branch", default=None, help="branch to commit on (default: main)")
     p.add_argument(
         "--meta", action="append", default=[], metavar="K=V", help="free metadata (repeatable)"
     )
@@ -176,52 +172,13 @@ def register(sub: Any) -> None:
         epilog="example: vfs rollback imagenet@v2",
     )
     p.add_argument("spec", metavar="DATASET@OLD")
-    p.add_argument("--branch", default=refs.DEFAULT_BRANCH)
+    p.add_argument("--branch", default=None)
     p.add_argument("-m", "--message", default=None)
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_rollback)
 
 
 # --- commit ---
-
-
-class _Bar(Progress):
-    """A tqdm bar on stderr: files, bytes, MB/s."""
-
-    def __init__(self) -> None:
-        from tqdm import tqdm
-
-        self._tqdm = tqdm
-        self.bar: Any = None
-        self.files = 0
-        self.total_files = 0
-
-    def scanned(self, files: int, nbytes: int) -> None:
-        self.total_files = files
-        self.bar = self._tqdm(
-            total=nbytes,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
-
-    def advance(self, files: int, nbytes: int) -> None:
-        if self.bar is None:
-            return
-        self.files += files
-        if files:
-            self.bar.set_description_str(f"{self.files}/{self.total_files} files", refresh=False)
-        self.bar.update(nbytes)
-
-    def phase(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(text)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _parse_meta(items: list[str]) -> dict[str, str]:
@@ -254,15 +211,19 @@ def _commit_json(r: CommitResult) -> dict[str, Any]:
 
 
 def cmd_commit(args: argparse.Namespace) -> int:
+    from vfs import refs
+    from vfs.cli.progress import Bar
+    from vfs.commit import commit_dir
+
     store = open_store(args, for_write=True)
-    bar = _Bar() if show_progress() and not args.json else None
+    bar = Bar() if show_progress() and not args.json else None
     try:
         r = commit_dir(
             store,
             args.dir,
             args.dataset,
             message=args.message,
-            branch=args.branch,
+            branch=args.branch if args.branch is not None else refs.DEFAULT_BRANCH,
             tag=args.tag,
             meta=_parse_meta(args.meta),
             cache_dir=cache_dir(args),
@@ -322,6 +283,8 @@ def _commit_doc(
 
 
 def _ref_names(store: Store, dataset: str) -> dict[bytes, list[str]]:
+    from vfs.store import HEADS, TAGS
+
     names: dict[bytes, list[str]] = {}
     for name, cid in store.refs(dataset, HEADS).items():
         names.setdefault(cid, []).append(name)
@@ -331,6 +294,8 @@ def _ref_names(store: Store, dataset: str) -> dict[bytes, list[str]]:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
+    from vfs import refs
+
     store = open_store(args)
     r = refs.resolve(store, args.spec)
     names = _ref_names(store, r.spec.dataset)
@@ -366,6 +331,8 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def _mode_string(e: fmt.Entry) -> str:
+    from vfs import format as fmt
+
     kind = {fmt.DIR: stat_mod.S_IFDIR, fmt.FILE: stat_mod.S_IFREG, fmt.SYMLINK: stat_mod.S_IFLNK}[
         e.kind
     ]
@@ -373,6 +340,8 @@ def _mode_string(e: fmt.Entry) -> str:
 
 
 def _entry_doc(path: str, e: fmt.Entry) -> dict[str, Any]:
+    from vfs import format as fmt
+
     doc: dict[str, Any] = {
         "path": path,
         "type": fmt.KIND_NAMES[e.kind],
@@ -388,6 +357,9 @@ def _entry_doc(path: str, e: fmt.Entry) -> dict[str, Any]:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from vfs import refs
+    from vfs.reader import Version
+
     store = open_store(args)
     if args.spec is None:
         return _ls_datasets(store, args)
@@ -418,6 +390,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _ls_datasets(store: Store, args: argparse.Namespace) -> int:
+    from vfs import refs
+    from vfs.store import HEADS, TAGS
+
     docs: list[dict[str, Any]] = []
     for ds in store.datasets():
         branches = store.refs(ds, HEADS)
@@ -451,6 +426,9 @@ def _ls_datasets(store: Store, args: argparse.Namespace) -> int:
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
+    from vfs import refs
+    from vfs.reader import Version
+
     store = open_store(args)
     r = refs.resolve(store, args.spec)
     v = Version(store, r.spec.dataset, r.commit)
@@ -466,7 +444,10 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    from vfs import refs
     from vfs.cache import ChunkCache
+    from vfs.get import get
+    from vfs.reader import Version
 
     store = open_store(args)
     r = refs.resolve(store, args.spec)
@@ -515,12 +496,17 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def _spec_b(a: str, b: str) -> str:
+    from vfs import refs
+
     if b.startswith("@"):
         return refs.parse_spec(a).dataset + b
     return b
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from vfs import refs
+    from vfs.diff import diff_trees, summarize
+
     store = open_store(args)
     ra = refs.resolve(store, args.a)
     rb = refs.resolve(store, _spec_b(args.a, args.b))
@@ -576,6 +562,8 @@ def _diff_md(a: str, b: str, changes: list[Change], s: Any) -> None:
 
 
 def _entry_show(e: fmt.Entry) -> dict[str, Any]:
+    from vfs import format as fmt
+
     doc: dict[str, Any] = {
         "name": e.name.decode("utf-8", "surrogateescape"),
         "type": fmt.KIND_NAMES[e.kind],
@@ -594,6 +582,10 @@ def _entry_show(e: fmt.Entry) -> dict[str, Any]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from vfs import format as fmt
+    from vfs import refs
+    from vfs.reader import Version
+
     store = open_store(args)
     r = refs.resolve(store, args.spec)
     c = store.get_commit(r.commit)
@@ -644,6 +636,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
+    from vfs import refs
+    from vfs.names import check_name
+    from vfs.store import TAGS
+
     store = open_store(args)
     spec = refs.parse_spec(args.spec)
     if args.name is None:
@@ -669,6 +665,10 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_branch(args: argparse.Namespace) -> int:
+    from vfs import refs
+    from vfs.names import check_name
+    from vfs.store import HEADS
+
     store = open_store(args)
     spec = refs.parse_spec(args.spec)
     if args.delete:
@@ -701,13 +701,19 @@ def cmd_branch(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from vfs import format as fmt
+    from vfs import refs
+    from vfs.commit import commit_and_move, default_author, utc_now
+    from vfs.names import check_name
+    from vfs.store import HEADS
+
     store = open_store(args)
     r = refs.resolve(store, args.spec)
-    check_name(args.branch, "branch")
+    branch = check_name(args.branch if args.branch is not None else refs.DEFAULT_BRANCH, "branch")
     old = store.get_commit(r.commit)
-    head = store.read_ref(r.spec.dataset, HEADS, args.branch)
+    head = store.read_ref(r.spec.dataset, HEADS, branch)
     if head is None:
-        raise NotFound(f"{r.spec.dataset} has no branch {args.branch!r}")
+        raise NotFound(f"{r.spec.dataset} has no branch {branch!r}")
     message = args.message or f"rollback to {r.spec} ({refs.short(r.commit)})"
     template = fmt.Commit(
         tree=old.tree,
@@ -719,17 +725,17 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         files=old.files,
         bytes=old.bytes,
     )
-    cid, _, _ = commit_and_move(store, r.spec.dataset, args.branch, head, template)
+    cid, _, _ = commit_and_move(store, r.spec.dataset, branch, head, template)
     if args.json:
         print_json(
             {
                 "id": cid.hex(),
-                "branch": args.branch,
+                "branch": branch,
                 "tree": old.tree.hex(),
                 "rollback_of": r.commit.hex(),
             }
         )
     else:
-        print(f"{r.spec.dataset}@{args.branch} now has the content of {r.spec}", file=sys.stderr)
+        print(f"{r.spec.dataset}@{branch} now has the content of {r.spec}", file=sys.stderr)
         print(cid.hex())
     return 0

@@ -6,10 +6,8 @@ import argparse
 import re
 import sys
 import time
-from dataclasses import asdict
 from typing import Any
 
-from vfs import format as fmt
 from vfs.cli.common import (
     add_common,
     cache_dir,
@@ -105,7 +103,6 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--log-file", metavar="FILE", help="daemon log (default: CACHE_DIR/logs/mount-*.log)"
     )
-    p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_mount)
 
@@ -264,40 +261,31 @@ def register(sub: Any) -> None:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from vfs import mount
+    from vfs import control
 
-    cdir = cache_dir(args)
-    size = args.cache_size or _default_cache_size()
     if args.read_timeout <= 0:
         raise UsageError("--read-timeout must be positive")
-    log_file = args.log_file or mount.default_log_file(cdir, args.mountpoint)
-    opts = mount.MountOptions(
-        target=args.target,
-        mountpoint=args.mountpoint,
-        store_url=store_url(args),
-        cache_dir=cdir,
-        cache_size=size,
-        read_timeout=args.read_timeout,
-        allow_other=args.allow_other,
-        log_file=log_file if not args.foreground or args.ready_fd is not None else None,
-        ready_fd=args.ready_fd,
-    )
+    cdir = cache_dir(args)
     if args.foreground:
-        return mount.run(opts)
-    mnt = mount.check_mountpoint(args.mountpoint)
-    child = ["mount", args.target, mnt, "--foreground", "--store", opts.store_url]
-    child += [
-        "--cache-dir",
-        cdir,
-        "--cache-size",
-        str(size),
-        "--read-timeout",
-        str(args.read_timeout),
-    ]
-    child += ["--log-file", log_file] + (["--allow-other"] if args.allow_other else [])
-    child += ["-v"] * args.verbose
+        return _mount_foreground(args, cdir)
+    log_file = args.log_file or control.default_log_file(cdir, args.mountpoint)
+    mnt = control.check_mountpoint(args.mountpoint)
+    # The daemon resolves the defaults of the store and the cache size (it has this
+    # process's environment and working directory), so that this process need not
+    # import the store or the cache: the mount is live sooner.
+    options: dict[str, Any] = {
+        "target": args.target,
+        "mountpoint": mnt,
+        "store_url": args.store or None,
+        "cache_dir": cdir,
+        "cache_size": args.cache_size,
+        "read_timeout": args.read_timeout,
+        "allow_other": args.allow_other,
+        "log_file": log_file,
+        "verbose": args.verbose,
+    }
     t0 = time.monotonic()
-    doc = mount.start_daemon(child, mnt, log_file)
+    doc = control.start_daemon(options, mnt, log_file)
     doc["seconds"] = round(time.monotonic() - t0, 3)
     doc["log"] = log_file
     if args.json:
@@ -312,18 +300,34 @@ def cmd_mount(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_switch(args: argparse.Namespace) -> int:
+def _mount_foreground(args: argparse.Namespace, cdir: str) -> int:
+    """`vfs mount --foreground`: mount and serve in this process until unmounted."""
     from vfs import mount
 
+    opts = mount.MountOptions(
+        target=args.target,
+        mountpoint=args.mountpoint,
+        store_url=store_url(args),
+        cache_dir=cdir,
+        cache_size=args.cache_size or _default_cache_size(),
+        read_timeout=args.read_timeout,
+        allow_other=args.allow_other,
+    )
+    return mount.run(opts)
+
+
+def cmd_switch(args: argparse.Namespace) -> int:
+    from vfs import control
+
     t0 = time.monotonic()
-    doc = mount.request(args.mountpoint, {"op": "switch", "ref": args.ref})
+    doc = control.request(args.mountpoint, {"op": "switch", "ref": args.ref})
     doc["total_ms"] = round((time.monotonic() - t0) * 1000, 2)
     doc.pop("ok", None)
     if args.json:
         print_json(doc)
     else:
         print(
-            f"{mount.canonical(args.mountpoint)}: {doc['label']} ({doc['new'][:12]}), was "
+            f"{control.canonical(args.mountpoint)}: {doc['label']} ({doc['new'][:12]}), was "
             f"{doc['old'][:12]}; switched in {doc['ms']:.1f} ms",
             file=sys.stderr,
         )
@@ -331,10 +335,10 @@ def cmd_switch(args: argparse.Namespace) -> int:
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
-    from vfs import mount
+    from vfs import control
 
-    how = mount.umount(args.mountpoint)
-    print(f"{mount.canonical(args.mountpoint)}: {how}", file=sys.stderr)
+    how = control.umount(args.mountpoint)
+    print(f"{control.canonical(args.mountpoint)}: {how}", file=sys.stderr)
     return 0
 
 
@@ -348,6 +352,8 @@ def _open_cache(args: argparse.Namespace) -> Any:
 
 
 def cmd_prefetch(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from vfs import prefetch, refs
     from vfs.reader import Version
 
@@ -405,6 +411,8 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_stats(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     with _open_cache(args) as cache:
         s = cache.stats()
         pins = cache.pins()
@@ -454,6 +462,7 @@ def _pin_name(store: Any, spec: str) -> tuple[str, bytes]:
 
 
 def cmd_cache_pin(args: argparse.Namespace) -> int:
+    from vfs import format as fmt
     from vfs import refs, tree
     from vfs.reader import Version
     from vfs.store import locs_cache_key
@@ -504,6 +513,8 @@ def cmd_cache_unpin(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_verify(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     with _open_cache(args) as cache:
         rep = cache.verify(repair=not args.no_repair)
     if args.json:

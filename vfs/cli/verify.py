@@ -7,7 +7,6 @@ import sys
 import time
 from typing import Any
 
-from vfs import refs
 from vfs.cli.common import add_common, human, open_store, positive_int, print_json
 from vfs.errors import UsageError
 
@@ -41,6 +40,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from vfs import refs
     from vfs.verify import Verifier
 
     if args.all == (args.spec is not None):

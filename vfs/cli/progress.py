@@ -1,0 +1,51 @@
+"""The progress bar `vfs commit` draws on stderr.
+
+Its own module because it subclasses vfs.commit.Progress: vfs.cli.data imports it
+inside cmd_commit, so that other verbs do not import the commit machinery.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from vfs.commit import Progress
+
+
+class Bar(Progress):
+    """A tqdm bar on stderr: files, bytes, MB/s."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.bar: Any = None
+        self.files = 0
+        self.total_files = 0
+
+    def scanned(self, files: int, nbytes: int) -> None:
+        self.total_files = files
+        self.bar = self._tqdm(
+            total=nbytes,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+
+    def advance(self, files: int, nbytes: int) -> None:
+        if self.bar is None:
+            return
+        self.files += files
+        if files:
+            self.bar.set_description_str(f"{self.files}/{self.total_files} files", refresh=False)
+        self.bar.update(nbytes)
+
+    def phase(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

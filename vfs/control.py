@@ -1,0 +1,278 @@
+"""Mounts seen from outside their daemon: checks, start-up, control requests, unmounting.
+
+This module owns what every process other than a mount's daemon does with mounts:
+the mountpoint checks that fail fast before anything is mounted (missing, not
+empty, already or formerly mounted), starting the daemon and waiting until it is
+live or has failed (`vfs mount`), one request over a daemon's control socket
+(`vfs switch`, status), and `vfs umount`, which also clears a mount whose daemon
+died ("Transport endpoint is not connected"). The daemon itself is vfs.mount.
+
+It imports only the standard library and vfs.errors, on purpose: `vfs switch` and
+`vfs umount` should cost a Python start-up and a round trip, not the imports of
+trio, the store and the cache (tests/test_cli.py checks that they stay out).
+
+The control channel is a Unix socket, one per mountpoint, at
+`<runtime dir>/vfs/<hash of the mountpoint path>.sock` (runtime dir: /run as root,
+else $XDG_RUNTIME_DIR, else /tmp/vfs-<uid>), mode 0600. A request is one line of
+JSON, and so is the answer: {"op": "switch", "ref": "v3"}, {"op": "status"}.
+The mount root's `user.vfs.control` attribute names the socket too.
+
+The ready pipe: the daemon writes one line of JSON to the pipe it inherits (its
+MountOptions.ready_fd): its status doc once the mountpoint answers ({"ok": true,
+"pid": ..., "label": ...}), or its error ({"ok": false, "error": ..., "usage": ...,
+"not_found": ...}).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from vfs.errors import NotFound, UsageError, VfsError
+
+READY_TIMEOUT = 120.0  # the parent gives up on a child that neither mounts nor fails
+
+
+# --- checks ------------------------------------------------------------------------------
+
+
+def canonical(mountpoint: str) -> str:
+    """The mountpoint's absolute path, resolved without touching the mount itself
+    (which may be dead)."""
+    path = os.path.abspath(mountpoint)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
+def check_mountpoint(mountpoint: str) -> str:
+    """A usable mountpoint: an existing, empty directory that is not mounted."""
+    path = canonical(mountpoint)
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise NotFound(f"mountpoint {path} does not exist; create it first (mkdir -p)") from None
+    except OSError as e:
+        if e.errno in (errno.ENOTCONN, errno.ECONNABORTED):  # its daemon is gone
+            raise UsageError(
+                f"{path} is a mount whose daemon died; clear it with: vfs umount {path}"
+            ) from None
+        raise UsageError(f"cannot use {path} as a mountpoint: {e.strerror}") from None
+    if not os.path.isdir(path):
+        raise UsageError(f"mountpoint {path} is not a directory")
+    if is_mounted(path):
+        raise UsageError(f"{path} is already a mount point; unmount it first (vfs umount)")
+    if os.listdir(path):
+        raise UsageError(f"mountpoint {path} is not empty; mount on an empty directory")
+    return path
+
+
+def is_mounted(path: str) -> bool:
+    """Whether a filesystem is mounted at `path`, also a dead FUSE mount (which
+    os.path.ismount cannot stat)."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            for line in f:
+                field = line.split(b" ")[4]
+                if _unescape(field) == os.fsencode(path):
+                    return True
+    except OSError:
+        return os.path.ismount(path)
+    return False
+
+
+def _unescape(field: bytes) -> bytes:
+    """mountinfo writes space, tab, newline and backslash as \\ooo."""
+    out = bytearray()
+    i = 0
+    while i < len(field):
+        if field[i : i + 1] == b"\\" and field[i + 1 : i + 4].isdigit():
+            out.append(int(field[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return bytes(out)
+
+
+def control_path(mountpoint: str) -> str:
+    if os.geteuid() == 0:
+        base = "/run/vfs"
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        base = os.path.join(os.environ["XDG_RUNTIME_DIR"], "vfs")
+    else:
+        base = f"/tmp/vfs-{os.getuid()}"
+    digest = hashlib.sha256(os.fsencode(canonical(mountpoint))).hexdigest()[:24]
+    return os.path.join(base, f"{digest}.sock")
+
+
+def default_log_file(cache_dir: str, mountpoint: str) -> str:
+    path = canonical(mountpoint)
+    tail = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(path))
+    digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:8]
+    return os.path.join(cache_dir, "logs", f"mount-{tail[:40]}-{digest}.log")
+
+
+# --- the parent: start a daemon and wait until it is live ----------------------------------
+
+
+def start_daemon(options: dict[str, Any], mountpoint: str, log_file: str) -> dict[str, Any]:
+    """Start a daemon detached (`python -m vfs.daemon`, with `options`, the fields of
+    vfs.mount.MountOptions, and a ready pipe) and wait until it reports the mount
+    live (its status doc) or fails (VfsError with its message)."""
+    os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
+    r, w = os.pipe()
+    cmd = [sys.executable, "-m", "vfs.daemon", json.dumps({**options, "ready_fd": w})]
+    try:
+        with open(log_file, "ab") as logf:
+            proc = subprocess.Popen(
+                cmd,
+                pass_fds=(w,),
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=logf,
+                start_new_session=True,  # no SIGINT or SIGHUP from this terminal
+            )
+    finally:
+        os.close(w)
+    try:
+        with os.fdopen(r, "rb") as pipe:
+            msg = _read_ready(pipe, proc)
+    except KeyboardInterrupt:
+        proc.terminate()  # it unmounts if it got that far
+        raise
+    if msg is not None and msg.get("ok"):
+        return msg
+    if msg is not None:
+        cls = UsageError if msg.get("usage") else NotFound if msg.get("not_found") else VfsError
+        raise cls(str(msg.get("error")))
+    rc = proc.poll()
+    if rc is None:
+        proc.kill()
+        proc.wait()
+        raise VfsError(
+            f"the mount daemon did not get {mountpoint} ready within {READY_TIMEOUT:g} s; "
+            f"see {log_file}"
+        )
+    raise VfsError(f"the mount daemon exited with status {rc}: {_tail(log_file)} (log: {log_file})")
+
+
+def _read_ready(pipe: Any, proc: subprocess.Popen[bytes]) -> dict[str, Any] | None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    buf = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([pipe], [], [], 0.5)
+        if ready:
+            chunk = os.read(pipe.fileno(), 65536)
+            if not chunk:
+                break  # EOF: the child closed it, or died
+            buf += chunk
+            if b"\n" in buf:
+                break
+        elif proc.poll() is not None:
+            break
+    line = buf.split(b"\n", 1)[0]
+    if not line:
+        return None
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _tail(log_file: str, lines: int = 5) -> str:
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            text = f.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:])
+
+
+# --- clients: switch, status, umount --------------------------------------------------------
+
+
+def request(mountpoint: str, doc: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+    """One request to the daemon serving `mountpoint`."""
+    path = control_path(mountpoint)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        try:
+            s.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise VfsError(
+                f"no vfs mount daemon answers for {canonical(mountpoint)} "
+                "(not mounted by vfs, or its daemon died: vfs umount clears it)"
+            ) from None
+        s.sendall(json.dumps(doc).encode() + b"\n")
+        buf = b""
+        while b"\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    except TimeoutError:
+        raise VfsError(
+            f"the mount daemon of {mountpoint} did not answer in {timeout:g} s"
+        ) from None
+    finally:
+        s.close()
+    try:
+        reply = json.loads(buf.split(b"\n", 1)[0])
+    except ValueError:
+        raise VfsError("the mount daemon closed the control connection") from None
+    if not reply.get("ok"):
+        cls = UsageError if reply.get("usage") else VfsError
+        raise cls(str(reply.get("error")))
+    return dict(reply)
+
+
+def umount(mountpoint: str, timeout: float = 10.0) -> str:
+    """Unmount; lazily if busy; also a mount whose daemon died. Waits for the daemon
+    to exit. Returns how it went, for the user."""
+    path = canonical(mountpoint)
+    if not is_mounted(path):
+        raise UsageError(f"{path} is not mounted")
+    pid = None
+    with contextlib.suppress(VfsError, OSError):
+        pid = int(request(path, {"op": "status"}, timeout=2.0)["pid"])
+    how = "unmounted"
+    r = subprocess.run(["fusermount3", "-u", path], capture_output=True, text=True)
+    if r.returncode != 0:
+        lazy = subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True, text=True)
+        if lazy.returncode != 0:
+            raise VfsError(f"cannot unmount {path}: {(lazy.stderr or r.stderr).strip()}")
+        how = f"detached (lazy unmount: {r.stderr.strip() or 'busy'})"
+        return how  # the daemon serves until the last open file is closed
+    if pid is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(control_path(path))  # its daemon is gone
+        return how
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return how
+        time.sleep(0.02)
+    return how + f"; its daemon (pid {pid}) is still finishing"
+
+
+def alive(pid: int) -> bool:
+    """Whether a process runs; a zombie (exited, not yet reaped by init, which the
+    daemon's parent is once `vfs mount` has returned) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != b"Z"
