@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import pyfastcdc
+if TYPE_CHECKING:
+    import pyfastcdc
 
 # pyfastcdc's mean chunk is avg_size + min_size (cut-point skipping), so these give
 # chunks of 256 KiB to 4 MiB with a mean near 768 KiB.
@@ -22,6 +24,10 @@ PARAMS = {"algorithm": "fastcdc2020", "min": MIN_SIZE, "avg": AVG_SIZE, "max": M
 
 
 def _cdc() -> pyfastcdc.FastCDC:
+    # Imported here: the store reads PARAMS, and a mount daemon, which never cuts
+    # chunks, would otherwise load pyfastcdc (17 ms) on its way to a live mount.
+    import pyfastcdc
+
     return pyfastcdc.FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE)
 
 
