@@ -67,8 +67,18 @@ def row_reread_warm(ctx: Ctx, row: Row) -> None:
         setup("passthrough", lambda: mnt(b.mount_passthrough(ctx.src)))
         setup("rclone", lambda: mnt(b.mount_rclone("plain/v1", b.fresh("rclone-cache"))))
         setup("s3fs", lambda: mnt(b.mount_s3fs("plain/v1", b.fresh("s3fs-cache"))))
-        for _ in range(ctx.reps):
-            for fig in [row.vfs, *row.baselines]:
+        figs = [row.vfs, *row.baselines]
+        for rep in range(ctx.reps):
+            # Each repetition warms every file afresh, in a rotated order: how fast
+            # the kernel copies a cached file depends on the physical pages it got
+            # (up to 1.25x in either direction between two FUSE mounts of the same
+            # file), and a fixed order favoured whichever file was read last.
+            b.drop_caches()
+            turn = figs[rep % len(figs) :] + figs[: rep % len(figs)]
+            for fig in turn:
+                if fig.name in opened:
+                    attempt(fig, lambda p=opened[fig.name]: dd_read(p))  # type: ignore[misc]
+            for fig in figs:
                 path = opened.get(fig.name)
                 if path is not None:
                     measure(fig, lambda p=path: _dd_mbps(p, WARM_PASSES))  # type: ignore[misc]
