@@ -192,6 +192,70 @@ def test_damaged_file_is_a_miss_and_heals(
     assert_consistent(cache, root)
 
 
+def test_get_many_answers_like_get_for_each_and_drops_every_bad_file(
+    cache: ChunkCache, root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    chunks = [make_chunk(40 + i) for i in range(6)]
+    for cid, data in chunks:
+        cache.put(cid, data)
+    absent = make_chunk(99)[0]
+    ids = [cid for cid, _ in chunks]
+    # Duplicates are answered once; the absent id is a miss.
+    assert cache.get_many([*ids, absent, ids[0]]) == dict(chunks)
+    st = cache.stats()
+    assert (st.hits, st.misses) == (6, 1)
+
+    def path(cid: bytes) -> Path:
+        return root / "data" / cid.hex()[:2] / cid.hex()
+
+    flipped = bytearray(path(ids[0]).read_bytes())
+    flipped[0] ^= 1
+    path(ids[0]).write_bytes(bytes(flipped))
+    path(ids[1]).write_bytes(chunks[1][1][:-1])
+    path(ids[2]).write_bytes(chunks[2][1] + b"x")
+    path(ids[3]).unlink()
+    with caplog.at_level(logging.WARNING, logger="vfs.cache"):
+        got = cache.get_many(ids)
+    assert got == dict(chunks[4:])  # the damaged four are misses, never served
+    for cid in ids[:4]:
+        assert not cache.contains(cid)
+        assert any(cid.hex() in r.getMessage() for r in caplog.records)
+    st = cache.stats()
+    assert (st.corrupt_evicted, st.entries, st.hits, st.misses) == (4, 2, 8, 5)
+    assert cache.get_many([]) == {}
+    # The index alone, counting nothing; misses found so are counted on request.
+    assert cache.contains_many([*ids, absent]) == set(ids[4:])
+    assert (cache.stats().hits, cache.stats().misses) == (8, 5)
+    cache.note_misses(3)
+    assert cache.stats().misses == 8
+    assert_consistent(cache, root)
+
+
+def test_a_chunk_file_read_short_is_read_to_its_end(
+    cache: ChunkCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read() may answer short without being at the end (a signal); the check must
+    then read on rather than call a good chunk damaged."""
+    cid, data = sized_chunk(7, 300 * KiB)
+    cache.put(cid, data)
+    real_read = os.read
+    calls: list[int] = []
+    most = [len(data) + 1]
+
+    def read(fd: int, n: int) -> bytes:
+        calls.append(n)
+        return real_read(fd, min(n, most[0]))
+
+    monkeypatch.setattr(cache_mod.os, "read", read)
+    assert cache.get(cid) == data
+    assert calls == [len(data) + 1]  # the usual case: one read() shows size and end
+    calls.clear()
+    most[0] = 100 * KiB
+    assert cache.get(cid) == data
+    assert len(calls) == 4  # 100 + 100 + 100 KiB, then the end
+    assert cache.stats().corrupt_evicted == 0
+
+
 def test_oversized_chunk_is_not_cached(root: Path) -> None:
     with ChunkCache(root, max_bytes=100) as c:
         cid, data = sized_chunk(5, 101)

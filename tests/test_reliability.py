@@ -540,3 +540,95 @@ def test_corrupt_object_error_is_clear(tmp_path: Path) -> None:
     _flip(b, store.object_key(oid), 8)
     with pytest.raises(CorruptObject, match=oid.hex()[:16]):
         Store(b).get_commit(oid)
+
+
+# --- cache writes behind the readers ---------------------------------------------------
+
+
+class _StuckCache(ChunkCache):
+    """A cache whose writes wait until the test lets them go; records each batch."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.go = threading.Event()
+        self.batches: list[int] = []
+
+    def put_many(self, items: dict[bytes, bytes]) -> None:
+        self.batches.append(len(items))
+        assert self.go.wait(10), "the test never released the cache writer"
+        super().put_many(items)
+
+
+def test_cache_writes_never_hold_up_reads_are_batched_and_finish_on_shutdown(
+    tmp_path: Path,
+) -> None:
+    """Verified chunks are served at once; the one cache writer takes what has
+    gathered in batches of at most WRITE_BATCH chunks, a stuck write delays neither
+    reads nor cache lookups, and what is queued at shutdown is still written."""
+    import trio
+
+    from vfs.prefetch import WRITE_BATCH, ChunkFetcher, FetchConfig
+
+    src = tmp_path / "src"
+    src.mkdir()
+    files = _files(src, 12, 20 * KiB, seed=11)
+    url = str(tmp_path / "store")
+    _commit(url, src, "ds", "v1", tmp_path)
+    store = Store.open(url)
+    cache = _StuckCache(tmp_path / "cache")
+    version = Version(store, "ds", resolve(store, "ds@v1").commit)
+    wanted = {name: version.wanted(version.stat(name)) for name in sorted(files)}  # type: ignore[arg-type]
+    first, *rest = sorted(files)
+    # One chunk is already cached: looking it up must not wait for the stuck writer.
+    cached = wanted[rest[-1]]
+    cache.go.set()
+    cache.put_many(version.chunks.fetch(cached))
+    cache.go.clear()
+    cache.batches.clear()
+    before = cache.stats()
+    stats = None
+
+    async def main() -> None:
+        nonlocal stats
+        async with trio.open_nursery() as nursery:
+            fetcher = ChunkFetcher(store, cache, nursery, FetchConfig(read_timeout=5.0))
+            stats = fetcher.stats
+            got = await fetcher.get(wanted[first])
+            assert b"".join(got[w.ref.id] for w in wanted[first]) == files[first]
+            while not cache.batches:  # the writer has taken the first file's chunks
+                await trio.sleep(0.01)
+
+            async def read(name: str) -> None:
+                got = await fetcher.get(wanted[name])
+                assert b"".join(got[w.ref.id] for w in wanted[name]) == files[name]
+
+            with trio.fail_after(5):  # the writer is stuck: reads go on regardless
+                async with trio.open_nursery() as readers:
+                    for name in rest:
+                        readers.start_soon(read, name)
+            assert cache.batches == [len(wanted[first])]
+            assert fetcher.stats.cache_hits == len(cached)
+            # Queued chunks answer reads from memory, not by fetching again.
+            requests = fetcher.stats.requests
+            await read(rest[0])
+            assert fetcher.stats.requests == requests
+            cache.go.set()
+            nursery.cancel_scope.cancel()  # shutdown with the queue still full
+
+    trio.run(main)
+    assert stats is not None
+    queued = sum(len(wanted[n]) for n in rest[:-1])
+    assert queued > WRITE_BATCH  # so that the bound on a batch shows
+    # What gathered meanwhile went in batches as full as the bound allows.
+    full, part = divmod(queued, WRITE_BATCH)
+    assert cache.batches == [len(wanted[first])] + [WRITE_BATCH] * full + [part] * bool(part)
+    assert stats.cache_writes == len(cache.batches)
+    # Misses found by the inline index lookup are counted like get()'s.
+    after = cache.stats()
+    cold = sum(len(wanted[n]) for n in files) - len(cached)
+    assert (after.hits - before.hits, after.misses - before.misses) == (len(cached), cold)
+    for name in files:
+        for w in wanted[name]:
+            assert cache.contains(w.ref.id), name
+    cache.close()
+    store.close()

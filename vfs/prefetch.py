@@ -13,13 +13,17 @@ Design of the mount's read path (like mountpoint-s3's prefetcher, smaller)
 2. Single flight: every chunk being fetched has exactly one `_Flight`. A reader that
    wants a chunk already in flight waits for it instead of fetching it again, so
    concurrent readers of one missing chunk share one fetch.
-3. The machine's ChunkCache: new flights are looked up there first, in one worker
-   thread per batch (a pread plus an xxh3 check per chunk; a bad entry is evicted
-   by the cache and refetched here, never served).
+3. The machine's ChunkCache: new flights are looked up in its index first (one
+   short LMDB read, inline), and those it has are read in one worker thread per
+   batch (ChunkCache.get_many: one read() and an xxh3 check per chunk; a bad entry
+   is evicted by the cache and refetched here, never served).
 4. The store: what the cache lacks is planned into ranged GETs (reader.plan_ranges:
    neighbours in one pack coalesced up to `part_bytes`), each run in a worker thread
-   behind `remote_limiter`, verified against its BLAKE3 id and put in the cache by
-   that same thread (reader.ChunkSource.fetch_span).
+   behind `remote_limiter` and verified against its BLAKE3 id there
+   (reader.ChunkSource.fetch_span). Its flights resolve at once; the chunks then
+   queue for the one cache writer (`_write_behind`), which writes whatever has
+   gathered in one ChunkCache.put_many, so a cache write never delays a reader and
+   many small spans share one index transaction. Queued chunks also answer reads.
 
 Flights run as tasks of the mount's nursery, not of the reader: a reader that gives
 up (timeout, interrupt) never cancels a fetch that others share, and a flight always
@@ -46,9 +50,11 @@ its limiter token until the stalled call returns, which bounds the threads a dea
 remote can hold.
 
 Concurrency: everything but the `_sync` functions runs on the trio thread. `_mem`,
-`_flights` and the budget are touched only there, so the code between two awaits is
-a critical section and needs no lock. Worker threads get immutable inputs, touch
-only the Store and the ChunkCache (both thread-safe) and return values.
+`_flights`, the writer's queue `_unwritten` and the budget are touched only there,
+so the code between two awaits is a critical section and needs no lock. Worker
+threads get inputs nobody changes meanwhile (the writer's batch is swapped out of
+`_unwritten`, never updated in place), touch only the Store and the ChunkCache (both
+thread-safe) and return values.
 
 `vfs prefetch` (warm) is a plain thread pool, not trio: it runs in its own process.
 """
@@ -56,6 +62,7 @@ only the Store and the ChunkCache (both thread-safe) and return values.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import time
 from collections import OrderedDict
@@ -85,6 +92,10 @@ SEQUENTIAL_SLACK = 4 * MiB
 # and a densely wanted pack is read whole.
 WARM_GAP = 4 * MiB
 WARM_RANGE = 64 * MiB
+# Chunks per cache write transaction of the mount's writer. Each batch's files are on
+# disk before the transaction that may evict for them, so this (or part_bytes) is
+# what a mount can hold above the cache cap (docs/reliability.md, section 6).
+WRITE_BATCH = 8
 # Fetches of one range that returned bytes failing verification before it is judged
 # damaged in the store (EIO) rather than garbled on the way.
 CORRUPT_ATTEMPTS = 3
@@ -104,6 +115,9 @@ class FetchConfig:
     remote_threads: int = 16
     cache_threads: int = 8
     part_bytes: int = 8 * MiB
+    # Verified chunks waiting for the cache writer; a fetch that would pass this
+    # waits (its readahead budget held) until the writer has caught up.
+    write_behind_bytes: int = 64 * MiB
     readahead_min: int = 1 * MiB
     readahead_max: int = 64 * MiB
 
@@ -122,6 +136,7 @@ class FetchStats:
     failures: int = 0
     readahead_chunks: int = 0
     readahead_skipped: int = 0
+    cache_writes: int = 0  # write transactions of the cache writer (each a batch)
 
 
 class _Flight:
@@ -183,13 +198,19 @@ class ChunkFetcher:
         self.source = ChunkSource(store, cache)
         self.stats = FetchStats()
         self.budget = _ByteBudget(self.config.budget_bytes)
-        # Named limiters: remote GETs (boto3 or file reads of the store) and cache preads.
+        # Named limiters: remote GETs (boto3 or file reads of the store), cache reads,
+        # and the one cache writer, which must never hold up a cache read.
         self.remote_limiter = trio.CapacityLimiter(self.config.remote_threads)
         self.cache_limiter = trio.CapacityLimiter(self.config.cache_threads)
+        self.cache_write_limiter = trio.CapacityLimiter(1)
         self._nursery = nursery
         self._mem: OrderedDict[bytes, bytes] = OrderedDict()
         self._mem_used = 0
         self._flights: dict[bytes, _Flight] = {}
+        self._unwritten: dict[bytes, bytes] = {}
+        self._unwritten_bytes = 0
+        self._writing = False
+        self._write_room: list[trio.Event] = []
 
     async def get(
         self, wanted: Sequence[Wanted], readahead: Sequence[Wanted] = ()
@@ -207,6 +228,11 @@ class ChunkFetcher:
             data = self._mem.get(cid)
             if data is not None:
                 self._mem.move_to_end(cid)
+                self.stats.mem_hits += 1
+                out[cid] = data
+                continue
+            data = self._unwritten.get(cid)
+            if data is not None:
                 self.stats.mem_hits += 1
                 out[cid] = data
                 continue
@@ -264,14 +290,19 @@ class ChunkFetcher:
         need = 0
         for w in wanted:
             cid = w.ref.id
-            if cid in self._mem or cid in self._flights or cid in items:
+            if cid in self._mem or cid in self._flights or cid in items or cid in self._unwritten:
                 continue
             if need + w.loc.stored_length > self.budget.free:
                 break
             items[cid] = w
             need += w.loc.stored_length
         if not items:
-            if any(w.ref.id not in self._mem and w.ref.id not in self._flights for w in wanted):
+            if any(
+                w.ref.id not in self._mem
+                and w.ref.id not in self._flights
+                and w.ref.id not in self._unwritten
+                for w in wanted
+            ):
                 self.stats.readahead_skipped += 1
                 return False
             return True
@@ -304,9 +335,17 @@ class ChunkFetcher:
             hits: dict[bytes, bytes] = {}
             if self.cache is not None:
                 try:
-                    hits = await trio.to_thread.run_sync(
-                        self._cache_get_sync, list(mine), limiter=self.cache_limiter
-                    )
+                    # The index lookup is a short LMDB read, done here: a cold read
+                    # then goes to the store without a worker thread round trip.
+                    ids = list(mine)
+                    indexed = self.cache.contains_many(ids)
+                    self.cache.note_misses(len(ids) - len(indexed))
+                    if indexed:
+                        hits = await trio.to_thread.run_sync(
+                            self._cache_get_sync,
+                            [cid for cid in ids if cid in indexed],
+                            limiter=self.cache_limiter,
+                        )
                 except Exception as e:  # a broken cache must not fail a read the store can serve
                     log.warning("chunk cache lookup failed, fetching from the store: %s", e)
             for cid, data in hits.items():
@@ -347,10 +386,61 @@ class ChunkFetcher:
         for cid, data in got.items():
             self._resolve(cid, mine[cid], data)
         if self.cache is not None:
-            try:
-                await trio.to_thread.run_sync(self.cache.put_many, got, limiter=self.cache_limiter)
-            except Exception as e:
-                log.warning("chunk cache write failed: %s", e)
+            await self._cache_later(got)
+
+    # -- the cache writer ----------------------------------------------------------
+
+    async def _cache_later(self, got: dict[bytes, bytes]) -> None:
+        """Queue verified chunks for the cache writer, once there is room."""
+        while self._unwritten_bytes >= self.config.write_behind_bytes:
+            ev = trio.Event()
+            self._write_room.append(ev)
+            await ev.wait()
+        for cid, data in got.items():
+            if cid not in self._unwritten:
+                self._unwritten[cid] = data
+                self._unwritten_bytes += len(data)
+        if not self._writing:
+            self._writing = True
+            self._nursery.start_soon(self._write_behind)
+
+    async def _write_behind(self) -> None:
+        """Write queued chunks to the cache, oldest first, up to WRITE_BATCH chunks
+        or `part_bytes` per put_many (one index transaction), until nothing is left.
+        One writer, so that spans arriving while it writes share the next
+        transaction, and LMDB's one writer lock and its fsync are paid per batch, not
+        per span. The bound on a batch bounds what lies on disk ahead of the index
+        (and so above the cache cap) while a batch is written.
+
+        Shielded: on unmount the queue (at most write_behind_bytes) is written out
+        rather than lost, as the thread of a running put could not be stopped anyway."""
+        assert self.cache is not None
+        try:
+            with trio.CancelScope(shield=True):
+                while self._unwritten:
+                    batch: dict[bytes, bytes] = {}
+                    size = 0
+                    for cid, data in itertools.islice(self._unwritten.items(), WRITE_BATCH):
+                        if batch and size + len(data) > self.config.part_bytes:
+                            break
+                        batch[cid] = data
+                        size += len(data)
+                    for cid in batch:
+                        del self._unwritten[cid]
+                    self._unwritten_bytes -= size
+                    if self._unwritten_bytes < self.config.write_behind_bytes:
+                        waiters, self._write_room = self._write_room, []
+                        for ev in waiters:
+                            ev.set()
+                    self.stats.cache_writes += 1
+                    try:
+                        await trio.to_thread.run_sync(
+                            self.cache.put_many, batch, limiter=self.cache_write_limiter
+                        )
+                    except Exception as e:
+                        log.warning("chunk cache write of %d chunks failed: %s", len(batch), e)
+        finally:
+            self._writing = False
 
     async def _fetch_with_retries(self, span: _Span) -> dict[bytes, bytes]:
         cfg = self.config
@@ -397,12 +487,7 @@ class ChunkFetcher:
 
     def _cache_get_sync(self, ids: list[bytes]) -> dict[bytes, bytes]:
         assert self.cache is not None
-        out = {}
-        for cid in ids:
-            data = self.cache.get(cid)
-            if data is not None:
-                out[cid] = data
-        return out
+        return self.cache.get_many(ids)
 
     def _resolve(self, cid: bytes, flight: _Flight, data: bytes) -> None:
         if cid not in self._mem and len(data) <= self.config.mem_bytes // 4:

@@ -109,17 +109,15 @@ class ChunkSource:
         return out
 
     def fetch(self, wanted: Iterable[Wanted], parallel: bool = False) -> dict[bytes, bytes]:
+        wanted = list(wanted)
         out: dict[bytes, bytes] = {}
-        missing: list[Wanted] = []
+        if self.cache is not None:
+            out = self.cache.get_many(w.ref.id for w in wanted)
+        missing: dict[bytes, Wanted] = {}
         for w in wanted:
-            if w.ref.id in out:
-                continue
-            hit = self.cache.get(w.ref.id) if self.cache is not None else None
-            if hit is not None:
-                out[w.ref.id] = hit
-            else:
-                missing.append(w)
-        spans = plan_ranges(missing)
+            if w.ref.id not in out:
+                missing.setdefault(w.ref.id, w)
+        spans = plan_ranges(missing.values())
         if parallel and len(spans) > 1:
             with ThreadPoolExecutor(
                 max_workers=self.workers, thread_name_prefix="vfs-fetch"
