@@ -76,6 +76,7 @@ from typing import NamedTuple, TypeVar
 import lmdb
 import xxhash
 
+from vfs.defaults import DEFAULT_CACHE_BYTES, default_cache_dir
 from vfs.errors import UsageError, VfsError
 
 __all__ = [
@@ -90,7 +91,7 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-DEFAULT_MAX_BYTES = 10 * 1024**3
+DEFAULT_MAX_BYTES = DEFAULT_CACHE_BYTES
 FORMAT_VERSION = b"1"
 ID_LEN = 32
 # A hit costs a dict update; the write transaction that records it is shared by this
@@ -127,11 +128,6 @@ _COUNTERS = (
     "bytes_inserted",
     "corrupt_evicted",
 )
-
-
-def default_cache_dir() -> str:
-    """``$VFS_CACHE_DIR`` if set, else ``~/.cache/vfs``."""
-    return os.environ.get("VFS_CACHE_DIR") or os.path.expanduser("~/.cache/vfs")
 
 
 @dataclass(frozen=True)

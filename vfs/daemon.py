@@ -28,11 +28,11 @@ def main(argv: list[str]) -> int:
         logging.getLogger().setLevel(logging.DEBUG)  # else the daemon logs at INFO
 
     from vfs.backends import default_store_url
-    from vfs.cache import DEFAULT_MAX_BYTES
+    from vfs.defaults import DEFAULT_CACHE_BYTES
     from vfs.mount import MountOptions, run
 
     doc["store_url"] = doc.get("store_url") or default_store_url()
-    doc["cache_size"] = doc.get("cache_size") or DEFAULT_MAX_BYTES
+    doc["cache_size"] = doc.get("cache_size") or DEFAULT_CACHE_BYTES
     try:
         return run(MountOptions(**doc))
     except VfsError as e:  # the parent has its message already, from the ready pipe

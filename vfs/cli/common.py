@@ -97,7 +97,7 @@ def open_store(args: argparse.Namespace, for_write: bool = False) -> Store:
 
 
 def cache_dir(args: argparse.Namespace) -> str:
-    from vfs.cache import default_cache_dir
+    from vfs.defaults import default_cache_dir
 
     return str(args.cache_dir or default_cache_dir())
 

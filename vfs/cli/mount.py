@@ -37,9 +37,9 @@ def parse_size(text: str) -> int:
 
 
 def _default_cache_size() -> int:
-    from vfs.cache import DEFAULT_MAX_BYTES
+    from vfs.defaults import DEFAULT_CACHE_BYTES
 
-    return DEFAULT_MAX_BYTES
+    return DEFAULT_CACHE_BYTES
 
 
 def register(sub: Any) -> None:
