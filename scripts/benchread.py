@@ -115,10 +115,16 @@ def row_cache_read(ctx: Ctx, row: Row) -> None:
         b.drop_caches()
         return _dd_mbps(ctx.src / ctx.large)
 
+    def passthrough_once() -> float:
+        with b.mounted(b.mount_passthrough(ctx.src)) as m:
+            b.drop_caches()
+            return _dd_mbps(m.path / ctx.large)
+
     for _ in range(ctx.reps):
         measure(row.vfs, vfs_once)
         measure(row.baseline("local dd"), local_once)
         measure(row.baseline("rclone"), rclone_once)
+        measure(row.baseline("passthrough"), passthrough_once)
     row.notes.append("every repetition remounts (no daemon memory) and drops page caches")
 
 
