@@ -37,6 +37,7 @@ again after it.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
 import os
@@ -57,8 +58,8 @@ from vfs import format as fmt
 from vfs import refs
 from vfs.errors import AmbiguousRef, NotFound, UsageError, VfsError
 from vfs.inodes import NO_PAGE, NO_VIEW, InodeTable
-from vfs.prefetch import ChunkFetcher, FetchConfig, FetchError, Readahead
-from vfs.reader import Version, Wanted
+from vfs.prefetch import WRITE_BATCH, ChunkFetcher, FetchConfig, FetchError, Readahead
+from vfs.reader import Version, Wanted, place
 from vfs.store import HEADS, TAGS, Store
 from vfs.tree import MAX_DEPTH, Found
 
@@ -393,8 +394,17 @@ class FsCore:
         if t.kind[r] != fmt.FILE:
             raise InvalidArgument(f"inode {ino} is not a regular file")
         view = self._views[t.view[r]]
-        entry = (await self._page(leaf)).entry(t.pos[r])
-        wanted = await self._meta(view.version.wanted, Found(entry, leaf))
+        pos = t.pos[r]
+        page = self.store.cached_page(leaf) or await self._page(leaf)
+        found = Found(page.entry(pos), leaf)
+        # Warm reads of small files are an open and a release each (the kernel has
+        # the bytes): with the locations in memory, no worker thread is involved.
+        locs = self.store.cached_locs(leaf)
+        if locs is not None:
+            wanted = place(found, locs)
+        else:
+            wanted = await self._meta(view.version.wanted, found)
+        entry = found.entry
         fh = self._new_fh()
         self._files[fh] = _File(ino, entry, view, wanted, Readahead(self.fetcher.config))
         t.opens[self._rec(ino)] += 1
@@ -696,14 +706,16 @@ class FsCore:
         return page
 
     async def _write_pages(self) -> None:
-        """Write fetched pages to the chunk cache, all that gathered meanwhile in one
-        transaction, until none is left. Never abandoned: a cache write in flight
-        ends before the daemon closes the cache."""
+        """Write fetched pages to the chunk cache, up to WRITE_BATCH of those that
+        gathered meanwhile per transaction (the bound of what lies on disk above the
+        cache cap, docs/reliability.md section 6), until none is left. Never
+        abandoned: a cache write in flight ends before the daemon closes the cache."""
         cache = self.fetcher.cache
         assert cache is not None
         try:
             while self._to_cache:
-                batch, self._to_cache = self._to_cache, {}
+                ids = list(itertools.islice(self._to_cache, WRITE_BATCH))
+                batch = {pid: self._to_cache.pop(pid) for pid in ids}
                 try:
                     await trio.to_thread.run_sync(cache.put_many, batch, limiter=self.warm_limiter)
                 except Exception as e:  # the cache is an optimisation: pages stay readable

@@ -49,6 +49,20 @@ class Wanted:
     loc: fmt.Location
 
 
+def place(found: tree.Found, locs: dict[bytes, fmt.Location]) -> list[Wanted]:
+    """A file's chunks with their locations (the locations of its leaf page), in
+    file order."""
+    out = []
+    for c in found.entry.chunks:
+        loc = locs.get(c.id)
+        if loc is None:
+            raise CorruptObject(
+                f"locations of tree {found.leaf.hex()[:16]} do not place chunk {c.id.hex()[:16]}"
+            )
+        out.append(Wanted(c, loc))
+    return out
+
+
 @dataclass(slots=True)
 class _Span:
     pack: bytes
@@ -184,16 +198,7 @@ class Version:
 
     def wanted(self, found: tree.Found) -> list[Wanted]:
         """The chunks of a file with their locations, in file order."""
-        locs = self.store.get_locs(found.leaf)
-        out = []
-        for c in found.entry.chunks:
-            loc = locs.get(c.id)
-            if loc is None:
-                raise CorruptObject(
-                    f"locations of tree {found.leaf.hex()[:16]} do not place chunk {c.id.hex()[:16]}"
-                )
-            out.append(Wanted(c, loc))
-        return out
+        return place(found, self.store.get_locs(found.leaf))
 
     def open(self, path: str | bytes) -> VersionFile:
         found = self.stat(path)

@@ -232,6 +232,12 @@ class Store:
         assert page is None or isinstance(page, fmt.TreePage)
         return page
 
+    def cached_locs(self, leaf_id: bytes) -> dict[bytes, fmt.Location] | None:
+        """A leaf's locations if this store holds them decoded in memory: no I/O."""
+        locs = self._locs.get(leaf_id)
+        assert locs is None or isinstance(locs, dict)
+        return locs
+
     def put_locs(self, leaf_id: bytes, locs: dict[bytes, fmt.Location]) -> None:
         key = _fan("locs", leaf_id.hex())
         if not self.backend.exists(key):
