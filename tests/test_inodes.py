@@ -96,3 +96,18 @@ def test_a_million_inodes_fit_in_about_70_bytes_each() -> None:
         t.set_leaf(r, page)
     assert len(t) == 200_000
     assert t.nbytes() / len(t) < 90
+
+
+def test_a_lookup_count_that_reaches_the_top_keeps_its_record() -> None:
+    t = InodeTable()
+    r, _ = t.intern(_key(9))
+    t.lookups[r] = 0xFFFFFFFE
+    t.looked_up(r)
+    t.looked_up(r)  # saturated: no overflow
+    assert t.lookups[r] == 0xFFFFFFFF
+    t.forgotten(r, 5)  # a saturated count is kept: the record lives on
+    assert t.lookups[r] == 0xFFFFFFFF
+    r2, _ = t.intern(_key(10))
+    t.looked_up(r2)
+    t.forgotten(r2, 3)  # more than it had: zero, never negative
+    assert t.lookups[r2] == 0

@@ -37,7 +37,6 @@ again after it.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 import logging
 import os
@@ -58,7 +57,7 @@ from vfs import format as fmt
 from vfs import refs
 from vfs.errors import AmbiguousRef, NotFound, UsageError, VfsError
 from vfs.inodes import NO_PAGE, NO_VIEW, InodeTable
-from vfs.prefetch import WRITE_BATCH, ChunkFetcher, FetchConfig, FetchError, Readahead
+from vfs.prefetch import ChunkFetcher, FetchConfig, FetchError, Readahead
 from vfs.reader import Version, Wanted, place
 from vfs.store import HEADS, TAGS, Store
 from vfs.tree import MAX_DEPTH, Found
@@ -204,6 +203,9 @@ _S_IFMT = {fmt.FILE: stat.S_IFREG, fmt.DIR: stat.S_IFDIR, fmt.SYMLINK: stat.S_IF
 # Subdirectory pages being read ahead of `find` and `ls -R`, at most; past it a
 # listing asks for no more.
 _MAX_WARMING = 256
+# Fetched tree pages waiting to be written to the chunk cache, at most: `find` over a
+# million files fetches pages faster than one writer stores them.
+_PAGE_QUEUE_BYTES = 8 << 20
 
 
 class FsCore:
@@ -244,6 +246,7 @@ class FsCore:
         self._loading: dict[bytes, trio.Event] = {}  # page id -> set when its read ends
         self._warming = 0
         self._to_cache: dict[bytes, bytes] = {}  # fetched pages not yet in the chunk cache
+        self._to_cache_bytes = 0
         self._writing_pages = False
         r = self._table.add_special(ROOT, b"\0" * 16)
         self._table.parent[r] = ROOT
@@ -308,7 +311,7 @@ class FsCore:
             page, i = found
             entry = page.entry(i)
             r = self._child(parent_ino, page, i, entry)
-        t.lookups[r] += 1
+        t.looked_up(r)
         return self._attr(r, entry)
 
     def forget(self, items: Iterable[tuple[int, int]]) -> None:
@@ -316,7 +319,7 @@ class FsCore:
         for ino, n in items:
             r = t.find(ino)
             if r >= 0 and ino != ROOT:
-                t.lookups[r] = max(t.lookups[r] - n, 0)
+                t.forgotten(r, n)
                 self._maybe_drop(r)
 
     async def readlink(self, ino: int) -> bytes:
@@ -638,7 +641,7 @@ class FsCore:
         if not reply(name, self._attr(r, entry), nxt):
             self._maybe_drop(r)
             return False
-        self._table.lookups[r] += 1
+        self._table.looked_up(r)
         return True
 
     def _release(self, ino: int) -> None:
@@ -698,24 +701,30 @@ class FsCore:
         finally:
             del self._loading[page_id]
             done.set()
-        if fetched is not None and self.fetcher.cache is not None:
+        if (
+            fetched is not None
+            and self.fetcher.cache is not None
+            and self._to_cache_bytes + len(fetched) <= _PAGE_QUEUE_BYTES
+        ):
+            # Past the bound the page is not cached: a later reader fetches it again.
             self._to_cache[page_id] = fetched
+            self._to_cache_bytes += len(fetched)
             if not self._writing_pages:
                 self._writing_pages = True
                 self._nursery.start_soon(self._write_pages)
         return page
 
     async def _write_pages(self) -> None:
-        """Write fetched pages to the chunk cache, up to WRITE_BATCH of those that
-        gathered meanwhile per transaction (the bound of what lies on disk above the
-        cache cap, docs/reliability.md section 6), until none is left. Never
-        abandoned: a cache write in flight ends before the daemon closes the cache."""
+        """Write fetched pages to the chunk cache, all that gathered meanwhile in one
+        transaction (at most _PAGE_QUEUE_BYTES: the bound of what lies on disk above
+        the cache cap, docs/reliability.md section 6, and of the memory they hold),
+        until none is left. Never abandoned: a cache write in flight ends before the
+        daemon closes the cache."""
         cache = self.fetcher.cache
         assert cache is not None
         try:
             while self._to_cache:
-                ids = list(itertools.islice(self._to_cache, WRITE_BATCH))
-                batch = {pid: self._to_cache.pop(pid) for pid in ids}
+                batch, self._to_cache, self._to_cache_bytes = self._to_cache, {}, 0
                 try:
                     await trio.to_thread.run_sync(cache.put_many, batch, limiter=self.warm_limiter)
                 except Exception as e:  # the cache is an optimisation: pages stay readable

@@ -4,7 +4,7 @@ The kernel keeps each inode it has looked up until memory pressure makes it forg
 it; on a machine with room to spare that is every entry a `find` ever visited. A
 Python object per inode (a node with its decoded entry and its directory's pages)
 cost about 870 bytes each: 932 MB of daemon after `find` over a version of a million
-files. Here an inode is a record: a row across parallel typed arrays, about 60 bytes,
+files. Here an inode is a record: a row across parallel typed arrays, 53 bytes,
 plus a slot in an open-addressing index from inode number to record. What a record
 does not hold (the entry's name, chunks, tree) is decoded again from its leaf page
 when asked for; pages live in the store's byte-bounded page cache.
@@ -27,6 +27,7 @@ NO_VIEW = 0xFFFFFFFF
 _EMPTY = -1
 _GONE = -2  # a removed record's index slot: probing goes on past it
 _INO_MASK = (1 << 63) - 1
+_MAX_LOOKUPS = 0xFFFFFFFF
 
 
 class InodeTable:
@@ -61,7 +62,9 @@ class InodeTable:
         self.leaf = array("I")  # slot in page_ids, or NO_PAGE
         self.pos = array("I")  # the entry's index in its leaf page
         self.view = array("I")
-        self.lookups = array("Q")
+        # The kernel's lookup count. 32 bits: a count that reaches the top stays
+        # there and its record is never dropped (see `looked_up`).
+        self.lookups = array("I")
         self.opens = array("I")
         self._free = array("I")  # removed record numbers, reused first
         self._index = array("i", [_EMPTY]) * 8
@@ -142,6 +145,18 @@ class InodeTable:
         index[i] = r
         self._used += 1
         return r
+
+    def looked_up(self, r: int) -> None:
+        """Count one kernel lookup of record r."""
+        if self.lookups[r] < _MAX_LOOKUPS:
+            self.lookups[r] += 1
+
+    def forgotten(self, r: int, n: int) -> None:
+        """The kernel forgot n lookups of record r. A saturated count is kept: the
+        record then lives as long as the mount, which is safe, where dropping it
+        while the kernel still uses the inode would not be."""
+        if self.lookups[r] < _MAX_LOOKUPS:
+            self.lookups[r] = max(self.lookups[r] - n, 0)
 
     def remove(self, r: int) -> None:
         index, mask = self._index, self._mask

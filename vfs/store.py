@@ -93,7 +93,7 @@ class _LRU:
 # pages again from here for every entry it is asked about (vfs/inodes.py), and
 # `find` over a million files visits 70 MB of them. Locations are weighed by their
 # count of chunks, about 200 bytes each once decoded.
-PAGE_CACHE_BYTES = 16 << 20
+PAGE_CACHE_BYTES = 8 << 20
 LOCS_CACHE_CHUNKS = 64 * 1024
 
 
