@@ -379,58 +379,45 @@ class Bench:
         m.closer = umount
         return self._register(m)
 
-    def mount_passthrough(self, source: Path) -> Mount:
-        mnt = self.fresh("mnt-pt")
-        logf = open(self.workdir / f"passthrough-{mnt.name}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [PY, str(ROOT / "scripts" / "passthrough.py"), str(source), str(mnt)],
-            stdin=subprocess.DEVNULL,
-            stdout=logf,
-            stderr=logf,
-            start_new_session=True,  # Ctrl-C reaches the bench, which unmounts it
-        )
-        logf.close()
-        m = self._register(Mount("passthrough", mnt, proc.pid, proc))
-        wait_mounted(mnt, proc, "the passthrough")
-        return m
-
-    def mount_rclone(self, remote: str, cache_dir: Path) -> Mount:
-        if shutil.which("rclone") is None:
-            raise Unavailable("rclone is not installed (make bench-deps)")
-        mnt = self.fresh("mnt-rclone")
-        logf = self.workdir / f"rclone-{mnt.name}.log"
+    def _spawn_mount(self, kind: str, cmd: list[str], mnt: Path, what: str) -> Mount:
+        """Start a FUSE daemon in the foreground of a process of its own (Ctrl-C
+        reaches the bench, which unmounts it), logging to the work directory, and
+        wait until `mnt` is mounted; its log's tail goes with a failure."""
+        logf = self.workdir / f"{kind}-{mnt.name}.log"
         with open(logf, "wb") as f:
             proc = subprocess.Popen(
-                [
-                    "rclone",
-                    "mount",
-                    f"s3:{remote}",
-                    str(mnt),
-                    "--vfs-cache-mode",
-                    "full",
-                    "--read-only",
-                    "--cache-dir",
-                    str(cache_dir),
-                ],
+                cmd,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=f,
                 stderr=f,
                 start_new_session=True,
             )
-        m = self._register(Mount("rclone", mnt, proc.pid, proc))
+        m = self._register(Mount(kind, mnt, proc.pid, proc))
         try:
-            wait_mounted(mnt, proc, "rclone mount")
+            wait_mounted(mnt, proc, what)
         except Unavailable as e:
             raise Unavailable(f"{e}: {tail(logf)}") from None
         return m
+
+    def mount_passthrough(self, source: Path) -> Mount:
+        mnt = self.fresh("mnt-pt")
+        cmd = [PY, str(ROOT / "scripts" / "passthrough.py"), str(source), str(mnt)]
+        return self._spawn_mount("passthrough", cmd, mnt, "the passthrough")
+
+    def mount_rclone(self, remote: str, cache_dir: Path) -> Mount:
+        if shutil.which("rclone") is None:
+            raise Unavailable("rclone is not installed (make bench-deps)")
+        mnt = self.fresh("mnt-rclone")
+        cmd = ["rclone", "mount", f"s3:{remote}", str(mnt), "--vfs-cache-mode", "full"]
+        cmd += ["--read-only", "--cache-dir", str(cache_dir)]
+        return self._spawn_mount("rclone", cmd, mnt, "rclone mount")
 
     def mount_s3fs(self, remote: str, cache_dir: Path) -> Mount:
         if shutil.which("s3fs") is None:
             raise Unavailable("s3fs is not installed (make bench-deps)")
         mnt = self.fresh("mnt-s3fs")
         bucket, _, prefix = remote.partition("/")
-        logf = self.workdir / f"s3fs-{mnt.name}.log"
         opts = ",".join(
             [
                 "ro",
@@ -440,21 +427,8 @@ class Bench:
                 f"passwd_file={self.workdir / 's3fs.passwd'}",
             ]
         )
-        with open(logf, "wb") as f:
-            proc = subprocess.Popen(
-                ["s3fs", f"{bucket}:/{prefix}", str(mnt), "-f", "-o", opts],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=f,
-                stderr=f,
-                start_new_session=True,
-            )
-        m = self._register(Mount("s3fs", mnt, proc.pid, proc))
-        try:
-            wait_mounted(mnt, proc, "s3fs")
-        except Unavailable as e:
-            raise Unavailable(f"{e}: {tail(logf)}") from None
-        return m
+        cmd = ["s3fs", f"{bucket}:/{prefix}", str(mnt), "-f", "-o", opts]
+        return self._spawn_mount("s3fs", cmd, mnt, "s3fs")
 
     @contextlib.contextmanager
     def mounted(self, m: Mount) -> Iterator[Mount]:
