@@ -456,10 +456,10 @@ class ChunkCache:
             return out
 
         have = env.run(present, write=False)
+        self._note_many(list(have), 0, hits=False)
         todo = []
         for chunk_id, data in items.items():
             if chunk_id in have:
-                self._note(chunk_id, hit=False)
                 continue
             if len(data) > self.max_bytes:
                 log.debug("chunk %s (%d bytes) is larger than the cache", chunk_id.hex(), len(data))
@@ -695,31 +695,18 @@ class ChunkCache:
         h = chunk_id.hex()
         return os.path.join(self._data_dir, h[:2], h)
 
-    def _note(self, chunk_id: bytes | None, hit: bool = True) -> None:
-        """Record a use (or a miss, for None); flush when enough has gathered."""
-        now = time.monotonic()
-        with self._lock:
-            if chunk_id is None:
-                self._misses += 1
-            else:
-                self._touched[chunk_id] = time.time_ns()
-                self._hits += hit
-            due = len(self._touched) >= FLUSH_EVERY or now - self._last_flush >= FLUSH_SECONDS
-            if due:
-                self._last_flush = now  # one flusher per period, not every thread at once
-        if due:
-            self.flush()
-
-    def _note_many(self, hits: list[bytes], misses: int) -> None:
-        """_note for a batch: one lock, at most one flush."""
-        if not hits and not misses:
+    def _note_many(self, used: list[bytes], misses: int, hits: bool = True) -> None:
+        """Record uses of chunks (hits, unless `hits` is False: a put of a chunk the
+        cache had) and misses; one lock, and a flush when enough has gathered."""
+        if not used and not misses:
             return
         now = time.monotonic()
         when = time.time_ns()
         with self._lock:
             self._misses += misses
-            self._hits += len(hits)
-            for chunk_id in hits:
+            if hits:
+                self._hits += len(used)
+            for chunk_id in used:
                 self._touched[chunk_id] = when
             due = len(self._touched) >= FLUSH_EVERY or now - self._last_flush >= FLUSH_SECONDS
             if due:

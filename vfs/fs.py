@@ -292,9 +292,7 @@ class FsCore:
         pr = self._rec(parent_ino)
         entry: fmt.Entry | None = None
         if name == b"." or name == b"..":
-            ino = parent_ino if name == b"." else t.parent[pr]
-            if t.find(ino) < 0:
-                ino = parent_ino
+            ino = parent_ino if name == b"." else self._up(parent_ino)
             entry = await self._entry(ino)
             r = self._rec(ino)
         elif t.kind[pr] == _REFS_ROOT:
@@ -348,16 +346,10 @@ class FsCore:
         if h is None:
             raise BadHandle(f"no open directory {fh}")
         ino = h.ino
-        if start <= 1:
-            t = self._table
-            up = t.parent[self._rec(ino)]
-            if t.find(up) < 0:
-                up = ino
-            here_entry, up_entry = await self._entry(ino), await self._entry(up)
-            if start == 0 and not reply(b".", self._attr(self._rec(ino), here_entry), 1):
-                return
-            if not reply(b"..", self._attr(self._rec(up), up_entry), 2):
-                return
+        if start == 0 and not reply(b".", await self.getattr(ino), 1):
+            return
+        if start <= 1 and not reply(b"..", await self.getattr(self._up(ino)), 2):
+            return
         k = max(start - 2, 0)
         if h.refs is not None:
             for i in range(k, len(h.refs)):
@@ -398,7 +390,7 @@ class FsCore:
             raise InvalidArgument(f"inode {ino} is not a regular file")
         view = self._views[t.view[r]]
         pos = t.pos[r]
-        page = self.store.cached_page(leaf) or await self._page(leaf)
+        page = await self._page(leaf)
         found = Found(page.entry(pos), leaf)
         # Warm reads of small files are an open and a release each (the kernel has
         # the bytes): with the locations in memory, no worker thread is involved.
@@ -536,6 +528,11 @@ class FsCore:
             raise NotFound(f"no inode {ino} (forgotten)")
         return r
 
+    def _up(self, ino: int) -> int:
+        """A directory's parent: itself for the root, or if the kernel forgot it."""
+        up = self._table.parent[self._rec(ino)]
+        return up if self._table.find(up) >= 0 else ino
+
     def _view(self, r: int) -> View | None:
         i = self._table.view[r]
         return None if i == NO_VIEW else self._views[i]
@@ -572,7 +569,7 @@ class FsCore:
         if leaf is None:
             return None
         pos = self._table.pos[r]
-        page = self.store.cached_page(leaf) or await self._page(leaf)
+        page = await self._page(leaf)
         return page.entry(pos)
 
     def _attr(self, r: int, e: fmt.Entry | None) -> Attr:

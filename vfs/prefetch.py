@@ -225,13 +225,7 @@ class ChunkFetcher:
             cid = w.ref.id
             if cid in out or cid in new:
                 continue
-            data = self._mem.get(cid)
-            if data is not None:
-                self._mem.move_to_end(cid)
-                self.stats.mem_hits += 1
-                out[cid] = data
-                continue
-            data = self._unwritten.get(cid)
+            data = self._held(cid)
             if data is not None:
                 self.stats.mem_hits += 1
                 out[cid] = data
@@ -274,7 +268,7 @@ class ChunkFetcher:
         flight = self._flights.get(w.ref.id)
         if flight is None:
             flight = _Flight()
-            data = self._mem.get(w.ref.id)
+            data = self._held(w.ref.id)
             if data is not None:
                 flight.data = data
                 flight.done.set()
@@ -290,19 +284,14 @@ class ChunkFetcher:
         need = 0
         for w in wanted:
             cid = w.ref.id
-            if cid in self._mem or cid in self._flights or cid in items or cid in self._unwritten:
+            if cid in items or self._coming(cid):
                 continue
             if need + w.loc.stored_length > self.budget.free:
                 break
             items[cid] = w
             need += w.loc.stored_length
         if not items:
-            if any(
-                w.ref.id not in self._mem
-                and w.ref.id not in self._flights
-                and w.ref.id not in self._unwritten
-                for w in wanted
-            ):
+            if not all(self._coming(w.ref.id) for w in wanted):
                 self.stats.readahead_skipped += 1
                 return False
             return True
@@ -325,6 +314,19 @@ class ChunkFetcher:
                 self._run, group, mine, sum(g.loc.stored_length for g in group)
             )
         return True
+
+    def _held(self, cid: bytes) -> bytes | None:
+        """A chunk's bytes if this mount holds them: read recently, or verified and
+        waiting for the cache writer."""
+        data = self._mem.get(cid)
+        if data is not None:
+            self._mem.move_to_end(cid)
+            return data
+        return self._unwritten.get(cid)
+
+    def _coming(self, cid: bytes) -> bool:
+        """Whether a chunk is held or in flight: nothing to start for it."""
+        return cid in self._mem or cid in self._unwritten or cid in self._flights
 
     # -- flights -------------------------------------------------------------------
 
