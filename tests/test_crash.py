@@ -191,7 +191,13 @@ def test_kill_9_commit_during_upload_then_rerun_reuses_it(s3_url: str, tmp_path:
             before = set(store.pack_ids())
             head_before = store.read_ref("ds", HEADS, "main")
             proc = commit(src)
-            time.sleep(rng.uniform(0, duration))
+            if round_ % 2:
+                time.sleep(rng.uniform(0, duration))
+            else:
+                # Half the kills aim at the upload itself: a uniform time alone landed
+                # there in only 2 or 3 rounds of 20 once start-up and hashing got faster.
+                _wait_for_new_pack(store, before, proc)
+                time.sleep(rng.uniform(0, 0.1))
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=60)
             # No ref points to a missing or damaged object: verify every version
@@ -235,6 +241,15 @@ def test_kill_9_commit_during_upload_then_rerun_reuses_it(s3_url: str, tmp_path:
         f"{mid_upload} of {ROUNDS} kills mid-upload; reruns reused {reused} bytes, uploaded {uploaded}"
     )
     assert mid_upload >= 3 and reused > 0
+
+
+def _wait_for_new_pack(store: Store, before: set[bytes], proc: subprocess.Popen[str]) -> None:
+    """Until a pack not in `before` is in the store, or the commit has ended."""
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if set(store.pack_ids()) - before:
+            return
+        time.sleep(0.01)
 
 
 def _random_dir(root: Path, rng: random.Random) -> Path:
