@@ -65,8 +65,14 @@ def _read_until_killed(
             with open(mnt / name, "rb") as f:
                 for off in range(0, len(files[name]), 256 * KiB):
                     got = os.pread(f.fileno(), 256 * KiB, off)
-                    if got != files[name][off : off + 256 * KiB]:
-                        bad.append(f"{name}@{off}: wrong bytes")
+                    want = files[name][off : off + 256 * KiB]
+                    if got == want:
+                        continue
+                    # A kill between the FUSE requests of one read() ends it short:
+                    # the kernel returns the bytes it has before the failed request.
+                    if killed.is_set() and len(got) < len(want) and want.startswith(got):
+                        return
+                    bad.append(f"{name}@{off}: {len(got)} wrong bytes of {len(want)}")
         except OSError as e:
             # Only the kill may end a read, and then with ENOTCONN, not EIO.
             if not killed.is_set() or e.errno not in (errno.ENOTCONN, errno.ECONNABORTED):
