@@ -406,13 +406,17 @@ class FsCore:
         return fh
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
+        return b"".join(await self.read_parts(fh, offset, size))
+
+    async def read_parts(self, fh: int, offset: int, size: int) -> list[memoryview]:
+        """The bytes of read(), as views of the chunks that hold them, in order."""
         f = self._files.get(fh)
         if f is None:
             raise BadHandle(f"no open file {fh}")
         total = f.entry.size
         end = min(offset + size, total)
         if offset >= end:
-            return b""
+            return []
         first = bisect_right(f.ends, offset)
         last = bisect_left(f.ends, end)  # the chunk holding byte end-1
         ahead: list[Wanted] = []
@@ -427,7 +431,7 @@ class FsCore:
             data = got[f.wanted[i].ref.id]
             base = f.ends[i] - len(data)
             parts.append(memoryview(data)[max(offset - base, 0) : end - base])
-        return b"".join(parts)
+        return parts
 
     def release(self, fh: int) -> None:
         f = self._files.pop(fh, None)
