@@ -265,6 +265,49 @@ def test_a_mount_remembers_inodes_not_entries(world: World) -> None:
     run_core(world, "ds@v1", body)
 
 
+def test_a_file_opened_again_reuses_its_layout(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm small-file read is an open and a release: opening a file again decodes
+    and places nothing, even once the store's caches forgot its page, and still
+    reads the file's bytes. Past the bound, layouts are decoded again."""
+    monkeypatch.setattr(fs, "LAYOUT_CACHE_CHUNKS", 64)
+
+    async def body(core: fs.FsCore) -> None:
+        images = await core.lookup(fs.ROOT, b"images")
+        names = [n for n, _, _ in await listing(core, images.ino) if n not in (b".", b"..")]
+        assert len(names) >= 40  # more than the 32 small layouts that fit
+        attrs = {n: await core.lookup(images.ino, n) for n in names}
+        recent = names[-20:]
+        for n in names:
+            core.release(await core.open(attrs[n].ino, os.O_RDONLY))
+        core.store._pages = type(core.store._pages)(0)
+        core.store._locs = type(core.store._locs)(0)
+        decoded = 0
+        real_entry = fmt.TreePage.entry
+
+        def counting(page: fmt.TreePage, i: int) -> fmt.Entry:
+            nonlocal decoded
+            decoded += 1
+            return real_entry(page, i)
+
+        monkeypatch.setattr(fmt.TreePage, "entry", counting)
+        for n in recent:
+            assert (
+                await read_all(core, attrs[n].ino)
+                == (world.src / "images" / n.decode()).read_bytes()
+            )
+        assert decoded == 0
+        first = names[0]
+        assert (
+            await read_all(core, attrs[first].ino)
+            == (world.src / "images" / first.decode()).read_bytes()
+        )
+        assert decoded == 1  # evicted: decoded again from its page
+
+    run_core(world, "ds@v1", body)
+
+
 def test_attributes_come_from_the_version(world: World) -> None:
     src = world.src
 

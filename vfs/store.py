@@ -57,7 +57,7 @@ class RefValue:
     token: str
 
 
-class _LRU:
+class LRU:
     """Least recently used values, bounded by their summed weight (by default one
     each: a count). Thread-safe."""
 
@@ -117,9 +117,9 @@ class Store:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.url = backend.url
-        self._pages = _LRU(PAGE_CACHE_BYTES, _page_bytes)
-        self._locs = _LRU(LOCS_CACHE_CHUNKS, _locs_count)
-        self._commits = _LRU(1024)
+        self._pages = LRU(PAGE_CACHE_BYTES, _page_bytes)
+        self._locs = LRU(LOCS_CACHE_CHUNKS, _locs_count)
+        self._commits = LRU(1024)
         self.meta_cache: ChunkCache | None = None
 
     def use_cache(self, cache: ChunkCache) -> None:
