@@ -69,6 +69,8 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _CHUNK_REF = struct.Struct("<32sI")
+_FILE_ATTR = struct.Struct("<IqQI")  # a file's _ENTRY_ATTR and its chunk count
+_FILE_HEAD_MIN = _ENTRY_HEAD.size + _FILE_ATTR.size
 _DIR_TAIL = struct.Struct("<32sQ")
 _INDEX_TAIL = struct.Struct("<32sQ")
 _LOC = struct.Struct("<32sIQIB")  # chunk id, pack number, offset, stored length, codec
@@ -388,12 +390,40 @@ class TreePage:
         return bytes(r.take(n))
 
     def entry(self, i: int) -> Entry:
+        at = self._entries_at
+        end = at + self._offsets[i + 1] if i + 1 < self.count else len(self._view)
+        if self.kind == LEAF:
+            e = self._file_entry(at + self._offsets[i], end)
+            if e is not None:
+                return e
         r = self._reader(i)
         e = _decode_entry(r)
-        end = self._offsets[i + 1] if i + 1 < self.count else len(self._view) - self._entries_at
-        if r.pos - self._entries_at != end:
+        if r.pos != end:
             raise CorruptObject(f"{r.what}: entry {i} has the wrong length")
         return e
+
+    def _file_entry(self, start: int, end: int) -> Entry | None:
+        """The file entry between `start` and `end`, or None if it is not a file or
+        not well formed (then _decode_entry decodes it, or says what is wrong). The
+        common case, with fewer steps: every readdir, lookup and open decodes one.
+        Names were checked when the page was loaded."""
+        buf = self._view
+        if end - start < _FILE_HEAD_MIN or buf[start] != FILE:
+            return None
+        n = _U16.unpack_from(buf, start + 1)[0]
+        p = start + 3 + n
+        if p + _FILE_ATTR.size > end:
+            return None
+        mode, mtime_ns, size, count = _FILE_ATTR.unpack_from(buf, p)
+        p += _FILE_ATTR.size
+        if p + count * _CHUNK_REF.size != end:
+            return None
+        chunks = tuple([ChunkRef(c, ln) for c, ln in _CHUNK_REF.iter_unpack(buf[p:end])])
+        if sum([c.length for c in chunks]) != size:
+            return None
+        return Entry(
+            bytes(buf[start + 3 : start + 3 + n]), FILE, mode, mtime_ns, size, chunks=chunks
+        )
 
     def raw_entry(self, i: int) -> memoryview:
         """Entry i's canonical bytes (a leaf's: what encode_entry gives for it)."""
@@ -412,7 +442,9 @@ class TreePage:
         for off in self._offsets:
             at = base + off
             if view[at] == DIR:
-                tree_at = at + _ENTRY_HEAD.size + _U16.unpack_from(view, at + 1)[0] + _ENTRY_ATTR.size
+                tree_at = (
+                    at + _ENTRY_HEAD.size + _U16.unpack_from(view, at + 1)[0] + _ENTRY_ATTR.size
+                )
                 tree = bytes(view[tree_at : tree_at + 32])
                 if len(tree) == 32:
                     out.append(tree)
