@@ -69,8 +69,6 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _CHUNK_REF = struct.Struct("<32sI")
-_FILE_ATTR = struct.Struct("<IqQI")  # a file's _ENTRY_ATTR and its chunk count
-_FILE_HEAD_MIN = _ENTRY_HEAD.size + _FILE_ATTR.size
 _DIR_TAIL = struct.Struct("<32sQ")
 _INDEX_TAIL = struct.Struct("<32sQ")
 _LOC = struct.Struct("<32sIQIB")  # chunk id, pack number, offset, stored length, codec
@@ -178,7 +176,12 @@ class _Reader:
         return view
 
     def unpack(self, st: struct.Struct) -> tuple[Any, ...]:
-        return st.unpack(self.take(st.size))
+        end = self.pos + st.size
+        if end > len(self.buf):
+            raise CorruptObject(f"{self.what}: truncated")
+        out = st.unpack_from(self.buf, self.pos)
+        self.pos = end
+        return out
 
     def u32(self) -> int:
         return int(self.unpack(_U32)[0])
@@ -257,15 +260,16 @@ def encode_entry(e: Entry) -> bytes:
 
 
 def _decode_entry(r: _Reader) -> Entry:
+    """An entry of a leaf page. Its name is not checked here: TreePage checks every
+    name of a page once, when it loads it."""
     kind, name_len = r.unpack(_ENTRY_HEAD)
     name = bytes(r.take(name_len))
-    check_name(name)
     mode, mtime_ns, size = r.unpack(_ENTRY_ATTR)
     if kind == FILE:
-        n = r.u32()
+        (n,) = r.unpack(_U32)
         raw = r.take(n * _CHUNK_REF.size)
-        chunks = tuple(ChunkRef(i, ln) for i, ln in _CHUNK_REF.iter_unpack(raw))
-        if sum(c.length for c in chunks) != size:
+        chunks = tuple([ChunkRef(i, ln) for i, ln in _CHUNK_REF.iter_unpack(raw)])
+        if sum([c.length for c in chunks]) != size:
             raise CorruptObject(f"{r.what}: chunk lengths of {name!r} do not add up to its size")
         return Entry(name, FILE, mode, mtime_ns, size, chunks=chunks)
     if kind == DIR:
@@ -321,7 +325,7 @@ class TreePage:
     never per lookup.
     """
 
-    __slots__ = ("_below", "_entries_at", "_offsets", "_view", "count", "id", "kind")
+    __slots__ = ("_below", "_entries_at", "_offsets", "_view", "_what", "count", "id", "kind")
 
     def __init__(self, canonical: bytes, page_id: bytes = b"") -> None:
         what = f"tree {page_id.hex()[:16]}" if page_id else "tree"
@@ -340,6 +344,7 @@ class TreePage:
         if sys.byteorder == "big":
             offsets.byteswap()
         self.id = page_id
+        self._what = what
         self.kind = kind
         self.count = count
         self._view = body
@@ -377,9 +382,7 @@ class TreePage:
             prev_name = name
 
     def _reader(self, i: int) -> _Reader:
-        return _Reader(
-            self._view, f"tree {self.id.hex()[:16]}", self._entries_at + self._offsets[i]
-        )
+        return _Reader(self._view, self._what, self._entries_at + self._offsets[i])
 
     def _name_at(self, i: int) -> bytes:
         r = self._reader(i)
@@ -390,40 +393,12 @@ class TreePage:
         return bytes(r.take(n))
 
     def entry(self, i: int) -> Entry:
-        at = self._entries_at
-        end = at + self._offsets[i + 1] if i + 1 < self.count else len(self._view)
-        if self.kind == LEAF:
-            e = self._file_entry(at + self._offsets[i], end)
-            if e is not None:
-                return e
         r = self._reader(i)
         e = _decode_entry(r)
-        if r.pos != end:
+        end = self._offsets[i + 1] if i + 1 < self.count else len(self._view) - self._entries_at
+        if r.pos - self._entries_at != end:
             raise CorruptObject(f"{r.what}: entry {i} has the wrong length")
         return e
-
-    def _file_entry(self, start: int, end: int) -> Entry | None:
-        """The file entry between `start` and `end`, or None if it is not a file or
-        not well formed (then _decode_entry decodes it, or says what is wrong). The
-        common case, with fewer steps: every readdir, lookup and open decodes one.
-        Names were checked when the page was loaded."""
-        buf = self._view
-        if end - start < _FILE_HEAD_MIN or buf[start] != FILE:
-            return None
-        n = _U16.unpack_from(buf, start + 1)[0]
-        p = start + 3 + n
-        if p + _FILE_ATTR.size > end:
-            return None
-        mode, mtime_ns, size, count = _FILE_ATTR.unpack_from(buf, p)
-        p += _FILE_ATTR.size
-        if p + count * _CHUNK_REF.size != end:
-            return None
-        chunks = tuple([ChunkRef(c, ln) for c, ln in _CHUNK_REF.iter_unpack(buf[p:end])])
-        if sum([c.length for c in chunks]) != size:
-            return None
-        return Entry(
-            bytes(buf[start + 3 : start + 3 + n]), FILE, mode, mtime_ns, size, chunks=chunks
-        )
 
     def raw_entry(self, i: int) -> memoryview:
         """Entry i's canonical bytes (a leaf's: what encode_entry gives for it)."""
