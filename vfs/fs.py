@@ -188,14 +188,14 @@ def _layout_weight(v: object) -> int:
 
 
 class _File:
-    __slots__ = ("ends", "entry", "ino", "readahead", "view", "wanted")
+    """An open file. Its layout is fixed at open: a switch does not change what an
+    open file reads."""
 
-    def __init__(self, ino: int, layout: _Layout, view: View, ra: Readahead) -> None:
+    __slots__ = ("ino", "layout", "readahead")
+
+    def __init__(self, ino: int, layout: _Layout, ra: Readahead) -> None:
         self.ino = ino
-        self.view = view  # kept: a switch does not change what an open file reads
-        self.entry = layout.entry
-        self.wanted = layout.wanted
-        self.ends = layout.ends
+        self.layout = layout
         self.readahead = ra
 
 
@@ -411,7 +411,7 @@ class FsCore:
         view = self._views[t.view[r]]
         layout = await self._layout(leaf, t.pos[r], view)
         fh = self._new_fh()
-        self._files[fh] = _File(ino, layout, view, Readahead(self.fetcher.config))
+        self._files[fh] = _File(ino, layout, Readahead(self.fetcher.config))
         t.opens[self._rec(ino)] += 1
         return fh
 
@@ -444,23 +444,24 @@ class FsCore:
         f = self._files.get(fh)
         if f is None:
             raise BadHandle(f"no open file {fh}")
-        total = f.entry.size
+        lay = f.layout
+        total = lay.entry.size
         end = min(offset + size, total)
         if offset >= end:
             return []
-        first = bisect_right(f.ends, offset)
-        last = bisect_left(f.ends, end)  # the chunk holding byte end-1
+        first = bisect_right(lay.ends, offset)
+        last = bisect_left(lay.ends, end)  # the chunk holding byte end-1
         ahead: list[Wanted] = []
         window = f.readahead.advise(offset, end, total)
         if window is not None:
-            lo = bisect_right(f.ends, window[0])
-            hi = bisect_left(f.ends, window[1])
-            ahead = f.wanted[max(lo, last + 1) : hi + 1]
-        got = await self.fetcher.get(f.wanted[first : last + 1], ahead)
+            lo = bisect_right(lay.ends, window[0])
+            hi = bisect_left(lay.ends, window[1])
+            ahead = lay.wanted[max(lo, last + 1) : hi + 1]
+        got = await self.fetcher.get(lay.wanted[first : last + 1], ahead)
         parts = []
         for i in range(first, last + 1):
-            data = got[f.wanted[i].ref.id]
-            base = f.ends[i] - len(data)
+            data = got[lay.wanted[i].ref.id]
+            base = lay.ends[i] - len(data)
             parts.append(memoryview(data)[max(offset - base, 0) : end - base])
         return parts
 
