@@ -49,12 +49,12 @@ log line naming the pack's key. A stalled thread is abandoned, not killed; it ke
 its limiter token until the stalled call returns, which bounds the threads a dead
 remote can hold.
 
-Concurrency: everything but the `_sync` functions runs on the trio thread. `_mem`,
-`_flights`, the writer's queue `_unwritten` and the budget are touched only there,
-so the code between two awaits is a critical section and needs no lock. Worker
-threads get inputs nobody changes meanwhile (the writer's batch is swapped out of
-`_unwritten`, never updated in place), touch only the Store and the ChunkCache (both
-thread-safe) and return values.
+Concurrency: everything but the calls handed to worker threads runs on the trio
+thread. `_mem`, `_flights`, the writer's queue `_unwritten` and the budget are
+touched only there, so the code between two awaits is a critical section and needs
+no lock. Worker threads get inputs nobody changes meanwhile (the writer's batch is
+swapped out of `_unwritten`, never updated in place), touch only the Store and the
+ChunkCache (both thread-safe) and return values.
 
 `vfs prefetch` (warm) is a plain thread pool, not trio: it runs in its own process.
 """
@@ -344,7 +344,7 @@ class ChunkFetcher:
                     self.cache.note_misses(len(ids) - len(indexed))
                     if indexed:
                         hits = await trio.to_thread.run_sync(
-                            self._cache_get_sync,
+                            self.cache.get_many,
                             [cid for cid in ids if cid in indexed],
                             limiter=self.cache_limiter,
                         )
@@ -486,10 +486,6 @@ class ChunkFetcher:
             self.stats.retries += 1
             log.warning("%s: %s; retrying in %.2f s (attempt %d)", what, why, delay, attempt)
             await trio.sleep(delay)
-
-    def _cache_get_sync(self, ids: list[bytes]) -> dict[bytes, bytes]:
-        assert self.cache is not None
-        return self.cache.get_many(ids)
 
     def _resolve(self, cid: bytes, flight: _Flight, data: bytes) -> None:
         if cid not in self._mem and len(data) <= self.config.mem_bytes // 4:
