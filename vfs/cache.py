@@ -56,8 +56,9 @@ readers never block). Within a process:
   an environment its parent had open, so start workers with 'spawn'.
 
 On an event loop: contains(), contains_many(), pins() and stats() run short read
-transactions and may run inline. get(), get_many() and put() read or write a chunk file of up to 8 MiB and now
-and then wait for the machine-wide writer lock; run them in a worker thread.
+transactions and may run inline. get(), get_many() and put() read or write chunk
+files of up to 8 MiB and now and then wait for the machine-wide writer lock; run
+them in a worker thread.
 """
 
 from __future__ import annotations
@@ -710,7 +711,7 @@ class ChunkCache:
                 self._touched[chunk_id] = when
             due = len(self._touched) >= FLUSH_EVERY or now - self._last_flush >= FLUSH_SECONDS
             if due:
-                self._last_flush = now
+                self._last_flush = now  # one flusher per period, not every thread at once
         if due:
             self.flush()
 
