@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from vfs import cache as cache_mod
-from vfs.cache import ChunkCache, VerifyReport, default_cache_dir
+from vfs.cache import ChunkCache, VerifyReport
+from vfs.defaults import default_cache_dir
 from vfs.errors import UsageError, VfsError
 
 if TYPE_CHECKING:

@@ -77,22 +77,19 @@ from typing import NamedTuple, TypeVar
 import lmdb
 import xxhash
 
-from vfs.defaults import DEFAULT_CACHE_BYTES, default_cache_dir
+from vfs.defaults import DEFAULT_CACHE_BYTES
 from vfs.errors import UsageError, VfsError
 
 __all__ = [
-    "DEFAULT_MAX_BYTES",
     "CacheStats",
     "ChunkCache",
     "VerifyReport",
-    "default_cache_dir",
 ]
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-DEFAULT_MAX_BYTES = DEFAULT_CACHE_BYTES
 FORMAT_VERSION = b"1"
 ID_LEN = 32
 # A hit costs a dict update; the write transaction that records it is shared by this
@@ -349,7 +346,7 @@ class ChunkCache:
     def __init__(
         self,
         root: str | os.PathLike[str],
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_bytes: int = DEFAULT_CACHE_BYTES,
         low_water: float = 0.8,
     ) -> None:
         if max_bytes <= 0:
