@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 
+# The branch a commit goes to, and that a bare DATASET names.
+DEFAULT_BRANCH = "main"
+
 # The chunk cache's cap when neither --cache-size nor a mount says otherwise.
 DEFAULT_CACHE_BYTES = 10 * 1024**3
 

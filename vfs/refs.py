@@ -11,11 +11,11 @@ import re
 from dataclasses import dataclass
 
 from vfs import format as fmt
+from vfs.defaults import DEFAULT_BRANCH
 from vfs.errors import AmbiguousRef, NotFound, UsageError
 from vfs.names import check_name
 from vfs.store import HEADS, TAGS, Store
 
-DEFAULT_BRANCH = "main"
 _HEX = re.compile(r"[0-9a-f]{4,64}")
 
 

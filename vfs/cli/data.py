@@ -18,6 +18,7 @@ from vfs.cli.common import (
     print_json,
     show_progress,
 )
+from vfs.defaults import DEFAULT_BRANCH
 from vfs.errors import NotFound, RefConflict, UsageError
 
 if TYPE_CHECKING:
@@ -43,7 +44,9 @@ def register(sub: Any) -> None:
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("-m", "--message", default="", help="what changed")
     p.add_argument("--tag", help="also tag the new version (tags never move)")
-    p.add_argument("--branch", default=None, help="branch to commit on (default: main)")
+    p.add_argument(
+        "--branch", default=DEFAULT_BRANCH, help=f"branch to commit on (default: {DEFAULT_BRANCH})"
+    )
     p.add_argument(
         "--meta", action="append", default=[], metavar="K=V", help="free metadata (repeatable)"
     )
@@ -172,7 +175,7 @@ def register(sub: Any) -> None:
         epilog="example: vfs rollback imagenet@v2",
     )
     p.add_argument("spec", metavar="DATASET@OLD")
-    p.add_argument("--branch", default=None)
+    p.add_argument("--branch", default=DEFAULT_BRANCH)
     p.add_argument("-m", "--message", default=None)
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_rollback)
@@ -223,7 +226,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
             args.dir,
             args.dataset,
             message=args.message,
-            branch=args.branch if args.branch is not None else refs.DEFAULT_BRANCH,
+            branch=args.branch,
             tag=args.tag,
             meta=_parse_meta(args.meta),
             cache_dir=cache_dir(args),
@@ -709,7 +712,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     store = open_store(args)
     r = refs.resolve(store, args.spec)
-    branch = check_name(args.branch if args.branch is not None else refs.DEFAULT_BRANCH, "branch")
+    branch = check_name(args.branch, "branch")
     old = store.get_commit(r.commit)
     head = store.read_ref(r.spec.dataset, HEADS, branch)
     if head is None:
