@@ -1,9 +1,9 @@
 """What every verb shares: store and cache options, output helpers.
 
-It imports only the standard library at module level, like the rest of vfs.cli:
-parsing arguments, --help, and the verbs that only talk to a mount daemon must not
-pay for importing the store, the cache and their libraries. Verbs import those
-inside their functions.
+It imports only the standard library and vfs.defaults at module level, like the
+rest of vfs.cli: parsing arguments, --help, and the verbs that only talk to a mount
+daemon must not pay for importing the store, the cache and their libraries. Verbs
+import those inside their functions.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import math
 import os
 import sys
 from typing import TYPE_CHECKING, Any
+
+from vfs.defaults import default_cache_dir
 
 if TYPE_CHECKING:
     from vfs.store import Store
@@ -97,8 +99,6 @@ def open_store(args: argparse.Namespace, for_write: bool = False) -> Store:
 
 
 def cache_dir(args: argparse.Namespace) -> str:
-    from vfs.defaults import default_cache_dir
-
     return str(args.cache_dir or default_cache_dir())
 
 

@@ -19,6 +19,7 @@ from vfs.cli.common import (
     show_progress,
     store_url,
 )
+from vfs.defaults import DEFAULT_CACHE_BYTES
 from vfs.errors import UsageError
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?", re.IGNORECASE)
@@ -34,12 +35,6 @@ def parse_size(text: str) -> int:
     if n <= 0:
         raise argparse.ArgumentTypeError(f"a size must be positive: {text!r}")
     return n
-
-
-def _default_cache_size() -> int:
-    from vfs.defaults import DEFAULT_CACHE_BYTES
-
-    return DEFAULT_CACHE_BYTES
 
 
 def register(sub: Any) -> None:
@@ -309,7 +304,7 @@ def _mount_foreground(args: argparse.Namespace, cdir: str) -> int:
         mountpoint=args.mountpoint,
         store_url=store_url(args),
         cache_dir=cdir,
-        cache_size=args.cache_size or _default_cache_size(),
+        cache_size=args.cache_size or DEFAULT_CACHE_BYTES,
         read_timeout=args.read_timeout,
         allow_other=args.allow_other,
     )
@@ -348,7 +343,7 @@ def cmd_umount(args: argparse.Namespace) -> int:
 def _open_cache(args: argparse.Namespace) -> Any:
     from vfs.cache import ChunkCache
 
-    return ChunkCache(cache_dir(args), getattr(args, "cache_size", None) or _default_cache_size())
+    return ChunkCache(cache_dir(args), getattr(args, "cache_size", None) or DEFAULT_CACHE_BYTES)
 
 
 def cmd_prefetch(args: argparse.Namespace) -> int:
