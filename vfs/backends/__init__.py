@@ -30,11 +30,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from vfs.backends.base import Backend, Versioned
-from vfs.backends.metadata import BackendMetadata, BlobCache, Metadata, MetadataCache
 from vfs.errors import UsageError
+
+if TYPE_CHECKING:
+    from vfs.backends.metadata import BlobCache, Metadata
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,10 @@ def open_backend(url: str) -> Backend:
 
 def metadata_stack(backend: Backend, cache: BlobCache | None = None) -> Metadata:
     """The metadata stack over `backend`: through `cache` if there is one."""
+    # Imported here, as the backends are, so that what only asks for the default
+    # store URL (the CLI's light paths) does not pay for importing the store format.
+    from vfs.backends.metadata import BackendMetadata, MetadataCache
+
     bottom = BackendMetadata(backend)
     return bottom if cache is None else MetadataCache(bottom, cache)
 
