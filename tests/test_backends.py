@@ -9,6 +9,8 @@ import logging
 import multiprocessing
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -17,7 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from vfs.backends import Backend, Versioned, default_store_url, open_backend
+from vfs.backends import (
+    FAULTS_ENV,
+    Backend,
+    Versioned,
+    default_store_url,
+    metadata_stack,
+    open_backend,
+)
 from vfs.backends.local import LocalBackend
 from vfs.backends.s3 import S3Backend
 from vfs.errors import BackendError, NotFound, PermissionDenied, UsageError
@@ -482,3 +491,72 @@ def test_default_store_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 @pytest.mark.allow_error_log
 def test_error_log_guard_can_be_waived() -> None:
     logging.getLogger("vfs.tests").error("expected by this test")
+
+
+# -- the layers, stacked by vfs.backends ---------------------------------------------
+
+
+def test_open_backend_stacks_faults_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vfs.testing.faults import Fault, FaultControl, FaultyBackend
+
+    monkeypatch.delenv(FAULTS_ENV, raising=False)
+    assert isinstance(open_backend(str(tmp_path / "store")), LocalBackend)
+    ctl = FaultControl(tmp_path / "ctl")
+    monkeypatch.setenv(FAULTS_ENV, str(ctl.dir))
+    b = open_backend(str(tmp_path / "store"))
+    assert isinstance(b, FaultyBackend) and isinstance(b.inner, LocalBackend)
+    b.put("k", b"v")
+    ctl.set(Fault("error", ops=("get",)))
+    with pytest.raises(BackendError, match="injected"):
+        b.get("k")
+    assert b.tally.gets == 1
+    # Product code imports the test tooling only when asked to.
+    code = "import sys, vfs.store; vfs.store.Store.open(sys.argv[1]); print('vfs.testing' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != FAULTS_ENV}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "store")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "False"
+
+
+def test_the_metadata_stack_keeps_what_it_fetched(tmp_path: Path) -> None:
+    from vfs import format as fmt
+    from vfs.backends.metadata import BackendMetadata, MetadataCache, locs_cache_key
+    from vfs.cache import ChunkCache
+    from vfs.errors import MissingObject
+    from vfs.store import Store
+
+    backend = LocalBackend(str(tmp_path / "store"))
+    assert isinstance(metadata_stack(backend), BackendMetadata)
+    store = Store(backend)
+    canonical = fmt.encode_commit(
+        fmt.Commit(
+            tree=b"\1" * 32, parents=(), author="a", time="2026-11-27T00:00:00Z", message="m"
+        )
+    )
+    cid = store.put_object(canonical)
+    loc = fmt.Location(b"\2" * 32, 0, 10, 0)
+    store.put_locs(b"\3" * 32, {b"\4" * 32: loc})
+    with ChunkCache(tmp_path / "cache", 1 << 30) as cache:
+        store.use_cache(cache)
+        assert isinstance(store.meta, MetadataCache)
+        assert store.get_object(cid, "commit") == canonical
+        assert store.get_locs(b"\3" * 32) == {b"\4" * 32: loc}
+        assert cache.get(cid) == canonical and cache.get(locs_cache_key(b"\3" * 32))
+        for key in list(backend.list("")):
+            backend.delete(key)
+        # Served from the cache with the store's copies gone; a store without it fails.
+        offline = Store(backend)
+        offline.use_cache(cache)
+        assert offline.get_object(cid, "commit") == canonical
+        assert offline.get_locs(b"\3" * 32) == {b"\4" * 32: loc}
+    with pytest.raises(MissingObject):
+        Store(backend).get_object(cid, "commit")
+    with pytest.raises(MissingObject):
+        Store(backend).get_locs(b"\3" * 32)

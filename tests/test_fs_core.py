@@ -1,18 +1,17 @@
 """Tier 2: the filesystem core of `vfs mount` (vfs.fs, vfs.prefetch), in process, no FUSE.
 
-Each test drives an FsCore inside trio.run over a store wrapped in `Wired`, a Backend
-that delegates to the real one (local or SeaweedFS S3, per `store_url`), counts
-requests and can be told to fail or stall.
+Each test drives an FsCore inside trio.run over a store whose backend, the real one
+(local or SeaweedFS S3, per `store_url`), is wrapped in the fault injection layer
+(vfs.testing.faults): `World.wired` counts its requests, `World.faults` delays, fails
+or stalls them.
 """
 
 from __future__ import annotations
 
-import builtins
 import errno
 import logging
 import os
 import random
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -24,93 +23,15 @@ import trio
 from tests.treegen import make_tree
 from vfs import format as fmt
 from vfs import fs
-from vfs.backends.base import Backend, Versioned
 from vfs.cache import ChunkCache
 from vfs.commit import commit_dir
-from vfs.errors import BackendError, UsageError
+from vfs.errors import UsageError
 from vfs.prefetch import FetchConfig, FetchError, Readahead
 from vfs.store import Store
+from vfs.testing.faults import Fault, FaultControl, FaultyBackend
 
 MiB = 1024 * 1024
-
-
-class Wired(Backend):
-    """The real backend, with request counts and a switch to fail or stall reads."""
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.mode = "ok"  # ok | fail | stall
-        self.gets = 0
-        self.range_gets = 0
-        self.range_bytes = 0
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.delay = 0.0
-        self._lock = threading.Lock()
-
-    def _gate(self) -> None:
-        while self.mode == "stall":
-            time.sleep(0.02)
-        if self.mode == "fail":
-            raise BackendError("injected failure")
-
-    def get(self, key: str) -> bytes:
-        self._gate()
-        with self._lock:
-            self.gets += 1
-        return self.inner.get(key)
-
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
-        with self._lock:
-            self.range_gets += 1
-            self.range_bytes += length
-            self.in_flight += length
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            self._gate()
-            if self.delay:
-                time.sleep(self.delay)
-            return self.inner.get_range(key, offset, length)
-        finally:
-            with self._lock:
-                self.in_flight -= length
-
-    def requests(self) -> int:
-        return self.gets + self.range_gets
-
-    def put(self, key: str, data: bytes) -> None:
-        self.inner.put(key, data)
-
-    def put_file(self, key: str, path: str) -> None:
-        self.inner.put_file(key, path)
-
-    def exists(self, key: str) -> bool:
-        return self.inner.exists(key)
-
-    def size(self, key: str) -> int:
-        return self.inner.size(key)
-
-    def list(self, prefix: str) -> Iterator[str]:
-        return self.inner.list(prefix)
-
-    def list_dirs(self, prefix: str) -> builtins.list[str]:
-        return self.inner.list_dirs(prefix)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def get_versioned(self, key: str) -> Versioned:
-        self._gate()
-        with self._lock:
-            self.gets += 1
-        return self.inner.get_versioned(key)
-
-    def put_if(self, key: str, data: bytes, token: str | None) -> bool:
-        return self.inner.put_if(key, data, token)
-
-    def close(self) -> None:
-        self.inner.close()
+_READS = ("get", "get_range", "get_versioned")  # what failing or stalling reads hit
 
 
 class World:
@@ -126,8 +47,10 @@ class World:
         (self.src / "with space.csv").write_text("changed in v2\n")
         (self.src / "added.txt").write_text("only in v2\n")
         commit_dir(real, str(self.src), "ds", tag="v2", cache_dir=str(tmp / "wc"))
-        self.wired = Wired(real.backend)
-        self.store = Store(self.wired)
+        self.faults = FaultControl(tmp / "ctl")
+        faulty = FaultyBackend(real.backend, self.faults)
+        self.wired = faulty.tally  # what the store asked of its backend
+        self.store = Store(faulty)
         self.cache = ChunkCache(tmp / "cache", 1 << 30)
         self.tmp = tmp
 
@@ -208,7 +131,7 @@ def test_mounting_reads_only_the_ref_commit_and_root_page(world: World) -> None:
         assert world.wired.range_gets == 0
         assert core.current is not None and core.current.label == "ds@v1"
 
-    world.wired.gets = 0
+    world.wired.reset()
     run_core(world, "ds@v1", body)
 
 
@@ -372,8 +295,9 @@ def test_big_directories_load_page_by_page(store_url: str, tmp_path: Path) -> No
         (src / f"f{i:05d}").write_bytes(b"")
     real = Store.open(store_url)
     commit_dir(real, str(src), "big", cache_dir=str(tmp_path / "wc"))
-    wired = Wired(real.backend)
-    store = Store(wired)
+    faulty = FaultyBackend(real.backend, FaultControl(tmp_path / "ctl"))
+    wired = faulty.tally
+    store = Store(faulty)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -477,7 +401,8 @@ def test_random_access_fetches_only_what_it_reads(world: World) -> None:
 
 
 def test_concurrent_readers_of_a_missing_chunk_share_one_fetch(world: World) -> None:
-    world.wired.delay = 0.2  # keep the first fetch in flight while the others arrive
+    # Keep the first fetch in flight while the others arrive.
+    world.faults.set(Fault("latency", ops=("get_range",), seconds=0.2), record=False)
 
     async def body(core: fs.FsCore) -> None:
         a = await walk_path(core, "boundary-262143.bin")
@@ -498,7 +423,7 @@ def test_concurrent_readers_of_a_missing_chunk_share_one_fetch(world: World) -> 
 
 
 def test_bytes_in_flight_stay_within_the_budget(world: World) -> None:
-    world.wired.delay = 0.05
+    world.faults.set(Fault("latency", ops=("get_range",), seconds=0.05), record=False)
     cfg = FetchConfig(budget_bytes=2 * MiB, part_bytes=1 * MiB)
 
     async def body(core: fs.FsCore) -> None:
@@ -521,13 +446,13 @@ def test_a_failing_store_gives_an_error_within_the_timeout_then_recovers(world: 
         a = await walk_path(core, "big.bin")
         fh = await core.open(a.ino, os.O_RDONLY)
         data = world.v1["big.bin"]
-        for mode, off in (("fail", 0), ("stall", 8 * MiB)):  # each reads uncached bytes
-            world.wired.mode = mode
+        for kind, off in (("error", 0), ("stall", 8 * MiB)):  # each reads uncached bytes
+            world.faults.set(Fault(kind, ops=_READS), record=False)
             t0 = time.monotonic()
             with pytest.raises(FetchError):
                 await core.read(fh, off, 4096)
             assert time.monotonic() - t0 < cfg.read_timeout + 0.5
-            world.wired.mode = "ok"
+            world.faults.clear(record=False)
             assert await core.read(fh, off, 4096) == data[off : off + 4096]
         assert core.fetcher.stats.retries > 0
 

@@ -85,10 +85,6 @@ def chunk_id(data: bytes | memoryview) -> bytes:
     return blake3.blake3(data).digest()
 
 
-def hexid(raw: bytes) -> str:
-    return raw.hex()
-
-
 def check_name(name: bytes) -> None:
     """A directory entry name as POSIX allows it in one path component."""
     if not name or name in (b".", b".."):

@@ -2,8 +2,8 @@
 
 A pack is `chunk frames... | pack index | u32 index length | "VFSPACK1"`, named by the
 BLAKE3 of all its bytes. Upload order per pack: the pack, then `index/<id>`. A pack
-whose index is missing is invisible to every reader and writer (gc removes it), so
-an interrupted upload never leaves a reference to missing data.
+whose index is missing is invisible to every reader and writer (it only takes space:
+vfs has no gc yet), so an interrupted upload never leaves a reference to missing data.
 
 Concurrency: `add` is called from one thread (the committer). Finished packs are
 uploaded by a small pool; at most `max_inflight` packs wait or upload at once, which

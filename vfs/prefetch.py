@@ -79,7 +79,7 @@ from vfs.reader import ChunkSource, Version, Wanted, plan_ranges
 
 if TYPE_CHECKING:
     from vfs.cache import ChunkCache
-    from vfs.reader import _Span
+    from vfs.reader import Span
     from vfs.store import Store
 
 log = logging.getLogger(__name__)
@@ -369,7 +369,7 @@ class ChunkFetcher:
                 self.budget.release(reserved)
 
     async def _fetch_span(
-        self, span: _Span, mine: dict[bytes, _Flight], wait_for_budget: bool
+        self, span: Span, mine: dict[bytes, _Flight], wait_for_budget: bool
     ) -> None:
         held = await self.budget.acquire(span.end - span.start) if wait_for_budget else 0
         try:
@@ -444,7 +444,7 @@ class ChunkFetcher:
         finally:
             self._writing = False
 
-    async def _fetch_with_retries(self, span: _Span) -> dict[bytes, bytes]:
+    async def _fetch_with_retries(self, span: Span) -> dict[bytes, bytes]:
         cfg = self.config
         # The full key, so that a log line names the object to look at (vfs verify).
         what = f"{self.source.store.pack_key(span.pack)} bytes {span.start}-{span.end}"
@@ -605,7 +605,7 @@ def warm(
     spans.sort(key=lambda s: min(order[w.ref.id] for w in s.items))
     source = ChunkSource(version.store, cache)
 
-    def fetch(span: _Span) -> int:
+    def fetch(span: Span) -> int:
         got = source.fetch_span(span)  # verified and cached; the bytes are dropped here
         n = sum(len(v) for v in got.values())
         if on_bytes is not None:

@@ -64,7 +64,9 @@ def place(found: tree.Found, locs: dict[bytes, fmt.Location]) -> list[Wanted]:
 
 
 @dataclass(slots=True)
-class _Span:
+class Span:
+    """One ranged GET: bytes [start, end) of a pack, holding the chunks `items`."""
+
     pack: bytes
     start: int
     end: int
@@ -73,22 +75,22 @@ class _Span:
 
 def plan_ranges(
     wanted: Iterable[Wanted], max_gap: int = MAX_GAP, max_range: int = MAX_RANGE
-) -> list[_Span]:
+) -> list[Span]:
     """Group chunk fetches into as few ranged GETs as the gap and size bounds allow."""
     by_pack: dict[bytes, list[Wanted]] = {}
     for w in wanted:
         by_pack.setdefault(w.loc.pack, []).append(w)
-    spans: list[_Span] = []
+    spans: list[Span] = []
     for pack, items in by_pack.items():
         items.sort(key=lambda w: w.loc.offset)
-        cur: _Span | None = None
+        cur: Span | None = None
         for w in items:
             start, end = w.loc.offset, w.loc.offset + w.loc.stored_length
             if cur is not None and start - cur.end <= max_gap and end - cur.start <= max_range:
                 cur.end = max(cur.end, end)
                 cur.items.append(w)
             else:
-                cur = _Span(pack, start, end, [w])
+                cur = Span(pack, start, end, [w])
                 spans.append(cur)
     return spans
 
@@ -103,7 +105,7 @@ class ChunkSource:
         self.bytes_fetched = 0
         self.requests = 0
 
-    def fetch_span(self, span: _Span, cache: bool = True) -> dict[bytes, bytes]:
+    def fetch_span(self, span: Span, cache: bool = True) -> dict[bytes, bytes]:
         """One ranged GET; every chunk in it verified, cached and returned."""
         data = self.store.read_pack_range(span.pack, span.start, span.end - span.start)
         self.requests += 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from vfs import format as fmt
 from vfs.defaults import DEFAULT_BRANCH
 from vfs.errors import AmbiguousRef, NotFound, UsageError
 from vfs.names import check_name
@@ -129,4 +128,4 @@ def short(commit: bytes) -> str:
     return commit.hex()[:12]
 
 
-__all__ = ["DEFAULT_BRANCH", "Resolved", "Spec", "fmt", "parse_spec", "resolve", "short"]
+__all__ = ["DEFAULT_BRANCH", "Resolved", "Spec", "parse_spec", "resolve", "short"]

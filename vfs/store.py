@@ -13,11 +13,11 @@ The store gives backend keys their meaning (see docs/format.md, "Layout"):
 Concurrency: Store is shared by threads. The page and commit caches are guarded by
 a lock; everything else is immutable or lives in the backend.
 
-Offline reading: with `use_cache`, tree pages, commits and locations are also kept
-in the machine's chunk cache (pages and commits under their ids, which like a
-chunk's id are the BLAKE3 of the bytes; locations under a key derived from their
-leaf's id), so a version whose chunks are cached, and pinned with its metadata
-(`vfs cache pin`), stays readable while the store cannot be reached.
+Reading: refs, config, pack indexes and packs come from the backend stack; tree
+pages, commits and locations through the metadata stack over it (both composed in
+vfs/backends/__init__.py). With `use_cache` that stack keeps them in the machine's
+chunk cache too, so that pinned versions stay readable while the store cannot be
+reached (vfs/backends/metadata.py).
 """
 
 from __future__ import annotations
@@ -28,18 +28,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import blake3
 
 from vfs import format as fmt
-from vfs.backends import Backend, default_store_url, open_backend
+from vfs.backends import Backend, default_store_url, metadata_stack, open_backend
+from vfs.backends.metadata import BlobCache
 from vfs.chunker import PARAMS as CHUNKER_PARAMS
-from vfs.errors import CorruptObject, MissingObject, NotFound, RefConflict, UsageError
+from vfs.errors import CorruptObject, NotFound, RefConflict, UsageError
 from vfs.names import check_name
-
-if TYPE_CHECKING:
-    from vfs.cache import ChunkCache
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +102,6 @@ def _locs_count(locs: object) -> int:
     return len(locs) + 1
 
 
-def locs_cache_key(leaf_id: bytes) -> bytes:
-    """The chunk cache key of a leaf page's locations: not its id (the page has that),
-    but a BLAKE3 of it under a distinct prefix, so it can never name a chunk."""
-    return blake3.blake3(b"vfs-locs\0" + leaf_id).digest()
-
-
 class Store:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -120,12 +109,12 @@ class Store:
         self._pages = LRU(PAGE_CACHE_BYTES, _page_bytes)
         self._locs = LRU(LOCS_CACHE_CHUNKS, _locs_count)
         self._commits = LRU(1024)
-        self.meta_cache: ChunkCache | None = None
+        self.meta = metadata_stack(backend)
 
-    def use_cache(self, cache: ChunkCache) -> None:
+    def use_cache(self, cache: BlobCache) -> None:
         """Read tree pages, commits and locations through the machine's chunk cache
-        (see the module docstring, "Offline reading")."""
-        self.meta_cache = cache
+        (vfs.cache.ChunkCache), which keeps what is fetched: see the module docstring."""
+        self.meta = metadata_stack(self.backend, cache)
 
     @classmethod
     def open(cls, url: str | None = None) -> Store:
@@ -181,24 +170,10 @@ class Store:
         return oid
 
     def get_object(self, oid: bytes, what: str) -> bytes:
-        canonical, fetched = self._load_object(oid, what)
-        if fetched and self.meta_cache is not None:
-            self.meta_cache.put(oid, canonical)
+        canonical, fetched = self.meta.load_object(self.object_key(oid), oid, what)
+        if fetched:
+            self.meta.keep_object(oid, canonical)
         return canonical
-
-    def _load_object(self, oid: bytes, what: str) -> tuple[bytes, bool]:
-        """An object's canonical bytes from the chunk cache, else from the backend;
-        True if they came from the backend (and so are not in the chunk cache)."""
-        cache = self.meta_cache
-        if cache is not None:
-            hit = cache.get(oid)
-            if hit is not None and fmt.object_id(hit) == oid:
-                return hit, False
-        try:
-            stored = self.backend.get(self.object_key(oid))
-        except NotFound:
-            raise MissingObject(f"{what} {oid.hex()} is missing from {self.url}") from None
-        return fmt.unseal_verified(stored, oid, f"{what} {oid.hex()[:16]}"), True
 
     # PageSink / PageSource for vfs.tree
 
@@ -207,20 +182,20 @@ class Store:
 
     def get_page(self, page_id: bytes) -> fmt.TreePage:
         page, fetched = self.fetch_page(page_id)
-        if fetched is not None and self.meta_cache is not None:
-            self.meta_cache.put(page_id, fetched)
+        if fetched is not None:
+            self.meta.keep_object(page_id, fetched)
         return page
 
     def fetch_page(self, page_id: bytes) -> tuple[fmt.TreePage, bytes | None]:
         """A page, and its canonical bytes if they came from the backend: then they
-        are not in the chunk cache yet, and writing them there is the caller's job.
+        are not in the chunk cache yet, and keeping them is the caller's job.
         A mount does that in batches, off the path of the reader who waits for the
         page (one LMDB transaction per page cost as much as the GET)."""
         page = self._pages.get(page_id)
         if page is not None:
             assert isinstance(page, fmt.TreePage)
             return page, None
-        canonical, fetched = self._load_object(page_id, "tree")
+        canonical, fetched = self.meta.load_object(self.object_key(page_id), page_id, "tree")
         page = fmt.TreePage(canonical, page_id)
         self._pages.put(page_id, page)
         return page, canonical if fetched else None
@@ -244,36 +219,12 @@ class Store:
             self.backend.put(key, fmt.seal(fmt.encode_locs(locs)))
 
     def get_locs(self, leaf_id: bytes) -> dict[bytes, fmt.Location]:
-        what = f"locations of tree {leaf_id.hex()[:16]}"
         locs = self._locs.get(leaf_id)
         if locs is None:
-            locs = self._cached_locs(leaf_id, what)
-        if locs is None:
-            try:
-                stored = self.backend.get(_fan("locs", leaf_id.hex()))
-            except NotFound:
-                raise MissingObject(f"{what} are missing from {self.url}") from None
-            canonical = fmt.unseal(stored, what)
-            locs = fmt.decode_locs(canonical, what)
-            if self.meta_cache is not None:
-                self.meta_cache.put(locs_cache_key(leaf_id), canonical)
+            what = f"locations of tree {leaf_id.hex()[:16]}"
+            locs = self.meta.load_locs(_fan("locs", leaf_id.hex()), leaf_id, what)
             self._locs.put(leaf_id, locs)
         assert isinstance(locs, dict)
-        return locs
-
-    def _cached_locs(self, leaf_id: bytes, what: str) -> dict[bytes, fmt.Location] | None:
-        if self.meta_cache is None:
-            return None
-        hit = self.meta_cache.get(locs_cache_key(leaf_id))
-        if hit is None:
-            return None
-        try:
-            # Locations are not content-addressed; they only say where to look, and a
-            # chunk fetched from a wrong place fails its own verification.
-            locs = fmt.decode_locs(hit, what)
-        except CorruptObject:
-            return None
-        self._locs.put(leaf_id, locs)
         return locs
 
     def put_commit(self, c: fmt.Commit) -> bytes:

@@ -29,14 +29,12 @@ from dataclasses import dataclass, field
 
 from vfs import format as fmt
 from vfs.errors import CorruptObject, NotFound
-from vfs.reader import Wanted, _Span, plan_ranges
+from vfs.reader import MAX_GAP, MAX_RANGE, Span, Wanted, plan_ranges
 from vfs.store import HEADS, TAGS, Store
 from vfs.tree import MAX_DEPTH
 
 log = logging.getLogger(__name__)
 
-MAX_RANGE = 16 * 1024 * 1024
-MAX_GAP = 1024 * 1024
 _MAX_PATHS = 5  # files named per damaged object
 
 
@@ -250,7 +248,7 @@ class Verifier:
         self._packs.update(s.pack for s in spans)
         self.result.packs = len(self._packs)
 
-        def check(span: _Span) -> tuple[int, list[tuple[str, str, list[str]]]]:
+        def check(span: Span) -> tuple[int, list[tuple[str, str, list[str]]]]:
             return self._check_span(span, wanted)
 
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="vfs-verify") as pool:
@@ -261,7 +259,7 @@ class Verifier:
         self.result.chunks += len(wanted)
 
     def _check_span(
-        self, span: _Span, wanted: dict[bytes, tuple[Wanted, list[str]]]
+        self, span: Span, wanted: dict[bytes, tuple[Wanted, list[str]]]
     ) -> tuple[int, list[tuple[str, str, list[str]]]]:
         """Worker thread: read one range of a pack; what is wrong with its chunks."""
         key = self.store.pack_key(span.pack)

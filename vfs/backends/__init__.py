@@ -1,4 +1,21 @@
-"""Storage backends, and the one place a store URL is turned into one.
+"""Storage backends and their layers, composed here and nowhere else.
+
+A Store reads through two stacks, each built by one function of this module
+(after restic's internal/backend: each layer is a type, and one place stacks them):
+
+    open_backend(url)           key level, a Backend (base.py) wrapping a Backend:
+        FaultyBackend           only when $VFS_FAULTS names a fault control directory
+                                (tests: vfs/testing/faults.py); product code never
+                                imports vfs.testing otherwise
+        S3Backend | LocalBackend
+
+    metadata_stack(backend, cache)   id level, over immutable metadata (metadata.py):
+        MetadataCache           only with a chunk cache (Store.use_cache)
+        BackendMetadata         over the stack above
+
+Retries are S3Backend's (botocore's, inside the HTTP exchange) and concurrency limits
+belong to the callers (the mount's loaders, the packer's upload pool); a new
+key-level layer goes into open_backend.
 
 Accepted store URLs:
 
@@ -13,14 +30,30 @@ from __future__ import annotations
 import logging
 import os
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from vfs.backends.base import Backend, Versioned
 from vfs.errors import UsageError
 
+if TYPE_CHECKING:
+    from vfs.backends.metadata import BlobCache, Metadata
+
 log = logging.getLogger(__name__)
 
-__all__ = ["Backend", "Versioned", "default_store_url", "open_backend"]
+__all__ = [
+    "FAULTS_ENV",
+    "Backend",
+    "Versioned",
+    "default_store_url",
+    "metadata_stack",
+    "open_backend",
+]
+
+# The environment variable that puts fault injection into every backend a process
+# opens: a FaultControl directory (vfs/testing/faults.py). Subprocesses inherit it, so
+# a mount daemon obeys the test that started it.
+FAULTS_ENV = "VFS_FAULTS"
 
 DEFAULT_STORE = "~/.local/share/vfs/store"
 
@@ -35,7 +68,28 @@ def default_store_url() -> str:
 
 
 def open_backend(url: str) -> Backend:
-    """The backend for a store URL; UsageError for anything not understood."""
+    """The backend stack for a store URL; UsageError for anything not understood."""
+    backend = _real_backend(url)
+    control = os.environ.get(FAULTS_ENV)
+    if control:
+        from vfs.testing.faults import FaultControl, FaultyBackend
+
+        log.info("store %s: injecting faults from %s", backend.url, control)
+        backend = FaultyBackend(backend, FaultControl(control))
+    return backend
+
+
+def metadata_stack(backend: Backend, cache: BlobCache | None = None) -> Metadata:
+    """The metadata stack over `backend`: through `cache` if there is one."""
+    # Imported here, as the backends are, so that what only asks for the default
+    # store URL (the CLI's light paths) does not pay for importing the store format.
+    from vfs.backends.metadata import BackendMetadata, MetadataCache
+
+    bottom = BackendMetadata(backend)
+    return bottom if cache is None else MetadataCache(bottom, cache)
+
+
+def _real_backend(url: str) -> Backend:
     if not url or not url.strip():
         raise UsageError(f"empty store URL: {_FORMS}")
     if url.startswith("s3://"):

@@ -2,8 +2,9 @@
 
 Everything vfs keeps in a store is an object under a '/'-separated key. A backend
 knows nothing of chunks, trees or refs; the store layer (vfs/store.py) gives keys
-their meaning. Retry, concurrency limits and fault injection are wrappers around a
-backend, never part of one.
+their meaning. Fault injection (and any other key-level layer) is a Backend wrapping a
+Backend, never part of one; the layers are stacked in one place,
+vfs/backends/__init__.py.
 
 Keys are relative ('packs/ab/abcd...'), never start with '/', and never contain
 '..' or empty segments. Backends must be safe to call from many threads at once.

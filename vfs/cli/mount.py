@@ -459,8 +459,8 @@ def _pin_name(store: Any, spec: str) -> tuple[str, bytes]:
 def cmd_cache_pin(args: argparse.Namespace) -> int:
     from vfs import format as fmt
     from vfs import refs, tree
+    from vfs.backends.metadata import locs_cache_key
     from vfs.reader import Version
-    from vfs.store import locs_cache_key
 
     store = open_store(args)
     try:

@@ -22,18 +22,24 @@ Control goes through a directory, so a test can steer a daemon in another proces
 `FaultControl(dir).set(Fault(...))` writes `dir/faults.json` atomically, and every
 FaultyBackend using that directory re-reads it when it changes (one stat per request).
 With `record`, each request is appended to `dir/requests-<pid>` as
-`op key offset length`, and `FaultControl.requests()` reads them back.
+`op key offset length`, and `FaultControl.requests()` reads them back. In process,
+`FaultyBackend.tally` counts requests and the bytes of ranged reads in flight.
 
-The launcher runs the real `vfs` command line over a FaultyBackend:
+Outside a test's own process, FaultyBackend is one of the backend layers that
+`vfs.backends.open_backend` stacks: with $VFS_FAULTS (vfs.backends.FAULTS_ENV) set to a
+control directory, every backend the process opens is wrapped. The launcher sets it
+and runs the real `vfs` command line:
 
     python -m vfs.testing.faults CONTROL_DIR mount ds@v1 /mnt --foreground
     python -m vfs.testing.faults CONTROL_DIR commit ./data ds --json
 
-(`vfs mount` without --foreground would start an unwrapped daemon.)
+(`vfs mount` without --foreground starts its daemon with the same environment, so
+the daemon is wrapped too.)
 
 Concurrency: FaultyBackend is called from many threads, as every backend is. The
-parsed control file is swapped in whole under a lock; per-fault counters are
-guarded by the same lock. A stalled call only sleeps and re-reads the control file.
+parsed control file is swapped in whole under a lock; per-fault counters and the
+tally are guarded by the same lock. A stalled call only sleeps and re-reads the
+control file.
 """
 
 from __future__ import annotations
@@ -46,11 +52,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vfs.backends import FAULTS_ENV
 from vfs.backends.base import Backend, Versioned
 from vfs.errors import BackendError, NotFound
 
@@ -103,6 +111,34 @@ class _Plan:
     faults: list[Fault] = field(default_factory=list)
     record: bool = False
     stamp: tuple[int, int] = (0, 0)
+
+
+@dataclass
+class Tally:
+    """What one FaultyBackend was asked in this process (read it, or reset it, from the
+    test; the backend updates it under its lock)."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    range_bytes: int = 0  # asked for by ranged reads
+    in_flight: int = 0  # bytes of ranged reads not answered yet
+    max_in_flight: int = 0
+
+    @property
+    def gets(self) -> int:
+        """Whole-object reads (get, get_versioned)."""
+        return self.calls["get"] + self.calls["get_versioned"]
+
+    @property
+    def range_gets(self) -> int:
+        return self.calls["get_range"]
+
+    def requests(self) -> int:
+        """Reads of either kind: what a request to the store costs a reader."""
+        return self.gets + self.range_gets
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.range_bytes = self.in_flight = self.max_in_flight = 0
 
 
 class FaultControl:
@@ -180,6 +216,7 @@ class FaultyBackend(Backend):
         self._fired: dict[Fault, int] = {}
         self._rng = random.Random(seed)
         self._local = threading.local()
+        self.tally = Tally()
         self._hook_s3()
 
     def __repr__(self) -> str:
@@ -210,6 +247,8 @@ class FaultyBackend(Backend):
 
     def _before(self, op: str, key: str, offset: int = 0, length: int = 0) -> None:
         """Record the request, then delay, stall or fail it as the plan says."""
+        with self._lock:
+            self.tally.calls[op] += 1
         plan = self._plan_now()
         if plan.record:
             self.control.record(op, key, offset, length)
@@ -290,11 +329,18 @@ class FaultyBackend(Backend):
         return self._after("get", key, data)
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
-        self._before("get_range", key, offset, length)
+        tally = self.tally
+        with self._lock:
+            tally.range_bytes += length
+            tally.in_flight += length
+            tally.max_in_flight = max(tally.max_in_flight, tally.in_flight)
         try:
+            self._before("get_range", key, offset, length)
             data = self.inner.get_range(key, offset, length)
         finally:
             self._local.slowdown = None
+            with self._lock:
+                tally.in_flight -= length
         return self._after("get_range", key, data)
 
     def put(self, key: str, data: bytes) -> None:
@@ -353,12 +399,10 @@ def main(argv: Sequence[str]) -> int:
     if len(argv) < 2:
         print("usage: python -m vfs.testing.faults CONTROL_DIR VFS-ARGS...", file=sys.stderr)
         return 2
-    import vfs.store
     from vfs.cli import main as vfs_main
 
-    control = FaultControl(argv[0])
-    real_open = vfs.store.open_backend
-    vfs.store.open_backend = lambda url: FaultyBackend(real_open(url), control)
+    FaultControl(argv[0])  # the directory, before any backend reads it
+    os.environ[FAULTS_ENV] = os.path.abspath(argv[0])
     return vfs_main(list(argv[1:]))
 
 
