@@ -26,8 +26,8 @@ from vfs import format as fmt
 from vfs import fs
 from vfs.backends.base import Backend, Versioned
 from vfs.cache import ChunkCache
-from vfs.commit import commit_dir
 from vfs.errors import BackendError, UsageError
+from vfs.ops.commit import commit_dir
 from vfs.prefetch import FetchConfig, FetchError, Readahead
 from vfs.store import Store
 

@@ -23,8 +23,8 @@ from vfs.errors import NotFound, RefConflict, UsageError
 
 if TYPE_CHECKING:
     from vfs import format as fmt
-    from vfs.commit import CommitResult
-    from vfs.diff import Change
+    from vfs.ops.commit import CommitResult
+    from vfs.ops.diff import Change
     from vfs.store import Store
 
 
@@ -216,7 +216,7 @@ def _commit_json(r: CommitResult) -> dict[str, Any]:
 def cmd_commit(args: argparse.Namespace) -> int:
     from vfs import refs
     from vfs.cli.progress import Bar
-    from vfs.commit import commit_dir
+    from vfs.ops.commit import commit_dir
 
     store = open_store(args, for_write=True)
     bar = Bar() if show_progress() and not args.json else None
@@ -449,7 +449,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     from vfs import refs
     from vfs.cache import ChunkCache
-    from vfs.get import get
+    from vfs.ops.get import get
     from vfs.reader import Version
 
     store = open_store(args)
@@ -508,7 +508,7 @@ def _spec_b(a: str, b: str) -> str:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from vfs import refs
-    from vfs.diff import diff_trees, summarize
+    from vfs.ops.diff import diff_trees, summarize
 
     store = open_store(args)
     ra = refs.resolve(store, args.a)
@@ -706,8 +706,8 @@ def cmd_branch(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from vfs import format as fmt
     from vfs import refs
-    from vfs.commit import commit_and_move, default_author, utc_now
     from vfs.names import check_name
+    from vfs.ops.commit import commit_and_move, default_author, utc_now
     from vfs.store import HEADS
 
     store = open_store(args)

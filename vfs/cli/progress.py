@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from vfs.commit import Progress
+from vfs.ops.commit import Progress
 
 
 class Bar(Progress):

@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from vfs import refs
-    from vfs.verify import Verifier
+    from vfs.ops.verify import Verifier
 
     if args.all == (args.spec is not None):
         raise UsageError("give DATASET[@REF], or --all for every version in the store")
