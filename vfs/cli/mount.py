@@ -349,7 +349,8 @@ def _open_cache(args: argparse.Namespace) -> Any:
 def cmd_prefetch(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from vfs import prefetch, refs
+    from vfs import refs
+    from vfs.ops import prefetch
     from vfs.reader import Version
 
     paths = list(args.paths)
