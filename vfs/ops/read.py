@@ -11,8 +11,7 @@ import time
 from typing import Any, BinaryIO
 
 from vfs import format as fmt
-from vfs import refs
-from vfs.reader import Version
+from vfs.ops.base import resolve, version_of
 from vfs.store import Store
 
 log = logging.getLogger(__name__)
@@ -24,8 +23,7 @@ CAT_BLOCK = 4 * 1024 * 1024
 def entries(store: Store, spec: str, path: str, recursive: bool) -> list[tuple[str, fmt.Entry]]:
     """(path, entry) of what `ls` lists at `path` of the version `spec` names: a
     file itself, a directory's entries, or with `recursive` everything below it."""
-    r = refs.resolve(store, spec)
-    v = Version(store, r.spec.dataset, r.commit)
+    v = version_of(store, resolve(store, spec))
     found = v.stat(path)
     if found is not None and not found.entry.is_dir:
         return [(path, found.entry)]
@@ -60,8 +58,7 @@ def entry_doc(path: str, e: fmt.Entry) -> dict[str, Any]:
 
 def cat(store: Store, spec: str, path: str, out: BinaryIO) -> None:
     """Write the file at `path` of the version `spec` names to `out`."""
-    r = refs.resolve(store, spec)
-    v = Version(store, r.spec.dataset, r.commit)
+    v = version_of(store, resolve(store, spec))
     with v.open(path) as f:
         while True:
             block = f.read(CAT_BLOCK)

@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from vfs import format as fmt
-from vfs import refs
+from vfs.ops.base import resolve, version_of
 from vfs.ops.history import commit_doc
-from vfs.reader import Version
 from vfs.store import Store
 
 log = logging.getLogger(__name__)
@@ -42,13 +41,13 @@ def show(store: Store, spec: str, path: str | None) -> Iterator[Any]:
     """Yield a title line naming the object, then the object as a JSON document: the
     commit of `spec`; with `path`, the tree page of that directory or the file's
     entry. The title comes first, so that it is out before decoding can fail."""
-    r = refs.resolve(store, spec)
+    r = resolve(store, spec)
     c = store.get_commit(r.commit)
     if path is None:
         yield f"commit {r.commit.hex()}"
         yield commit_doc(r.commit, c, {}) | {"refs": None}
         return
-    v = Version(store, r.spec.dataset, r.commit)
+    v = version_of(store, r)
     found = v.stat(path)
     if found is None or found.entry.is_dir:
         top = found.entry.tree if found else v.root
