@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vfs.cache import ChunkCache
-from vfs.commit import commit_dir
+from vfs.ops.commit import commit_dir
 from vfs.store import Store
 
 MiB = 1024 * 1024

@@ -25,10 +25,10 @@ import pytest
 
 from tests.mounting import Mounts, fuse_usable
 from vfs.cache import ChunkCache
+from vfs.ops.verify import Verifier
 from vfs.reader import Version
 from vfs.store import HEADS, TAGS, Store
 from vfs.testing.faults import Fault, launcher_argv
-from vfs.verify import Verifier
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -89,7 +89,7 @@ def test_kill_9_the_mount_daemon_during_cold_reads(s3_url: str, tmp_path: Path) 
     files = _random_files(tmp_path / "src", rng, 24, 1 * MiB)  # ~36 MiB
     store = Store.open(s3_url)
     try:
-        from vfs.commit import commit_dir
+        from vfs.ops.commit import commit_dir
 
         commit_dir(store, str(tmp_path / "src"), "ds", tag="v1", cache_dir=str(tmp_path / "wc"))
     finally:

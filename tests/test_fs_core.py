@@ -24,8 +24,8 @@ from tests.treegen import make_tree
 from vfs import format as fmt
 from vfs import fs
 from vfs.cache import ChunkCache
-from vfs.commit import commit_dir
 from vfs.errors import UsageError
+from vfs.ops.commit import commit_dir
 from vfs.prefetch import FetchConfig, FetchError, Readahead
 from vfs.store import Store
 from vfs.testing.faults import Fault, FaultControl, FaultyBackend

@@ -29,8 +29,8 @@ from vfs import control
 from vfs import format as fmt
 from vfs.backends import Backend, open_backend
 from vfs.cache import ChunkCache
-from vfs.commit import commit_dir
 from vfs.errors import BackendError, CorruptObject, NotFound
+from vfs.ops.commit import commit_dir
 from vfs.reader import Version
 from vfs.refs import resolve
 from vfs.store import Store

@@ -26,7 +26,7 @@ from tests import forge
 from tests.mounting import Mounts, fuse_usable, sha
 from tests.treegen import make_tree
 from vfs import format as fmt
-from vfs.commit import commit_dir
+from vfs.ops.commit import commit_dir
 from vfs.store import HEADS, Store
 from vfs.testing.faults import Fault
 from vfs.testing.seaweed import SeaweedServer

@@ -14,9 +14,9 @@ import pytest
 from tests.treegen import make_sparse, make_tree, snapshot_fs, snapshot_version
 from vfs import format as fmt
 from vfs import refs
-from vfs.commit import commit_dir
 from vfs.errors import AmbiguousRef, NotFound, RefConflict, UsageError
-from vfs.get import get
+from vfs.ops.commit import commit_dir
+from vfs.ops.get import get
 from vfs.reader import open_version
 from vfs.store import HEADS, Store
 

@@ -1,24 +1,29 @@
 """The `vfs` command line: git-like verbs over datasets in a store.
 
-Each module of this package registers its verbs with `register(subparsers)`; every
-verb is a function `run(args) -> int`. Errors are mapped to exit codes in exactly one
-place, `main`: 0 done, 1 failed, 2 usage error, 130 interrupted.
+It parses and prints only: what a verb does is a function of vfs.ops (or, for the
+mount verbs, vfs.control and vfs.mount), and the CLI reaches the store layer only
+through those. Each verb VERB has, in its module of this package, `add_VERB(parser)`
+declaring its arguments next to its handler `cmd_VERB(args) -> int`. Errors are
+mapped to exit codes in exactly one place, `main`: 0 done, 1 failed, 2 usage error,
+130 interrupted.
 
-The modules of this package import only the standard library and small vfs modules
-at module level; each verb imports what it needs (the store, the cache, trio) when
-it runs. Parsing, --help, and `vfs switch` and `vfs umount`, which only talk to a
-mount daemon, stay a Python start-up away (tests/test_cli.py keeps them so).
+`VERBS` below is the lazy verb table: `vfs --help` lists the verbs from it without
+importing a verb module, and `vfs VERB ...` imports VERB's module only. So parsing,
+--help, and `vfs switch` and `vfs umount`, which only talk to a mount daemon, stay a
+Python start-up away (tests/test_cli.py keeps them so); verb modules import what
+their verbs need (the store, the cache) at module level.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
 from vfs import __version__
-from vfs.cli import common, data, mount, verify
+from vfs.cli import common
 from vfs.errors import UsageError, VfsError
 
 log = logging.getLogger("vfs")
@@ -27,6 +32,29 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+# verb -> (its module in vfs.cli, its line in `vfs --help`), in the order --help lists them.
+VERBS: dict[str, tuple[str, str]] = {
+    "commit": ("commit", "snapshot a directory as a new version of a dataset"),
+    "log": ("history", "history of a dataset branch"),
+    "ls": ("read", "list datasets, or the files of a version"),
+    "cat": ("read", "write a file of a version to stdout"),
+    "get": ("read", "materialise a version as plain files"),
+    "diff": ("diff", "files added, removed and modified between two versions"),
+    "tag": ("history", "list tags, or tag a version"),
+    "branch": ("history", "list, create or delete branches"),
+    "show": ("show", "print the stored objects behind a version, decoded"),
+    "rollback": ("commit", "make an old version current again, keeping history"),
+    "verify": ("verify", "read every object of a version and report the damaged ones"),
+    "mount": ("mount", "mount a version (or every version) read-only, fetched lazily"),
+    "switch": ("mount", "show another version in a running mount, in place"),
+    "umount": ("mount", "unmount a vfs mount (also one whose daemon died)"),
+    "prefetch": (
+        "cache",
+        "warm the chunk cache with a version, or files of it, at full bandwidth",
+    ),
+    "cache": ("cache", "inspect and manage the machine's chunk cache"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,7 +75,15 @@ class _Parser(argparse.ArgumentParser):
         return ns, extra
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _verb(argv: Sequence[str]) -> str | None:
+    """The verb argv names: its first word that is not an option (the top-level
+    options, --help and --version, take no value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(chosen: str | None) -> argparse.ArgumentParser:
+    """The parser of `vfs`; of the verbs, only `chosen` gets its arguments (and its
+    module imported): the others are a name and a help line."""
     p = _Parser(
         prog="vfs",
         description=(
@@ -65,15 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"vfs {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    data.register(sub)
-    verify.register(sub)
-    mount.register(sub)
+    for name, (module, help_line) in VERBS.items():
+        verb = sub.add_parser(name, help=help_line)
+        if name == chosen:
+            add = getattr(importlib.import_module(f"vfs.cli.{module}"), f"add_{name}")
+            add(verb)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    args = build_parser(_verb(argv)).parse_args(argv)
+    if not hasattr(args, "func"):  # argparse took another word for the verb than _verb
+        args = build_parser(args.command).parse_args(argv)
     common.setup_logging(getattr(args, "verbose", 0))
     try:
         rc: int = args.func(args)

@@ -1,9 +1,9 @@
-"""What every verb shares: store and cache options, output helpers.
+"""What every verb shares: store and cache options, argument types, output helpers.
 
-It imports only the standard library and vfs.defaults at module level, like the
-rest of vfs.cli: parsing arguments, --help, and the verbs that only talk to a mount
-daemon must not pay for importing the store, the cache and their libraries. Verbs
-import those inside their functions.
+It imports only the standard library and vfs.defaults at module level: every verb
+module imports it, and `vfs --help` and the verbs that only talk to a mount daemon
+must not pay for importing the store, the cache and their libraries. The two helpers
+that open the store import vfs.ops.base when they run.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,21 @@ def seconds(text: str) -> float:
     return s
 
 
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """'10G', '512MiB', '1.5T', '4096' -> bytes (binary units)."""
+    m = _SIZE.fullmatch(text.strip())
+    if m is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 10G, 512M or a byte count)")
+    n = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"a size must be positive: {text!r}")
+    return n
+
+
 def add_common(p: argparse.ArgumentParser, json_output: bool = False) -> None:
     g = p.add_argument_group("common options")
     g.add_argument(
@@ -84,18 +100,15 @@ def add_common(p: argparse.ArgumentParser, json_output: bool = False) -> None:
 
 
 def store_url(args: argparse.Namespace) -> str:
-    from vfs.backends import default_store_url
+    from vfs.ops import base
 
-    return str(args.store or default_store_url())
+    return base.store_url(args.store)
 
 
 def open_store(args: argparse.Namespace, for_write: bool = False) -> Store:
-    from vfs.store import Store
+    from vfs.ops import base
 
-    store = Store.open(store_url(args))
-    if not for_write:
-        store.check_config()
-    return store
+    return base.open_store(args.store, for_write)
 
 
 def cache_dir(args: argparse.Namespace) -> str:

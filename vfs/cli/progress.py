@@ -1,7 +1,7 @@
 """The progress bar `vfs commit` draws on stderr.
 
-Its own module because it subclasses vfs.commit.Progress: vfs.cli.data imports it
-inside cmd_commit, so that other verbs do not import the commit machinery.
+Its own module because it is a display, not a verb: it implements the
+vfs.ops.commit.Progress callbacks with tqdm, which is imported only when a bar is made.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from vfs.commit import Progress
+from vfs.ops.commit import Progress
 
 
 class Bar(Progress):

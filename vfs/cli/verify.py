@@ -5,26 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
 
 from vfs.cli.common import add_common, human, open_store, positive_int, print_json
 from vfs.errors import UsageError
+from vfs.ops.base import resolve, short
+from vfs.ops.verify import Verifier
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "verify",
-        help="read every object of a version and report the damaged ones",
-        description=(
-            "Read from the store every object DATASET@REF needs: the commit, every tree "
-            "page, the locations of every directory page and every chunk (by ranged "
-            "reads of the packs), and check each against its id. Each damaged object "
-            "(missing, truncated, or not matching its id) is printed with its store key "
-            "and the files it affects, and the command exits 1. Nothing is read from or "
-            "written to the local cache."
-        ),
-        epilog="examples: vfs verify imagenet@v3; vfs verify imagenet --history; vfs verify --all",
+def add_verify(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Read from the store every object DATASET@REF needs: the commit, every tree "
+        "page, the locations of every directory page and every chunk (by ranged "
+        "reads of the packs), and check each against its id. Each damaged object "
+        "(missing, truncated, or not matching its id) is printed with its store key "
+        "and the files it affects, and the command exits 1. Nothing is read from or "
+        "written to the local cache."
     )
+    p.epilog = "examples: vfs verify imagenet@v3; vfs verify imagenet --history; vfs verify --all"
     p.add_argument("spec", nargs="?", metavar="DATASET[@REF]")
     p.add_argument("--history", action="store_true", help="also every ancestor of the version")
     p.add_argument(
@@ -40,9 +37,6 @@ def register(sub: Any) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from vfs import refs
-    from vfs.verify import Verifier
-
     if args.all == (args.spec is not None):
         raise UsageError("give DATASET[@REF], or --all for every version in the store")
     store = open_store(args)
@@ -53,10 +47,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             what = f"every version in {store.url}"
             res = verifier.verify_refs()
         else:
-            r = refs.resolve(store, args.spec)
-            what = f"{r.spec} ({refs.short(r.commit)})" + (
-                " and its history" if args.history else ""
-            )
+            r = resolve(store, args.spec)
+            what = f"{r.spec} ({short(r.commit)})" + (" and its history" if args.history else "")
             res = verifier.verify_version(r.commit, history=args.history)
     finally:
         store.close()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from vfs import format as fmt
-from vfs import tree
+from vfs import refs, tree
 from vfs.store import Store
 
 ADDED = "added"
@@ -110,3 +110,22 @@ def summarize(changes: list[Change]) -> Summary:
             s.modified += 1
         s.changed_bytes += c.changed_bytes
     return s
+
+
+@dataclass
+class VersionDiff:
+    a: refs.Resolved
+    b: refs.Resolved
+    changes: list[Change]
+    summary: Summary
+
+
+def diff_versions(store: Store, a: str, b: str) -> VersionDiff:
+    """Compare the versions specs `a` and `b` name; `b` may be '@REF' for a's dataset."""
+    if b.startswith("@"):
+        b = refs.parse_spec(a).dataset + b
+    ra = refs.resolve(store, a)
+    rb = refs.resolve(store, b)
+    ta, tb = store.get_commit(ra.commit).tree, store.get_commit(rb.commit).tree
+    changes = list(diff_trees(store, ta, tb))
+    return VersionDiff(ra, rb, changes, summarize(changes))

@@ -1,0 +1,152 @@
+"""The verbs that make a new version: `vfs commit` and `vfs rollback`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from vfs.cli.common import add_common, cache_dir, human, open_store, print_json, show_progress
+from vfs.cli.progress import Bar
+from vfs.defaults import DEFAULT_BRANCH
+from vfs.errors import UsageError
+from vfs.ops.base import short
+from vfs.ops.commit import CommitResult, commit_dir
+from vfs.ops.rollback import rollback
+
+# --- commit ---
+
+
+def add_commit(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Snapshot DIR as a new version of DATASET on a branch (default main). Only "
+        "chunks the store does not have yet are uploaded; files unchanged since the "
+        "last commit from this machine are not even read. Prints the new version id. "
+        "Inside a git work tree the git revision and its dirty flag are recorded."
+    )
+    p.epilog = "example: vfs commit ./data imagenet -m 'relabel' --tag v3"
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("dataset", metavar="DATASET")
+    p.add_argument("-m", "--message", default="", help="what changed")
+    p.add_argument("--tag", help="also tag the new version (tags never move)")
+    p.add_argument(
+        "--branch", default=DEFAULT_BRANCH, help=f"branch to commit on (default: {DEFAULT_BRANCH})"
+    )
+    p.add_argument(
+        "--meta", action="append", default=[], metavar="K=V", help="free metadata (repeatable)"
+    )
+    p.add_argument("--allow-empty", action="store_true", help="commit even if nothing changed")
+    add_common(p, json_output=True)
+    p.set_defaults(func=cmd_commit)
+
+
+def _parse_meta(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        k, eq, v = item.partition("=")
+        if not eq or not k:
+            raise UsageError(f"--meta takes KEY=VALUE, got {item!r}")
+        out[k] = v
+    return out
+
+
+def _commit_json(r: CommitResult) -> dict[str, Any]:
+    return {
+        "id": r.commit.hex(),
+        "dataset": r.dataset,
+        "branch": r.branch,
+        "parent": r.parent.hex() if r.parent else None,
+        "tree": r.tree.hex(),
+        "unchanged": r.unchanged,
+        "files": r.files,
+        "bytes": r.bytes,
+        "bytes_read": r.bytes_read,
+        "new_chunks": r.new_chunks,
+        "bytes_uploaded": r.bytes_uploaded,
+        "packs": r.packs,
+        "seconds": round(r.seconds, 3),
+        "warnings": r.warnings,
+    }
+
+
+def cmd_commit(args: argparse.Namespace) -> int:
+    store = open_store(args, for_write=True)
+    bar = Bar() if show_progress() and not args.json else None
+    try:
+        r = commit_dir(
+            store,
+            args.dir,
+            args.dataset,
+            message=args.message,
+            branch=args.branch,
+            tag=args.tag,
+            meta=_parse_meta(args.meta),
+            cache_dir=cache_dir(args),
+            progress=bar,
+            allow_empty=args.allow_empty,
+        )
+    except KeyboardInterrupt:
+        if bar:
+            bar.close()
+        print(
+            "vfs: commit interrupted: no ref was moved; run the same command again to "
+            "resume (uploaded packs are reused)",
+            file=sys.stderr,
+        )
+        raise
+    finally:
+        if bar:
+            bar.close()
+        store.close()
+    if args.json:
+        print_json(_commit_json(r))
+        return 0
+    rate = f" ({r.bytes_read / r.seconds / 1e6:.0f} MB/s)" if r.seconds >= 1 else ""
+    where = f"{r.dataset}@{r.branch}"
+    if r.unchanged:
+        print(f"nothing changed since {short(r.commit)} on {where}", file=sys.stderr)
+    else:
+        print(
+            f"{where}: {r.files} files, {human(r.bytes)}; read {human(r.bytes_read)}"
+            f"{rate}, uploaded {human(r.bytes_uploaded)} in {r.packs} packs, "
+            f"{r.seconds:.2f} s"
+            + (f" (re-parented {r.rebased}x: the branch moved)" if r.rebased else ""),
+            file=sys.stderr,
+        )
+    print(r.commit.hex())
+    return 0
+
+
+# --- rollback ---
+
+
+def add_rollback(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Commit the tree of DATASET@OLD as a new version on top of a branch (default: "
+        "main). Nothing is copied and history is kept: the versions in between stay "
+        "reachable."
+    )
+    p.epilog = "example: vfs rollback imagenet@v2"
+    p.add_argument("spec", metavar="DATASET@OLD")
+    p.add_argument("--branch", default=DEFAULT_BRANCH)
+    p.add_argument("-m", "--message", default=None)
+    add_common(p, json_output=True)
+    p.set_defaults(func=cmd_rollback)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    r = rollback(store, args.spec, args.branch, args.message)
+    if args.json:
+        print_json(
+            {
+                "id": r.id.hex(),
+                "branch": r.branch,
+                "tree": r.tree.hex(),
+                "rollback_of": r.rollback_of.hex(),
+            }
+        )
+    else:
+        print(f"{r.dataset}@{r.branch} now has the content of {r.spec}", file=sys.stderr)
+        print(r.id.hex())
+    return 0

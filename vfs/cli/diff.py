@@ -1,0 +1,73 @@
+"""The `vfs diff` verb: files added, removed and modified between two versions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vfs.cli.common import add_common, human, open_store, print_json
+from vfs.ops.diff import Change, Summary, diff_versions
+
+
+def add_diff(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Compare version A with version B. B may be written @REF for the same dataset. "
+        "Unchanged directories are skipped without being read."
+    )
+    p.epilog = "example: vfs diff imagenet@v2 @v3 --format md"
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    fmt_group = p.add_mutually_exclusive_group()
+    fmt_group.add_argument("--format", choices=["text", "md", "json"], default="text")
+    fmt_group.add_argument("--stat", action="store_true", help="only the summary line")
+    add_common(p, json_output=True)
+    p.set_defaults(func=cmd_diff)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    d = diff_versions(store, args.a, args.b)
+    changes, s = d.changes, d.summary
+    fmt_name = "json" if args.json else args.format
+    if fmt_name == "json":
+        print_json(
+            {
+                "a": {"spec": str(d.a.spec), "id": d.a.commit.hex()},
+                "b": {"spec": str(d.b.spec), "id": d.b.commit.hex()},
+                "summary": vars(s),
+                "changes": [c.to_json() for c in changes],
+            }
+        )
+        return 0
+    if fmt_name == "md":
+        _diff_md(str(d.a.spec), str(d.b.spec), changes, s)
+        return 0
+    if not args.stat:
+        for c in changes:
+            mark = {"added": "+", "removed": "-", "modified": "M"}[c.status]
+            detail = human(c.new_size) if c.status != "removed" else human(c.old_size)
+            if c.status == "modified":
+                detail = f"{human(c.old_size)} -> {human(c.new_size)}, {human(c.changed_bytes)} new"
+            print(f"{mark} {c.path}  ({detail})")
+    print(
+        f"{s.added} added, {s.removed} removed, {s.modified} modified; "
+        f"{human(s.changed_bytes)} of new content",
+        file=sys.stderr if not args.stat else sys.stdout,
+    )
+    return 0
+
+
+def _diff_md(a: str, b: str, changes: list[Change], s: Summary) -> None:
+    print(f"### Data changes: `{a}` → `{b}`\n")
+    print("| | files | bytes |\n|---|---:|---:|")
+    print(f"| added | {s.added} | {human(s.bytes_added)} |")
+    print(f"| removed | {s.removed} | {human(s.bytes_removed)} |")
+    print(f"| modified | {s.modified} | {human(s.changed_bytes)} new content |")
+    if changes:
+        print("\n<details><summary>files</summary>\n")
+        print("| status | path | old size | new size |\n|---|---|---:|---:|")
+        for c in changes[:1000]:
+            print(f"| {c.status} | `{c.path}` | {c.old_size} | {c.new_size} |")
+        if len(changes) > 1000:
+            print(f"\n… and {len(changes) - 1000} more")
+        print("\n</details>")

@@ -1,0 +1,149 @@
+"""The verbs that read a version without a mount: `vfs ls`, `vfs cat`, `vfs get`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from vfs.cache import ChunkCache
+from vfs.cli.common import (
+    add_common,
+    cache_dir,
+    human,
+    open_store,
+    positive_int,
+    print_json,
+    show_progress,
+)
+from vfs.ops import base, history, read
+from vfs.ops.get import get
+
+# --- ls ---
+
+
+def add_ls(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "With no argument: the datasets in the store with their branches and tags. "
+        "With DATASET@REF: the entries at PATH in that version."
+    )
+    p.epilog = "examples: vfs ls; vfs ls imagenet@v3 train -l; vfs ls imagenet -R"
+    p.add_argument("spec", nargs="?", metavar="DATASET[@REF]")
+    p.add_argument("path", nargs="?", default="", metavar="PATH")
+    p.add_argument("-l", dest="long", action="store_true", help="long listing: mode, size, mtime")
+    p.add_argument(
+        "-R", dest="recursive", action="store_true", help="list subdirectories recursively"
+    )
+    add_common(p, json_output=True)
+    p.set_defaults(func=cmd_ls)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    if args.spec is None:
+        return _ls_datasets(args, history.datasets(store), store.url)
+    rows = read.entries(store, args.spec, args.path, args.recursive)
+    if args.json:
+        print_json([read.entry_doc(p, e) for p, e in rows])
+        return 0
+    for p, e in rows:
+        name = p + ("/" if e.is_dir else "")
+        if e.is_symlink and args.long:
+            name += " -> " + e.target.decode("utf-8", "surrogateescape")
+        if args.long:
+            mtime = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.mtime_ns / 1e9))
+            print(f"{read.mode_string(e)} {e.size:>12} {mtime} {name}")
+        else:
+            print(name)
+    return 0
+
+
+def _ls_datasets(args: argparse.Namespace, docs: list[dict[str, Any]], url: str) -> int:
+    if args.json:
+        print_json(docs)
+        return 0
+    if not docs:
+        print(f"no datasets in {url}", file=sys.stderr)
+    for d in docs:
+        print(
+            f"{d['dataset']:<24} {d['files']:>9} files {human(d['bytes']):>10}  "
+            f"branches: {', '.join(d['branches']) or '-'}  tags: {', '.join(d['tags']) or '-'}"
+        )
+    return 0
+
+
+# --- cat, get ---
+
+
+def add_cat(p: argparse.ArgumentParser) -> None:
+    p.description = "Write PATH of DATASET@REF to stdout."
+    p.add_argument("spec", metavar="DATASET[@REF]")
+    p.add_argument("path", metavar="PATH")
+    add_common(p)
+    p.set_defaults(func=cmd_cat)
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    read.cat(store, args.spec, args.path, sys.stdout.buffer)
+    return 0
+
+
+def add_get(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Write DATASET@REF (or PATH inside it) into OUT, a new or empty directory, "
+        "fetching in parallel and verifying every chunk. Never writes outside OUT."
+    )
+    p.add_argument("spec", metavar="DATASET[@REF]")
+    p.add_argument("path", nargs="?", default="", metavar="PATH")
+    p.add_argument("-o", "--out", required=True, metavar="OUT")
+    p.add_argument(
+        "-j", "--jobs", type=positive_int, default=8, help="parallel fetches (default 8)"
+    )
+    add_common(p, json_output=True)
+    p.set_defaults(func=cmd_get)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    r = base.resolve(store, args.spec)
+    cache = ChunkCache(cache_dir(args))
+    store.use_cache(cache)
+    try:
+        v = base.version_of(store, r, cache)
+        t0 = time.monotonic()
+        bar: Any = None
+        if show_progress() and not args.json:
+            from tqdm import tqdm
+
+            found = v.stat(args.path)
+            total = found.entry.size if found else v.commit.bytes
+            bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
+        try:
+            res = get(
+                v, args.path, args.out, workers=args.jobs, on_bytes=bar.update if bar else None
+            )
+        finally:
+            if bar:
+                bar.close()
+    finally:
+        cache.close()
+    secs = time.monotonic() - t0
+    if args.json:
+        print_json(
+            {
+                "files": res.files,
+                "dirs": res.dirs,
+                "symlinks": res.symlinks,
+                "bytes": res.bytes,
+                "seconds": round(secs, 3),
+            }
+        )
+    else:
+        print(
+            f"{res.files} files, {res.dirs} dirs, {res.symlinks} symlinks, {human(res.bytes)} "
+            f"into {args.out} in {secs:.2f} s",
+            file=sys.stderr,
+        )
+    return 0

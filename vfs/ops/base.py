@@ -1,0 +1,42 @@
+"""What every verb starts from: the store a command names and the version a spec names.
+
+The CLI reaches the store layer through this module and the verb modules only. It
+holds no state: each call opens or resolves afresh.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from vfs.backends import default_store_url
+from vfs.reader import Version
+from vfs.refs import Resolved, resolve, short
+from vfs.store import Store
+
+if TYPE_CHECKING:
+    from vfs.cache import ChunkCache
+
+log = logging.getLogger(__name__)
+
+# resolve and short are the store layer's own (vfs.refs): named here so that a verb's
+# caller resolves a spec and prints an id without importing the store layer.
+__all__ = ["Resolved", "open_store", "resolve", "short", "store_url", "version_of"]
+
+
+def store_url(url: str | None) -> str:
+    """The store a command uses: `url` if given, else $VFS_STORE, else the default."""
+    return str(url or default_store_url())
+
+
+def open_store(url: str | None, for_write: bool = False) -> Store:
+    """Open the store; a store to read from must have a config this version reads."""
+    store = Store.open(store_url(url))
+    if not for_write:
+        store.check_config()
+    return store
+
+
+def version_of(store: Store, r: Resolved, cache: ChunkCache | None = None) -> Version:
+    """The readable version a resolved spec names."""
+    return Version(store, r.spec.dataset, r.commit, cache)

@@ -1,0 +1,68 @@
+"""`vfs ls` and `vfs cat`: a version's entries and file bytes, read without a mount.
+
+The dataset listing of a bare `vfs ls` is vfs.ops.history's.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat as stat_mod
+import time
+from typing import Any, BinaryIO
+
+from vfs import format as fmt
+from vfs.ops.base import resolve, version_of
+from vfs.store import Store
+
+log = logging.getLogger(__name__)
+
+# Bytes copied per read by `cat`.
+CAT_BLOCK = 4 * 1024 * 1024
+
+
+def entries(store: Store, spec: str, path: str, recursive: bool) -> list[tuple[str, fmt.Entry]]:
+    """(path, entry) of what `ls` lists at `path` of the version `spec` names: a
+    file itself, a directory's entries, or with `recursive` everything below it."""
+    v = version_of(store, resolve(store, spec))
+    found = v.stat(path)
+    if found is not None and not found.entry.is_dir:
+        return [(path, found.entry)]
+    if recursive:
+        return [(p.decode("utf-8", "surrogateescape"), f.entry) for p, f in v.walk(path)]
+    return [(f.entry.name.decode("utf-8", "surrogateescape"), f.entry) for f in v.listdir(path)]
+
+
+def mode_string(e: fmt.Entry) -> str:
+    """The entry's type and permissions as `ls -l` writes them: drwxr-xr-x."""
+    kind = {fmt.DIR: stat_mod.S_IFDIR, fmt.FILE: stat_mod.S_IFREG, fmt.SYMLINK: stat_mod.S_IFLNK}[
+        e.kind
+    ]
+    return stat_mod.filemode(kind | (e.mode & 0o777))
+
+
+def entry_doc(path: str, e: fmt.Entry) -> dict[str, Any]:
+    """An entry as `vfs ls --json` prints it."""
+    doc: dict[str, Any] = {
+        "path": path,
+        "type": fmt.KIND_NAMES[e.kind],
+        "size": e.size,
+        "mode": f"{e.mode & 0o7777:04o}",
+        "mtime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.mtime_ns / 1e9)),
+    }
+    if e.is_symlink:
+        doc["target"] = e.target.decode("utf-8", "surrogateescape")
+    if e.is_dir:
+        doc["files"] = e.nfiles
+    return doc
+
+
+def cat(store: Store, spec: str, path: str, out: BinaryIO) -> None:
+    """Write the file at `path` of the version `spec` names to `out`."""
+    v = version_of(store, resolve(store, spec))
+    with v.open(path) as f:
+        while True:
+            block = f.read(CAT_BLOCK)
+            if not block:
+                break
+            out.write(block)
+    out.flush()

@@ -1,0 +1,55 @@
+"""`vfs rollback`: make an old version current again, keeping history.
+
+Nothing is copied: the old version's tree becomes the tree of a new commit on top
+of the branch, whose meta records which version it rolls back to.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from vfs import format as fmt
+from vfs import refs
+from vfs.defaults import DEFAULT_BRANCH
+from vfs.errors import NotFound
+from vfs.names import check_name
+from vfs.ops.commit import commit_and_move, default_author, utc_now
+from vfs.store import HEADS, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    id: bytes  # the new commit
+    dataset: str
+    branch: str
+    tree: bytes
+    rollback_of: bytes  # the commit whose tree it has
+    spec: str  # the version rolled back to, as resolved
+
+
+def rollback(
+    store: Store, spec: str, branch: str = DEFAULT_BRANCH, message: str | None = None
+) -> RollbackResult:
+    """Commit the tree of the version `spec` names on top of `branch`."""
+    r = refs.resolve(store, spec)
+    branch = check_name(branch, "branch")
+    old = store.get_commit(r.commit)
+    head = store.read_ref(r.spec.dataset, HEADS, branch)
+    if head is None:
+        raise NotFound(f"{r.spec.dataset} has no branch {branch!r}")
+    message = message or f"rollback to {r.spec} ({refs.short(r.commit)})"
+    template = fmt.Commit(
+        tree=old.tree,
+        parents=(),
+        author=default_author(),
+        time=utc_now(),
+        message=message,
+        meta={**old.meta, "vfs.rollback-of": r.commit.hex()},
+        files=old.files,
+        bytes=old.bytes,
+    )
+    cid, _, _ = commit_and_move(store, r.spec.dataset, branch, head, template)
+    return RollbackResult(cid, r.spec.dataset, branch, old.tree, r.commit, str(r.spec))
