@@ -32,8 +32,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import lmdb
 import xxhash
@@ -48,6 +49,8 @@ from vfs.errors import UsageError, VfsError
 __all__ = ["CacheStats", "ChunkCache"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 ID_LEN = 32
 # A hit costs a dict update; the write transaction that records it is shared by this
@@ -216,19 +219,14 @@ class ChunkCache:
             todo.append((chunk_id, data, xxhash.xxh3_128_digest(data), path))
         if not todo:
             return
-        touched, hits, misses = self._take_pending()
 
-        def insert(txn: lmdb.Transaction[bytes]) -> None:
-            counters = ix.Counters(txn, dbs.counters)
-            ix.apply_pending(txn, dbs, counters, touched, hits, misses)
+        def insert(txn: lmdb.Transaction[bytes], counters: ix.Counters) -> None:
             for chunk_id, data, checksum, path in todo:
                 ix.insert(txn, dbs, counters, self._files, chunk_id, data, checksum, path)
-            if counters["bytes"] > self.max_bytes:
-                self._evict(txn, counters, int(self.max_bytes * self.low_water))
-            counters.save()
+            self._evict_over_cap(txn, counters)
 
         try:
-            env.run(insert, write=True)
+            self._write(self._take_pending(), insert)
         except OSError as e:  # from the rare rewrite inside the transaction
             log.warning("chunk cache %s: cannot store %d chunks: %s", self.root, len(todo), e)
 
@@ -249,19 +247,13 @@ class ChunkCache:
     def unpin(self, name: str) -> None:
         """Drop the pin set `name`; its chunks become evictable unless pinned elsewhere."""
         key = _pin_key(name)
-        env = self._live()
-        dbs = env.dbs
-        touched, hits, misses = self._take_pending()
+        dbs = self._live().dbs
 
-        def fn(txn: lmdb.Transaction[bytes]) -> None:
-            counters = ix.Counters(txn, dbs.counters)
-            ix.apply_pending(txn, dbs, counters, touched, hits, misses)
+        def fn(txn: lmdb.Transaction[bytes], counters: ix.Counters) -> None:
             ix.unpin_set(txn, dbs, counters, key)
-            if counters["bytes"] > self.max_bytes:
-                self._evict(txn, counters, int(self.max_bytes * self.low_water))
-            counters.save()
+            self._evict_over_cap(txn, counters)
 
-        env.run(fn, write=True)
+        self._write(self._take_pending(), fn)
 
     def pins(self) -> dict[str, int]:
         """Pin set name -> number of chunk ids in it (cached or not)."""
@@ -294,55 +286,32 @@ class ChunkCache:
 
     def flush(self) -> None:
         """Write this process's pending touches and hit/miss counts to the index."""
-        touched, hits, misses = self._take_pending()
-        if not (touched or hits or misses):
-            return
-        env = self._live()
-        dbs = env.dbs
-
-        def fn(txn: lmdb.Transaction[bytes]) -> None:
-            counters = ix.Counters(txn, dbs.counters)
-            ix.apply_pending(txn, dbs, counters, touched, hits, misses)
-            counters.save()
-
-        env.run(fn, write=True)
+        pending = self._take_pending()
+        if any(pending):
+            self._write(pending, lambda txn, counters: None)
 
     def prune(self, target_bytes: int | None = None) -> int:
         """Evict unpinned chunks, oldest use first, down to target_bytes (default: the
         low-water mark). Returns the bytes freed."""
         target = int(self.max_bytes * self.low_water) if target_bytes is None else target_bytes
-        env = self._live()
-        dbs = env.dbs
-        touched, hits, misses = self._take_pending()
-
-        def fn(txn: lmdb.Transaction[bytes]) -> int:
-            counters = ix.Counters(txn, dbs.counters)
-            ix.apply_pending(txn, dbs, counters, touched, hits, misses)
-            freed = self._evict(txn, counters, target)
-            counters.save()
-            return freed
-
-        return env.run(fn, write=True)
+        self._live()  # a closed cache raises before its pending uses are taken
+        return self._write(self._take_pending(), lambda txn, c: self._evict(txn, c, target))
 
     def clear(self) -> None:
         """Remove every entry and chunk file. Pin sets stay, and so do the lifetime
         counters (hits, misses, evictions, bytes inserted)."""
-        env = self._live()
-        dbs = env.dbs
+        dbs = self._live().dbs
         _, hits, misses = self._take_pending()
 
-        def fn(txn: lmdb.Transaction[bytes]) -> None:
+        def fn(txn: lmdb.Transaction[bytes], counters: ix.Counters) -> None:
             for path in self._files.chunk_files():
                 unlink(path)
             txn.drop(dbs.entries, delete=False)
             txn.drop(dbs.lru, delete=False)
-            counters = ix.Counters(txn, dbs.counters)
-            ix.apply_pending(txn, dbs, counters, {}, hits, misses)
             for name in ("bytes", "entries", "pinned_entries", "pinned_bytes"):
                 counters.set(name, 0)
-            counters.save()
 
-        env.run(fn, write=True)
+        self._write(({}, hits, misses), fn)
 
     def verify(
         self,
@@ -414,6 +383,29 @@ class ChunkCache:
             self._touched, self._hits, self._misses = {}, 0, 0
             self._last_flush = time.monotonic()
         return out
+
+    def _write(
+        self,
+        pending: tuple[dict[bytes, int], int, int],
+        step: Callable[[lmdb.Transaction[bytes], ix.Counters], _T],
+    ) -> _T:
+        """step(txn, counters) in one write transaction that first records `pending`
+        (from _take_pending()) and last saves the counters."""
+        env = self._live()
+        dbs = env.dbs
+
+        def fn(txn: lmdb.Transaction[bytes]) -> _T:
+            counters = ix.Counters(txn, dbs.counters)
+            ix.apply_pending(txn, dbs, counters, *pending)
+            out = step(txn, counters)
+            counters.save()
+            return out
+
+        return env.run(fn, write=True)
+
+    def _evict_over_cap(self, txn: lmdb.Transaction[bytes], counters: ix.Counters) -> None:
+        if counters["bytes"] > self.max_bytes:
+            self._evict(txn, counters, int(self.max_bytes * self.low_water))
 
     def _evict(self, txn: lmdb.Transaction[bytes], counters: ix.Counters, target: int) -> int:
         """ix.evict(), and one warning per cache when pins keep it over the target."""
