@@ -1,4 +1,4 @@
-"""The machine-wide chunk cache (vfs/cache.py): real files, real LMDB, real processes."""
+"""The machine-wide chunk cache (vfs/cache/): real files, real LMDB, real processes."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from vfs import cache as cache_mod
 from vfs.cache import ChunkCache, VerifyReport
+from vfs.cache import chunks as cache_mod
+from vfs.cache import index as index_mod
 from vfs.defaults import default_cache_dir
 from vfs.errors import UsageError, VfsError
 
@@ -491,7 +492,7 @@ def test_fork_is_refused_clearly(cache: ChunkCache, root: Path) -> None:
 
 
 def test_map_grows_when_full(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cache_mod, "_MAP_SIZE", 256 * KiB)
+    monkeypatch.setattr(index_mod, "_MAP_SIZE", 256 * KiB)
     with ChunkCache(root) as c:
         chunks = [tiny_chunk(i) for i in range(3000)]
         c.pin("all", [cid for cid, _ in chunks])
@@ -510,7 +511,7 @@ def _fill(root: str, n: int) -> None:
 def test_map_grown_by_another_process(
     root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(cache_mod, "_MAP_SIZE", 256 * KiB)
+    monkeypatch.setattr(index_mod, "_MAP_SIZE", 256 * KiB)
     with ChunkCache(root) as c:
         p = mp.get_context("spawn").Process(target=_fill, args=(str(root), 20_000))
         p.start()
@@ -573,7 +574,7 @@ def test_verify_fixes_counters(cache: ChunkCache, root: Path) -> None:
         cache.put(*make_chunk(i))
     env = cache._live()
     with env.env.begin(write=True) as txn:
-        txn.put(b"bytes", (12345).to_bytes(8, "big"), db=env.counters)
+        txn.put(b"bytes", (12345).to_bytes(8, "big"), db=env.dbs.counters)
     report = cache.verify()
     assert report.index_errors == 1 and report.repaired == 1
     assert_consistent(cache, root)

@@ -7,7 +7,7 @@ live or has failed (`vfs mount`), one request over a daemon's control socket
 (`vfs switch`, status), and `vfs umount`, which also clears a mount whose daemon
 died ("Transport endpoint is not connected"). The daemon itself is vfs.mount.
 
-It imports only the standard library and vfs.errors, on purpose: `vfs switch` and
+It imports only the standard library, vfs.errors and vfs.cache.layout, on purpose: `vfs switch` and
 `vfs umount` should cost a Python start-up and a round trip, not the imports of
 trio, the store and the cache (tests/test_cli.py checks that they stay out).
 
@@ -37,6 +37,7 @@ import sys
 import time
 from typing import Any
 
+from vfs.cache import layout
 from vfs.errors import NotFound, UsageError, VfsError
 
 READY_TIMEOUT = 120.0  # the parent gives up on a child that neither mounts nor fails
@@ -117,7 +118,7 @@ def default_log_file(cache_dir: str, mountpoint: str) -> str:
     path = canonical(mountpoint)
     tail = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(path))
     digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:8]
-    return os.path.join(cache_dir, "logs", f"mount-{tail[:40]}-{digest}.log")
+    return os.path.join(layout.logs_dir(cache_dir), f"mount-{tail[:40]}-{digest}.log")
 
 
 # --- the parent: start a daemon and wait until it is live ----------------------------------

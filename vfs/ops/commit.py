@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 
 from vfs import chunker, packer
 from vfs import format as fmt
+from vfs.cache import layout
+from vfs.cache.statcache import StatCache
 from vfs.errors import NotFound, RefConflict, UsageError, VfsError
 from vfs.names import check_name
-from vfs.statcache import StatCache
 from vfs.store import HEADS, TAGS, RefValue, Store
 from vfs.tree import write_dir
 
@@ -140,7 +141,7 @@ def load_known_chunks(store: Store, cache_dir: str, workers: int = 16) -> dict[b
     listing of `index/` goes to the store each time.
     """
     ids = list(store.pack_ids())
-    local = os.path.join(cache_dir, "packindex")
+    local = layout.packindex_dir(cache_dir)
     os.makedirs(local, exist_ok=True)
 
     def load(pack_id: bytes) -> list[fmt.PackEntry]:
@@ -342,7 +343,7 @@ def commit_dir(
     # page cache each read waits on the disk), and hashing and zstd release the GIL.
     nworkers = workers or max(8, 2 * (os.cpu_count() or 2))
     pool = ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="vfs-chunk")
-    writer = packer.PackWriter(store, spool_dir=os.path.join(cache_dir, "spool"))
+    writer = packer.PackWriter(store, spool_dir=layout.spool_dir(cache_dir))
     os.makedirs(writer.spool_dir, exist_ok=True)
     packer.clean_spool(writer.spool_dir)
     bytes_read = 0

@@ -3,36 +3,34 @@
 Keyed by store and absolute path; valid while (device, inode, size, mtime, ctime) are
 unchanged. It holds the file's chunk list, which the committer trusts only if every
 chunk is known to be in the store. Losing it costs a re-read, never correctness.
+It lives in ``<root>/statcache/`` (vfs.cache.layout).
 
-Concurrency: one LMDB environment per process (LMDB forbids opening one twice);
-writes are batched into one transaction per commit.
+Concurrency: its LMDB environment comes from the process's one registry
+(vfs.cache.lmdbenv: LMDB forbids opening one twice) and stays open for the life of
+the process; writes are batched into one transaction per commit. A StatCache itself
+is used by one thread at a time.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-import threading
 
 import lmdb
 import xxhash
 
 from vfs import format as fmt
+from vfs.cache import layout, lmdbenv
+
+__all__ = ["StatCache"]
 
 _HEAD = struct.Struct("<QQQqq")
 _REF = struct.Struct("<32sI")
-_envs: dict[str, lmdb.Environment] = {}
-_envs_lock = threading.Lock()
+_SPEC = lmdbenv.EnvSpec(what="stat cache", map_size=4 << 30, max_dbs=1, metasync=False, sync=False)
 
 
-def _env(path: str) -> lmdb.Environment:
-    with _envs_lock:
-        env = _envs.get(path)
-        if env is None:
-            os.makedirs(path, exist_ok=True)
-            env = lmdb.open(path, map_size=4 << 30, max_dbs=1, metasync=False, sync=False)
-            _envs[path] = env
-        return env
+def _no_setup(env: lmdb.Environment) -> None:
+    """The stat cache uses the environment's unnamed database alone."""
 
 
 def _sig(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -41,7 +39,10 @@ def _sig(st: os.stat_result) -> tuple[int, int, int, int, int]:
 
 class StatCache:
     def __init__(self, cache_dir: str, store_url: str) -> None:
-        self._env = _env(os.path.join(cache_dir, "statcache"))
+        path = layout.statcache_dir(cache_dir)
+        os.makedirs(path, exist_ok=True)
+        # Never released: the environment stays open for the process, as it always has.
+        self._env = lmdbenv.acquire(path, _SPEC, _no_setup)
         self._prefix = xxhash.xxh3_64_digest(store_url.encode())
         self._pending: dict[bytes, bytes] = {}
 
@@ -49,8 +50,8 @@ class StatCache:
         return self._prefix + path
 
     def lookup(self, path: bytes, st: os.stat_result) -> tuple[fmt.ChunkRef, ...] | None:
-        with self._env.begin() as txn:
-            v = txn.get(self._key(path))
+        key = self._key(path)
+        v = self._env.run(lambda txn: txn.get(key), write=False)
         if v is None or len(v) < _HEAD.size or (len(v) - _HEAD.size) % _REF.size:
             return None
         if _HEAD.unpack_from(v) != _sig(st):
@@ -65,7 +66,11 @@ class StatCache:
     def flush(self) -> None:
         if not self._pending:
             return
-        with self._env.begin(write=True) as txn:
-            for k, v in self._pending.items():
+        pending = self._pending
+
+        def fn(txn: lmdb.Transaction[bytes]) -> None:
+            for k, v in pending.items():
                 txn.put(k, v)
+
+        self._env.run(fn, write=True)
         self._pending.clear()

@@ -1,0 +1,446 @@
+"""The machine-wide local chunk cache: ChunkCache, on the chunk files of
+vfs.cache.files and the LMDB index of vfs.cache.index.
+
+A ChunkCache owns the open handle of the cache directory's index in this process,
+the cap and low-water mark, and this process's gathered uses and hit/miss counts.
+The model is CernVM-FS's cache: write a temp file, rename it to its content address,
+and evict least recently used unpinned chunks down to a low-water mark.
+
+Concurrency: processes coordinate through LMDB alone (vfs.cache.lmdbenv: one writer
+machine-wide, readers never block). Within a process:
+- ``ChunkCache._lock`` guards the pending touches and hit/miss counts. It is never
+  held across an LMDB call, so it cannot deadlock against the writer lock.
+- A hit is not written at once: touched ids and counts are flushed in one write
+  transaction once FLUSH_EVERY ids or FLUSH_SECONDS have gathered, by the next put
+  or eviction of this process, and by close(). A crash loses only recency and counts.
+- Eviction runs inside the write transaction of the put that crossed the cap, so the
+  index total never exceeds the cap after a commit (pinned chunks excepted: pins win
+  over the cap). On disk, only the files of puts in flight come on top. An eviction
+  holds the writer lock for one unlink per evicted chunk; readers are not blocked.
+- A ChunkCache does not survive fork(): py-lmdb refuses to reopen in a forked child
+  an environment its parent had open, so start workers with 'spawn'.
+
+On an event loop: contains(), contains_many(), pins() and stats() run short read
+transactions and may run inline. get(), get_many() and put() read or write chunk
+files of up to 8 MiB and now and then wait for the machine-wide writer lock; run
+them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import lmdb
+import xxhash
+
+from vfs.cache import check, layout, lmdbenv
+from vfs.cache import index as ix
+from vfs.cache.check import ORPHAN_GRACE_S, TEMP_GRACE_S, VerifyReport
+from vfs.cache.files import ChunkFiles, unlink
+from vfs.defaults import DEFAULT_CACHE_BYTES
+from vfs.errors import UsageError, VfsError
+
+__all__ = ["CacheStats", "ChunkCache"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+ID_LEN = 32
+# A hit costs a dict update; the write transaction that records it is shared by this
+# many ids or this much time, whichever comes first.
+FLUSH_EVERY = 256
+FLUSH_SECONDS = 2.0
+# Pin sets may hold millions of ids; pin them in transactions of bounded size.
+_PIN_BATCH = 10_000
+_MAX_PIN_NAME = 400  # bytes: LMDB keys are at most 511
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Totals of the whole cache (every process), plus this process's unflushed hits."""
+
+    root: str
+    max_bytes: int
+    bytes: int
+    entries: int
+    pinned_entries: int
+    hits: int
+    misses: int
+    evictions: int
+    bytes_inserted: int
+    corrupt_evicted: int
+    pinned_bytes: int
+
+
+class ChunkCache:
+    """A bounded, shared, self-healing cache of chunks by id. Thread-safe.
+
+    get() counts a miss itself whenever it returns None, so callers count nothing.
+    put() trusts its caller to have verified the bytes against the id, and is best
+    effort: a full or failing disk is logged, never raised, as a cache must not fail
+    a read that the store can serve. close() it, or use it as a context manager:
+    close() writes this process's pending touches and counts.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        max_bytes: int = DEFAULT_CACHE_BYTES,
+        low_water: float = 0.8,
+    ) -> None:
+        if max_bytes <= 0:
+            raise UsageError(f"cache size must be positive, not {max_bytes}")
+        if not 0.0 < low_water <= 1.0:
+            raise UsageError(f"cache low-water mark must be in (0, 1], not {low_water}")
+        self.root = os.path.abspath(os.fspath(root))
+        self.max_bytes = max_bytes
+        self.low_water = low_water
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        self._files = files = ChunkFiles(self.root)
+        index_dir = layout.index_dir(self.root)
+        for d in (files.data_dir, files.tmp_dir, index_dir):
+            files.mkdir(d)
+        self._env: ix.Index | None = ix.open_index(index_dir, files.file_mode)
+        if files.group:
+            for name in ("data.mdb", "lock.mdb"):
+                files.chmod(os.path.join(index_dir, name), files.file_mode)
+        self._lock = threading.Lock()
+        self._touched: dict[bytes, int] = {}
+        self._hits = 0
+        self._misses = 0
+        self._last_flush = time.monotonic()
+        self._warned_pinned = False
+
+    # -- public API ------------------------------------------------------------------
+
+    def get(self, chunk_id: bytes) -> bytes | None:
+        """The chunk's bytes, checked against the index, or None (a miss)."""
+        return self.get_many([chunk_id]).get(chunk_id)
+
+    def get_many(self, chunk_ids: Iterable[bytes]) -> dict[bytes, bytes]:
+        """The checked bytes of every chunk of `chunk_ids` the cache has; a missing or
+        bad one is simply absent (a miss, and a bad one is dropped, as by get()).
+
+        Cheaper per chunk than get() in a loop: one index transaction for them all
+        and one read() per file. (Starting every file's read first with
+        POSIX_FADV_WILLNEED was tried: faster alone, slower under a mount, where
+        several batches already read side by side and readers wait on the first.)"""
+        ids = list(dict.fromkeys(chunk_ids))
+        for chunk_id in ids:
+            _check_id(chunk_id)
+        env = self._live()
+        entries = env.dbs.entries
+        raws = env.run(lambda txn: [txn.get(c, db=entries) for c in ids], write=False)
+        read_checked = self._files.read_checked
+        out: dict[bytes, bytes] = {}
+        bad: list[bytes] = []
+        for chunk_id, raw in zip(ids, raws, strict=True):
+            if raw is None:
+                continue
+            entry = ix.Entry.unpack(raw)
+            data, _ = read_checked(chunk_id, entry.size, entry.checksum)
+            if data is None:
+                bad.append(chunk_id)  # re-checked under the writer lock below
+            else:
+                out[chunk_id] = data
+        for chunk_id in bad:
+            ix.drop_if_bad(env, self._files, chunk_id, drop=True)
+        self._note_many(list(out), len(ids) - len(out))
+        return out
+
+    def contains(self, chunk_id: bytes) -> bool:
+        """Whether the index has the chunk (its file is checked only by get())."""
+        _check_id(chunk_id)
+        env = self._live()
+        entries = env.dbs.entries
+        return env.run(lambda txn: txn.get(chunk_id, db=entries) is not None, write=False)
+
+    def contains_many(self, chunk_ids: Iterable[bytes]) -> set[bytes]:
+        """Those of `chunk_ids` the index has, in one read transaction. Counts
+        nothing: a caller that will not get() the others counts them by note_misses()."""
+        ids = list(chunk_ids)
+        for chunk_id in ids:
+            _check_id(chunk_id)
+        env = self._live()
+        entries = env.dbs.entries
+        return env.run(
+            lambda txn: {c for c in ids if txn.get(c, db=entries) is not None}, write=False
+        )
+
+    def note_misses(self, n: int) -> None:
+        """Count `n` misses that were found without get() (by contains_many())."""
+        self._note_many([], n)
+
+    def put(self, chunk_id: bytes, data: bytes) -> None:
+        """Add a chunk, then evict down to the low-water mark if over the cap."""
+        self.put_many({chunk_id: data})
+
+    def put_many(self, items: dict[bytes, bytes]) -> None:
+        """Add chunks: their files first, then one write transaction for all of them
+        (a span of a pack is one commit, not one per chunk), then evict down to the
+        low-water mark if over the cap."""
+        env = self._live()
+        dbs = env.dbs
+        for chunk_id in items:
+            _check_id(chunk_id)
+
+        def present(txn: lmdb.Transaction[bytes]) -> set[bytes]:
+            out = set()
+            for chunk_id, data in items.items():
+                raw = txn.get(chunk_id, db=dbs.entries)
+                if raw is not None and ix.Entry.unpack(raw).size == len(data):
+                    out.add(chunk_id)
+            return out
+
+        have = env.run(present, write=False)
+        self._note_many(list(have), 0, hits=False)
+        todo = []
+        for chunk_id, data in items.items():
+            if chunk_id in have:
+                continue
+            if len(data) > self.max_bytes:
+                log.debug("chunk %s (%d bytes) is larger than the cache", chunk_id.hex(), len(data))
+                continue
+            path = self._files.path(chunk_id)
+            try:
+                self._files.write(path, data)
+            except OSError as e:
+                log.warning(
+                    "chunk cache %s: cannot store chunk %s: %s", self.root, chunk_id.hex(), e
+                )
+                continue
+            todo.append((chunk_id, data, xxhash.xxh3_128_digest(data), path))
+        if not todo:
+            return
+
+        def insert(txn: lmdb.Transaction[bytes], counters: ix.Counters) -> None:
+            for chunk_id, data, checksum, path in todo:
+                ix.insert(txn, dbs, counters, self._files, chunk_id, data, checksum, path)
+            self._evict_over_cap(txn, counters)
+
+        try:
+            self._write(self._take_pending(), insert)
+        except OSError as e:  # from the rare rewrite inside the transaction
+            log.warning("chunk cache %s: cannot store %d chunks: %s", self.root, len(todo), e)
+
+    def pin(self, name: str, chunk_ids: Iterable[bytes]) -> None:
+        """Add ids to the pin set `name`. A pinned id is never evicted, whether it is
+        cached now or later, until every pin set holding it is unpinned."""
+        key = _pin_key(name)
+        batch: list[bytes] = []
+        for chunk_id in chunk_ids:
+            _check_id(chunk_id)
+            batch.append(chunk_id)
+            if len(batch) >= _PIN_BATCH:
+                self._pin_batch(key, batch)
+                batch = []
+        if batch:
+            self._pin_batch(key, batch)
+
+    def unpin(self, name: str) -> None:
+        """Drop the pin set `name`; its chunks become evictable unless pinned elsewhere."""
+        key = _pin_key(name)
+        dbs = self._live().dbs
+
+        def fn(txn: lmdb.Transaction[bytes], counters: ix.Counters) -> None:
+            ix.unpin_set(txn, dbs, counters, key)
+            self._evict_over_cap(txn, counters)
+
+        self._write(self._take_pending(), fn)
+
+    def pins(self) -> dict[str, int]:
+        """Pin set name -> number of chunk ids in it (cached or not)."""
+        env = self._live()
+        return env.run(lambda txn: ix.pin_counts(txn, env.dbs), write=False)
+
+    def stats(self) -> CacheStats:
+        env = self._live()
+
+        def fn(txn: lmdb.Transaction[bytes]) -> dict[str, int]:
+            db = env.dbs.counters
+            return {n: ix.read_u64(txn.get(n.encode(), db=db)) for n in ix.COUNTERS}
+
+        c = env.run(fn, write=False)
+        with self._lock:
+            hits, misses = c["hits"] + self._hits, c["misses"] + self._misses
+        return CacheStats(
+            root=self.root,
+            max_bytes=self.max_bytes,
+            bytes=c["bytes"],
+            entries=c["entries"],
+            pinned_entries=c["pinned_entries"],
+            hits=hits,
+            misses=misses,
+            evictions=c["evictions"],
+            bytes_inserted=c["bytes_inserted"],
+            corrupt_evicted=c["corrupt_evicted"],
+            pinned_bytes=c["pinned_bytes"],
+        )
+
+    def flush(self) -> None:
+        """Write this process's pending touches and hit/miss counts to the index."""
+        pending = self._take_pending()
+        if any(pending):
+            self._write(pending, lambda txn, counters: None)
+
+    def prune(self, target_bytes: int | None = None) -> int:
+        """Evict unpinned chunks, oldest use first, down to target_bytes (default: the
+        low-water mark). Returns the bytes freed."""
+        target = int(self.max_bytes * self.low_water) if target_bytes is None else target_bytes
+        self._live()  # a closed cache raises before its pending uses are taken
+        return self._write(self._take_pending(), lambda txn, c: self._evict(txn, c, target))
+
+    def clear(self) -> None:
+        """Remove every entry and chunk file. Pin sets stay, and so do the lifetime
+        counters (hits, misses, evictions, bytes inserted)."""
+        dbs = self._live().dbs
+        _, hits, misses = self._take_pending()
+
+        def fn(txn: lmdb.Transaction[bytes], counters: ix.Counters) -> None:
+            for path in self._files.chunk_files():
+                unlink(path)
+            txn.drop(dbs.entries, delete=False)
+            txn.drop(dbs.lru, delete=False)
+            for name in ("bytes", "entries", "pinned_entries", "pinned_bytes"):
+                counters.set(name, 0)
+
+        self._write(({}, hits, misses), fn)
+
+    def verify(
+        self,
+        repair: bool = True,
+        *,
+        orphan_grace: float = ORPHAN_GRACE_S,
+        temp_grace: float = TEMP_GRACE_S,
+    ) -> VerifyReport:
+        """Re-hash every chunk file against the index; with `repair`, drop bad or
+        missing entries, delete orphan files older than `orphan_grace` seconds and
+        temp files older than `temp_grace`, and fix the LRU index and totals."""
+        env = self._live()
+        self.flush()
+        return check.verify(env, self._files, repair, orphan_grace, temp_grace)
+
+    def close(self) -> None:
+        """Flush pending touches and release the index. Idempotent."""
+        if self._env is None:
+            return
+        try:
+            if self._env.pid == os.getpid():
+                self.flush()
+        finally:
+            env, self._env = self._env, None
+            if env.pid == os.getpid():
+                lmdbenv.release(env)
+
+    def __enter__(self) -> ChunkCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------
+
+    def _live(self) -> ix.Index:
+        env = self._env
+        if env is None:
+            raise VfsError(f"the chunk cache {self.root} is closed")
+        if env.pid != os.getpid():
+            raise VfsError(
+                f"the chunk cache {self.root} was opened before this process forked; "
+                "use it from a process started with multiprocessing 'spawn'"
+            )
+        return env
+
+    def _note_many(self, used: list[bytes], misses: int, hits: bool = True) -> None:
+        """Record uses of chunks (hits, unless `hits` is False: a put of a chunk the
+        cache had) and misses; one lock, and a flush when enough has gathered."""
+        if not used and not misses:
+            return
+        now = time.monotonic()
+        when = time.time_ns()
+        with self._lock:
+            self._misses += misses
+            if hits:
+                self._hits += len(used)
+            for chunk_id in used:
+                self._touched[chunk_id] = when
+            due = len(self._touched) >= FLUSH_EVERY or now - self._last_flush >= FLUSH_SECONDS
+            if due:
+                self._last_flush = now  # one flusher per period, not every thread at once
+        if due:
+            self.flush()
+
+    def _take_pending(self) -> tuple[dict[bytes, int], int, int]:
+        with self._lock:
+            out = (self._touched, self._hits, self._misses)
+            self._touched, self._hits, self._misses = {}, 0, 0
+            self._last_flush = time.monotonic()
+        return out
+
+    def _write(
+        self,
+        pending: tuple[dict[bytes, int], int, int],
+        step: Callable[[lmdb.Transaction[bytes], ix.Counters], _T],
+    ) -> _T:
+        """step(txn, counters) in one write transaction that first records `pending`
+        (from _take_pending()) and last saves the counters."""
+        env = self._live()
+        dbs = env.dbs
+
+        def fn(txn: lmdb.Transaction[bytes]) -> _T:
+            counters = ix.Counters(txn, dbs.counters)
+            ix.apply_pending(txn, dbs, counters, *pending)
+            out = step(txn, counters)
+            counters.save()
+            return out
+
+        return env.run(fn, write=True)
+
+    def _evict_over_cap(self, txn: lmdb.Transaction[bytes], counters: ix.Counters) -> None:
+        if counters["bytes"] > self.max_bytes:
+            self._evict(txn, counters, int(self.max_bytes * self.low_water))
+
+    def _evict(self, txn: lmdb.Transaction[bytes], counters: ix.Counters, target: int) -> int:
+        """ix.evict(), and one warning per cache when pins keep it over the target."""
+        freed = ix.evict(txn, self._live().dbs, counters, self._files, target)
+        if counters["bytes"] > target and not self._warned_pinned:
+            self._warned_pinned = True
+            log.warning(
+                "chunk cache %s: %d bytes remain over the %d-byte target because %d bytes "
+                "are pinned",
+                self.root,
+                counters["bytes"],
+                target,
+                counters["pinned_bytes"],
+            )
+        return freed
+
+    def _pin_batch(self, key: bytes, batch: list[bytes]) -> None:
+        env = self._live()
+        dbs = env.dbs
+
+        def fn(txn: lmdb.Transaction[bytes]) -> None:
+            counters = ix.Counters(txn, dbs.counters)
+            ix.pin_batch(txn, dbs, counters, key, batch)
+            counters.save()
+
+        env.run(fn, write=True)
+
+
+def _check_id(chunk_id: bytes) -> None:
+    if len(chunk_id) != ID_LEN:
+        raise UsageError(f"a chunk id is {ID_LEN} bytes, not {len(chunk_id)}")
+
+
+def _pin_key(name: str) -> bytes:
+    key = name.encode()
+    if not key or len(key) > _MAX_PIN_NAME:
+        raise UsageError(f"a pin name is 1 to {_MAX_PIN_NAME} bytes: {name!r}")
+    return key

@@ -1,0 +1,165 @@
+"""The process's one registry of LMDB environments, for every LMDB user of the cache
+directory (the chunk cache's index, the stat cache).
+
+LMDB forbids opening one environment twice in a process: a second open would share,
+then break, the first one's locks. So every user acquires its environment here, by
+path, and the last release closes it.
+
+Concurrency: processes coordinate through LMDB alone (one writer machine-wide,
+readers never block). Within a process:
+- ``_envs_lock`` guards the registry and each environment's count of users.
+- A ``SharedEnv`` is the single environment of a path in this process. Every
+  transaction passes its gate (``run``); growing the map waits until none is open,
+  as LMDB requires, and a transaction that meets a grown or full map is retried.
+- An environment does not survive fork(): py-lmdb refuses to reopen in a forked
+  child an environment its parent had open, so acquire() refuses in the child, and
+  users start their workers with multiprocessing 'spawn'.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+import lmdb
+
+from vfs.errors import VfsError
+
+__all__ = ["EnvSpec", "SharedEnv", "acquire", "release"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_D = TypeVar("_D")
+
+_MAX_RESIZES = 8
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """How to open an environment. The first user of a path opens it, so every user
+    of one path passes the same spec."""
+
+    what: str  # names the environment in messages: "chunk cache index"
+    map_size: int
+    max_dbs: int
+    max_readers: int = 126  # LMDB's default
+    mode: int = 0o755  # py-lmdb's default
+    sync: bool = True
+    metasync: bool = True
+
+
+class SharedEnv(Generic[_D]):
+    """The one LMDB environment of a path in this process; `dbs` is what the setup
+    of its first user returned (its database handles)."""
+
+    def __init__(self, path: str, spec: EnvSpec, setup: Callable[[lmdb.Environment], _D]) -> None:
+        self.path = path
+        self.what = spec.what
+        self.pid = os.getpid()
+        self.users = 0
+        self._cond = threading.Condition()
+        self._active = 0
+        self._resizing = False
+        self.env = lmdb.open(
+            path,
+            map_size=spec.map_size,
+            subdir=True,
+            max_dbs=spec.max_dbs,
+            max_readers=spec.max_readers,
+            lock=True,
+            sync=spec.sync,
+            metasync=spec.metasync,
+            mode=spec.mode,
+        )
+        try:
+            self.dbs = setup(self.env)
+            # Reader slots of killed processes pin old pages and grow the file.
+            self.env.reader_check()
+        except BaseException:
+            self.env.close()
+            raise
+        self._map_size = self.env.info()["map_size"]
+
+    def run(self, fn: Callable[[lmdb.Transaction[bytes]], _T], write: bool) -> _T:
+        """fn(txn) in a transaction; grows the map and retries fn when LMDB asks."""
+        for _ in range(_MAX_RESIZES):
+            seen = self._enter()
+            try:
+                with self.env.begin(write=write) as txn:
+                    return fn(txn)
+            except lmdb.MapResizedError:  # another process grew the map
+                adopt = True
+            except lmdb.MapFullError:
+                adopt = False
+            finally:
+                self._leave()
+            self._resize(seen, adopt)
+        raise VfsError(f"the {self.what} {self.path} cannot grow its map")
+
+    def _enter(self) -> int:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._active += 1
+            return self._map_size
+
+    def _leave(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._resizing:
+                self._cond.notify_all()
+
+    def _resize(self, seen: int, adopt: bool) -> None:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            if self._map_size != seen:
+                return  # another thread resized while we waited
+            self._resizing = True
+            while self._active:
+                self._cond.wait()
+        try:
+            # set_mapsize(0) adopts the size another process has set.
+            self.env.set_mapsize(0 if adopt else seen * 2)
+            size = self.env.info()["map_size"]
+            log.info("%s %s: map size %d -> %d", self.what, self.path, seen, size)
+        finally:
+            with self._cond:
+                self._map_size = self.env.info()["map_size"]
+                self._resizing = False
+                self._cond.notify_all()
+
+
+_envs: dict[str, SharedEnv[Any]] = {}
+_envs_lock = threading.Lock()
+
+
+def acquire(path: str, spec: EnvSpec, setup: Callable[[lmdb.Environment], _D]) -> SharedEnv[_D]:
+    """The environment at `path` (its real path), opened with `spec` and `setup` by
+    its first user in this process; release() it when done."""
+    path = os.path.realpath(path)
+    with _envs_lock:
+        shared = _envs.get(path)
+        if shared is not None and shared.pid != os.getpid():
+            raise VfsError(
+                f"the {spec.what} {path} was opened before this process forked; "
+                "open the cache in a fresh process (multiprocessing 'spawn')"
+            )
+        if shared is None:
+            shared = _envs[path] = SharedEnv(path, spec, setup)
+        shared.users += 1
+        return cast(SharedEnv[_D], shared)
+
+
+def release(shared: SharedEnv[Any]) -> None:
+    """Drop one use of `shared`; the last one closes the environment."""
+    with _envs_lock:
+        shared.users -= 1
+        if shared.users == 0:
+            del _envs[shared.path]
+            shared.env.close()
