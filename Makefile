@@ -53,7 +53,7 @@ $(BENCH_STAMP): $(STAMP)
 bench-deps: $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(PY) scripts/bench.py $(BENCH_ARGS)
+	$(PY) -m scripts.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -3,7 +3,7 @@
 Every stored object has canonical bytes `MAGIC(4) VERSION(1) BODY`. Content-addressed
 objects (tree pages, commits) are named by BLAKE3-256 of those bytes; what goes over
 the wire is a zstd frame of them. docs/format.md is the specification; the golden
-vectors in tests/test_format.py pin it. Change nothing here without bumping
+vectors in tests/unit/test_format.py pin it. Change nothing here without bumping
 FORMAT_VERSION and writing the change into docs/format.md.
 
 Decoders treat their input as hostile: every length is checked against what is left,

@@ -15,7 +15,7 @@ Error messages name the endpoint, bucket and key, never credentials: they are
 built here from those three, not copied from whatever the SDK says.
 
 S3-compatible servers differ in corners; the ones handled here were found by
-running tests/test_backends.py against SeaweedFS: a range starting at or past the
+running tests/store/test_backends.py against SeaweedFS: a range starting at or past the
 end answers 416 (an empty read, not an error), HEAD answers a bare 404 for a
 missing bucket too (so a 404 is followed by one HeadBucket), If-Match on a
 missing key answers 412 rather than 404, and emptied prefixes linger in
@@ -327,7 +327,7 @@ class S3Backend(Backend):
 
     def put_if(self, key: str, data: bytes, token: str | None) -> bool:
         # Both conditions are checked and applied atomically by the server. SeaweedFS
-        # (4.x, checked by tests/test_backends.py) honours them like AWS, including
+        # (4.x, checked by tests/store/test_backends.py) honours them like AWS, including
         # under concurrent writers, with one difference: If-Match on a missing key
         # answers 412 where AWS answers 404 NoSuchKey; both mean "lost the race".
         # When many writers hit one key at the same instant, SeaweedFS makes some of

@@ -1,4 +1,4 @@
-"""Tier 3: what the mount and the CLI refuse, and what they never reveal (issue 5, item 8).
+"""What the mount and the CLI refuse, and what they never reveal (issue 5, item 8).
 
 Writes of every kind answer EROFS (beyond those in test_mount.py); no setuid, setgid,
 sticky bit or device node ever shows, even in a forged version; another user cannot
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import forge
-from tests.mounting import Mounts, fuse_usable, sha
-from tests.treegen import make_tree
+from tests.support import forge
+from tests.support.mounting import Mounts, fuse_usable, sha
+from tests.support.treegen import make_tree
 from vfs import format as fmt
 from vfs.ops.commit import commit_dir
 from vfs.store import HEADS, Store

@@ -1,7 +1,7 @@
 """The version rows of `make bench`: commits, re-commits, the bytes a new version
 stores, time to first byte of an unread version, switching versions, and the
 1M-file version's mount time and daemon memory. The fairness rules are in
-benchrows.py."""
+rows.py."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import shutil
 import time
 from typing import Any
 
-from benchctx import DATASET, DATASET_1M, MB, Ctx, attempt, git_commit, measure, rclone_copy
-from benchenv import Unavailable, rss_bytes
-from benchreport import Row
-from benchwork import DvcRepo, find_all
+from .ctx import DATASET, DATASET_1M, MB, Ctx, attempt, git_commit, measure, rclone_copy
+from .env import Unavailable, rss_bytes
+from .report import Row
+from .work import DvcRepo, find_all
 
 
 def row_ttfb(ctx: Ctx, row: Row) -> None:

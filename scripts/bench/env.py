@@ -34,7 +34,7 @@ from typing import Any
 
 log = logging.getLogger("bench")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: scripts/bench/env.py
 PY = sys.executable
 MOUNT_TIMEOUT = 60.0
 # No command of a row may hang the bench (a wedged FUSE mount would): past this, the

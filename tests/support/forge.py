@@ -3,25 +3,16 @@
 The committer never writes a bad name, a duplicate or an odd mode, so tests that need
 one in the store build it here from the format's own pieces: real chunks in real
 packs, pages whose entries are spliced together byte by byte, locations, a commit and
-a tag. What a reader then does with it is the test; `run_core` and its helpers
-read a version through the mount's core, without FUSE.
+a tag. What a reader then does with it is the test (tests/support/core.py reads a
+version through the mount's core, without FUSE).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import trio
 
 from vfs import format as fmt
-from vfs import fs
-from vfs.errors import VfsError
 from vfs.packer import PackWriter
-from vfs.prefetch import FetchConfig
 from vfs.store import Store
 
 MTIME = 1_700_000_000_000_000_000
@@ -83,44 +74,3 @@ def version(store: Store, dataset: str, tag: str, root: bytes) -> bytes:
     )
     store.create_tag(dataset, tag, cid)
     return cid
-
-
-# --- reading forged versions with the mount's core, no FUSE ----------------------------
-
-
-async def list_dir(core: fs.FsCore, ino: int) -> list[bytes]:
-    """readdir of a directory inode, '.' and '..' included."""
-    fh = await core.opendir(ino)
-    names: list[bytes] = []
-
-    def reply(name: bytes, attr: fs.Attr, nxt: int) -> bool:
-        names.append(name)
-        return True
-
-    await core.readdir(fh, 0, reply)
-    core.releasedir(fh)
-    return names
-
-
-async def read_everything(core: fs.FsCore, ino: int) -> None:
-    """Open and read the start of every file in a directory; vfs errors allowed."""
-    for name in (await list_dir(core, ino))[2:]:
-        a = await core.lookup(ino, name)
-        if a.ino and a.mode & 0o170000 == 0o100000:
-            with contextlib.suppress(VfsError):
-                fh = await core.open(a.ino, os.O_RDONLY)
-                await core.read(fh, 0, 100)
-
-
-def run_core(store: Store, target: str, body: Callable[[fs.FsCore], Any]) -> None:
-    """Mount `target` in an FsCore (no FUSE) and run `body` on it."""
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            core = await fs.FsCore.create(
-                store, target, nursery=nursery, fetch=FetchConfig(read_timeout=2)
-            )
-            await body(core)
-            nursery.cancel_scope.cancel()
-
-    trio.run(main)

@@ -1,10 +1,13 @@
-"""Tier 3: what a mount does when the store or the cache misbehaves (issue 5, items 1-3, 6).
+"""What a mount does when the store or the cache misbehaves (issue 5, items 1-3, 6).
 
 Real mounts over real SeaweedFS (and the local store where a test runs on both): the
 remote killed, stalled and restarted under cold reads, and a pinned version served
 with it gone; damaged objects in the store, found by reads (EIO naming the object)
 and by `vfs verify`; a damaged cache healed; the cache cap under 16 readers. The
 fault injection tool (vfs.testing.faults) is checked first, on both backends.
+
+Most tests mount (FUSE); the fault tool, `vfs verify` against cached copies, the
+corrupt-object error and the cache writer behind the readers need no mount.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.mounting import Mounts, fuse_usable, sha
-from tests.treegen import make_tree
+from tests.support.mounting import Mounts, fuse_usable, sha
+from tests.support.treegen import make_tree
 from vfs import control
 from vfs import format as fmt
 from vfs.backends import Backend, open_backend

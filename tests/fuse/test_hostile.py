@@ -1,9 +1,12 @@
 """Hostile input (issue 5, item 7): forged names, `vfs get`, the command line.
 
-Forged versions (tests/forge.py) carry invalid names, a name twice across two pages
+Forged versions (tests/support/forge.py) carry invalid names, a name twice across two pages
 and symlinks that point out: readers refuse them, the mount answers EIO and keeps
 serving, and `vfs get` never writes outside its target. Any command line exits 0, 1
 or 2, with one line on error.
+
+Every store here is a local one; only the EIO test mounts (FUSE), the rest read
+through the Python API, the core in process and the CLI.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests import forge
-from tests.mounting import Mounts, fuse_usable
+from tests.support import forge
+from tests.support.core import SHORT_FETCH, listing, run_core
+from tests.support.mounting import Mounts, fuse_usable
 from vfs import format as fmt
 from vfs import fs, tree
 from vfs.cli import main as cli_main
@@ -138,12 +142,12 @@ def test_forged_names_and_duplicates_are_refused_at_read(
     async def body(core: fs.FsCore) -> None:
         d = await core.lookup(fs.ROOT, b"d")
         with pytest.raises(CorruptObject, match="overlaps"):
-            await forge.list_dir(core, d.ino)
+            await listing(core, d.ino)
         assert (await core.lookup(d.ino, b"x")).ino  # one "x", as for dups.stat above
 
     s = Store.open(url)
     try:
-        forge.run_core(s, "evil@dups", body)
+        run_core(s, "evil@dups", body, fetch=SHORT_FETCH)
     finally:
         s.close()
 

@@ -1,4 +1,4 @@
-"""Tier 2: the filesystem core of `vfs mount` (vfs.fs, vfs.prefetch), in process, no FUSE.
+"""The filesystem core of `vfs mount` (vfs.fs, vfs.prefetch), in process, no FUSE.
 
 Each test drives an FsCore inside trio.run over a store whose backend, the real one
 (local or SeaweedFS S3, per `store_url`), is wrapped in the fault injection layer
@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import trio
 
-from tests.treegen import make_tree
+from tests.support.core import listing, read_all, run_core, walk_path
+from tests.support.treegen import make_tree
 from vfs import format as fmt
 from vfs import fs
 from vfs.cache import ChunkCache
@@ -58,67 +59,20 @@ class World:
         self.cache.close()
         self.store.close()
 
+    def run(
+        self,
+        target: str,
+        body: Callable[[fs.FsCore], Awaitable[None]],
+        fetch: FetchConfig | None = None,
+    ) -> None:
+        run_core(self.store, target, body, cache=self.cache, fetch=fetch)
+
 
 @pytest.fixture
 def world(store_url: str, tmp_path: Path) -> Iterator[World]:
     w = World(store_url, tmp_path)
     yield w
     w.close()
-
-
-def run_core(
-    w: World,
-    target: str,
-    body: Callable[[fs.FsCore], Awaitable[None]],
-    fetch: FetchConfig | None = None,
-    store: Store | None = None,
-) -> None:
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            core = await fs.FsCore.create(
-                store or w.store, target, nursery=nursery, cache=w.cache, fetch=fetch
-            )
-            await body(core)
-            nursery.cancel_scope.cancel()
-
-    trio.run(main)
-
-
-async def walk_path(core: fs.FsCore, path: str) -> fs.Attr:
-    ino = fs.ROOT
-    attr = await core.getattr(ino)
-    for part in path.split("/"):
-        attr = await core.lookup(ino, part.encode())
-        assert attr.ino, f"{path}: {part} not found"
-        ino = attr.ino
-    return attr
-
-
-async def read_all(core: fs.FsCore, ino: int, block: int = MiB) -> bytes:
-    fh = await core.open(ino, os.O_RDONLY)
-    out = []
-    off = 0
-    while True:
-        data = await core.read(fh, off, block)
-        if not data:
-            break
-        out.append(data)
-        off += len(data)
-    core.release(fh)
-    return b"".join(out)
-
-
-async def listing(core: fs.FsCore, ino: int, start: int = 0) -> list[tuple[bytes, int, int]]:
-    fh = await core.opendir(ino)
-    out: list[tuple[bytes, int, int]] = []
-
-    def reply(name: bytes, attr: fs.Attr, nxt: int) -> bool:
-        out.append((name, attr.ino, nxt))
-        return True
-
-    await core.readdir(fh, start, reply)
-    core.releasedir(fh)
-    return out
 
 
 # --- mounting and metadata ---------------------------------------------------------------
@@ -132,7 +86,7 @@ def test_mounting_reads_only_the_ref_commit_and_root_page(world: World) -> None:
         assert core.current is not None and core.current.label == "ds@v1"
 
     world.wired.reset()
-    run_core(world, "ds@v1", body)
+    world.run("ds@v1", body)
 
 
 def test_lookup_and_getattr_never_touch_the_store_once_the_dir_is_loaded(world: World) -> None:
@@ -148,7 +102,7 @@ def test_lookup_and_getattr_never_touch_the_store_once_the_dir_is_loaded(world: 
         assert (await core.lookup(fs.ROOT, b"no such name")).ino == 0
         assert world.wired.requests() == before
 
-    run_core(world, "ds@v1", body)
+    world.run("ds@v1", body)
 
 
 def test_listing_a_directory_reads_its_subdirectories_pages_ahead(world: World) -> None:
@@ -167,7 +121,7 @@ def test_listing_a_directory_reads_its_subdirectories_pages_ahead(world: World) 
         assert len(await listing(core, images.ino)) > 2  # served from the page read ahead
         assert world.wired.requests() == before
 
-    run_core(world, "ds@v1", body)
+    world.run("ds@v1", body)
 
 
 def test_a_mount_remembers_inodes_not_entries(world: World) -> None:
@@ -185,7 +139,7 @@ def test_a_mount_remembers_inodes_not_entries(world: World) -> None:
         assert st["inodes"] >= len(names) + 2
         assert st["inode_table_bytes"] < 200 * st["inodes"] + 4096
 
-    run_core(world, "ds@v1", body)
+    world.run("ds@v1", body)
 
 
 def test_a_file_opened_again_reuses_its_layout(
@@ -228,7 +182,7 @@ def test_a_file_opened_again_reuses_its_layout(
         )
         assert decoded == 1  # evicted: decoded again from its page
 
-    run_core(world, "ds@v1", body)
+    world.run("ds@v1", body)
 
 
 def test_attributes_come_from_the_version(world: World) -> None:
@@ -252,7 +206,7 @@ def test_attributes_come_from_the_version(world: World) -> None:
         s = core.statfs()
         assert s.files > 0 and s.blocks > 0
 
-    run_core(world, "ds@v2", body)
+    world.run("ds@v2", body)
 
 
 def test_setuid_setgid_and_sticky_bits_are_stripped(store_url: str, tmp_path: Path) -> None:
@@ -284,7 +238,7 @@ def test_readdir_resumes_at_every_offset(world: World) -> None:
         for i, (_, _, nxt) in enumerate(full):
             assert await listing(core, fs.ROOT, nxt) == full[i + 1 :]
 
-    run_core(world, "ds@v1", body)
+    world.run("ds@v1", body)
 
 
 def test_big_directories_load_page_by_page(store_url: str, tmp_path: Path) -> None:
@@ -336,8 +290,8 @@ def test_inode_numbers_are_stable(world: World) -> None:
         assert (await walk_path(core, "big.bin")).ino == seen["big.bin"]
         assert (await walk_path(core, "with space.csv")).ino != seen["with space.csv"]
 
-    run_core(world, "ds@v1", first)
-    run_core(world, "ds@v1", again)
+    world.run("ds@v1", first)
+    world.run("ds@v1", again)
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -357,7 +311,7 @@ def test_reads_are_byte_for_byte_sequential_and_random(world: World) -> None:
             assert await core.read(fh, off, n) == data[off : off + n]
         core.release(fh)
 
-    run_core(world, "ds@v1", body)
+    world.run("ds@v1", body)
 
 
 def test_sequential_reads_grow_the_readahead_window() -> None:
@@ -385,7 +339,7 @@ def test_sequential_reading_fetches_ahead_in_few_large_requests(world: World) ->
         assert st.readahead_chunks > 0
         assert world.wired.range_gets < nchunks  # coalesced: fewer GETs than chunks
 
-    run_core(world, "ds@v1", body)
+    world.run("ds@v1", body)
 
 
 def test_random_access_fetches_only_what_it_reads(world: World) -> None:
@@ -397,7 +351,7 @@ def test_random_access_fetches_only_what_it_reads(world: World) -> None:
         assert core.fetcher.stats.readahead_chunks == 0
         assert world.wired.range_gets == 4
 
-    run_core(world, "ds@v1", body)
+    world.run("ds@v1", body)
 
 
 def test_concurrent_readers_of_a_missing_chunk_share_one_fetch(world: World) -> None:
@@ -419,7 +373,7 @@ def test_concurrent_readers_of_a_missing_chunk_share_one_fetch(world: World) -> 
         assert world.wired.range_gets == 1
         assert core.fetcher.stats.shared == 7
 
-    run_core(world, "ds@v1", body)
+    world.run("ds@v1", body)
 
 
 def test_bytes_in_flight_stay_within_the_budget(world: World) -> None:
@@ -436,7 +390,7 @@ def test_bytes_in_flight_stay_within_the_budget(world: World) -> None:
         assert world.wired.max_in_flight <= max(cfg.budget_bytes, 4 * MiB + 64 * 1024)
         assert core.fetcher.budget.used == 0
 
-    run_core(world, "ds@v1", body, fetch=cfg)
+    world.run("ds@v1", body, fetch=cfg)
 
 
 def test_a_failing_store_gives_an_error_within_the_timeout_then_recovers(world: World) -> None:
@@ -456,7 +410,7 @@ def test_a_failing_store_gives_an_error_within_the_timeout_then_recovers(world: 
             assert await core.read(fh, off, 4096) == data[off : off + 4096]
         assert core.fetcher.stats.retries > 0
 
-    run_core(world, "ds@v1", body, fetch=cfg)
+    world.run("ds@v1", body, fetch=cfg)
 
 
 def test_a_corrupt_cache_entry_is_refetched_not_served(world: World) -> None:
@@ -465,7 +419,7 @@ def test_a_corrupt_cache_entry_is_refetched_not_served(world: World) -> None:
     async def fill(core: fs.FsCore) -> None:
         assert await read_all(core, (await walk_path(core, "big.bin")).ino) == data
 
-    run_core(world, "ds@v1", fill)
+    world.run("ds@v1", fill)
     chunk_files = [
         p for p in (world.tmp / "cache" / "data").rglob("*") if p.is_file() and len(p.name) == 64
     ]
@@ -474,7 +428,7 @@ def test_a_corrupt_cache_entry_is_refetched_not_served(world: World) -> None:
         raw = bytearray(p.read_bytes())
         raw[len(raw) // 2] ^= 0xFF
         p.write_bytes(bytes(raw))
-    run_core(world, "ds@v1", fill)
+    world.run("ds@v1", fill)
     assert world.cache.stats().corrupt_evicted >= 1
 
 
@@ -498,7 +452,7 @@ def test_switch_changes_new_lookups_and_keeps_open_files(world: World) -> None:
         with pytest.raises(UsageError):
             await core.switch("other@v1")
 
-    run_core(world, "ds@v1", body)
+    world.run("ds@v1", body)
 
 
 def test_every_version_root_lists_refs_and_resolves_ids(world: World) -> None:
@@ -521,7 +475,7 @@ def test_every_version_root_lists_refs_and_resolves_ids(world: World) -> None:
         with pytest.raises(UsageError):
             await core.switch("v2")
 
-    run_core(world, "ds", body)
+    world.run("ds", body)
 
 
 def test_unknown_dataset_or_ref_fails_before_anything_is_mounted(world: World) -> None:
@@ -557,7 +511,7 @@ def test_xattrs_give_version_content_id_and_cached_bytes(world: World) -> None:
         with pytest.raises(fs.NoAttribute):
             await core.getxattr(a.ino, b"user.other")
 
-    run_core(world, "ds@v1", body)
+    world.run("ds@v1", body)
 
 
 def test_opening_for_write_is_refused(world: World) -> None:
@@ -571,7 +525,7 @@ def test_opening_for_write_is_refused(world: World) -> None:
         with pytest.raises(fs.InvalidArgument):
             await core.readlink(a.ino)
 
-    run_core(world, "ds@v1", body)
+    world.run("ds@v1", body)
 
 
 @pytest.mark.allow_error_log

@@ -1,4 +1,4 @@
-"""Tier 1: the store format, pinned by golden vectors and fuzzed with hypothesis.
+"""The store format, pinned by golden vectors and fuzzed with hypothesis.
 
 A golden vector changing means the format changed: bump FORMAT_VERSION, write the
 change into docs/format.md, and only then update the vector.

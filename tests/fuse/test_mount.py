@@ -1,4 +1,4 @@
-"""Tier 3: real mounts read by real programs (cat, find, tar, sha256sum, Python, mmap).
+"""Real mounts read by real programs (cat, find, tar, sha256sum, Python, mmap).
 
 Mounts are started as users start them: `vfs mount` (a daemon), or, where a test
 must count or break the daemon's store requests, the launcher of
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.mounting import Mounts, fuse_usable, read_tree, sha, wait_gone
-from tests.treegen import make_tree, snapshot_fs
+from tests.support.mounting import Mounts, fuse_usable, read_tree, sha, wait_gone
+from tests.support.treegen import make_tree, snapshot_fs
 from vfs.control import is_mounted
 from vfs.ops.commit import commit_dir
 from vfs.store import Store

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchenv import Bench
+from .env import Bench
 
 MiB = 1024 * 1024
 RANGE = 8 * MiB

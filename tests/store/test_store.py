@@ -1,4 +1,4 @@
-"""Tier 2: commit and read versions through the Python API, on both backends."""
+"""Commit and read versions through the Python API, on both backends."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.treegen import make_sparse, make_tree, snapshot_fs, snapshot_version
+from tests.support.treegen import make_sparse, make_tree, snapshot_fs, snapshot_version
 from vfs import format as fmt
 from vfs import refs
 from vfs.errors import AmbiguousRef, NotFound, RefConflict, UsageError

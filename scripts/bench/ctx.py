@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import benchdata
-from benchenv import Bench, Unavailable
-from benchreport import Figure
-from benchwork import DvcRepo
+from . import data as benchdata
+from .env import Bench, Unavailable
+from .report import Figure
+from .work import DvcRepo
 
 MB = 1e6
 DATASET = "bench"

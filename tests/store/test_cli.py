@@ -1,4 +1,4 @@
-"""Tier 2: the `vfs` command line, run as a user runs it (a subprocess), on both backends."""
+"""The `vfs` command line, run as a user runs it (a subprocess), on both backends."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.treegen import make_tree, snapshot_fs
+from tests.support.treegen import make_tree, snapshot_fs
 
 MiB = 1024 * 1024
 

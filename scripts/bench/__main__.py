@@ -5,17 +5,17 @@ same machine, side by side, and each row reports the vfs figure, every baseline
 figure, their ratio, the goal and PASS or BELOW GOAL. Absolute times drift on a
 shared machine; ratios measured side by side do not.
 
-    python scripts/bench.py                 # the default data (~1.5 GB), 3 repetitions
-    python scripts/bench.py --quick         # a ~2-minute smoke run (smaller data, 1 rep)
-    python scripts/bench.py --scale 1m      # adds the 1M-file metadata rows
-    python scripts/bench.py --rows cold_read,switch
+    python -m scripts.bench                 # the default data (~1.5 GB), 3 repetitions
+    python -m scripts.bench --quick         # a ~2-minute smoke run (smaller data, 1 rep)
+    python -m scripts.bench --scale 1m      # adds the 1M-file metadata rows
+    python -m scripts.bench --rows cold_read,switch
 
-Writes a table to stdout, and results.json, results.md and PNG charts to
-bench-results/ (--out). Everything it starts (mounts, daemons, the S3 server, temp
-data) is removed on exit, on failure and on Ctrl-C. The competitors come from
-`make bench-deps`; a missing one makes its figures "not available", never guessed.
-The rows and their fairness rules are in benchrows.py; docs/performance.md has the
-latest results.
+(from the repository root). Writes a table to stdout, and results.json, results.md
+and PNG charts to bench-results/ (--out). Everything it starts (mounts, daemons, the
+S3 server, temp data) is removed on exit, on failure and on Ctrl-C. The competitors
+come from `make bench-deps`; a missing one makes its figures "not available", never
+guessed. The rows and their fairness rules are in rows.py; docs/performance.md has
+the latest results.
 """
 
 from __future__ import annotations
@@ -35,12 +35,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import benchdata
-from benchenv import ROOT, Bench
-from benchreport import NOT_RUN, Row, charts, markdown_table, table_lines
-from benchrows import RUN_ORDER, Ctx, run_row, skeletons
+from . import data as benchdata
+from .ctx import Ctx
+from .env import ROOT, Bench
+from .report import NOT_RUN, Row, charts, markdown_table, table_lines
+from .rows import RUN_ORDER, run_row, skeletons
 
 log = logging.getLogger("bench")
 GB = 1e9
@@ -48,7 +47,7 @@ GB = 1e9
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="bench.py",
+        prog="python -m scripts.bench",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="rows: " + ", ".join(RUN_ORDER),

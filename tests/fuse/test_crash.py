@@ -1,4 +1,4 @@
-"""Tier 3: crashes and contention lose nothing (issue 5, items 4 and 5).
+"""Crashes and contention lose nothing (issue 5, items 4 and 5).
 
 Real processes killed with SIGKILL at random points, over real SeaweedFS: the mount
 daemon during cold reads (the next mount serves the right bytes and the cache index
@@ -6,6 +6,9 @@ is consistent), `vfs commit` during its upload (no ref ever points to a missing
 object, and a rerun uploads only what the killed run had not); and 8 processes
 committing to one branch at once (every commit reported is on the branch, tags never
 move). Each loop prints its seed: rerun a failure with VFS_CRASH_SEED=<seed>.
+
+Every test needs the SeaweedFS server; the daemon test also mounts (FUSE), the commit
+tests run the CLI only.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mounting import Mounts, fuse_usable
+from tests.support.mounting import Mounts, fuse_usable
 from vfs.cache import ChunkCache
 from vfs.ops.verify import Verifier
 from vfs.reader import Version

@@ -1,4 +1,4 @@
-"""Real mounts for tier-3 tests: start them as users do, always clean them up.
+"""Real mounts for the tests in tests/fuse/: start them as users do, always clean them up.
 
 `Mounts` starts `vfs mount` daemons, or, where a test must count or break the
 daemon's store requests, the same CLI in the foreground over a FaultyBackend

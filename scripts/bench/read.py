@@ -1,6 +1,6 @@
 """The reading rows of `make bench`: a large file warm, from the local cache and cold
 from S3; small files cold and warm; a whole-version prefetch; `find` on a fresh mount.
-The fairness rules are in benchrows.py."""
+The fairness rules are in rows.py."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchctx import DATASET, MB, Ctx, attempt, measure
-from benchenv import Mount
-from benchreport import Row
-from benchwork import (
+from .ctx import DATASET, MB, Ctx, attempt, measure
+from .env import Mount
+from .report import Row
+from .work import (
     dd_read,
     find_all,
     read_files,

@@ -3,7 +3,7 @@
 test_format.py pins the format and throws random bytes behind each magic; here the
 decoders get valid objects mutated (truncated, flipped, stretched, counts set huge)
 and deep nesting, under bounds of time and memory, and the mount's core gets a hostile
-directory page. Forged names, `vfs get` and the command line: test_hostile.py.
+directory page. Forged names, `vfs get` and the command line: tests/fuse/test_hostile.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests import forge
+from tests.support import forge
+from tests.support.core import SHORT_FETCH, listing, read_everything, run_core
 from vfs import format as fmt
 from vfs import fs, tree
 from vfs.errors import CorruptObject, VfsError
@@ -242,14 +243,14 @@ def test_the_mount_core_answers_a_hostile_page_with_errors_only(
         async def body(core: fs.FsCore) -> None:
             d = await core.lookup(fs.ROOT, b"d")
             for attempt in (
-                lambda: forge.list_dir(core, d.ino),
+                lambda: listing(core, d.ino),
                 lambda: core.lookup(d.ino, b"a"),
                 lambda: core.lookup(d.ino, b"\xff\xff"),
-                lambda: forge.read_everything(core, d.ino),
+                lambda: read_everything(core, d.ino),
             ):
                 with contextlib.suppress(VfsError):
                     await attempt()
 
-        forge.run_core(store, "fz@main", body)
+        run_core(store, "fz@main", body, fetch=SHORT_FETCH)
     finally:
         store.close()

@@ -1,4 +1,4 @@
-"""Tier 1: one conformance suite for every backend (local disk and SeaweedFS S3),
+"""One conformance suite for every backend (local disk and SeaweedFS S3),
 plus the S3 failure modes a user meets (no endpoint, no bucket, no permission) and
 store URL parsing."""
 

@@ -1,0 +1,1 @@
+"""Pure units: no server, no mount; a temp directory and local processes at most."""
