@@ -18,10 +18,11 @@ from typing import Any
 import trio
 
 from vfs import format as fmt
-from vfs import fs
 from vfs.errors import VfsError
+from vfs.mount.core import FsCore
+from vfs.mount.loader import FetchConfig
+from vfs.mount.namespace import Attr
 from vfs.packer import PackWriter
-from vfs.prefetch import FetchConfig
 from vfs.store import Store
 
 MTIME = 1_700_000_000_000_000_000
@@ -88,12 +89,12 @@ def version(store: Store, dataset: str, tag: str, root: bytes) -> bytes:
 # --- reading forged versions with the mount's core, no FUSE ----------------------------
 
 
-async def list_dir(core: fs.FsCore, ino: int) -> list[bytes]:
+async def list_dir(core: FsCore, ino: int) -> list[bytes]:
     """readdir of a directory inode, '.' and '..' included."""
     fh = await core.opendir(ino)
     names: list[bytes] = []
 
-    def reply(name: bytes, attr: fs.Attr, nxt: int) -> bool:
+    def reply(name: bytes, attr: Attr, nxt: int) -> bool:
         names.append(name)
         return True
 
@@ -102,7 +103,7 @@ async def list_dir(core: fs.FsCore, ino: int) -> list[bytes]:
     return names
 
 
-async def read_everything(core: fs.FsCore, ino: int) -> None:
+async def read_everything(core: FsCore, ino: int) -> None:
     """Open and read the start of every file in a directory; vfs errors allowed."""
     for name in (await list_dir(core, ino))[2:]:
         a = await core.lookup(ino, name)
@@ -112,12 +113,12 @@ async def read_everything(core: fs.FsCore, ino: int) -> None:
                 await core.read(fh, 0, 100)
 
 
-def run_core(store: Store, target: str, body: Callable[[fs.FsCore], Any]) -> None:
+def run_core(store: Store, target: str, body: Callable[[FsCore], Any]) -> None:
     """Mount `target` in an FsCore (no FUSE) and run `body` on it."""
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            core = await fs.FsCore.create(
+            core = await FsCore.create(
                 store, target, nursery=nursery, fetch=FetchConfig(read_timeout=2)
             )
             await body(core)

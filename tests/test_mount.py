@@ -31,7 +31,7 @@ import pytest
 from tests.mounting import Mounts, fuse_usable, read_tree, sha, wait_gone
 from tests.treegen import make_tree, snapshot_fs
 from vfs.commit import commit_dir
-from vfs.control import is_mounted
+from vfs.mount.control import is_mounted
 from vfs.store import Store
 
 MiB = 1024 * 1024

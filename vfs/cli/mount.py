@@ -17,7 +17,6 @@ from vfs.cli.common import (
     print_json,
     seconds,
     show_progress,
-    store_url,
 )
 from vfs.defaults import DEFAULT_CACHE_BYTES
 from vfs.errors import UsageError
@@ -256,7 +255,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from vfs import control
+    from vfs.mount import control
 
     if args.read_timeout <= 0:
         raise UsageError("--read-timeout must be positive")
@@ -268,21 +267,20 @@ def cmd_mount(args: argparse.Namespace) -> int:
     # The daemon resolves the defaults of the store and the cache size (it has this
     # process's environment and working directory), so that this process need not
     # import the store or the cache: the mount is live sooner.
-    options: dict[str, Any] = {
-        "target": args.target,
-        "mountpoint": mnt,
-        "store_url": args.store or None,
-        "cache_dir": cdir,
-        "cache_size": args.cache_size,
-        "read_timeout": args.read_timeout,
-        "allow_other": args.allow_other,
-        "log_file": log_file,
-        "verbose": args.verbose,
-    }
+    options = control.MountOptions(
+        target=args.target,
+        mountpoint=mnt,
+        store_url=args.store or None,
+        cache_dir=cdir,
+        cache_size=args.cache_size,
+        read_timeout=args.read_timeout,
+        allow_other=args.allow_other,
+        log_file=log_file,
+        verbose=args.verbose,
+    )
     t0 = time.monotonic()
-    doc = control.start_daemon(options, mnt, log_file)
-    doc["seconds"] = round(time.monotonic() - t0, 3)
-    doc["log"] = log_file
+    live = control.start_daemon(options, mnt, log_file)
+    doc = {**live.to_doc(), "seconds": round(time.monotonic() - t0, 3), "log": log_file}
     if args.json:
         print_json(doc)
     else:
@@ -297,27 +295,29 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 def _mount_foreground(args: argparse.Namespace, cdir: str) -> int:
     """`vfs mount --foreground`: mount and serve in this process until unmounted."""
-    from vfs import mount
+    from vfs.mount.control import MountOptions
+    from vfs.mount.daemon import run
 
-    opts = mount.MountOptions(
+    opts = MountOptions(
         target=args.target,
         mountpoint=args.mountpoint,
-        store_url=store_url(args),
+        store_url=args.store or None,
         cache_dir=cdir,
-        cache_size=args.cache_size or DEFAULT_CACHE_BYTES,
+        cache_size=args.cache_size,
         read_timeout=args.read_timeout,
         allow_other=args.allow_other,
     )
-    return mount.run(opts)
+    return run(opts)
 
 
 def cmd_switch(args: argparse.Namespace) -> int:
-    from vfs import control
+    from dataclasses import asdict
+
+    from vfs.mount import control
 
     t0 = time.monotonic()
-    doc = control.request(args.mountpoint, {"op": "switch", "ref": args.ref})
-    doc["total_ms"] = round((time.monotonic() - t0) * 1000, 2)
-    doc.pop("ok", None)
+    reply = control.switch(args.mountpoint, args.ref)
+    doc = {**asdict(reply), "total_ms": round((time.monotonic() - t0) * 1000, 2)}
     if args.json:
         print_json(doc)
     else:
@@ -330,7 +330,7 @@ def cmd_switch(args: argparse.Namespace) -> int:
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
-    from vfs import control
+    from vfs.mount import control
 
     how = control.umount(args.mountpoint)
     print(f"{control.canonical(args.mountpoint)}: {how}", file=sys.stderr)

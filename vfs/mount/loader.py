@@ -1,0 +1,625 @@
+"""The mount's one loader: every read of the store and the chunk cache a mount makes.
+
+This module owns everything between "a read needs these chunks (or this tree page)"
+and "their verified bytes (the decoded page)": the in-memory chunk LRU, the tables of
+fetches in flight (chunks and pages), the global in-flight byte budget, retries and
+the read-timeout bound, the named thread limiters, and the one writer that puts what
+was fetched into the chunk cache behind the readers.
+
+Design of the read path (like mountpoint-s3's prefetcher, smaller)
+-------------------------------------------------------------------
+`Loader.get(wanted)` answers a read in four steps:
+
+1. Memory: decoded chunks of recent reads sit in an LRU of `mem_bytes`.
+2. Single flight: every chunk being fetched has exactly one `_Flight`. A reader that
+   wants a chunk already in flight waits for it instead of fetching it again, so
+   concurrent readers of one missing chunk share one fetch.
+3. The machine's ChunkCache: new flights are looked up in its index first (one
+   short LMDB read, inline), and those it has are read in one worker thread per
+   batch (ChunkCache.get_many: one read() and an xxh3 check per chunk; a bad entry
+   is evicted by the cache and refetched here, never served).
+4. The store: what the cache lacks is planned into ranged GETs (reader.plan_ranges:
+   neighbours in one pack coalesced up to `part_bytes`), each run in a worker thread
+   behind `remote_limiter` and verified against its BLAKE3 id there
+   (reader.ChunkSource.fetch_span). Its flights resolve at once; the chunks then
+   queue for the one cache writer (`_write_behind`), which writes whatever has
+   gathered in one ChunkCache.put_many, so a cache write never delays a reader and
+   many small spans share one index transaction. Queued chunks also answer reads.
+
+Flights run as tasks of the mount's nursery, not of the reader: a reader that gives
+up (timeout, interrupt) never cancels a fetch that others share, and a flight always
+ends resolved, with bytes or with an error message.
+
+Tree pages (`Loader.page`) take the same road with less: the store's byte-bounded
+page cache (which also reads the chunk cache), one read in flight per page however
+many tasks want it, in a worker thread behind `meta_limiter` bounded by the read
+timeout, and the same cache writer, which takes every page fetched meanwhile in one
+transaction. Pages queue up to PAGE_QUEUE_BYTES and are never waited for: past the
+bound a page is not cached, and a later reader fetches it again. Listing a directory
+reads its subdirectories' top pages ahead (`warm_pages`, behind `warm_limiter`, at
+most MAX_WARMING at a time).
+
+Readahead (vfs/mount/readahead.py decides the window): `Loader.readahead` fetches
+the window ahead of a reader in the background in parts of `part_bytes`.
+
+Budget: stored bytes of remote GETs in flight, over all files, never exceed
+`budget_bytes`. A demand read waits for room; readahead never waits: it skips, and
+the next read tries again.
+
+Failures: a GET that fails or stalls past `attempt_timeout` is retried with
+exponential backoff until `read_timeout` has passed since the flight started; then
+its flights fail and every reader waiting on them gets FetchError (EIO), also within
+`read_timeout`. Bytes that fail verification are fetched again, but the same failure
+CORRUPT_ATTEMPTS times means the pack is damaged in the store: EIO at once, with a
+log line naming the pack's key. A stalled thread is abandoned, not killed; it keeps
+its limiter token until the stalled call returns, which bounds the threads a dead
+remote can hold. A page read that does not answer within `read_timeout` fails the
+same way.
+
+Shutdown: the cache writer is shielded. On unmount what it has queued (at most
+`write_behind_bytes` of chunks and PAGE_QUEUE_BYTES of pages) is written out, and a
+cache write in flight ends before the daemon closes the cache.
+
+Concurrency: everything but the calls handed to worker threads runs on the trio
+thread. `_mem`, the flight tables, the writer's queues and the budget are touched
+only there, so the code between two awaits is a critical section and needs no lock.
+Worker threads get inputs nobody changes meanwhile (the writer's batch is swapped
+out of its queue, never updated in place), touch only the Store and the ChunkCache
+(both thread-safe) and return values.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import trio
+
+from vfs import format as fmt
+from vfs.errors import BackendError, CorruptObject, NotFound
+from vfs.reader import ChunkSource, Wanted, plan_ranges
+
+if TYPE_CHECKING:
+    from vfs.cache import ChunkCache
+    from vfs.reader import _Span
+    from vfs.store import Store
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+# Chunks per cache write transaction of the mount's writer. Each batch's files are on
+# disk before the transaction that may evict for them, so this (or part_bytes) is
+# what a mount can hold above the cache cap (docs/reliability.md, section 6).
+WRITE_BATCH = 8
+# Fetches of one range that returned bytes failing verification before it is judged
+# damaged in the store (EIO) rather than garbled on the way.
+CORRUPT_ATTEMPTS = 3
+# Fetched tree pages waiting to be written to the chunk cache, at most: `find` over a
+# million files fetches pages faster than one writer stores them.
+PAGE_QUEUE_BYTES = 8 << 20
+# Subdirectory pages being read ahead of `find` and `ls -R`, at most; past it a
+# listing asks for no more.
+MAX_WARMING = 256
+_T = TypeVar("_T")
+
+
+class FetchError(BackendError):
+    """Chunks that could not be fetched within the read-timeout bound (EIO)."""
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    read_timeout: float = 30.0
+    attempt_timeout: float = 10.0
+    backoff: float = 0.1
+    mem_bytes: int = 128 * MiB
+    budget_bytes: int = 256 * MiB
+    remote_threads: int = 16
+    cache_threads: int = 8
+    part_bytes: int = 8 * MiB
+    # Verified chunks waiting for the cache writer; a fetch that would pass this
+    # waits (its readahead budget held) until the writer has caught up.
+    write_behind_bytes: int = 64 * MiB
+    readahead_min: int = 1 * MiB
+    readahead_max: int = 64 * MiB
+
+
+@dataclass
+class FetchStats:
+    """Counters of one mount; `user.vfs.stats` on the mount root shows them."""
+
+    mem_hits: int = 0
+    shared: int = 0  # chunks a reader got by waiting on another reader's flight
+    cache_hits: int = 0
+    cache_misses: int = 0
+    requests: int = 0
+    bytes_fetched: int = 0
+    retries: int = 0
+    failures: int = 0
+    readahead_chunks: int = 0
+    readahead_skipped: int = 0
+    cache_writes: int = 0  # write transactions of the cache writer (each a batch)
+
+
+class _Flight:
+    __slots__ = ("data", "done", "error", "started")
+
+    def __init__(self) -> None:
+        self.started = trio.current_time()
+        self.done = trio.Event()
+        self.data: bytes | None = None
+        self.error: str | None = None
+
+
+class _ByteBudget:
+    """Bytes of remote GETs in flight. Demand waits for room, readahead skips."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+        self._waiters: list[trio.Event] = []
+
+    @property
+    def free(self) -> int:
+        return self.total - self.used
+
+    def try_acquire(self, n: int) -> bool:
+        if self.used + n > self.total:
+            return False
+        self.used += n
+        return True
+
+    async def acquire(self, n: int) -> int:
+        n = min(n, self.total)  # one GET larger than the budget still runs, alone
+        while self.used + n > self.total:
+            ev = trio.Event()
+            self._waiters.append(ev)
+            await ev.wait()
+        self.used += n
+        return n
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        waiters, self._waiters = self._waiters, []
+        for ev in waiters:
+            ev.set()
+
+
+class Loader:
+    """Everything a mount reads from its store and its chunk cache: verified chunk
+    bytes (memory, single flight, cache, store) and tree pages (the store's page
+    cache, single flight), with one cache writer behind both."""
+
+    def __init__(
+        self,
+        store: Store,
+        cache: ChunkCache | None,
+        nursery: trio.Nursery,
+        config: FetchConfig | None = None,
+        meta_threads: int = 8,
+    ) -> None:
+        self.config = config or FetchConfig()
+        self.store = store
+        self.cache = cache
+        self.source = ChunkSource(store, cache)
+        self.stats = FetchStats()
+        self.budget = _ByteBudget(self.config.budget_bytes)
+        # Named limiters: remote GETs (boto3 or file reads of the store), cache reads,
+        # and the one cache writer, which must never hold up a cache read.
+        self.remote_limiter = trio.CapacityLimiter(self.config.remote_threads)
+        self.cache_limiter = trio.CapacityLimiter(self.config.cache_threads)
+        self.cache_write_limiter = trio.CapacityLimiter(1)
+        # Store reads of metadata (pages, locations, refs, commits) and cache queries;
+        # reading ahead gets threads of its own, so that it never queues a lookup.
+        self.meta_limiter = trio.CapacityLimiter(meta_threads)
+        self.warm_limiter = trio.CapacityLimiter(max(1, meta_threads // 2))
+        self._nursery = nursery
+        self._mem: OrderedDict[bytes, bytes] = OrderedDict()
+        self._mem_used = 0
+        self._flights: dict[bytes, _Flight] = {}
+        self._unwritten: dict[bytes, bytes] = {}
+        self._unwritten_bytes = 0
+        self._writing = False
+        self._write_room: list[trio.Event] = []
+        self._pages_loading: dict[bytes, trio.Event] = {}  # page id -> set when its read ends
+        self._warming = 0
+        self._unwritten_pages: dict[bytes, bytes] = {}  # fetched pages not yet in the cache
+        self._unwritten_page_bytes = 0
+
+    async def get(
+        self, wanted: Sequence[Wanted], readahead: Sequence[Wanted] = ()
+    ) -> dict[bytes, bytes]:
+        """The bytes of `wanted` by chunk id; starts `readahead` in the background
+        once the demand fetches are under way. Raises FetchError within read_timeout."""
+        began = trio.current_time()
+        out: dict[bytes, bytes] = {}
+        waits: list[tuple[Wanted, _Flight]] = []
+        new: dict[bytes, Wanted] = {}
+        for w in wanted:
+            cid = w.ref.id
+            if cid in out or cid in new:
+                continue
+            data = self._held(cid)
+            if data is not None:
+                self.stats.mem_hits += 1
+                out[cid] = data
+                continue
+            flight = self._flights.get(cid)
+            if flight is None:
+                flight = self._flights[cid] = _Flight()
+                new[cid] = w
+            else:
+                self.stats.shared += 1
+            waits.append((w, flight))
+        if new:
+            mine = {cid: self._flights[cid] for cid in new}
+            self._nursery.start_soon(self._run, list(new.values()), mine, 0)
+        if readahead:
+            self.readahead(readahead)
+        if waits:
+            with trio.move_on_after(self.config.read_timeout) as scope:
+                for w, flight in waits:
+                    while flight.error is not None or not flight.done.is_set():
+                        await flight.done.wait()
+                        if flight.error is None:
+                            break
+                        if flight.started >= began:
+                            raise FetchError(flight.error)
+                        # It failed before this read began (in an outage that may be
+                        # over): fetch again, within this read's own time.
+                        flight = self._again(w)
+                    assert flight.data is not None
+                    out[w.ref.id] = flight.data
+            if scope.cancelled_caught:
+                raise FetchError(
+                    f"no data within the read timeout of {self.config.read_timeout:g} s"
+                )
+        return out
+
+    # -- tree pages and other metadata ---------------------------------------------
+
+    async def meta(
+        self, fn: Callable[..., _T], *args: Any, limiter: trio.CapacityLimiter | None = None
+    ) -> _T:
+        """A store read in a worker thread, bounded by the read timeout."""
+        timeout = self.config.read_timeout
+        with trio.move_on_after(timeout) as scope:
+            return await trio.to_thread.run_sync(
+                partial(fn, *args), limiter=limiter or self.meta_limiter, abandon_on_cancel=True
+            )
+        assert scope.cancelled_caught
+        raise FetchError(f"the store did not answer within the read timeout of {timeout:g} s")
+
+    async def page(
+        self, page_id: bytes, limiter: trio.CapacityLimiter | None = None
+    ) -> fmt.TreePage:
+        """A tree page from the store's page cache, or read once however many tasks
+        ask for it at the same time."""
+        while True:
+            hit = self.store.cached_page(page_id)
+            if hit is not None:
+                return hit
+            loading = self._pages_loading.get(page_id)
+            if loading is None:
+                break
+            await loading.wait()  # then look again: the read may have failed
+        done = self._pages_loading[page_id] = trio.Event()
+        try:
+            page, fetched = await self.meta(self.store.fetch_page, page_id, limiter=limiter)
+        finally:
+            del self._pages_loading[page_id]
+            done.set()
+        if (
+            fetched is not None
+            and self.cache is not None
+            and self._unwritten_page_bytes + len(fetched) <= PAGE_QUEUE_BYTES
+        ):
+            # Past the bound the page is not cached: a later reader fetches it again.
+            self._unwritten_pages[page_id] = fetched
+            self._unwritten_page_bytes += len(fetched)
+            self._start_writer()
+        return page
+
+    def warm_pages(self, page_ids: Iterable[bytes]) -> None:
+        """Read pages in the background, at most MAX_WARMING at a time: whoever lists
+        a directory tends to descend into its subdirectories next (`find`, `ls -R`,
+        `du`), and then finds their top pages read."""
+        for page_id in page_ids:
+            if self._warming >= MAX_WARMING:
+                return
+            if page_id not in self._pages_loading and self.store.cached_page(page_id) is None:
+                self._warming += 1
+                self._nursery.start_soon(self._warm, page_id)
+
+    async def _warm(self, page_id: bytes) -> None:
+        try:
+            await self.page(page_id, self.warm_limiter)
+        except Exception as e:  # a guess that failed: the reader will ask again and see why
+            log.debug("reading page %s ahead failed: %s", page_id.hex()[:16], e)
+        finally:
+            self._warming -= 1
+
+    async def cached_bytes(self, chunks: Sequence[fmt.ChunkRef]) -> int:
+        """How many bytes of these chunks the chunk cache holds (each chunk once)."""
+        cache = self.cache
+
+        def count() -> int:
+            return sum(
+                c.length
+                for c in {c.id: c for c in chunks}.values()
+                if cache is not None and cache.contains(c.id)
+            )
+
+        return await self.meta(count)
+
+    def counters(self) -> dict[str, int]:
+        """The fetch counters and the in-flight budget, for `user.vfs.stats`."""
+        return {**asdict(self.stats), "budget_used": self.budget.used}
+
+    def _again(self, w: Wanted) -> _Flight:
+        """The chunk's flight now: one in flight, its bytes if they arrived
+        meanwhile, or a new fetch."""
+        flight = self._flights.get(w.ref.id)
+        if flight is None:
+            flight = _Flight()
+            data = self._held(w.ref.id)
+            if data is not None:
+                flight.data = data
+                flight.done.set()
+                return flight
+            self._flights[w.ref.id] = flight
+            self._nursery.start_soon(self._run, [w], {w.ref.id: flight}, 0)
+        return flight
+
+    def readahead(self, wanted: Sequence[Wanted]) -> bool:
+        """Start fetching chunks not yet in memory or in flight, as many (in order)
+        as the free in-flight budget admits; never waits. False if it admitted none."""
+        items: dict[bytes, Wanted] = {}
+        need = 0
+        for w in wanted:
+            cid = w.ref.id
+            if cid in items or self._coming(cid):
+                continue
+            if need + w.loc.stored_length > self.budget.free:
+                break
+            items[cid] = w
+            need += w.loc.stored_length
+        if not items:
+            if not all(self._coming(w.ref.id) for w in wanted):
+                self.stats.readahead_skipped += 1
+                return False
+            return True
+        self.budget.try_acquire(need)
+        self.stats.readahead_chunks += len(items)
+        # One flight group per part, so the window's parts are fetched side by side
+        # and each resolves as soon as its own GET is in, not the whole window's.
+        groups: list[list[Wanted]] = [[]]
+        size = 0
+        for w in items.values():
+            if groups[-1] and size + w.loc.stored_length > self.config.part_bytes:
+                groups.append([])
+                size = 0
+            groups[-1].append(w)
+            size += w.loc.stored_length
+        for group in groups:
+            mine = {g.ref.id: _Flight() for g in group}
+            self._flights.update(mine)
+            self._nursery.start_soon(
+                self._run, group, mine, sum(g.loc.stored_length for g in group)
+            )
+        return True
+
+    def _held(self, cid: bytes) -> bytes | None:
+        """A chunk's bytes if this mount holds them: read recently, or verified and
+        waiting for the cache writer."""
+        data = self._mem.get(cid)
+        if data is not None:
+            self._mem.move_to_end(cid)
+            return data
+        return self._unwritten.get(cid)
+
+    def _coming(self, cid: bytes) -> bool:
+        """Whether a chunk is held or in flight: nothing to start for it."""
+        return cid in self._mem or cid in self._unwritten or cid in self._flights
+
+    # -- flights -------------------------------------------------------------------
+
+    async def _run(self, items: list[Wanted], mine: dict[bytes, _Flight], reserved: int) -> None:
+        """Resolve `mine`, the flights of `items`: from the cache, else from the
+        store. `reserved` is budget the caller (readahead) already holds for them."""
+        try:
+            hits: dict[bytes, bytes] = {}
+            if self.cache is not None:
+                try:
+                    # The index lookup is a short LMDB read, done here: a cold read
+                    # then goes to the store without a worker thread round trip.
+                    ids = list(mine)
+                    indexed = self.cache.contains_many(ids)
+                    self.cache.note_misses(len(ids) - len(indexed))
+                    if indexed:
+                        hits = await trio.to_thread.run_sync(
+                            self.cache.get_many,
+                            [cid for cid in ids if cid in indexed],
+                            limiter=self.cache_limiter,
+                        )
+                except Exception as e:  # a broken cache must not fail a read the store can serve
+                    log.warning("chunk cache lookup failed, fetching from the store: %s", e)
+            for cid, data in hits.items():
+                self._resolve(cid, mine[cid], data)
+            self.stats.cache_hits += len(hits)
+            missing = [w for w in items if w.ref.id not in hits]
+            self.stats.cache_misses += len(missing)
+            if missing:
+                async with trio.open_nursery() as nursery:
+                    for span in plan_ranges(missing, max_range=self.config.part_bytes):
+                        nursery.start_soon(self._fetch_span, span, mine, reserved == 0)
+        except Exception:
+            log.exception("fetching %d chunks failed unexpectedly", len(mine))
+        finally:
+            for cid, flight in mine.items():
+                if not flight.done.is_set():
+                    self._fail(cid, flight, "the fetch was cancelled")
+            if reserved:
+                self.budget.release(reserved)
+
+    async def _fetch_span(
+        self, span: _Span, mine: dict[bytes, _Flight], wait_for_budget: bool
+    ) -> None:
+        held = await self.budget.acquire(span.end - span.start) if wait_for_budget else 0
+        try:
+            got = await self._fetch_with_retries(span)
+        except FetchError as e:
+            self.stats.failures += 1
+            log.warning("%s", e)
+            for w in span.items:
+                self._fail(w.ref.id, mine[w.ref.id], str(e))
+            return
+        finally:
+            if held:
+                self.budget.release(held)
+        self.stats.requests += 1
+        self.stats.bytes_fetched += span.end - span.start
+        for cid, data in got.items():
+            self._resolve(cid, mine[cid], data)
+        if self.cache is not None:
+            await self._cache_later(got)
+
+    # -- the cache writer ----------------------------------------------------------
+
+    async def _cache_later(self, got: dict[bytes, bytes]) -> None:
+        """Queue verified chunks for the cache writer, once there is room."""
+        while self._unwritten_bytes >= self.config.write_behind_bytes:
+            ev = trio.Event()
+            self._write_room.append(ev)
+            await ev.wait()
+        for cid, data in got.items():
+            if cid not in self._unwritten:
+                self._unwritten[cid] = data
+                self._unwritten_bytes += len(data)
+        self._start_writer()
+
+    async def _write_behind(self) -> None:
+        """Write queued pages and chunks to the cache until nothing is left: all the
+        pages that gathered in one put_many (at most PAGE_QUEUE_BYTES), chunks oldest
+        first up to WRITE_BATCH chunks or `part_bytes` per put_many (one index
+        transaction each). One writer, so that what arrives while it writes shares the
+        next transaction, and LMDB's one writer lock and its fsync are paid per batch,
+        not per span or page. The bound on a batch bounds what lies on disk ahead of
+        the index (and so above the cache cap) while a batch is written.
+
+        Shielded: on unmount the queue (at most write_behind_bytes of chunks and
+        PAGE_QUEUE_BYTES of pages) is written out rather than lost, as the thread of
+        a running put could not be stopped anyway."""
+        assert self.cache is not None
+        try:
+            with trio.CancelScope(shield=True):
+                while self._unwritten or self._unwritten_pages:
+                    if self._unwritten_pages:
+                        batch, self._unwritten_pages = self._unwritten_pages, {}
+                        self._unwritten_page_bytes = 0
+                        what = "tree pages"
+                    else:
+                        batch = self._chunk_batch()
+                        what = "chunks"
+                    self.stats.cache_writes += 1
+                    try:
+                        await trio.to_thread.run_sync(
+                            self.cache.put_many, batch, limiter=self.cache_write_limiter
+                        )
+                    except Exception as e:  # the cache is an optimisation: reads go on
+                        log.warning("chunk cache write of %d %s failed: %s", len(batch), what, e)
+        finally:
+            self._writing = False
+
+    def _chunk_batch(self) -> dict[bytes, bytes]:
+        """The oldest queued chunks, WRITE_BATCH or `part_bytes` at most, taken out of
+        the queue; wakes fetches that waited for room."""
+        batch: dict[bytes, bytes] = {}
+        size = 0
+        for cid, data in itertools.islice(self._unwritten.items(), WRITE_BATCH):
+            if batch and size + len(data) > self.config.part_bytes:
+                break
+            batch[cid] = data
+            size += len(data)
+        for cid in batch:
+            del self._unwritten[cid]
+        self._unwritten_bytes -= size
+        if self._unwritten_bytes < self.config.write_behind_bytes:
+            waiters, self._write_room = self._write_room, []
+            for ev in waiters:
+                ev.set()
+        return batch
+
+    def _start_writer(self) -> None:
+        if not self._writing:
+            self._writing = True
+            self._nursery.start_soon(self._write_behind)
+
+    async def _fetch_with_retries(self, span: _Span) -> dict[bytes, bytes]:
+        cfg = self.config
+        # The full key, so that a log line names the object to look at (vfs verify).
+        what = f"{self.source.store.pack_key(span.pack)} bytes {span.start}-{span.end}"
+        deadline = trio.current_time() + cfg.read_timeout
+        attempt = 0
+        corrupt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - trio.current_time()
+            try:
+                with trio.fail_after(max(0.01, min(cfg.attempt_timeout, remaining))):
+                    return await trio.to_thread.run_sync(
+                        functools.partial(self.source.fetch_span, cache=False),
+                        span,
+                        limiter=self.remote_limiter,
+                        abandon_on_cancel=True,
+                    )
+            except trio.TooSlowError:
+                why = f"no answer within {min(cfg.attempt_timeout, remaining):g} s"
+            except NotFound as e:  # the store lacks the pack: retrying will not help
+                raise FetchError(f"{what}: {e}") from None
+            except CorruptObject as e:
+                # A bad answer may be a glitch on the way (retry it), but the same bad
+                # bytes again mean a damaged object: fail now, not at the read timeout.
+                corrupt += 1
+                why = str(e)
+                if corrupt >= CORRUPT_ATTEMPTS:
+                    raise FetchError(
+                        f"{what}: {why}; the same after {corrupt} attempts: damaged in the store"
+                    ) from None
+            except (BackendError, OSError) as e:
+                why = str(e)
+            delay = min(cfg.backoff * 2 ** (attempt - 1), 2.0)
+            if trio.current_time() + delay >= deadline:
+                raise FetchError(
+                    f"{what}: {why}; gave up after {attempt} attempts "
+                    f"(read timeout {cfg.read_timeout:g} s)"
+                )
+            self.stats.retries += 1
+            log.warning("%s: %s; retrying in %.2f s (attempt %d)", what, why, delay, attempt)
+            await trio.sleep(delay)
+
+    def _resolve(self, cid: bytes, flight: _Flight, data: bytes) -> None:
+        if cid not in self._mem and len(data) <= self.config.mem_bytes // 4:
+            self._mem[cid] = data
+            self._mem_used += len(data)
+            while self._mem_used > self.config.mem_bytes:
+                _, old = self._mem.popitem(last=False)
+                self._mem_used -= len(old)
+        if self._flights.get(cid) is flight:
+            del self._flights[cid]
+        flight.data = data
+        flight.done.set()
+
+    def _fail(self, cid: bytes, flight: _Flight, error: str) -> None:
+        if flight.done.is_set():
+            return
+        if self._flights.get(cid) is flight:
+            del self._flights[cid]
+        flight.error = error
+        flight.done.set()
