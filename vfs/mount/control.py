@@ -91,8 +91,15 @@ class MountOptions:
         )
 
 
+class _Ok:
+    """A success message: its fields and "ok": true, the one JSON shape of them."""
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"ok": True, **asdict(self)}  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
-class Live:
+class Live(_Ok):
     """The ready pipe's news of a live mount."""
 
     pid: int
@@ -101,9 +108,6 @@ class Live:
     version: str | None  # the commit shown at the root; None for every version
     label: str
     seconds: float
-
-    def to_doc(self) -> dict[str, Any]:
-        return {"ok": True, **asdict(self)}
 
 
 @dataclass(frozen=True)
@@ -131,26 +135,20 @@ class Failure:
 
 
 @dataclass(frozen=True)
-class SwitchReply:
+class SwitchReply(_Ok):
     old: str  # commit ids, hex
     new: str
     label: str
     ms: float
 
-    def to_doc(self) -> dict[str, Any]:
-        return {"ok": True, **asdict(self)}
-
 
 @dataclass(frozen=True)
-class StatusReply:
+class StatusReply(_Ok):
     pid: int
     dataset: str
     version: str | None
     label: str | None
     stats: dict[str, Any]
-
-    def to_doc(self) -> dict[str, Any]:
-        return {"ok": True, **asdict(self)}
 
 
 def _from_doc(cls: type[_M], doc: dict[str, Any]) -> _M:

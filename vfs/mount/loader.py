@@ -282,86 +282,6 @@ class Loader:
                 )
         return out
 
-    # -- tree pages and other metadata ---------------------------------------------
-
-    async def meta(
-        self, fn: Callable[..., _T], *args: Any, limiter: trio.CapacityLimiter | None = None
-    ) -> _T:
-        """A store read in a worker thread, bounded by the read timeout."""
-        timeout = self.config.read_timeout
-        with trio.move_on_after(timeout) as scope:
-            return await trio.to_thread.run_sync(
-                partial(fn, *args), limiter=limiter or self.meta_limiter, abandon_on_cancel=True
-            )
-        assert scope.cancelled_caught
-        raise FetchError(f"the store did not answer within the read timeout of {timeout:g} s")
-
-    async def page(
-        self, page_id: bytes, limiter: trio.CapacityLimiter | None = None
-    ) -> fmt.TreePage:
-        """A tree page from the store's page cache, or read once however many tasks
-        ask for it at the same time."""
-        while True:
-            hit = self.store.cached_page(page_id)
-            if hit is not None:
-                return hit
-            loading = self._pages_loading.get(page_id)
-            if loading is None:
-                break
-            await loading.wait()  # then look again: the read may have failed
-        done = self._pages_loading[page_id] = trio.Event()
-        try:
-            page, fetched = await self.meta(self.store.fetch_page, page_id, limiter=limiter)
-        finally:
-            del self._pages_loading[page_id]
-            done.set()
-        if (
-            fetched is not None
-            and self.cache is not None
-            and self._unwritten_page_bytes + len(fetched) <= PAGE_QUEUE_BYTES
-        ):
-            # Past the bound the page is not cached: a later reader fetches it again.
-            self._unwritten_pages[page_id] = fetched
-            self._unwritten_page_bytes += len(fetched)
-            self._start_writer()
-        return page
-
-    def warm_pages(self, page_ids: Iterable[bytes]) -> None:
-        """Read pages in the background, at most MAX_WARMING at a time: whoever lists
-        a directory tends to descend into its subdirectories next (`find`, `ls -R`,
-        `du`), and then finds their top pages read."""
-        for page_id in page_ids:
-            if self._warming >= MAX_WARMING:
-                return
-            if page_id not in self._pages_loading and self.store.cached_page(page_id) is None:
-                self._warming += 1
-                self._nursery.start_soon(self._warm, page_id)
-
-    async def _warm(self, page_id: bytes) -> None:
-        try:
-            await self.page(page_id, self.warm_limiter)
-        except Exception as e:  # a guess that failed: the reader will ask again and see why
-            log.debug("reading page %s ahead failed: %s", page_id.hex()[:16], e)
-        finally:
-            self._warming -= 1
-
-    async def cached_bytes(self, chunks: Sequence[fmt.ChunkRef]) -> int:
-        """How many bytes of these chunks the chunk cache holds (each chunk once)."""
-        cache = self.cache
-
-        def count() -> int:
-            return sum(
-                c.length
-                for c in {c.id: c for c in chunks}.values()
-                if cache is not None and cache.contains(c.id)
-            )
-
-        return await self.meta(count)
-
-    def counters(self) -> dict[str, int]:
-        """The fetch counters and the in-flight budget, for `user.vfs.stats`."""
-        return {**asdict(self.stats), "budget_used": self.budget.used}
-
     def _again(self, w: Wanted) -> _Flight:
         """The chunk's flight now: one in flight, its bytes if they arrived
         meanwhile, or a new fetch."""
@@ -489,6 +409,86 @@ class Loader:
             self._resolve(cid, mine[cid], data)
         if self.cache is not None:
             await self._cache_later(got)
+
+    # -- tree pages and other metadata ---------------------------------------------
+
+    async def meta(
+        self, fn: Callable[..., _T], *args: Any, limiter: trio.CapacityLimiter | None = None
+    ) -> _T:
+        """A store read in a worker thread, bounded by the read timeout."""
+        timeout = self.config.read_timeout
+        with trio.move_on_after(timeout) as scope:
+            return await trio.to_thread.run_sync(
+                partial(fn, *args), limiter=limiter or self.meta_limiter, abandon_on_cancel=True
+            )
+        assert scope.cancelled_caught
+        raise FetchError(f"the store did not answer within the read timeout of {timeout:g} s")
+
+    async def page(
+        self, page_id: bytes, limiter: trio.CapacityLimiter | None = None
+    ) -> fmt.TreePage:
+        """A tree page from the store's page cache, or read once however many tasks
+        ask for it at the same time."""
+        while True:
+            hit = self.store.cached_page(page_id)
+            if hit is not None:
+                return hit
+            loading = self._pages_loading.get(page_id)
+            if loading is None:
+                break
+            await loading.wait()  # then look again: the read may have failed
+        done = self._pages_loading[page_id] = trio.Event()
+        try:
+            page, fetched = await self.meta(self.store.fetch_page, page_id, limiter=limiter)
+        finally:
+            del self._pages_loading[page_id]
+            done.set()
+        if (
+            fetched is not None
+            and self.cache is not None
+            and self._unwritten_page_bytes + len(fetched) <= PAGE_QUEUE_BYTES
+        ):
+            # Past the bound the page is not cached: a later reader fetches it again.
+            self._unwritten_pages[page_id] = fetched
+            self._unwritten_page_bytes += len(fetched)
+            self._start_writer()
+        return page
+
+    def warm_pages(self, page_ids: Iterable[bytes]) -> None:
+        """Read pages in the background, at most MAX_WARMING at a time: whoever lists
+        a directory tends to descend into its subdirectories next (`find`, `ls -R`,
+        `du`), and then finds their top pages read."""
+        for page_id in page_ids:
+            if self._warming >= MAX_WARMING:
+                return
+            if page_id not in self._pages_loading and self.store.cached_page(page_id) is None:
+                self._warming += 1
+                self._nursery.start_soon(self._warm, page_id)
+
+    async def _warm(self, page_id: bytes) -> None:
+        try:
+            await self.page(page_id, self.warm_limiter)
+        except Exception as e:  # a guess that failed: the reader will ask again and see why
+            log.debug("reading page %s ahead failed: %s", page_id.hex()[:16], e)
+        finally:
+            self._warming -= 1
+
+    async def cached_bytes(self, chunks: Sequence[fmt.ChunkRef]) -> int:
+        """How many bytes of these chunks the chunk cache holds (each chunk once)."""
+        cache = self.cache
+
+        def count() -> int:
+            return sum(
+                c.length
+                for c in {c.id: c for c in chunks}.values()
+                if cache is not None and cache.contains(c.id)
+            )
+
+        return await self.meta(count)
+
+    def counters(self) -> dict[str, int]:
+        """The fetch counters and the in-flight budget, for `user.vfs.stats`."""
+        return {**asdict(self.stats), "budget_used": self.budget.used}
 
     # -- the cache writer ----------------------------------------------------------
 
