@@ -334,7 +334,7 @@ class TreePage:
         if count > MAX_PAGE_ENTRIES * 4096:
             raise CorruptObject(f"{what}: {count} entries is past any limit")
         # An array, not a tuple of ints: 4 bytes an entry instead of about 36, and a
-        # mount keeps many pages (vfs/inodes.py).
+        # mount keeps many pages (vfs/mount/inodes.py).
         offsets = array("I")
         offsets.frombytes(r.take(4 * count))
         if sys.byteorder == "big":

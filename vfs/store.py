@@ -85,7 +85,7 @@ class LRU:
 
 
 # Decoded metadata a Store keeps in memory. Pages are bounded in bytes: a mount reads
-# pages again from here for every entry it is asked about (vfs/inodes.py), and
+# pages again from here for every entry it is asked about (vfs/mount/inodes.py), and
 # `find` over a million files visits 70 MB of them. Locations are weighed by their
 # count of chunks, about 200 bytes each once decoded.
 PAGE_CACHE_BYTES = 8 << 20

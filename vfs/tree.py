@@ -5,6 +5,11 @@ pages, cut at content-defined names so an edit in a huge directory rewrites one 
 and the index pages above it. The top page's id is the directory's id. Each leaf page
 has a locations object beside it (`locs/<leaf id>`) that says where its files'
 chunks live; it is not part of any id, so repacking can rewrite it.
+
+This module owns the descent through a directory's pages: `Descent` (one name, one
+page at a time, each page checked against the index entry above it) and
+`check_depth` (the bound on nesting). DirView, the reader, vfs verify and the mount
+(vfs/mount/namespace.py, which awaits each page) all drive these.
 """
 
 from __future__ import annotations
@@ -92,6 +97,56 @@ def write_dir(
 MAX_DEPTH = 16
 
 
+def check_depth(top: bytes, depth: int) -> None:
+    """Refuse a page `depth` index levels below the top page `top` of its directory
+    when that is deeper than any honest tree nests (MAX_DEPTH)."""
+    if depth > MAX_DEPTH:
+        raise CorruptObject(f"tree {top.hex()[:16]}: index pages nest too deep")
+
+
+class Descent:
+    """The lookup of one name in one directory, one page at a time: the one place
+    that checks each page against the index entry above it and the depth bound.
+
+    Step-wise, so that a caller with pages at hand (DirView, the reader) and one that
+    must await each page (the mount) drive the same checks: `step(page)` takes the
+    next page, first the top, and returns the id of the page to read next, or None
+    when the descent ended; then `page` is the leaf and `index` the entry's position
+    in it, or -1 if the directory has no such name."""
+
+    __slots__ = ("_at", "_upper", "depth", "index", "name", "page", "top")
+
+    def __init__(self, top: bytes, name: bytes) -> None:
+        self.top = top
+        self.name = name
+        self.depth = 0
+        self.page: fmt.TreePage | None = None
+        self.index = -1
+        self._at = -1  # the position of the page expected next in `page`, an index page
+        self._upper: bytes | None = None
+
+    def step(self, page: fmt.TreePage) -> bytes | None:
+        above = self.page
+        if above is not None:
+            self._upper = above.check_child(self._at, page, self._upper)
+            self.depth += 1
+            check_depth(self.top, self.depth)
+        self.page = page
+        i = page.find(self.name)
+        if page.kind == fmt.LEAF or i < 0:
+            self.index = i if page.kind == fmt.LEAF else -1
+            return None
+        self._at = i
+        return page.index_entry(i).page
+
+    def found(self) -> Found | None:
+        """The entry the descent ended at, once `step` returned None."""
+        page = self.page
+        if page is None or self.index < 0:
+            return None
+        return Found(page.entry(self.index), page.id)
+
+
 class DirView:
     """One directory of a version, read page by page as needed."""
 
@@ -102,28 +157,17 @@ class DirView:
         self.top = top
 
     def lookup(self, name: bytes) -> Found | None:
-        page = self._src.get_page(self.top)
-        upper: bytes | None = None
-        depth = 0
-        while page.kind == fmt.INDEX:
-            i = page.find(name)
-            if i < 0:
-                return None
-            child = self._src.get_page(page.index_entry(i).page)
-            upper = page.check_child(i, child, upper)
-            page = child
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise CorruptObject(f"tree {self.top.hex()[:16]}: index pages nest too deep")
-        i = page.find(name)
-        return None if i < 0 else Found(page.entry(i), page.id)
+        d = Descent(self.top, name)
+        nxt: bytes | None = self.top
+        while nxt is not None:
+            nxt = d.step(self._src.get_page(nxt))
+        return d.found()
 
     def __iter__(self) -> Iterator[Found]:
         yield from self._iter_page(self._src.get_page(self.top), None, 0)
 
     def _iter_page(self, page: fmt.TreePage, upper: bytes | None, depth: int) -> Iterator[Found]:
-        if depth > MAX_DEPTH:
-            raise CorruptObject(f"tree {self.top.hex()[:16]}: index pages nest too deep")
+        check_depth(self.top, depth)
         if page.kind == fmt.LEAF:
             for e in page.entries():
                 yield Found(e, page.id)
@@ -145,8 +189,7 @@ def pages(src: PageSource, root: bytes) -> Iterator[fmt.TreePage]:
     below it, each checked against the index page above it; depth first."""
 
     def below(page: fmt.TreePage, upper: bytes | None, depth: int) -> Iterator[fmt.TreePage]:
-        if depth > MAX_DEPTH:
-            raise CorruptObject(f"tree {root.hex()[:16]}: index pages nest too deep")
+        check_depth(root, depth)
         yield page
         if page.kind == fmt.LEAF:
             for e in page.entries():

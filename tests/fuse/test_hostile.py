@@ -29,9 +29,11 @@ from tests.support import forge
 from tests.support.core import SHORT_FETCH, listing, run_core
 from tests.support.mounting import Mounts, fuse_usable
 from vfs import format as fmt
-from vfs import fs, tree
+from vfs import tree
 from vfs.cli import main as cli_main
 from vfs.errors import CorruptObject
+from vfs.mount.core import FsCore
+from vfs.mount.namespace import ROOT
 from vfs.reader import Version
 from vfs.store import Store
 
@@ -139,8 +141,8 @@ def test_forged_names_and_duplicates_are_refused_at_read(
     finally:
         store.close()
 
-    async def body(core: fs.FsCore) -> None:
-        d = await core.lookup(fs.ROOT, b"d")
+    async def body(core: FsCore) -> None:
+        d = await core.lookup(ROOT, b"d")
         with pytest.raises(CorruptObject, match="overlaps"):
             await listing(core, d.ino)
         assert (await core.lookup(d.ino, b"x")).ino  # one "x", as for dups.stat above

@@ -30,7 +30,7 @@ import pytest
 
 from tests.support.mounting import Mounts, fuse_usable, read_tree, sha, wait_gone
 from tests.support.treegen import make_tree, snapshot_fs
-from vfs.control import is_mounted
+from vfs.mount.control import is_mounted
 from vfs.ops.commit import commit_dir
 from vfs.store import Store
 

@@ -28,11 +28,11 @@ import pytest
 
 from tests.support.mounting import Mounts, fuse_usable, sha
 from tests.support.treegen import make_tree
-from vfs import control
 from vfs import format as fmt
 from vfs.backends import Backend, open_backend
 from vfs.cache import ChunkCache
 from vfs.errors import BackendError, CorruptObject, NotFound
+from vfs.mount import control
 from vfs.ops.commit import commit_dir
 from vfs.reader import Version
 from vfs.refs import resolve
@@ -570,7 +570,7 @@ def test_cache_writes_never_hold_up_reads_are_batched_and_finish_on_shutdown(
     reads nor cache lookups, and what is queued at shutdown is still written."""
     import trio
 
-    from vfs.prefetch import WRITE_BATCH, ChunkFetcher, FetchConfig
+    from vfs.mount.loader import WRITE_BATCH, FetchConfig, Loader
 
     src = tmp_path / "src"
     src.mkdir()
@@ -594,7 +594,7 @@ def test_cache_writes_never_hold_up_reads_are_batched_and_finish_on_shutdown(
     async def main() -> None:
         nonlocal stats
         async with trio.open_nursery() as nursery:
-            fetcher = ChunkFetcher(store, cache, nursery, FetchConfig(read_timeout=5.0))
+            fetcher = Loader(store, cache, nursery, FetchConfig(read_timeout=5.0))
             stats = fetcher.stats
             got = await fetcher.get(wanted[first])
             assert b"".join(got[w.ref.id] for w in wanted[first]) == files[first]

@@ -227,7 +227,7 @@ _HEAVY = ("trio", "boto3", "botocore", "lmdb", "pyfuse3", "zstandard", "blake3",
 _PROBE = """
 import contextlib, json, os, socket, sys, threading
 from vfs.cli import main
-from vfs.control import control_path
+from vfs.mount.control import control_path
 
 HEAVY = json.loads(sys.argv[1])
 mnt = sys.argv[2]
@@ -273,6 +273,6 @@ def test_switch_umount_and_help_import_no_heavy_module(tmp_path: Path) -> None:
     assert "ds@v2 (cdcdcdcdcdcd), was abababababab" in p.stderr
     assert out["rc"] == [0, 2, 1], p.stderr  # switched; not mounted; no mountpoint
     assert out["client"] == []
-    # The parent of `vfs mount` starts the daemon (python -m vfs.daemon) without
+    # The parent of `vfs mount` starts the daemon (python -m vfs.mount.daemon) without
     # importing the daemon's modules.
     assert out["mount"] == []

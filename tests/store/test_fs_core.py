@@ -1,4 +1,4 @@
-"""The filesystem core of `vfs mount` (vfs.fs, vfs.prefetch), in process, no FUSE.
+"""The filesystem core of `vfs mount` (vfs.mount), in process, no FUSE.
 
 Each test drives an FsCore inside trio.run over a store whose backend, the real one
 (local or SeaweedFS S3, per `store_url`), is wrapped in the fault injection layer
@@ -23,11 +23,15 @@ import trio
 from tests.support.core import listing, read_all, run_core, walk_path
 from tests.support.treegen import make_tree
 from vfs import format as fmt
-from vfs import fs
 from vfs.cache import ChunkCache
 from vfs.errors import UsageError
+from vfs.mount import files
+from vfs.mount.core import FsCore
+from vfs.mount.errors import InvalidArgument, IsADirectory, NoAttribute, ReadOnly
+from vfs.mount.loader import FetchConfig, FetchError
+from vfs.mount.namespace import ROOT
+from vfs.mount.readahead import Readahead
 from vfs.ops.commit import commit_dir
-from vfs.prefetch import FetchConfig, FetchError, Readahead
 from vfs.store import Store
 from vfs.testing.faults import Fault, FaultControl, FaultyBackend
 
@@ -62,7 +66,7 @@ class World:
     def run(
         self,
         target: str,
-        body: Callable[[fs.FsCore], Awaitable[None]],
+        body: Callable[[FsCore], Awaitable[None]],
         fetch: FetchConfig | None = None,
     ) -> None:
         run_core(self.store, target, body, cache=self.cache, fetch=fetch)
@@ -79,7 +83,7 @@ def world(store_url: str, tmp_path: Path) -> Iterator[World]:
 
 
 def test_mounting_reads_only_the_ref_commit_and_root_page(world: World) -> None:
-    async def body(core: fs.FsCore) -> None:
+    async def body(core: FsCore) -> None:
         # refs.resolve reads the ref (branch miss, then tag), then commit and root page.
         assert world.wired.requests() <= 4
         assert world.wired.range_gets == 0
@@ -90,29 +94,27 @@ def test_mounting_reads_only_the_ref_commit_and_root_page(world: World) -> None:
 
 
 def test_lookup_and_getattr_never_touch_the_store_once_the_dir_is_loaded(world: World) -> None:
-    async def body(core: fs.FsCore) -> None:
-        await core.lookup(fs.ROOT, b"images")
+    async def body(core: FsCore) -> None:
+        await core.lookup(ROOT, b"images")
         await walk_path(core, "images/0000.png")
         before = world.wired.requests()
         for i in range(40):
-            a = await core.lookup(
-                (await core.lookup(fs.ROOT, b"images")).ino, f"{i:04d}.png".encode()
-            )
+            a = await core.lookup((await core.lookup(ROOT, b"images")).ino, f"{i:04d}.png".encode())
             assert await core.getattr(a.ino) == a
-        assert (await core.lookup(fs.ROOT, b"no such name")).ino == 0
+        assert (await core.lookup(ROOT, b"no such name")).ino == 0
         assert world.wired.requests() == before
 
     world.run("ds@v1", body)
 
 
 def test_listing_a_directory_reads_its_subdirectories_pages_ahead(world: World) -> None:
-    async def body(core: fs.FsCore) -> None:
-        images = await core.lookup(fs.ROOT, b"images")
-        entry = await core._entry(images.ino)
+    async def body(core: FsCore) -> None:
+        images = await core.lookup(ROOT, b"images")
+        entry = await core.namespace.entry(images.ino)
         assert entry is not None and entry.is_dir
         assert core.store.cached_page(entry.tree) is None
         before = world.wired.requests()
-        await listing(core, fs.ROOT)
+        await listing(core, ROOT)
         with trio.fail_after(10):
             while core.store.cached_page(entry.tree) is None:
                 await trio.sleep(0.01)
@@ -128,8 +130,8 @@ def test_a_mount_remembers_inodes_not_entries(world: World) -> None:
     """Entries are decoded again from pages the store may have dropped from memory:
     what the kernel was told stays true after the page cache forgot everything."""
 
-    async def body(core: fs.FsCore) -> None:
-        images = await core.lookup(fs.ROOT, b"images")
+    async def body(core: FsCore) -> None:
+        images = await core.lookup(ROOT, b"images")
         names = [n for n, _, _ in await listing(core, images.ino) if n not in (b".", b"..")]
         attrs = [await core.lookup(images.ino, n) for n in names]
         core.store._pages = type(core.store._pages)(0)  # keeps one page at most from now on
@@ -148,10 +150,10 @@ def test_a_file_opened_again_reuses_its_layout(
     """A warm small-file read is an open and a release: opening a file again decodes
     and places nothing, even once the store's caches forgot its page, and still
     reads the file's bytes. Past the bound, layouts are decoded again."""
-    monkeypatch.setattr(fs, "LAYOUT_CACHE_CHUNKS", 64)
+    monkeypatch.setattr(files, "LAYOUT_CACHE_CHUNKS", 64)
 
-    async def body(core: fs.FsCore) -> None:
-        images = await core.lookup(fs.ROOT, b"images")
+    async def body(core: FsCore) -> None:
+        images = await core.lookup(ROOT, b"images")
         names = [n for n, _, _ in await listing(core, images.ino) if n not in (b".", b"..")]
         assert len(names) >= 40  # more than the 32 small layouts that fit
         attrs = {n: await core.lookup(images.ino, n) for n in names}
@@ -188,7 +190,7 @@ def test_a_file_opened_again_reuses_its_layout(
 def test_attributes_come_from_the_version(world: World) -> None:
     src = world.src
 
-    async def body(core: fs.FsCore) -> None:
+    async def body(core: FsCore) -> None:
         a = await walk_path(core, "with space.csv")
         st = os.stat(src / "with space.csv")
         assert a.mode == 0o100600 and a.size == st.st_size and a.nlink == 1
@@ -220,9 +222,9 @@ def test_setuid_setgid_and_sticky_bits_are_stripped(store_url: str, tmp_path: Pa
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            core = await fs.FsCore.create(store, "modes@main", nursery=nursery)
-            assert (await core.lookup(fs.ROOT, b"tool")).mode == 0o100755
-            assert (await core.lookup(fs.ROOT, b"tmp")).mode == 0o040777
+            core = await FsCore.create(store, "modes@main", nursery=nursery)
+            assert (await core.lookup(ROOT, b"tool")).mode == 0o100755
+            assert (await core.lookup(ROOT, b"tmp")).mode == 0o040777
             nursery.cancel_scope.cancel()
 
     trio.run(main)
@@ -230,13 +232,13 @@ def test_setuid_setgid_and_sticky_bits_are_stripped(store_url: str, tmp_path: Pa
 
 
 def test_readdir_resumes_at_every_offset(world: World) -> None:
-    async def body(core: fs.FsCore) -> None:
-        full = await listing(core, fs.ROOT)
+    async def body(core: FsCore) -> None:
+        full = await listing(core, ROOT)
         names = [n for n, _, _ in full]
         assert names[:2] == [b".", b".."]
         assert names[2:] == sorted(names[2:]) and b"big.bin" in names
         for i, (_, _, nxt) in enumerate(full):
-            assert await listing(core, fs.ROOT, nxt) == full[i + 1 :]
+            assert await listing(core, ROOT, nxt) == full[i + 1 :]
 
     world.run("ds@v1", body)
 
@@ -255,16 +257,16 @@ def test_big_directories_load_page_by_page(store_url: str, tmp_path: Path) -> No
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            core = await fs.FsCore.create(store, "big@main", nursery=nursery)
+            core = await FsCore.create(store, "big@main", nursery=nursery)
             root_page = store.get_page(core.current.version.root)  # type: ignore[union-attr]
             assert root_page.kind == fmt.INDEX, "the test needs a directory of several pages"
             before = wired.gets
-            assert (await core.lookup(fs.ROOT, b"f01234")).ino
+            assert (await core.lookup(ROOT, b"f01234")).ino
             assert wired.gets - before == 1  # one leaf, not the whole directory
-            names = [x for x, _, _ in await listing(core, fs.ROOT)][2:]
+            names = [x for x, _, _ in await listing(core, ROOT)][2:]
             assert names == [f"f{i:05d}".encode() for i in range(n)]
             # Resume in the middle of the second leaf.
-            tail = await listing(core, fs.ROOT, 2 + 5000)
+            tail = await listing(core, ROOT, 2 + 5000)
             assert [x for x, _, _ in tail] == [f"f{i:05d}".encode() for i in range(5000, n)]
             nursery.cancel_scope.cancel()
 
@@ -275,15 +277,15 @@ def test_big_directories_load_page_by_page(store_url: str, tmp_path: Path) -> No
 def test_inode_numbers_are_stable(world: World) -> None:
     seen: dict[str, int] = {}
 
-    async def first(core: fs.FsCore) -> None:
+    async def first(core: FsCore) -> None:
         for p in ("big.bin", "with space.csv", "nested/deeper/deepest/leaf.bin"):
             seen[p] = (await walk_path(core, p)).ino
-        a = await core.lookup(fs.ROOT, b"big.bin")
+        a = await core.lookup(ROOT, b"big.bin")
         core.forget([(a.ino, 2)])  # the kernel forgets it; the number must come back
-        assert (await core.lookup(fs.ROOT, b"big.bin")).ino == seen["big.bin"]
+        assert (await core.lookup(ROOT, b"big.bin")).ino == seen["big.bin"]
         assert len({*seen.values()}) == len(seen)
 
-    async def again(core: fs.FsCore) -> None:  # a remount sees the same numbers
+    async def again(core: FsCore) -> None:  # a remount sees the same numbers
         for p, ino in seen.items():
             assert (await walk_path(core, p)).ino == ino
         await core.switch("v2")  # unchanged files keep theirs, a changed file does not
@@ -300,7 +302,7 @@ def test_inode_numbers_are_stable(world: World) -> None:
 def test_reads_are_byte_for_byte_sequential_and_random(world: World) -> None:
     data = world.v1["big.bin"]
 
-    async def body(core: fs.FsCore) -> None:
+    async def body(core: FsCore) -> None:
         a = await walk_path(core, "big.bin")
         assert await read_all(core, a.ino, 128 * 1024) == data
         fh = await core.open(a.ino, os.O_RDONLY)
@@ -330,7 +332,7 @@ def test_sequential_reads_grow_the_readahead_window() -> None:
 def test_sequential_reading_fetches_ahead_in_few_large_requests(world: World) -> None:
     data = world.v1["big.bin"]
 
-    async def body(core: fs.FsCore) -> None:
+    async def body(core: FsCore) -> None:
         a = await walk_path(core, "big.bin")
         got = await read_all(core, a.ino, 128 * 1024)
         assert got == data
@@ -343,7 +345,7 @@ def test_sequential_reading_fetches_ahead_in_few_large_requests(world: World) ->
 
 
 def test_random_access_fetches_only_what_it_reads(world: World) -> None:
-    async def body(core: fs.FsCore) -> None:
+    async def body(core: FsCore) -> None:
         a = await walk_path(core, "big.bin")
         fh = await core.open(a.ino, os.O_RDONLY)
         for off in (11 * MiB, 2 * MiB, 9 * MiB, 5 * MiB):
@@ -358,7 +360,7 @@ def test_concurrent_readers_of_a_missing_chunk_share_one_fetch(world: World) -> 
     # Keep the first fetch in flight while the others arrive.
     world.faults.set(Fault("latency", ops=("get_range",), seconds=0.2), record=False)
 
-    async def body(core: fs.FsCore) -> None:
+    async def body(core: FsCore) -> None:
         a = await walk_path(core, "boundary-262143.bin")
         results: list[bytes] = []
 
@@ -380,7 +382,7 @@ def test_bytes_in_flight_stay_within_the_budget(world: World) -> None:
     world.faults.set(Fault("latency", ops=("get_range",), seconds=0.05), record=False)
     cfg = FetchConfig(budget_bytes=2 * MiB, part_bytes=1 * MiB)
 
-    async def body(core: fs.FsCore) -> None:
+    async def body(core: FsCore) -> None:
         paths = ["big.bin", "boundary-4194304.bin", "boundary-262145.bin", "text-compressible.txt"]
         inos = [(await walk_path(core, p)).ino for p in paths]
         async with trio.open_nursery() as n:
@@ -396,7 +398,7 @@ def test_bytes_in_flight_stay_within_the_budget(world: World) -> None:
 def test_a_failing_store_gives_an_error_within_the_timeout_then_recovers(world: World) -> None:
     cfg = FetchConfig(read_timeout=1.0, attempt_timeout=0.3, backoff=0.05)
 
-    async def body(core: fs.FsCore) -> None:
+    async def body(core: FsCore) -> None:
         a = await walk_path(core, "big.bin")
         fh = await core.open(a.ino, os.O_RDONLY)
         data = world.v1["big.bin"]
@@ -416,7 +418,7 @@ def test_a_failing_store_gives_an_error_within_the_timeout_then_recovers(world: 
 def test_a_corrupt_cache_entry_is_refetched_not_served(world: World) -> None:
     data = world.v1["big.bin"]
 
-    async def fill(core: fs.FsCore) -> None:
+    async def fill(core: FsCore) -> None:
         assert await read_all(core, (await walk_path(core, "big.bin")).ino) == data
 
     world.run("ds@v1", fill)
@@ -436,8 +438,8 @@ def test_a_corrupt_cache_entry_is_refetched_not_served(world: World) -> None:
 
 
 def test_switch_changes_new_lookups_and_keeps_open_files(world: World) -> None:
-    async def body(core: fs.FsCore) -> None:
-        missing = await core.lookup(fs.ROOT, b"added.txt")
+    async def body(core: FsCore) -> None:
+        missing = await core.lookup(ROOT, b"added.txt")
         assert missing.ino == 0 and missing.ttl > 0  # a cached negative entry
         old = await walk_path(core, "with space.csv")
         fh = await core.open(old.ino, os.O_RDONLY)
@@ -447,8 +449,8 @@ def test_switch_changes_new_lookups_and_keeps_open_files(world: World) -> None:
         assert await core.read(fh, 0, 100) == world.v1["with space.csv"]
         new = await walk_path(core, "with space.csv")
         assert await read_all(core, new.ino) == b"changed in v2\n"
-        assert (await core.lookup(fs.ROOT, b"added.txt")).ino
-        assert await core.getxattr(fs.ROOT, b"user.vfs.ref") == b"ds@v2"
+        assert (await core.lookup(ROOT, b"added.txt")).ino
+        assert await core.getxattr(ROOT, b"user.vfs.ref") == b"ds@v2"
         with pytest.raises(UsageError):
             await core.switch("other@v1")
 
@@ -456,21 +458,21 @@ def test_switch_changes_new_lookups_and_keeps_open_files(world: World) -> None:
 
 
 def test_every_version_root_lists_refs_and_resolves_ids(world: World) -> None:
-    async def body(core: fs.FsCore) -> None:
+    async def body(core: FsCore) -> None:
         assert world.wired.range_gets == 0
-        names = [n for n, _, _ in await listing(core, fs.ROOT)][2:]
+        names = [n for n, _, _ in await listing(core, ROOT)][2:]
         assert names == [b"@main", b"@v1", b"@v2"]
-        v1 = await core.lookup(fs.ROOT, b"@v1")
+        v1 = await core.lookup(ROOT, b"@v1")
         assert 0 < v1.ttl <= core.config.ref_ttl  # branches move: root entries expire
         commit = await core.getxattr(v1.ino, b"user.vfs.version")
-        by_id = await core.lookup(fs.ROOT, b"@" + commit[:10])
+        by_id = await core.lookup(ROOT, b"@" + commit[:10])
         assert by_id.ino and by_id.ino != v1.ino
         f1 = await core.lookup(by_id.ino, b"with space.csv")
         assert await read_all(core, f1.ino) == world.v1["with space.csv"]
-        f2 = await core.lookup((await core.lookup(fs.ROOT, b"@v2")).ino, b"with space.csv")
+        f2 = await core.lookup((await core.lookup(ROOT, b"@v2")).ino, b"with space.csv")
         assert await read_all(core, f2.ino) == b"changed in v2\n"
         for bad in (b"@nope", b"v1", b"@ffff"):
-            miss = await core.lookup(fs.ROOT, bad)
+            miss = await core.lookup(ROOT, bad)
             assert miss.ino == 0 and 0 < miss.ttl <= core.config.ref_ttl
         with pytest.raises(UsageError):
             await core.switch("v2")
@@ -485,7 +487,7 @@ def test_unknown_dataset_or_ref_fails_before_anything_is_mounted(world: World) -
         async with trio.open_nursery() as nursery:
             for target in ("nope@v1", "ds@nope", "nope"):
                 with pytest.raises(NotFound):
-                    await fs.FsCore.create(world.store, target, nursery=nursery)
+                    await FsCore.create(world.store, target, nursery=nursery)
 
     trio.run(main)
 
@@ -494,7 +496,7 @@ def test_unknown_dataset_or_ref_fails_before_anything_is_mounted(world: World) -
 
 
 def test_xattrs_give_version_content_id_and_cached_bytes(world: World) -> None:
-    async def body(core: fs.FsCore) -> None:
+    async def body(core: FsCore) -> None:
         a = await walk_path(core, "dup-a.bin")
         b = await walk_path(core, "dup-b.bin")
         assert await core.getxattr(a.ino, b"user.vfs.content_id") == await core.getxattr(
@@ -506,23 +508,23 @@ def test_xattrs_give_version_content_id_and_cached_bytes(world: World) -> None:
         with trio.fail_after(10):
             while await core.getxattr(a.ino, b"user.vfs.cached_bytes") != str(a.size).encode():
                 await trio.sleep(0.02)
-        assert len(await core.getxattr(fs.ROOT, b"user.vfs.version")) == 64
-        assert b"user.vfs.stats" in core.listxattr(fs.ROOT)
-        with pytest.raises(fs.NoAttribute):
+        assert len(await core.getxattr(ROOT, b"user.vfs.version")) == 64
+        assert b"user.vfs.stats" in core.listxattr(ROOT)
+        with pytest.raises(NoAttribute):
             await core.getxattr(a.ino, b"user.other")
 
     world.run("ds@v1", body)
 
 
 def test_opening_for_write_is_refused(world: World) -> None:
-    async def body(core: fs.FsCore) -> None:
+    async def body(core: FsCore) -> None:
         a = await walk_path(core, "big.bin")
         for flags in (os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC, os.O_WRONLY | os.O_APPEND):
-            with pytest.raises(fs.ReadOnly):
+            with pytest.raises(ReadOnly):
                 await core.open(a.ino, flags)
-        with pytest.raises(fs.IsADirectory):
-            await core.open(fs.ROOT, os.O_RDONLY)
-        with pytest.raises(fs.InvalidArgument):
+        with pytest.raises(IsADirectory):
+            await core.open(ROOT, os.O_RDONLY)
+        with pytest.raises(InvalidArgument):
             await core.readlink(a.ino)
 
     world.run("ds@v1", body)
@@ -531,13 +533,13 @@ def test_opening_for_write_is_refused(world: World) -> None:
 @pytest.mark.allow_error_log
 def test_fuse_adapter_maps_errors_through_one_table(caplog: pytest.LogCaptureFixture) -> None:
     pyfuse3 = pytest.importorskip("pyfuse3")
-    from vfs import fuse
     from vfs.errors import CorruptObject, NotFound
+    from vfs.mount import fuse
 
     assert fuse.errno_for(NotFound("x")) == errno.ENOENT
     assert fuse.errno_for(FetchError("x")) == errno.EIO
     assert fuse.errno_for(CorruptObject("x")) == errno.EIO
-    assert fuse.errno_for(fs.ReadOnly("x")) == errno.EROFS
+    assert fuse.errno_for(ReadOnly("x")) == errno.EROFS
 
     class Broken:
         def getattr(self, ino: int) -> Any:

@@ -15,9 +15,10 @@ from typing import Any
 
 import trio
 
-from vfs import fs
 from vfs.errors import VfsError
-from vfs.prefetch import FetchConfig
+from vfs.mount.core import FsCore
+from vfs.mount.loader import FetchConfig
+from vfs.mount.namespace import ROOT, Attr
 from vfs.store import Store
 
 MiB = 1024 * 1024
@@ -29,7 +30,7 @@ SHORT_FETCH = FetchConfig(read_timeout=2)
 def run_core(
     store: Store,
     target: str,
-    body: Callable[[fs.FsCore], Awaitable[None]],
+    body: Callable[[FsCore], Awaitable[None]],
     *,
     cache: Any = None,
     fetch: FetchConfig | None = None,
@@ -38,20 +39,20 @@ def run_core(
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            core = await fs.FsCore.create(store, target, nursery=nursery, cache=cache, fetch=fetch)
+            core = await FsCore.create(store, target, nursery=nursery, cache=cache, fetch=fetch)
             await body(core)
             nursery.cancel_scope.cancel()
 
     trio.run(main)
 
 
-async def listing(core: fs.FsCore, ino: int, start: int = 0) -> list[tuple[bytes, int, int]]:
+async def listing(core: FsCore, ino: int, start: int = 0) -> list[tuple[bytes, int, int]]:
     """readdir of a directory inode from offset `start`: (name, inode, next offset)
     of each entry, '.' and '..' included."""
     fh = await core.opendir(ino)
     out: list[tuple[bytes, int, int]] = []
 
-    def reply(name: bytes, attr: fs.Attr, nxt: int) -> bool:
+    def reply(name: bytes, attr: Attr, nxt: int) -> bool:
         out.append((name, attr.ino, nxt))
         return True
 
@@ -60,8 +61,8 @@ async def listing(core: fs.FsCore, ino: int, start: int = 0) -> list[tuple[bytes
     return out
 
 
-async def walk_path(core: fs.FsCore, path: str) -> fs.Attr:
-    ino = fs.ROOT
+async def walk_path(core: FsCore, path: str) -> Attr:
+    ino = ROOT
     attr = await core.getattr(ino)
     for part in path.split("/"):
         attr = await core.lookup(ino, part.encode())
@@ -70,7 +71,7 @@ async def walk_path(core: fs.FsCore, path: str) -> fs.Attr:
     return attr
 
 
-async def read_all(core: fs.FsCore, ino: int, block: int = MiB) -> bytes:
+async def read_all(core: FsCore, ino: int, block: int = MiB) -> bytes:
     fh = await core.open(ino, os.O_RDONLY)
     out = []
     off = 0
@@ -84,7 +85,7 @@ async def read_all(core: fs.FsCore, ino: int, block: int = MiB) -> bytes:
     return b"".join(out)
 
 
-async def read_everything(core: fs.FsCore, ino: int) -> None:
+async def read_everything(core: FsCore, ino: int) -> None:
     """Open and read the start of every file in a directory; vfs errors allowed."""
     for name, _, _ in (await listing(core, ino))[2:]:
         a = await core.lookup(ino, name)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vfs.control import alive, is_mounted
+from vfs.mount.control import alive, is_mounted
 from vfs.testing.faults import Fault, FaultControl, launcher_argv
 
 MiB = 1024 * 1024

@@ -20,8 +20,10 @@ from hypothesis import strategies as st
 from tests.support import forge
 from tests.support.core import SHORT_FETCH, listing, read_everything, run_core
 from vfs import format as fmt
-from vfs import fs, tree
+from vfs import tree
 from vfs.errors import CorruptObject, VfsError
+from vfs.mount.core import FsCore
+from vfs.mount.namespace import ROOT
 from vfs.store import Store
 
 KiB = 1024
@@ -240,8 +242,8 @@ def test_the_mount_core_answers_a_hostile_page_with_errors_only(
         store.ensure_config()
         store.set_branch("fz", "main", cid, store.read_ref("fz", "heads", "main"))
 
-        async def body(core: fs.FsCore) -> None:
-            d = await core.lookup(fs.ROOT, b"d")
+        async def body(core: FsCore) -> None:
+            d = await core.lookup(ROOT, b"d")
             for attempt in (
                 lambda: listing(core, d.ino),
                 lambda: core.lookup(d.ino, b"a"),

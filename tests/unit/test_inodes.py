@@ -7,7 +7,7 @@ import random
 import pytest
 import xxhash
 
-from vfs.inodes import NO_PAGE, InodeTable
+from vfs.mount.inodes import NO_PAGE, InodeTable
 
 
 def _key(n: int) -> bytes:

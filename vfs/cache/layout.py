@@ -11,13 +11,13 @@ names what lives inside it, and says who writes each part::
                                   <64 hex>.<pid>.<random>.tmp
     <root>/data/<2 hex>/<64 hex>  one file per chunk, named by its BLAKE3 id
     <root>/statcache/             the stat cache's LMDB environment     vfs.cache.statcache
-    <root>/packindex/<64 hex>     pack indexes fetched from stores,     vfs.commit
+    <root>/packindex/<64 hex>     pack indexes fetched from stores,     vfs.ops.commit
                                   by pack id
-    <root>/spool/                 packs being written by a commit       vfs.commit, vfs.packer
-    <root>/logs/mount-*.log       the mount daemons' logs               vfs.control
+    <root>/spool/                 packs being written by a commit       vfs.ops.commit, vfs.packer
+    <root>/logs/mount-*.log       the mount daemons' logs               vfs.mount.control
 
 A new folder of the cache directory gets its name here first. (The mount daemons'
-control sockets live in the runtime directory, not here: see vfs.control.)
+control sockets live in the runtime directory, not here: see vfs.mount.control.)
 
 Standard library only, and `vfs.cache` loads its heavy modules lazily, so a process
 that must stay light (the parent of `vfs mount`, which names the daemon's log file)

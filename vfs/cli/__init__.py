@@ -1,7 +1,7 @@
 """The `vfs` command line: git-like verbs over datasets in a store.
 
 It parses and prints only: what a verb does is a function of vfs.ops (or, for the
-mount verbs, vfs.control and vfs.mount), and the CLI reaches the store layer only
+mount verbs, vfs.mount.control and vfs.mount.daemon), and the CLI reaches the store layer only
 through those. Each verb VERB has, in its module of this package, `add_VERB(parser)`
 declaring its arguments next to its handler `cmd_VERB(args) -> int`. Errors are
 mapped to exit codes in exactly one place, `main`: 0 done, 1 failed, 2 usage error,
@@ -10,7 +10,7 @@ mapped to exit codes in exactly one place, `main`: 0 done, 1 failed, 2 usage err
 `VERBS` below is the lazy verb table: `vfs --help` lists the verbs from it without
 importing a verb module, and `vfs VERB ...` imports VERB's module only. So parsing,
 --help, and `vfs switch` and `vfs umount`, which only talk to a mount daemon, stay a
-Python start-up away (tests/test_cli.py keeps them so); verb modules import what
+Python start-up away (tests/store/test_cli.py keeps them so); verb modules import what
 their verbs need (the store, the cache) at module level.
 """
 

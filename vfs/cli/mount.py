@@ -1,8 +1,9 @@
 """The verbs of a mount: `vfs mount`, `vfs switch`, `vfs umount`.
 
 `vfs switch` and `vfs umount` only talk to a mount daemon, and the parent of
-`vfs mount` only starts one: this module imports vfs.control and vfs.mount inside
-those verbs, so that they stay a Python start-up away (tests/test_cli.py).
+`vfs mount` only starts one: this module imports vfs.mount.control and
+vfs.mount.daemon inside those verbs, so that they stay a Python start-up away
+(tests/store/test_cli.py).
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
 
-from vfs.cli.common import add_common, cache_dir, parse_size, print_json, seconds, store_url
-from vfs.defaults import DEFAULT_CACHE_BYTES
+from vfs.cli.common import add_common, cache_dir, parse_size, print_json, seconds
 from vfs.errors import UsageError
 
 # --- mount ---
@@ -81,7 +80,7 @@ def add_mount(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from vfs import control
+    from vfs.mount import control
 
     if args.read_timeout <= 0:
         raise UsageError("--read-timeout must be positive")
@@ -93,21 +92,20 @@ def cmd_mount(args: argparse.Namespace) -> int:
     # The daemon resolves the defaults of the store and the cache size (it has this
     # process's environment and working directory), so that this process need not
     # import the store or the cache: the mount is live sooner.
-    options: dict[str, Any] = {
-        "target": args.target,
-        "mountpoint": mnt,
-        "store_url": args.store or None,
-        "cache_dir": cdir,
-        "cache_size": args.cache_size,
-        "read_timeout": args.read_timeout,
-        "allow_other": args.allow_other,
-        "log_file": log_file,
-        "verbose": args.verbose,
-    }
+    options = control.MountOptions(
+        target=args.target,
+        mountpoint=mnt,
+        store_url=args.store or None,
+        cache_dir=cdir,
+        cache_size=args.cache_size,
+        read_timeout=args.read_timeout,
+        allow_other=args.allow_other,
+        log_file=log_file,
+        verbose=args.verbose,
+    )
     t0 = time.monotonic()
-    doc = control.start_daemon(options, mnt, log_file)
-    doc["seconds"] = round(time.monotonic() - t0, 3)
-    doc["log"] = log_file
+    live = control.start_daemon(options, mnt, log_file)
+    doc = {**live.to_doc(), "seconds": round(time.monotonic() - t0, 3), "log": log_file}
     if args.json:
         print_json(doc)
     else:
@@ -122,18 +120,19 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 def _mount_foreground(args: argparse.Namespace, cdir: str) -> int:
     """`vfs mount --foreground`: mount and serve in this process until unmounted."""
-    from vfs import mount
+    from vfs.mount.control import MountOptions
+    from vfs.mount.daemon import run
 
-    opts = mount.MountOptions(
+    opts = MountOptions(
         target=args.target,
         mountpoint=args.mountpoint,
-        store_url=store_url(args),
+        store_url=args.store or None,
         cache_dir=cdir,
-        cache_size=args.cache_size or DEFAULT_CACHE_BYTES,
+        cache_size=args.cache_size,
         read_timeout=args.read_timeout,
         allow_other=args.allow_other,
     )
-    return mount.run(opts)
+    return run(opts)
 
 
 # --- switch, umount ---
@@ -156,12 +155,13 @@ def add_switch(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_switch(args: argparse.Namespace) -> int:
-    from vfs import control
+    from dataclasses import asdict
+
+    from vfs.mount import control
 
     t0 = time.monotonic()
-    doc = control.request(args.mountpoint, {"op": "switch", "ref": args.ref})
-    doc["total_ms"] = round((time.monotonic() - t0) * 1000, 2)
-    doc.pop("ok", None)
+    reply = control.switch(args.mountpoint, args.ref)
+    doc = {**asdict(reply), "total_ms": round((time.monotonic() - t0) * 1000, 2)}
     if args.json:
         print_json(doc)
     else:
@@ -187,7 +187,7 @@ def add_umount(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
-    from vfs import control
+    from vfs.mount import control
 
     how = control.umount(args.mountpoint)
     print(f"{control.canonical(args.mountpoint)}: {how}", file=sys.stderr)

@@ -31,7 +31,7 @@ from vfs import format as fmt
 from vfs.errors import CorruptObject, NotFound
 from vfs.reader import MAX_GAP, MAX_RANGE, Span, Wanted, plan_ranges
 from vfs.store import HEADS, TAGS, Store
-from vfs.tree import MAX_DEPTH
+from vfs.tree import check_depth
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,9 @@ class Verifier:
 
     def _below(self, page: fmt.TreePage, upper: bytes | None, path: bytes, depth: int) -> None:
         key = self.store.object_key(page.id)
-        if depth > MAX_DEPTH:
+        try:
+            check_depth(page.id, depth)
+        except CorruptObject:
             self._damaged(key, "tree", "index pages nest too deep")
             return
         try:

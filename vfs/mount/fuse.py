@@ -1,6 +1,6 @@
 """The FUSE adapter: the only module that imports pyfuse3.
 
-A thin pyfuse3.Operations over vfs.fs.FsCore, in the shape of mountpoint-s3's
+A thin pyfuse3.Operations over vfs.mount.core.FsCore, in the shape of mountpoint-s3's
 fuse.rs: every handler calls the core, converts the answer, or maps the error
 through ERRNO_TABLE. No handler lets anything but FUSEError escape, since pyfuse3
 would end the mount: an expected error is logged at DEBUG (ENOENT and the like) or
@@ -28,7 +28,6 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from vfs import fs
 from vfs.errors import (
     AmbiguousRef,
     BackendError,
@@ -38,6 +37,16 @@ from vfs.errors import (
     UsageError,
     VfsError,
 )
+from vfs.mount.core import FsCore, SwitchResult
+from vfs.mount.errors import (
+    BadHandle,
+    InvalidArgument,
+    IsADirectory,
+    NoAttribute,
+    NotADirectory,
+    ReadOnly,
+)
+from vfs.mount.namespace import Attr
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +56,17 @@ _T = TypeVar("_T")
 # The one errno table. First match in order wins, so subclasses come before bases.
 ERRNO_TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (NotFound, errno.ENOENT),
-    (fs.NotADirectory, errno.ENOTDIR),
-    (fs.IsADirectory, errno.EISDIR),
-    (fs.InvalidArgument, errno.EINVAL),
-    (fs.ReadOnly, errno.EROFS),
-    (fs.NoAttribute, errno.ENODATA),
-    (fs.BadHandle, errno.EBADF),
+    (NotADirectory, errno.ENOTDIR),
+    (IsADirectory, errno.EISDIR),
+    (InvalidArgument, errno.EINVAL),
+    (ReadOnly, errno.EROFS),
+    (NoAttribute, errno.ENODATA),
+    (BadHandle, errno.EBADF),
     (AmbiguousRef, errno.ENOENT),
     (UsageError, errno.EINVAL),
     (RefConflict, errno.EIO),
     (CorruptObject, errno.EIO),
-    (BackendError, errno.EIO),  # includes prefetch.FetchError: failures and timeouts
+    (BackendError, errno.EIO),  # includes loader.FetchError: failures and timeouts
     (VfsError, errno.EIO),
 )
 # Answers that are part of normal operation, not worth a WARNING.
@@ -94,7 +103,7 @@ def _handler(fn: Callable[_P, Coroutine[Any, Any, _T]]) -> Callable[_P, Coroutin
     return wrapper
 
 
-def _entry(a: fs.Attr) -> pyfuse3.EntryAttributes:
+def _entry(a: Attr) -> pyfuse3.EntryAttributes:
     e = pyfuse3.EntryAttributes()
     e.st_ino = a.ino
     e.generation = 0
@@ -127,7 +136,7 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, core: fs.FsCore) -> None:
+    def __init__(self, core: FsCore) -> None:
         super().__init__()
         self.core = core
         # One reply buffer for every read that spans chunks. pyfuse3 writes a read's
@@ -164,7 +173,7 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        def reply(name: bytes, attr: fs.Attr, nxt: int) -> bool:
+        def reply(name: bytes, attr: Attr, nxt: int) -> bool:
             return pyfuse3.readdir_reply(token, name, _entry(attr), nxt)
 
         await self.core.readdir(fh, start_id, reply)
@@ -332,7 +341,7 @@ def close(unmount: bool) -> None:
     pyfuse3.close(unmount=unmount)
 
 
-async def switch(core: fs.FsCore, ref: str) -> fs.SwitchResult:
+async def switch(core: FsCore, ref: str) -> SwitchResult:
     """Switch the core's version and make the kernel forget the root's entries, so
     its next lookups come to the new version. Returns after the kernel has dropped
     them."""

@@ -10,7 +10,7 @@ does not hold (the entry's name, chunks, tree) is decoded again from its leaf pa
 when asked for; pages live in the store's byte-bounded page cache.
 
 A record holds: the inode number; the 128-bit identity it was made for (see
-vfs/fs.py, "Inode numbers"); the parent's number; the entry's kind; its leaf page
+vfs/mount/namespace.py, "Inode numbers"); the parent's number; the entry's kind; its leaf page
 (a slot in a page-id table shared by the records of one page) and its index there;
 the version it was found in; the kernel's lookup count and the open handles.
 

@@ -1,15 +1,21 @@
-"""Mounts seen from outside their daemon: checks, start-up, control requests, unmounting.
+"""Mounts seen from outside their daemon, and the messages between the two.
 
 This module owns what every process other than a mount's daemon does with mounts:
 the mountpoint checks that fail fast before anything is mounted (missing, not
 empty, already or formerly mounted), starting the daemon and waiting until it is
 live or has failed (`vfs mount`), one request over a daemon's control socket
 (`vfs switch`, status), and `vfs umount`, which also clears a mount whose daemon
-died ("Transport endpoint is not connected"). The daemon itself is vfs.mount.
+died ("Transport endpoint is not connected"). The daemon itself is
+vfs/mount/daemon.py.
+
+It also owns every message the CLI and the daemon exchange, typed, each with its
+JSON in one place: MountOptions (the daemon's command line, with the defaults of
+its fields), Live and Failure (the ready pipe), SwitchReply and StatusReply (the
+control socket). Both sides use these classes; nobody reads these documents by key.
 
 It imports only the standard library, vfs.errors and vfs.cache.layout, on purpose: `vfs switch` and
 `vfs umount` should cost a Python start-up and a round trip, not the imports of
-trio, the store and the cache (tests/test_cli.py checks that they stay out).
+trio, the store and the cache (tests/store/test_cli.py checks that they stay out).
 
 The control channel is a Unix socket, one per mountpoint, at
 `<runtime dir>/vfs/<hash of the mountpoint path>.sock` (runtime dir: /run as root,
@@ -35,12 +41,119 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, TypeVar
 
 from vfs.cache import layout
 from vfs.errors import NotFound, UsageError, VfsError
 
 READY_TIMEOUT = 120.0  # the parent gives up on a child that neither mounts nor fails
+_M = TypeVar("_M")
+
+
+# --- messages ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class MountOptions:
+    """What a mount's daemon is asked to do: its command line, as one JSON object."""
+
+    target: str  # DATASET@REF, or DATASET for every version
+    mountpoint: str
+    cache_dir: str
+    # None: the default, resolved by the daemon (it has the parent's environment and
+    # working directory), so that `vfs mount` need not import the store or the cache.
+    store_url: str | None = None
+    cache_size: int | None = None
+    read_timeout: float = 30.0
+    allow_other: bool = False
+    log_file: str | None = None
+    ready_fd: int | None = None
+    verbose: int = 0  # the count of -v; 2 or more: the daemon logs at DEBUG
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> MountOptions:
+        doc = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in known})
+
+    def resolved(self) -> MountOptions:
+        """These options with the defaults of the store and the cache size filled in."""
+        from vfs.backends import default_store_url
+        from vfs.defaults import DEFAULT_CACHE_BYTES
+
+        return replace(
+            self,
+            store_url=self.store_url or default_store_url(),
+            cache_size=self.cache_size or DEFAULT_CACHE_BYTES,
+        )
+
+
+class _Ok:
+    """A success message: its fields and "ok": true, the one JSON shape of them."""
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"ok": True, **asdict(self)}  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class Live(_Ok):
+    """The ready pipe's news of a live mount."""
+
+    pid: int
+    mountpoint: str
+    dataset: str
+    version: str | None  # the commit shown at the root; None for every version
+    label: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An error from the daemon, over the ready pipe or the control socket."""
+
+    error: str
+    usage: bool = False
+    not_found: bool = False
+
+    @classmethod
+    def of(cls, e: BaseException) -> Failure:
+        return cls(str(e) or type(e).__name__, isinstance(e, UsageError), isinstance(e, NotFound))
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"ok": False, **asdict(self)}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Failure:
+        return cls(str(doc.get("error")), bool(doc.get("usage")), bool(doc.get("not_found")))
+
+    def exception(self) -> VfsError:
+        cls = UsageError if self.usage else NotFound if self.not_found else VfsError
+        return cls(self.error)
+
+
+@dataclass(frozen=True)
+class SwitchReply(_Ok):
+    old: str  # commit ids, hex
+    new: str
+    label: str
+    ms: float
+
+
+@dataclass(frozen=True)
+class StatusReply(_Ok):
+    pid: int
+    dataset: str
+    version: str | None
+    label: str | None
+    stats: dict[str, Any]
+
+
+def _from_doc(cls: type[_M], doc: dict[str, Any]) -> _M:
+    return cls(**{f.name: doc.get(f.name) for f in fields(cls)})  # type: ignore[arg-type]
 
 
 # --- checks ------------------------------------------------------------------------------
@@ -124,13 +237,13 @@ def default_log_file(cache_dir: str, mountpoint: str) -> str:
 # --- the parent: start a daemon and wait until it is live ----------------------------------
 
 
-def start_daemon(options: dict[str, Any], mountpoint: str, log_file: str) -> dict[str, Any]:
-    """Start a daemon detached (`python -m vfs.daemon`, with `options`, the fields of
-    vfs.mount.MountOptions, and a ready pipe) and wait until it reports the mount
-    live (its status doc) or fails (VfsError with its message)."""
+def start_daemon(options: MountOptions, mountpoint: str, log_file: str) -> Live:
+    """Start a daemon detached (`python -m vfs.mount.daemon`, with `options` and a
+    ready pipe) and wait until it reports the mount live or fails (VfsError with its
+    message)."""
     os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
     r, w = os.pipe()
-    cmd = [sys.executable, "-m", "vfs.daemon", json.dumps({**options, "ready_fd": w})]
+    cmd = [sys.executable, "-m", "vfs.mount.daemon", replace(options, ready_fd=w).to_json()]
     try:
         with open(log_file, "ab") as logf:
             proc = subprocess.Popen(
@@ -150,10 +263,9 @@ def start_daemon(options: dict[str, Any], mountpoint: str, log_file: str) -> dic
         proc.terminate()  # it unmounts if it got that far
         raise
     if msg is not None and msg.get("ok"):
-        return msg
+        return _from_doc(Live, msg)
     if msg is not None:
-        cls = UsageError if msg.get("usage") else NotFound if msg.get("not_found") else VfsError
-        raise cls(str(msg.get("error")))
+        raise Failure.from_doc(msg).exception()
     rc = proc.poll()
     if rc is None:
         proc.kill()
@@ -239,6 +351,16 @@ def request(mountpoint: str, doc: dict[str, Any], timeout: float = 60.0) -> dict
     return dict(reply)
 
 
+def switch(mountpoint: str, ref: str) -> SwitchReply:
+    """`vfs switch`: show another version at the mount's root."""
+    return _from_doc(SwitchReply, request(mountpoint, {"op": "switch", "ref": ref}))
+
+
+def status(mountpoint: str, timeout: float = 60.0) -> StatusReply:
+    """The daemon's pid, version and stats."""
+    return _from_doc(StatusReply, request(mountpoint, {"op": "status"}, timeout=timeout))
+
+
 def umount(mountpoint: str, timeout: float = 10.0) -> str:
     """Unmount; lazily if busy; also a mount whose daemon died. Waits for the daemon
     to exit. Returns how it went, for the user."""
@@ -247,7 +369,7 @@ def umount(mountpoint: str, timeout: float = 10.0) -> str:
         raise UsageError(f"{path} is not mounted")
     pid = None
     with contextlib.suppress(VfsError, OSError):
-        pid = int(request(path, {"op": "status"}, timeout=2.0)["pid"])
+        pid = int(status(path, timeout=2.0).pid)
     how = "unmounted"
     r = subprocess.run(["fusermount3", "-u", path], capture_output=True, text=True)
     if r.returncode != 0:

@@ -1,13 +1,14 @@
-"""Getting chunk bytes to readers: the mount's fetcher, readahead, and `vfs prefetch`.
+"""The mount's one loader: every read of the store and the chunk cache a mount makes.
 
-This module owns everything between "a read needs these chunks" and "their verified
-bytes": the mount's in-memory chunk LRU, the table of fetches in flight, the global
-in-flight byte budget, retries and the read-timeout bound, the readahead window of
-each open file, and the bulk warming of the cache by `vfs prefetch`.
+This module owns everything between "a read needs these chunks (or this tree page)"
+and "their verified bytes (the decoded page)": the in-memory chunk LRU, the tables of
+fetches in flight (chunks and pages), the global in-flight byte budget, retries and
+the read-timeout bound, the named thread limiters, and the one writer that puts what
+was fetched into the chunk cache behind the readers.
 
-Design of the mount's read path (like mountpoint-s3's prefetcher, smaller)
-----------------------------------------------------------------------------
-`ChunkFetcher.get(wanted)` answers a read in four steps:
+Design of the read path (like mountpoint-s3's prefetcher, smaller)
+-------------------------------------------------------------------
+`Loader.get(wanted)` answers a read in four steps:
 
 1. Memory: decoded chunks of recent reads sit in an LRU of `mem_bytes`.
 2. Single flight: every chunk being fetched has exactly one `_Flight`. A reader that
@@ -29,12 +30,17 @@ Flights run as tasks of the mount's nursery, not of the reader: a reader that gi
 up (timeout, interrupt) never cancels a fetch that others share, and a flight always
 ends resolved, with bytes or with an error message.
 
-Readahead: each open file has a `Readahead`. A read that starts where the previous
-one ended (within `SEQUENTIAL_SLACK`, since the kernel answers its own readahead with
-concurrent, slightly reordered requests) doubles the window, from `readahead_min` to
-`readahead_max`; any other read resets it, so random access fetches only what it
-reads. The window ahead of the reader is fetched in the background in bites of at
-least half a window, which plan_ranges turns into a few large GETs.
+Tree pages (`Loader.page`) take the same road with less: the store's byte-bounded
+page cache (which also reads the chunk cache), one read in flight per page however
+many tasks want it, in a worker thread behind `meta_limiter` bounded by the read
+timeout, and the same cache writer, which takes every page fetched meanwhile in one
+transaction. Pages queue up to PAGE_QUEUE_BYTES and are never waited for: past the
+bound a page is not cached, and a later reader fetches it again. Listing a directory
+reads its subdirectories' top pages ahead (`warm_pages`, behind `warm_limiter`, at
+most MAX_WARMING at a time).
+
+Readahead (vfs/mount/readahead.py decides the window): `Loader.readahead` fetches
+the window ahead of a reader in the background in parts of `part_bytes`.
 
 Budget: stored bytes of remote GETs in flight, over all files, never exceed
 `budget_bytes`. A demand read waits for room; readahead never waits: it skips, and
@@ -47,16 +53,19 @@ its flights fail and every reader waiting on them gets FetchError (EIO), also wi
 CORRUPT_ATTEMPTS times means the pack is damaged in the store: EIO at once, with a
 log line naming the pack's key. A stalled thread is abandoned, not killed; it keeps
 its limiter token until the stalled call returns, which bounds the threads a dead
-remote can hold.
+remote can hold. A page read that does not answer within `read_timeout` fails the
+same way.
+
+Shutdown: the cache writer is shielded. On unmount what it has queued (at most
+`write_behind_bytes` of chunks and PAGE_QUEUE_BYTES of pages) is written out, and a
+cache write in flight ends before the daemon closes the cache.
 
 Concurrency: everything but the calls handed to worker threads runs on the trio
-thread. `_mem`, `_flights`, the writer's queue `_unwritten` and the budget are
-touched only there, so the code between two awaits is a critical section and needs
-no lock. Worker threads get inputs nobody changes meanwhile (the writer's batch is
-swapped out of `_unwritten`, never updated in place), touch only the Store and the
-ChunkCache (both thread-safe) and return values.
-
-`vfs prefetch` (warm) is a plain thread pool, not trio: it runs in its own process.
+thread. `_mem`, the flight tables, the writer's queues and the budget are touched
+only there, so the code between two awaits is a critical section and needs no lock.
+Worker threads get inputs nobody changes meanwhile (the writer's batch is swapped
+out of its queue, never updated in place), touch only the Store and the ChunkCache
+(both thread-safe) and return values.
 """
 
 from __future__ import annotations
@@ -65,12 +74,14 @@ import functools
 import itertools
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
+from vfs import format as fmt
 from vfs.errors import BackendError, CorruptObject, NotFound
 from vfs.reader import ChunkSource, Wanted, plan_ranges
 
@@ -82,8 +93,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-# Reads within this distance of where the last one ended still count as sequential.
-SEQUENTIAL_SLACK = 4 * MiB
 # Chunks per cache write transaction of the mount's writer. Each batch's files are on
 # disk before the transaction that may evict for them, so this (or part_bytes) is
 # what a mount can hold above the cache cap (docs/reliability.md, section 6).
@@ -91,6 +100,13 @@ WRITE_BATCH = 8
 # Fetches of one range that returned bytes failing verification before it is judged
 # damaged in the store (EIO) rather than garbled on the way.
 CORRUPT_ATTEMPTS = 3
+# Fetched tree pages waiting to be written to the chunk cache, at most: `find` over a
+# million files fetches pages faster than one writer stores them.
+PAGE_QUEUE_BYTES = 8 << 20
+# Subdirectory pages being read ahead of `find` and `ls -R`, at most; past it a
+# listing asks for no more.
+MAX_WARMING = 256
+_T = TypeVar("_T")
 
 
 class FetchError(BackendError):
@@ -175,8 +191,10 @@ class _ByteBudget:
             ev.set()
 
 
-class ChunkFetcher:
-    """Verified chunk bytes for the mount: memory, single flight, cache, store."""
+class Loader:
+    """Everything a mount reads from its store and its chunk cache: verified chunk
+    bytes (memory, single flight, cache, store) and tree pages (the store's page
+    cache, single flight), with one cache writer behind both."""
 
     def __init__(
         self,
@@ -184,8 +202,10 @@ class ChunkFetcher:
         cache: ChunkCache | None,
         nursery: trio.Nursery,
         config: FetchConfig | None = None,
+        meta_threads: int = 8,
     ) -> None:
         self.config = config or FetchConfig()
+        self.store = store
         self.cache = cache
         self.source = ChunkSource(store, cache)
         self.stats = FetchStats()
@@ -195,6 +215,10 @@ class ChunkFetcher:
         self.remote_limiter = trio.CapacityLimiter(self.config.remote_threads)
         self.cache_limiter = trio.CapacityLimiter(self.config.cache_threads)
         self.cache_write_limiter = trio.CapacityLimiter(1)
+        # Store reads of metadata (pages, locations, refs, commits) and cache queries;
+        # reading ahead gets threads of its own, so that it never queues a lookup.
+        self.meta_limiter = trio.CapacityLimiter(meta_threads)
+        self.warm_limiter = trio.CapacityLimiter(max(1, meta_threads // 2))
         self._nursery = nursery
         self._mem: OrderedDict[bytes, bytes] = OrderedDict()
         self._mem_used = 0
@@ -203,6 +227,10 @@ class ChunkFetcher:
         self._unwritten_bytes = 0
         self._writing = False
         self._write_room: list[trio.Event] = []
+        self._pages_loading: dict[bytes, trio.Event] = {}  # page id -> set when its read ends
+        self._warming = 0
+        self._unwritten_pages: dict[bytes, bytes] = {}  # fetched pages not yet in the cache
+        self._unwritten_page_bytes = 0
 
     async def get(
         self, wanted: Sequence[Wanted], readahead: Sequence[Wanted] = ()
@@ -382,6 +410,86 @@ class ChunkFetcher:
         if self.cache is not None:
             await self._cache_later(got)
 
+    # -- tree pages and other metadata ---------------------------------------------
+
+    async def meta(
+        self, fn: Callable[..., _T], *args: Any, limiter: trio.CapacityLimiter | None = None
+    ) -> _T:
+        """A store read in a worker thread, bounded by the read timeout."""
+        timeout = self.config.read_timeout
+        with trio.move_on_after(timeout) as scope:
+            return await trio.to_thread.run_sync(
+                partial(fn, *args), limiter=limiter or self.meta_limiter, abandon_on_cancel=True
+            )
+        assert scope.cancelled_caught
+        raise FetchError(f"the store did not answer within the read timeout of {timeout:g} s")
+
+    async def page(
+        self, page_id: bytes, limiter: trio.CapacityLimiter | None = None
+    ) -> fmt.TreePage:
+        """A tree page from the store's page cache, or read once however many tasks
+        ask for it at the same time."""
+        while True:
+            hit = self.store.cached_page(page_id)
+            if hit is not None:
+                return hit
+            loading = self._pages_loading.get(page_id)
+            if loading is None:
+                break
+            await loading.wait()  # then look again: the read may have failed
+        done = self._pages_loading[page_id] = trio.Event()
+        try:
+            page, fetched = await self.meta(self.store.fetch_page, page_id, limiter=limiter)
+        finally:
+            del self._pages_loading[page_id]
+            done.set()
+        if (
+            fetched is not None
+            and self.cache is not None
+            and self._unwritten_page_bytes + len(fetched) <= PAGE_QUEUE_BYTES
+        ):
+            # Past the bound the page is not cached: a later reader fetches it again.
+            self._unwritten_pages[page_id] = fetched
+            self._unwritten_page_bytes += len(fetched)
+            self._start_writer()
+        return page
+
+    def warm_pages(self, page_ids: Iterable[bytes]) -> None:
+        """Read pages in the background, at most MAX_WARMING at a time: whoever lists
+        a directory tends to descend into its subdirectories next (`find`, `ls -R`,
+        `du`), and then finds their top pages read."""
+        for page_id in page_ids:
+            if self._warming >= MAX_WARMING:
+                return
+            if page_id not in self._pages_loading and self.store.cached_page(page_id) is None:
+                self._warming += 1
+                self._nursery.start_soon(self._warm, page_id)
+
+    async def _warm(self, page_id: bytes) -> None:
+        try:
+            await self.page(page_id, self.warm_limiter)
+        except Exception as e:  # a guess that failed: the reader will ask again and see why
+            log.debug("reading page %s ahead failed: %s", page_id.hex()[:16], e)
+        finally:
+            self._warming -= 1
+
+    async def cached_bytes(self, chunks: Sequence[fmt.ChunkRef]) -> int:
+        """How many bytes of these chunks the chunk cache holds (each chunk once)."""
+        cache = self.cache
+
+        def count() -> int:
+            return sum(
+                c.length
+                for c in {c.id: c for c in chunks}.values()
+                if cache is not None and cache.contains(c.id)
+            )
+
+        return await self.meta(count)
+
+    def counters(self) -> dict[str, int]:
+        """The fetch counters and the in-flight budget, for `user.vfs.stats`."""
+        return {**asdict(self.stats), "budget_used": self.budget.used}
+
     # -- the cache writer ----------------------------------------------------------
 
     async def _cache_later(self, got: dict[bytes, bytes]) -> None:
@@ -394,47 +502,64 @@ class ChunkFetcher:
             if cid not in self._unwritten:
                 self._unwritten[cid] = data
                 self._unwritten_bytes += len(data)
-        if not self._writing:
-            self._writing = True
-            self._nursery.start_soon(self._write_behind)
+        self._start_writer()
 
     async def _write_behind(self) -> None:
-        """Write queued chunks to the cache, oldest first, up to WRITE_BATCH chunks
-        or `part_bytes` per put_many (one index transaction), until nothing is left.
-        One writer, so that spans arriving while it writes share the next
-        transaction, and LMDB's one writer lock and its fsync are paid per batch, not
-        per span. The bound on a batch bounds what lies on disk ahead of the index
-        (and so above the cache cap) while a batch is written.
+        """Write queued pages and chunks to the cache until nothing is left: all the
+        pages that gathered in one put_many (at most PAGE_QUEUE_BYTES), chunks oldest
+        first up to WRITE_BATCH chunks or `part_bytes` per put_many (one index
+        transaction each). One writer, so that what arrives while it writes shares the
+        next transaction, and LMDB's one writer lock and its fsync are paid per batch,
+        not per span or page. The bound on a batch bounds what lies on disk ahead of
+        the index (and so above the cache cap) while a batch is written.
 
-        Shielded: on unmount the queue (at most write_behind_bytes) is written out
-        rather than lost, as the thread of a running put could not be stopped anyway."""
+        Shielded: on unmount the queue (at most write_behind_bytes of chunks and
+        PAGE_QUEUE_BYTES of pages) is written out rather than lost, as the thread of
+        a running put could not be stopped anyway."""
         assert self.cache is not None
         try:
             with trio.CancelScope(shield=True):
-                while self._unwritten:
-                    batch: dict[bytes, bytes] = {}
-                    size = 0
-                    for cid, data in itertools.islice(self._unwritten.items(), WRITE_BATCH):
-                        if batch and size + len(data) > self.config.part_bytes:
-                            break
-                        batch[cid] = data
-                        size += len(data)
-                    for cid in batch:
-                        del self._unwritten[cid]
-                    self._unwritten_bytes -= size
-                    if self._unwritten_bytes < self.config.write_behind_bytes:
-                        waiters, self._write_room = self._write_room, []
-                        for ev in waiters:
-                            ev.set()
+                while self._unwritten or self._unwritten_pages:
+                    if self._unwritten_pages:
+                        batch, self._unwritten_pages = self._unwritten_pages, {}
+                        self._unwritten_page_bytes = 0
+                        what = "tree pages"
+                    else:
+                        batch = self._chunk_batch()
+                        what = "chunks"
                     self.stats.cache_writes += 1
                     try:
                         await trio.to_thread.run_sync(
                             self.cache.put_many, batch, limiter=self.cache_write_limiter
                         )
-                    except Exception as e:
-                        log.warning("chunk cache write of %d chunks failed: %s", len(batch), e)
+                    except Exception as e:  # the cache is an optimisation: reads go on
+                        log.warning("chunk cache write of %d %s failed: %s", len(batch), what, e)
         finally:
             self._writing = False
+
+    def _chunk_batch(self) -> dict[bytes, bytes]:
+        """The oldest queued chunks, WRITE_BATCH or `part_bytes` at most, taken out of
+        the queue; wakes fetches that waited for room."""
+        batch: dict[bytes, bytes] = {}
+        size = 0
+        for cid, data in itertools.islice(self._unwritten.items(), WRITE_BATCH):
+            if batch and size + len(data) > self.config.part_bytes:
+                break
+            batch[cid] = data
+            size += len(data)
+        for cid in batch:
+            del self._unwritten[cid]
+        self._unwritten_bytes -= size
+        if self._unwritten_bytes < self.config.write_behind_bytes:
+            waiters, self._write_room = self._write_room, []
+            for ev in waiters:
+                ev.set()
+        return batch
+
+    def _start_writer(self) -> None:
+        if not self._writing:
+            self._writing = True
+            self._nursery.start_soon(self._write_behind)
 
     async def _fetch_with_retries(self, span: Span) -> dict[bytes, bytes]:
         cfg = self.config
@@ -498,37 +623,3 @@ class ChunkFetcher:
             del self._flights[cid]
         flight.error = error
         flight.done.set()
-
-
-class Readahead:
-    """Sequential detection and the readahead window of one open file."""
-
-    __slots__ = ("_cfg", "issued_to", "next_offset", "window")
-
-    def __init__(self, config: FetchConfig) -> None:
-        self._cfg = config
-        self.next_offset = 0
-        self.window = 0
-        self.issued_to = 0
-
-    def advise(self, offset: int, end: int, size: int) -> tuple[int, int] | None:
-        """Note a read of [offset, end) of a file of `size` bytes; return the byte
-        range to fetch ahead of it, if any."""
-        if abs(offset - self.next_offset) <= SEQUENTIAL_SLACK:
-            self.window = min(
-                max(self.window * 2, self._cfg.readahead_min), self._cfg.readahead_max
-            )
-            self.next_offset = max(self.next_offset, end)
-        else:
-            self.window = 0
-            self.issued_to = 0
-            self.next_offset = end
-            return None
-        start = max(self.next_offset, self.issued_to)
-        stop = min(self.next_offset + self.window, size)
-        if stop - start < min(self.window // 2, self._cfg.part_bytes) and stop < size:
-            return None  # ahead enough: fetch in big bites, not one per read
-        if stop <= start:
-            return None
-        self.issued_to = stop
-        return start, stop

@@ -1,13 +1,21 @@
 """A mount's daemon: it mounts, serves, answers its control socket, and unmounts.
 
 This module owns the process that serves a mount, `vfs mount --foreground` or the
-daemon `vfs mount` starts (vfs.daemon is its entry point; vfs.control starts it and
-waits): the checks that need the store (dataset or ref unknown, store unreachable;
-the mountpoint checks are vfs.control's, run again here), the daemon's log file, its
-report on the ready pipe (live, or the error), the server side of its control
-socket (switch, status), and the clean shutdown on SIGTERM, SIGINT and SIGHUP.
-Everything a client does (the mountpoint checks, control requests, unmounting) is
-vfs.control, which does not import trio.
+daemon `vfs mount` starts: the checks that need the store (dataset or ref unknown,
+store unreachable; the mountpoint checks are vfs.mount.control's, run again here),
+the daemon's log file and malloc tuning, its report on the ready pipe (live, or the
+error), the server side of its control socket (switch, status), and the clean
+shutdown on SIGTERM, SIGINT and SIGHUP. Everything a client does (the mountpoint
+checks, control requests, unmounting) is vfs.mount.control, which does not import
+trio; the messages both sides exchange are its typed classes.
+
+Entry point: `python -m vfs.mount.daemon OPTIONS`, which `vfs mount` starts
+(control.start_daemon) and which then serves until unmounted (`run`). OPTIONS is
+one JSON object, control.MountOptions, already checked by `vfs mount`. A start-up
+of its own, rather than `python -m vfs.cli mount --foreground`, because the
+daemon's start-up is on the way to a live mount: this imports the daemon's modules
+and nothing else (no verbs, no argument parser). Its errors go to the parent through
+the ready pipe and, like every line it writes, to its log file, which is its stderr.
 
 Concurrency: the daemon is one trio run. pyfuse3 serves requests in tasks of its own
 nursery; the control server, the signal watcher and the readiness check are tasks
@@ -26,13 +34,20 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from vfs.control import check_mountpoint, control_path
-from vfs.errors import BackendError, NotFound, UsageError, VfsError
+from vfs.errors import BackendError, UsageError, VfsError
+from vfs.mount.control import (
+    Failure,
+    Live,
+    MountOptions,
+    StatusReply,
+    SwitchReply,
+    check_mountpoint,
+    control_path,
+)
 
 if TYPE_CHECKING:
     from vfs.cache import ChunkCache
@@ -40,19 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MAX_REQUEST = 64 * 1024
-
-
-@dataclass(frozen=True)
-class MountOptions:
-    target: str  # DATASET@REF, or DATASET for every version
-    mountpoint: str
-    store_url: str
-    cache_dir: str
-    cache_size: int
-    read_timeout: float = 30.0
-    allow_other: bool = False
-    log_file: str | None = None
-    ready_fd: int | None = None
 
 
 # --- the daemon -----------------------------------------------------------------------------
@@ -64,26 +66,19 @@ class _Notifier:
     def __init__(self, fd: int | None) -> None:
         self.fd = fd
 
-    def send(self, doc: dict[str, Any]) -> bool:
+    def send(self, msg: Live | Failure) -> bool:
         """False if there is no parent to tell (--foreground)."""
         if self.fd is None:
             return False
         fd, self.fd = self.fd, None
         with contextlib.suppress(OSError):
-            os.write(fd, json.dumps(doc).encode() + b"\n")
+            os.write(fd, json.dumps(msg.to_doc()).encode() + b"\n")
         with contextlib.suppress(OSError):
             os.close(fd)
         return True
 
     def fail(self, e: BaseException) -> None:
-        self.send(
-            {
-                "ok": False,
-                "error": str(e) or type(e).__name__,
-                "usage": isinstance(e, UsageError),
-                "not_found": isinstance(e, NotFound),
-            }
-        )
+        self.send(Failure.of(e))
 
 
 def run(opts: MountOptions) -> int:
@@ -91,6 +86,8 @@ def run(opts: MountOptions) -> int:
     from vfs.cache import ChunkCache
     from vfs.store import Store
 
+    opts = opts.resolved()
+    assert opts.store_url is not None and opts.cache_size is not None
     notify = _Notifier(opts.ready_fd)
     if opts.ready_fd is not None:
         _log_to_file()
@@ -196,12 +193,13 @@ def _log_to_file() -> None:
 
 
 async def _serve(opts: MountOptions, mnt: str, store: Any, cache: Any, notify: _Notifier) -> None:
-    from vfs import fs, fuse
-    from vfs.prefetch import FetchConfig
+    from vfs.mount import fuse
+    from vfs.mount.core import FsCore
+    from vfs.mount.loader import FetchConfig
 
     t0 = time.monotonic()
     async with trio.open_nursery() as nursery:
-        core = await fs.FsCore.create(
+        core = await FsCore.create(
             store,
             opts.target,
             nursery=nursery,
@@ -238,31 +236,28 @@ async def _serve(opts: MountOptions, mnt: str, store: Any, cache: Any, notify: _
 
 
 async def _when_live(core: Any, mnt: str, notify: _Notifier, t0: float) -> None:
-    from vfs import fuse
+    from vfs.mount import fuse
 
     with trio.fail_after(60):
         await trio.to_thread.run_sync(os.stat, mnt)  # answered by this process's loop
     if os.geteuid() == 0:
         await trio.to_thread.run_sync(fuse.raise_read_ahead, mnt)
     view = core.current
-    doc = {
-        "ok": True,
-        "pid": os.getpid(),
-        "mountpoint": mnt,
-        "dataset": core.dataset,
-        "version": view.commit.hex() if view is not None else None,
-        "label": view.label if view is not None else f"{core.dataset} (every version)",
-        "seconds": round(time.monotonic() - t0, 3),
-    }
+    live = Live(
+        pid=os.getpid(),
+        mountpoint=mnt,
+        dataset=core.dataset,
+        version=view.commit.hex() if view is not None else None,
+        label=view.label if view is not None else f"{core.dataset} (every version)",
+        seconds=round(time.monotonic() - t0, 3),
+    )
     log.info("%s: live after %.3f s", mnt, time.monotonic() - t0)
-    if not notify.send(doc):
-        print(
-            f"vfs: mounted {doc['label']} at {mnt}; Ctrl-C or vfs umount unmounts", file=sys.stderr
-        )
+    if not notify.send(live):
+        print(f"vfs: mounted {live.label} at {mnt}; Ctrl-C or vfs umount unmounts", file=sys.stderr)
 
 
 async def _watch_signals(mnt: str) -> None:
-    from vfs import fuse
+    from vfs.mount import fuse
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
@@ -285,16 +280,17 @@ async def _listen(path: str) -> trio.SocketListener:
 def _control_handler(core: Any) -> Any:
     async def handle(stream: trio.SocketStream) -> None:
         async with stream:
+            reply: SwitchReply | StatusReply | Failure
             try:
                 doc = await _read_line(stream)
                 reply = await _control(core, doc)
             except VfsError as e:
-                reply = {"ok": False, "error": str(e), "usage": isinstance(e, UsageError)}
+                reply = Failure(str(e), usage=isinstance(e, UsageError))
             except Exception as e:  # the control channel must never take the mount down
                 log.exception("control request failed")
-                reply = {"ok": False, "error": f"internal error: {e}"}
+                reply = Failure(f"internal error: {e}")
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_all(json.dumps(reply).encode() + b"\n")
+                await stream.send_all(json.dumps(reply.to_doc()).encode() + b"\n")
 
     return handle
 
@@ -318,27 +314,45 @@ async def _read_line(stream: trio.SocketStream) -> dict[str, Any]:
     return doc
 
 
-async def _control(core: Any, doc: dict[str, Any]) -> dict[str, Any]:
-    from vfs import fuse
+async def _control(core: Any, doc: dict[str, Any]) -> SwitchReply | StatusReply:
+    from vfs.mount import fuse
 
     op = doc.get("op")
     if op == "switch":
         res = await fuse.switch(core, str(doc.get("ref", "")))
-        return {
-            "ok": True,
-            "old": res.old.hex(),
-            "new": res.new.hex(),
-            "label": core.current.label,
-            "ms": round(res.seconds * 1000, 2),
-        }
+        return SwitchReply(
+            old=res.old.hex(),
+            new=res.new.hex(),
+            label=core.current.label,
+            ms=round(res.seconds * 1000, 2),
+        )
     if op == "status":
         view = core.current
-        return {
-            "ok": True,
-            "pid": os.getpid(),
-            "dataset": core.dataset,
-            "version": view.commit.hex() if view is not None else None,
-            "label": view.label if view is not None else None,
-            "stats": core.stats(),
-        }
+        return StatusReply(
+            pid=os.getpid(),
+            dataset=core.dataset,
+            version=view.commit.hex() if view is not None else None,
+            label=view.label if view is not None else None,
+            stats=core.stats(),
+        )
     raise UsageError(f"unknown control request {op!r}")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m vfs.mount.daemon OPTIONS (started by vfs mount)", file=sys.stderr)
+        return 2
+    opts = MountOptions.from_json(argv[0])
+    if opts.verbose >= 2:
+        logging.getLogger().setLevel(logging.DEBUG)  # else the daemon logs at INFO
+    try:
+        return run(opts)
+    except VfsError as e:  # the parent has its message already, from the ready pipe
+        print(f"vfs: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,118 @@
+"""The versions a mount shows: their views, and the `@REF` listing of a multi-version root.
+
+This module owns the table of versions opened by a mount (a View per commit: its
+Version, the label the user wrote, its mtime), in the order they were opened, since
+the inode table stores a version as its position here; the cached listing of the
+dataset's branches and tags that a `vfs mount DS` root shows as `@REF` directories;
+and the resolution of an `@REF` name. Which version the root shows, and `switch`,
+are the namespace's and the core's (vfs/mount/namespace.py, core.py): they change
+inode records.
+
+Concurrency: touched only on the trio thread; store reads (refs, commits, root
+pages) run in worker threads through the loader and return values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+
+from vfs import refs
+from vfs.errors import AmbiguousRef, NotFound, UsageError
+from vfs.mount.loader import Loader
+from vfs.reader import Version
+from vfs.store import HEADS, TAGS, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class View:
+    """One version as the mount shows it."""
+
+    version: Version
+    label: str  # the spec as the user wrote it, e.g. ds@v3
+    mtime_ns: int
+
+    @property
+    def commit(self) -> bytes:
+        return self.version.commit_id
+
+
+class Versions:
+    """Every version a mount has opened, by position, and the `@REF` listing."""
+
+    __slots__ = ("_index", "_loader", "_ref_ttl", "_refs_cache", "dataset", "store", "views")
+
+    def __init__(self, store: Store, dataset: str, loader: Loader, ref_ttl: float) -> None:
+        self.store = store
+        self.dataset = dataset
+        self._loader = loader
+        self._ref_ttl = ref_ttl
+        self.views: list[View] = []
+        self._index: dict[bytes, int] = {}
+        self._refs_cache: tuple[float, list[tuple[bytes, bytes]]] | None = None
+
+    def add(self, view: View) -> int:
+        """The position of a view's commit, adding the view if it is new."""
+        i = self._index.get(view.commit)
+        if i is None:
+            i = self._index[view.commit] = len(self.views)
+            self.views.append(view)
+        return i
+
+    def position(self, commit: bytes) -> int | None:
+        return self._index.get(commit)
+
+    async def load(self, spec: refs.Spec, commit: bytes = b"") -> View:
+        """Open a version (its commit and root page), bounded by the read timeout."""
+        return await self._loader.meta(load_view, self.store, spec, commit)
+
+    async def list_refs(self) -> list[tuple[bytes, bytes]]:
+        now = time.monotonic()
+        if self._refs_cache is None or now - self._refs_cache[0] > self._ref_ttl:
+            listing = await self._loader.meta(_ref_listing, self.store, self.dataset)
+            self._refs_cache = (now, listing)
+        return self._refs_cache[1]
+
+    async def resolve_ref_name(self, name: bytes) -> bytes | None:
+        if not name.startswith(b"@") or len(name) < 2:
+            return None
+        try:
+            text = name[1:].decode("ascii")
+            r = await self._loader.meta(refs.resolve, self.store, f"{self.dataset}@{text}")
+        except (UnicodeDecodeError, NotFound, UsageError, AmbiguousRef) as e:
+            log.debug("lookup of %r in the @REF root: %s", name, e)
+            return None
+        return r.commit
+
+
+def _ns(rfc3339: str) -> int:
+    try:
+        t = dt.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return 0
+    return int(t.timestamp()) * 1_000_000_000
+
+
+def load_view(store: Store, spec: refs.Spec, commit: bytes = b"") -> View:
+    """Worker thread: resolve a spec (unless its commit is known), read the commit
+    and the root page (into the store's page cache: a version whose root cannot be
+    read fails here, not at the first lookup)."""
+    if not commit:
+        commit = refs.resolve(store, spec).commit
+    version = Version(store, spec.dataset, commit)
+    store.get_page(version.root)
+    return View(version, str(spec), _ns(version.commit.time))
+
+
+def _ref_listing(store: Store, dataset: str) -> list[tuple[bytes, bytes]]:
+    """Worker thread: `@name` -> commit for every branch and tag; a branch wins a
+    name it shares with a tag, as in refs.resolve."""
+    out: dict[bytes, bytes] = {}
+    for kind in (TAGS, HEADS):
+        for name, commit in store.refs(dataset, kind).items():
+            out[b"@" + name.encode()] = commit
+    return sorted(out.items())
