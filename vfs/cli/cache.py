@@ -9,6 +9,7 @@ from typing import Any
 
 from vfs.cache import ChunkCache
 from vfs.cli.common import (
+    add_cache_size,
     add_common,
     cache_dir,
     human,
@@ -56,13 +57,7 @@ def add_prefetch(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-j", "--jobs", type=positive_int, default=16, help="parallel requests (default 16)"
     )
-    p.add_argument(
-        "--cache-size",
-        type=parse_size,
-        default=None,
-        metavar="SIZE",
-        help="cache cap (default 10G)",
-    )
+    add_cache_size(p)
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_prefetch)
 
@@ -151,13 +146,7 @@ def add_cache(p: argparse.ArgumentParser) -> None:
         "80%% of --cache-size).",
     )
     c.add_argument("--to", type=parse_size, default=None, metavar="SIZE", help="target size")
-    c.add_argument(
-        "--cache-size",
-        type=parse_size,
-        default=None,
-        metavar="SIZE",
-        help="cache cap (default 10G)",
-    )
+    add_cache_size(c)
     add_common(c, json_output=True)
     c.set_defaults(func=cmd_cache_prune)
     c = csub.add_parser(

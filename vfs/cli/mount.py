@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 
-from vfs.cli.common import add_common, cache_dir, parse_size, print_json, seconds
+from vfs.cli.common import add_cache_size, add_common, cache_dir, print_json, seconds
 from vfs.errors import UsageError
 
 # --- mount ---
@@ -50,12 +50,9 @@ def add_mount(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-f", "--foreground", action="store_true", help="serve in this process (Ctrl-C unmounts)"
     )
-    p.add_argument(
-        "--cache-size",
-        type=parse_size,
-        default=None,
-        metavar="SIZE",
-        help="cap of the chunk cache, e.g. 50G (default 10G); least recently used chunks "
+    add_cache_size(
+        p,
+        "cap of the chunk cache, e.g. 50G (default 10G); least recently used chunks "
         "of unpinned versions are evicted past it",
     )
     p.add_argument(
