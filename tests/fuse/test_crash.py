@@ -27,11 +27,12 @@ from pathlib import Path
 import pytest
 
 from tests.support.mounting import Mounts, fuse_usable
+from vfs.backends.faults import Fault
 from vfs.cache import ChunkCache
 from vfs.ops.verify import Verifier
 from vfs.reader import Version
 from vfs.store import HEADS, TAGS, Store
-from vfs.testing.faults import Fault, launcher_argv
+from vfs.testing.faults import launcher_argv
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -175,7 +176,7 @@ def test_kill_9_commit_during_upload_then_rerun_reuses_it(s3_url: str, tmp_path:
         "VFS_NO_PROGRESS": "1",
         "VFS_PACK_TARGET": str(256 * KiB),  # many packs out of little data
     }
-    from vfs.testing.faults import FaultControl
+    from vfs.backends.faults import FaultControl
 
     # Uploads as slow as a real network's, so that random kill times land in them.
     FaultControl(ctl).set(Fault("latency", ops=("put_file",), seconds=0.08), record=False)

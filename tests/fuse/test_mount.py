@@ -1,8 +1,8 @@
 """Real mounts read by real programs (cat, find, tar, sha256sum, Python, mmap).
 
 Mounts are started as users start them: `vfs mount` (a daemon), or, where a test
-must count or break the daemon's store requests, the launcher of
-vfs.testing.faults, which runs the same CLI in the foreground over a FaultyBackend
+must count or break the daemon's store requests, the fault launcher
+(vfs.testing.faults), which runs the same CLI in the foreground over a FaultyBackend
 (the real one, recording requests into a control directory and failing or stalling
 while the control file says so). Teardown always unmounts (fusermount3 -u -z), also
 when a test fails, and fails a test whose daemon logged an ERROR.

@@ -4,7 +4,7 @@ Real mounts over real SeaweedFS (and the local store where a test runs on both):
 remote killed, stalled and restarted under cold reads, and a pinned version served
 with it gone; damaged objects in the store, found by reads (EIO naming the object)
 and by `vfs verify`; a damaged cache healed; the cache cap under 16 readers. The
-fault injection tool (vfs.testing.faults) is checked first, on both backends.
+fault injection layer (vfs.backends.faults) is checked first, on both backends.
 
 Most tests mount (FUSE); the fault tool, `vfs verify` against cached copies, the
 corrupt-object error and the cache writer behind the readers need no mount.
@@ -30,6 +30,7 @@ from tests.support.mounting import Mounts, fuse_usable, sha
 from tests.support.treegen import make_tree
 from vfs import format as fmt
 from vfs.backends import Backend, open_backend
+from vfs.backends.faults import Fault, FaultControl, FaultyBackend
 from vfs.cache import ChunkCache
 from vfs.errors import BackendError, CorruptObject, NotFound
 from vfs.mount import control
@@ -37,7 +38,6 @@ from vfs.ops.commit import commit_dir
 from vfs.reader import Version
 from vfs.refs import resolve
 from vfs.store import Store
-from vfs.testing.faults import Fault, FaultControl, FaultyBackend
 from vfs.testing.seaweed import SeaweedServer
 
 KiB = 1024

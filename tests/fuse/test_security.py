@@ -26,9 +26,9 @@ from tests.support import forge
 from tests.support.mounting import Mounts, fuse_usable, sha
 from tests.support.treegen import make_tree
 from vfs import format as fmt
+from vfs.backends.faults import Fault
 from vfs.ops.commit import commit_dir
 from vfs.store import HEADS, Store
-from vfs.testing.faults import Fault
 from vfs.testing.seaweed import SeaweedServer
 
 pytestmark = [

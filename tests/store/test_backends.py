@@ -499,7 +499,7 @@ def test_error_log_guard_can_be_waived() -> None:
 def test_open_backend_stacks_faults_only_when_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vfs.testing.faults import Fault, FaultControl, FaultyBackend
+    from vfs.backends.faults import Fault, FaultControl, FaultyBackend
 
     monkeypatch.delenv(FAULTS_ENV, raising=False)
     assert isinstance(open_backend(str(tmp_path / "store")), LocalBackend)
@@ -512,7 +512,7 @@ def test_open_backend_stacks_faults_only_when_asked(
     with pytest.raises(BackendError, match="injected"):
         b.get("k")
     assert b.tally.gets == 1
-    # Product code imports the test tooling only when asked to.
+    # Product code never imports the test tooling (the fault layer is a backend layer).
     code = "import sys, vfs.store; vfs.store.Store.open(sys.argv[1]); print('vfs.testing' in sys.modules)"
     env = {k: v for k, v in os.environ.items() if k != FAULTS_ENV}
     out = subprocess.run(

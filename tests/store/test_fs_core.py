@@ -2,7 +2,7 @@
 
 Each test drives an FsCore inside trio.run over a store whose backend, the real one
 (local or SeaweedFS S3, per `store_url`), is wrapped in the fault injection layer
-(vfs.testing.faults): `World.wired` counts its requests, `World.faults` delays, fails
+(vfs.backends.faults): `World.wired` counts its requests, `World.faults` delays, fails
 or stalls them.
 """
 
@@ -23,6 +23,7 @@ import trio
 from tests.support.core import listing, read_all, run_core, walk_path
 from tests.support.treegen import make_tree
 from vfs import format as fmt
+from vfs.backends.faults import Fault, FaultControl, FaultyBackend
 from vfs.cache import ChunkCache
 from vfs.errors import UsageError
 from vfs.mount import files
@@ -33,7 +34,6 @@ from vfs.mount.namespace import ROOT
 from vfs.mount.readahead import Readahead
 from vfs.ops.commit import commit_dir
 from vfs.store import Store
-from vfs.testing.faults import Fault, FaultControl, FaultyBackend
 
 MiB = 1024 * 1024
 _READS = ("get", "get_range", "get_versioned")  # what failing or stalling reads hit

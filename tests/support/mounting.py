@@ -2,8 +2,9 @@
 
 `Mounts` starts `vfs mount` daemons, or, where a test must count or break the
 daemon's store requests, the same CLI in the foreground over a FaultyBackend
-(vfs.testing.faults) steered through `Mounts.faults`. `cleanup` unmounts everything
-(fusermount3 -u -z) and reaps every process it started, also when a test fails;
+(vfs.backends.faults, through the launcher vfs.testing.faults) steered through
+`Mounts.faults`. `cleanup` unmounts everything (fusermount3 -u -z) and reaps every
+process it started, also when a test fails;
 `error_lines` gives the ERROR lines of every daemon log, which tests fail on.
 """
 
@@ -19,8 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vfs.backends.faults import Fault, FaultControl
 from vfs.mount.control import alive, is_mounted
-from vfs.testing.faults import Fault, FaultControl, launcher_argv
+from vfs.testing.faults import launcher_argv
 
 MiB = 1024 * 1024
 

@@ -5,8 +5,7 @@ A Store reads through two stacks, each built by one function of this module
 
     open_backend(url)           key level, a Backend (base.py) wrapping a Backend:
         FaultyBackend           only when $VFS_FAULTS names a fault control directory
-                                (tests: vfs/testing/faults.py); product code never
-                                imports vfs.testing otherwise
+                                (faults.py, imported only then; tests set it)
         S3Backend | LocalBackend
 
     metadata_stack(backend, cache)   id level, over immutable metadata (metadata.py):
@@ -51,7 +50,7 @@ __all__ = [
 ]
 
 # The environment variable that puts fault injection into every backend a process
-# opens: a FaultControl directory (vfs/testing/faults.py). Subprocesses inherit it, so
+# opens: a FaultControl directory (vfs/backends/faults.py). Subprocesses inherit it, so
 # a mount daemon obeys the test that started it.
 FAULTS_ENV = "VFS_FAULTS"
 
@@ -72,7 +71,9 @@ def open_backend(url: str) -> Backend:
     backend = _real_backend(url)
     control = os.environ.get(FAULTS_ENV)
     if control:
-        from vfs.testing.faults import FaultControl, FaultyBackend
+        # Imported here, as the real backends are, so that a process not told to inject
+        # faults never loads the fault layer.
+        from vfs.backends.faults import FaultControl, FaultyBackend
 
         log.info("store %s: injecting faults from %s", backend.url, control)
         backend = FaultyBackend(backend, FaultControl(control))
