@@ -443,8 +443,11 @@ def test_switch_changes_new_lookups_and_keeps_open_files(world: World) -> None:
         assert missing.ino == 0 and missing.ttl > 0  # a cached negative entry
         old = await walk_path(core, "with space.csv")
         fh = await core.open(old.ino, os.O_RDONLY)
+        before = world.wired.requests()
         res = await core.switch("v2")
-        assert res.seconds < 0.05
+        # A switch reads what a mount does (the ref, the commit, the root page), not the
+        # tree; how fast that is, is `make bench`'s switch row, not a test's.
+        assert world.wired.requests() - before <= 4
         assert b"with space.csv" in res.invalidate and b"added.txt" in res.invalidate
         assert await core.read(fh, 0, 100) == world.v1["with space.csv"]
         new = await walk_path(core, "with space.csv")
