@@ -86,7 +86,11 @@ def add_cat(p: argparse.ArgumentParser) -> None:
 
 def cmd_cat(args: argparse.Namespace) -> int:
     store = open_store(args)
-    read.cat(store, args.spec, args.path, sys.stdout.buffer)
+    with read.open_file(store, args.spec, args.path) as f:
+        out = sys.stdout.buffer
+        while block := f.read(4 * 1024 * 1024):
+            out.write(block)
+        out.flush()
     return 0
 
 

@@ -8,16 +8,14 @@ from __future__ import annotations
 import logging
 import stat as stat_mod
 import time
-from typing import Any, BinaryIO
+from typing import Any
 
 from vfs import format as fmt
 from vfs.ops.base import resolve, version_of
+from vfs.reader import VersionFile
 from vfs.store import Store
 
 log = logging.getLogger(__name__)
-
-# Bytes copied per read by `cat`.
-CAT_BLOCK = 4 * 1024 * 1024
 
 
 def entries(store: Store, spec: str, path: str, recursive: bool) -> list[tuple[str, fmt.Entry]]:
@@ -56,13 +54,8 @@ def entry_doc(path: str, e: fmt.Entry) -> dict[str, Any]:
     return doc
 
 
-def cat(store: Store, spec: str, path: str, out: BinaryIO) -> None:
-    """Write the file at `path` of the version `spec` names to `out`."""
+def open_file(store: Store, spec: str, path: str) -> VersionFile:
+    """The file at `path` of the version `spec` names, open for reading: a seekable
+    binary file. A bad spec or path fails here, before anything is written."""
     v = version_of(store, resolve(store, spec))
-    with v.open(path) as f:
-        while True:
-            block = f.read(CAT_BLOCK)
-            if not block:
-                break
-            out.write(block)
-    out.flush()
+    return v.open(path)
