@@ -27,7 +27,6 @@ can import this module without importing LMDB.
 from __future__ import annotations
 
 import os
-import secrets
 
 __all__ = [
     "CHUNK_NAME_LEN",
@@ -88,7 +87,7 @@ def chunk_path(data: str, chunk_id: bytes) -> str:
 def temp_name(final_path: str) -> str:
     """A fresh temp file name (no folder) for a file to be renamed to `final_path`.
     The pid tells verify() whose it was; the random part keeps threads apart."""
-    return f"{os.path.basename(final_path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    return f"{os.path.basename(final_path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
 
 
 def is_chunk_folder(name: str) -> bool:

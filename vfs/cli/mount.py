@@ -152,13 +152,11 @@ def add_switch(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_switch(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
     from vfs.mount import control
 
     t0 = time.monotonic()
     reply = control.switch(args.mountpoint, args.ref)
-    doc = {**asdict(reply), "total_ms": round((time.monotonic() - t0) * 1000, 2)}
+    doc = {**reply._asdict(), "total_ms": round((time.monotonic() - t0) * 1000, 2)}
     if args.json:
         print_json(doc)
     else:
