@@ -134,7 +134,7 @@ class Descent:
         self.page = page
         i = page.find(self.name)
         if page.kind == fmt.LEAF or i < 0:
-            self.index = i if page.kind == fmt.LEAF else -1
+            self.index = i  # -1 if the name is not there
             return None
         self._at = i
         return page.index_entry(i).page
