@@ -104,12 +104,6 @@ def add_cache_size(p: argparse.ArgumentParser, help: str = "cache cap (default 1
     p.add_argument("--cache-size", type=parse_size, default=None, metavar="SIZE", help=help)
 
 
-def store_url(args: argparse.Namespace) -> str:
-    from vfs.ops import base
-
-    return base.store_url(args.store)
-
-
 def open_store(args: argparse.Namespace, for_write: bool = False) -> Store:
     from vfs.ops import base
 

@@ -13,7 +13,6 @@ a worker thread through the loader.
 
 from __future__ import annotations
 
-import logging
 import os
 from bisect import bisect_left, bisect_right
 
@@ -26,8 +25,6 @@ from vfs.mount.versions import View
 from vfs.reader import Wanted, place
 from vfs.store import LRU, Store
 from vfs.tree import Found
-
-log = logging.getLogger(__name__)
 
 # The layouts of files opened lately (OpenFiles._layout), weighed by chunk: about 100
 # bytes each once placed, so this holds ~3 MB, or 16,000 small files.

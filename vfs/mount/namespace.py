@@ -31,7 +31,6 @@ after it.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 import time
@@ -49,8 +48,6 @@ from vfs.mount.errors import BadHandle, InvalidArgument, NotADirectory
 from vfs.mount.inodes import NO_VIEW, InodeTable
 from vfs.mount.loader import Loader
 from vfs.mount.versions import Versions, View
-
-log = logging.getLogger(__name__)
 
 ROOT = 1
 REFS_ROOT = 255  # the inode kind of the `@REF` listing root of a multi-version mount

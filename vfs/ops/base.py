@@ -6,7 +6,6 @@ holds no state: each call opens or resolves afresh.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 from vfs.backends import default_store_url
@@ -16,8 +15,6 @@ from vfs.store import Store
 
 if TYPE_CHECKING:
     from vfs.cache import ChunkCache
-
-log = logging.getLogger(__name__)
 
 # resolve and short are the store layer's own (vfs.refs): named here so that a verb's
 # caller resolves a spec and prints an id without importing the store layer.

@@ -7,7 +7,6 @@ deleted.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from vfs import format as fmt
@@ -15,8 +14,6 @@ from vfs import refs
 from vfs.errors import NotFound, RefConflict, UsageError
 from vfs.names import check_name
 from vfs.store import HEADS, TAGS, Store
-
-log = logging.getLogger(__name__)
 
 
 def ref_names(store: Store, dataset: str) -> dict[bytes, list[str]]:

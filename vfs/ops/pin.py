@@ -7,7 +7,6 @@ version can be read with the store out of reach. Pinning fetches nothing.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from vfs import format as fmt
@@ -18,8 +17,6 @@ from vfs.errors import UsageError
 from vfs.ops.base import open_store
 from vfs.reader import Version
 from vfs.store import Store
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

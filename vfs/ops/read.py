@@ -5,7 +5,6 @@ The dataset listing of a bare `vfs ls` is vfs.ops.history's.
 
 from __future__ import annotations
 
-import logging
 import stat as stat_mod
 import time
 from typing import Any
@@ -14,8 +13,6 @@ from vfs import format as fmt
 from vfs.ops.base import resolve, version_of
 from vfs.reader import VersionFile
 from vfs.store import Store
-
-log = logging.getLogger(__name__)
 
 
 def entries(store: Store, spec: str, path: str, recursive: bool) -> list[tuple[str, fmt.Entry]]:

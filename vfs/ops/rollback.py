@@ -6,7 +6,6 @@ of the branch, whose meta records which version it rolls back to.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from vfs import format as fmt
@@ -16,8 +15,6 @@ from vfs.errors import NotFound
 from vfs.names import check_name
 from vfs.ops.commit import commit_and_move, default_author, utc_now
 from vfs.store import HEADS, Store
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

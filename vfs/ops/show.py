@@ -6,7 +6,6 @@ they are stored; docs/format.md explains every field.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,8 +13,6 @@ from vfs import format as fmt
 from vfs.ops.base import resolve, version_of
 from vfs.ops.history import commit_doc
 from vfs.store import Store
-
-log = logging.getLogger(__name__)
 
 
 def entry_doc(e: fmt.Entry) -> dict[str, Any]:
