@@ -301,6 +301,27 @@ def test_lru_keeps_recently_read(root: Path) -> None:
         assert c.stats().evictions == 6
 
 
+def test_speculative_chunks_go_first_and_never_evict(root: Path) -> None:
+    """Chunks fetched beside the asked-for ones (a pack window) are the first to be
+    evicted, and are left out rather than evict data that was used."""
+    cap = 1000 * KiB
+    with ChunkCache(root, max_bytes=cap, low_water=0.7) as c:
+        used = [sized_chunk(i, 100 * KiB) for i in range(6)]
+        for cid, data in used:
+            c.put(cid, data)
+        spec = dict(sized_chunk(50 + i, 100 * KiB) for i in range(6))
+        c.put_many(spec, speculative=True)
+        # 600 KiB used + 400 KiB of the window fit; the other two are left out.
+        assert sum(c.contains(cid) for cid in spec) == 4
+        assert all(c.contains(cid) for cid, _ in used)
+        assert c.stats().evictions == 0
+        assert_consistent(c, root)
+        c.put(*sized_chunk(100, 100 * KiB))  # over the cap: down to 700 KiB, window first
+        assert all(c.contains(cid) for cid, _ in used)
+        assert not any(c.contains(cid) for cid in spec)
+        assert_consistent(c, root)
+
+
 def test_prune_and_clear(cache: ChunkCache, root: Path) -> None:
     chunks = [sized_chunk(i, 10 * KiB) for i in range(10)]
     for cid, data in chunks:

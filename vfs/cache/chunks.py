@@ -182,10 +182,14 @@ class ChunkCache:
         """Add a chunk, then evict down to the low-water mark if over the cap."""
         self.put_many({chunk_id: data})
 
-    def put_many(self, items: dict[bytes, bytes]) -> None:
+    def put_many(self, items: dict[bytes, bytes], *, speculative: bool = False) -> None:
         """Add chunks: their files first, then one write transaction for all of them
         (a span of a pack is one commit, not one per chunk), then evict down to the
-        low-water mark if over the cap."""
+        low-water mark if over the cap.
+
+        `speculative` chunks were fetched beside the ones a reader asked for (a pack
+        window). They are entered as never used, so they are the first to be evicted,
+        and only while they fit under the cap: they never evict pinned or used data."""
         env = self._live()
         dbs = env.dbs
         for chunk_id in items:
@@ -222,7 +226,19 @@ class ChunkCache:
 
         def insert(txn: lmdb.Transaction[bytes], counters: ix.Counters) -> None:
             for chunk_id, data, checksum, path in todo:
-                ix.insert(txn, dbs, counters, self._files, chunk_id, data, checksum, path)
+                if not ix.insert(
+                    txn,
+                    dbs,
+                    counters,
+                    self._files,
+                    chunk_id,
+                    data,
+                    checksum,
+                    path,
+                    self.max_bytes,
+                    speculative,
+                ):
+                    unlink(path)  # inside the txn, as an eviction: no one indexed it
             self._evict_over_cap(txn, counters)
 
         try:

@@ -236,16 +236,26 @@ def insert(
     data: bytes,
     checksum: bytes,
     path: str,
-) -> None:
-    """Add the entry of a chunk whose file put() has written to `path`."""
+    max_bytes: int,
+    speculative: bool = False,
+) -> bool:
+    """Add the entry of a chunk whose file put() has written to `path`. A speculative
+    chunk (fetched beside one that was asked for) is entered as never used, so it is
+    the first to go, and only where it fits under `max_bytes` without evicting
+    anything: False if it was left out (its file is then the caller's to remove)."""
     now = time.time_ns()
     raw = txn.get(chunk_id, db=dbs.entries)
     if raw is not None:
         old = Entry.unpack(raw)
         if old.size == len(data):  # another process inserted it meanwhile: keep one
-            set_last_use(txn, dbs, chunk_id, old, max(now, old.last_use))
-            return
+            if not speculative:
+                set_last_use(txn, dbs, chunk_id, old, max(now, old.last_use))
+            return True
         remove_entry(txn, dbs, counters, chunk_id, old)
+    if speculative:
+        if counters["bytes"] + len(data) > max_bytes:
+            return False
+        now = 0
     try:
         on_disk = os.stat(path).st_size
     except FileNotFoundError:
@@ -265,6 +275,7 @@ def insert(
     counters.add("bytes", entry.size)
     counters.add("entries", 1)
     counters.add("bytes_inserted", entry.size)
+    return True
 
 
 def remove_entry(
