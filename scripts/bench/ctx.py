@@ -27,7 +27,7 @@ from pathlib import Path
 from . import data as benchdata
 from .env import Bench, Unavailable
 from .report import Figure
-from .work import DvcRepo, s3_put_empty
+from .work import DvcRepo
 
 log = logging.getLogger("bench")
 
@@ -67,6 +67,7 @@ class Ctx:
     images_plain: bool = False
     wide_src: Path | None = None
     wide_plain: bool = False
+    wide_meta: str = ""  # the JuiceFS volume holding the wide directory
     shared: dict[str, object] = field(default_factory=dict)  # results rows share
 
     @property
@@ -237,7 +238,7 @@ class Ctx:
 
     def ensure_wide(self) -> Path:
         """The ls_l row's directory of `wide_count` empty files: local, committed as vfs
-        dataset `wide` (tag v1), and at s3://plain/wide/ as empty objects."""
+        dataset `wide` (tag v1). The peers' copies come with `ensure_wide_peer`."""
         if self.wide_src is None:
             src = self.bench.workdir / "wide" / "dir"
             t0 = time.perf_counter()
@@ -247,17 +248,26 @@ class Ctx:
             )
             log.info("wide directory made and committed in %.0f s", time.perf_counter() - t0)
             self.wide_src = src
-        if not self.wide_plain:
-            t0 = time.perf_counter()
-            client = self.bench.client()
-            try:
-                keys = [f"wide/dir/{benchdata.wide_name(i)}" for i in range(self.wide_count)]
-                s3_put_empty(client, "plain", keys, threads=32)
-            finally:
-                client.close()
-            log.info("%d empty objects PUT in %.0f s", self.wide_count, time.perf_counter() - t0)
-            self.wide_plain = True
         return self.wide_src
+
+    def ensure_wide_peer(self, kind: str) -> None:
+        """The wide directory for rclone (s3://plain/wide/dir/, empty objects PUT by
+        `rclone copy`, 64 at a time) or JuiceFS (a volume of its own, `wide_meta`)."""
+        src = self.ensure_wide()
+        b = self.bench
+        t0 = time.perf_counter()
+        if kind == "rclone" and not self.wide_plain:
+            if shutil.which("rclone") is None:
+                raise Unavailable("rclone is not installed (make bench-deps)")
+            cmd = ["rclone", "copy", str(src.parent), "s3:plain/wide", "--no-check-dest"]
+            b.run([*cmd, "--transfers", "64", "--checkers", "64"])
+            self.wide_plain = True
+        elif kind == "juicefs" and not self.wide_meta:
+            names = [benchdata.wide_name(i) for i in range(self.wide_count)]
+            self.wide_meta = b.juicefs_flat_volume("wide", names, benchdata.MTIME_NS // 10**9)
+        else:
+            return
+        log.info("wide directory for %s made in %.0f s", kind, time.perf_counter() - t0)
 
 
 def git_commit(repo: DvcRepo, tag: str) -> None:

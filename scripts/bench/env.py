@@ -412,12 +412,12 @@ class Bench:
         cmd = [PY, str(ROOT / "scripts" / "passthrough.py"), str(source), str(mnt)]
         return self._spawn_mount("passthrough", cmd, mnt, "the passthrough")
 
-    def mount_rclone(self, remote: str, cache_dir: Path) -> Mount:
+    def mount_rclone(self, remote: str, cache_dir: Path, extra: Sequence[str] = ()) -> Mount:
         if shutil.which("rclone") is None:
             raise Unavailable("rclone is not installed (make bench-deps)")
         mnt = self.fresh("mnt-rclone")
         cmd = ["rclone", "mount", f"s3:{remote}", str(mnt), "--vfs-cache-mode", "full"]
-        cmd += ["--read-only", "--cache-dir", str(cache_dir)]
+        cmd += ["--read-only", "--cache-dir", str(cache_dir), *extra]
         return self._spawn_mount("rclone", cmd, mnt, "rclone mount")
 
     # -- JuiceFS ------------------------------------------------------------------------------
@@ -426,39 +426,77 @@ class Bench:
     def juicefs_meta(self) -> str:
         return f"sqlite3://{self.workdir / 'juicefs-meta.db'}"
 
-    def juicefs_format(self) -> None:
-        """Create the bench's JuiceFS volume (once): SQLite metadata, data in the
-        bucket `juicefs` of the bench's SeaweedFS, every other setting its default."""
+    def juicefs_format(self, meta: str | None = None, name: str = "bench") -> None:
+        """Create a JuiceFS volume (the bench's, unless `meta` names another): SQLite
+        metadata, data in the bucket `juicefs` of the bench's SeaweedFS under `name`,
+        every other setting its default."""
         if self.juicefs is None:
             raise Unavailable(self.juicefs_why)
         server = self.seaweed
-        self.run(
-            [
-                self.juicefs,
-                "format",
-                "--no-update",
-                "--storage",
-                "s3",
-                "--bucket",
-                f"{server.endpoint}/juicefs",
-                "--access-key",
-                server.access_key,
-                "--secret-key",
-                server.secret_key,
-                self.juicefs_meta,
-                "bench",
-            ]
-        )
+        cmd = [self.juicefs, "format", "--no-update", "--storage", "s3"]
+        cmd += ["--bucket", f"{server.endpoint}/juicefs"]
+        cmd += ["--access-key", server.access_key, "--secret-key", server.secret_key]
+        self.run([*cmd, meta or self.juicefs_meta, name])
 
-    def mount_juicefs(self, cache_dir: Path, *, writable: bool = False) -> Mount:
-        """JuiceFS in the foreground with its default cache, in `cache_dir`."""
+    def mount_juicefs(
+        self, cache_dir: Path, *, writable: bool = False, meta: str | None = None
+    ) -> Mount:
+        """JuiceFS in the foreground with its default cache, in `cache_dir`; the
+        bench's volume unless `meta` names another."""
         if self.juicefs is None:
             raise Unavailable(self.juicefs_why)
         mnt = self.fresh("mnt-juicefs")
         cmd = [self.juicefs, "mount", "--no-usage-report", "--cache-dir", str(cache_dir)]
         cmd += [] if writable else ["--read-only"]
-        cmd += [self.juicefs_meta, str(mnt)]
+        cmd += [meta or self.juicefs_meta, str(mnt)]
         return self._spawn_mount("juicefs", cmd, mnt, "juicefs mount")
+
+    def juicefs_flat_volume(self, name: str, files: list[str], mtime: int) -> str:
+        """A second JuiceFS volume (its own SQLite file, same bucket) holding one
+        directory /dir of empty `files`; returns its metadata URL.
+
+        Creating 200,000 files through a mount (or `juicefs sync`) makes one SQLite
+        transaction each, about 300 a second here; JuiceFS's own `juicefs load`
+        restores a metadata dump in bulk. The dump is the one JuiceFS writes for the
+        freshly formatted volume, with the directory added in its own JSON layout;
+        empty files have no data blocks, so the volume is whole. Setup only: the row
+        measures the mounted volume as any other."""
+        if self.juicefs is None:
+            raise Unavailable(self.juicefs_why)
+        scratch = self.fresh(f"juicefs-{name}")
+        blank = f"sqlite3://{scratch / 'blank.db'}"
+        self.juicefs_format(blank, name)
+        dump = scratch / "dump.json"
+        self.run([self.juicefs, "dump", "--keep-secret-key", blank, str(dump)])
+        doc = json.loads(dump.read_text())
+
+        def attr(inode: int, kind: str, mode: int, nlink: int) -> dict[str, Any]:
+            return {
+                "inode": inode,
+                "type": kind,
+                "mode": mode,
+                "uid": 0,
+                "gid": 0,
+                "atime": mtime,
+                "mtime": mtime,
+                "ctime": mtime,
+                "nlink": nlink,
+                "length": 0,
+            }
+
+        entries = {f: {"attr": attr(3 + i, "regular", 0o644, 1)} for i, f in enumerate(files)}
+        doc["FSTree"]["attr"]["nlink"] = 3
+        doc["FSTree"]["entries"] = {
+            "dir": {"attr": attr(2, "directory", 0o755, 2), "entries": entries}
+        }
+        # JuiceFS counts 4 KiB of space per inode, and inodes 1 (root) and 2 are taken.
+        n = len(files) + 1
+        doc["Counters"].update({"usedInodes": n, "nextInodes": n + 2, "usedSpace": 4096 * n})
+        dump.write_text(json.dumps(doc))
+        meta = f"sqlite3://{self.workdir / f'juicefs-{name}.db'}"
+        self.run([self.juicefs, "load", meta, str(dump)])
+        shutil.rmtree(scratch, ignore_errors=True)
+        return meta
 
     def mount_s3fs(self, remote: str, cache_dir: Path) -> Mount:
         if shutil.which("s3fs") is None:

@@ -177,17 +177,6 @@ def s3_download_all(
     return time.perf_counter() - t0, n
 
 
-def s3_put_empty(client: Any, bucket: str, keys: Sequence[str], threads: int = 32) -> None:
-    """PUT an empty object at every key, from `threads` threads."""
-
-    def put(key: str) -> None:
-        client.put_object(Bucket=bucket, Key=key, Body=b"")
-
-    with ThreadPoolExecutor(threads) as pool:
-        for _ in pool.map(put, keys, chunksize=64):
-            pass
-
-
 # --- PyTorch -------------------------------------------------------------------------------
 
 
