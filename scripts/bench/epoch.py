@@ -90,9 +90,12 @@ def epochs(ctx: Ctx) -> Epochs:
 
 
 def epoch_reps(ctx: Ctx) -> int:
-    """One epoch per competitor in a --quick run, two in a full run: an epoch of
-    20,000 images takes about a minute on the 2-CPU machine, per competitor."""
-    return 1 if ctx.quick else min(ctx.reps, 2)
+    """One epoch pair (cold, warm) per competitor, also in a full run: an epoch of
+    20,000 images took 1.5 to 3 minutes per competitor on the 2-CPU machine (decoding
+    and the float tensors' trip through shared memory are CPU-bound), so 6
+    competitors x 2 epochs already take 15 to 30 minutes."""
+    del ctx
+    return 1
 
 
 def _fill(ctx: Ctx, row: Row, which: int) -> None:
