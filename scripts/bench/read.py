@@ -286,6 +286,7 @@ def _connector_files(ctx: Ctx, sample: list[str], threads: int, passes: int) -> 
 def row_small_warm(ctx: Ctx, row: Row) -> None:
     b = ctx.bench
     ctx.ensure_v1()
+    ctx.ensure_plain()  # s3torchconnector reads the plain copy
     sample = ctx.small_sample()
     mounts: list[Mount] = []
     roots: dict[str, Path] = {}
