@@ -131,6 +131,8 @@ class Ctx:
         """A DVC repository with v1 added, pushed, committed and tagged."""
         if self.dvc_repo is not None:
             return self.dvc_repo
+        if self.bench.dvc is None:
+            raise Unavailable(self.bench.dvc_why)
         repo = DvcRepo.init(self.bench, "dvc/v1")
         os.rename(self.dvc_fresh_data(), repo.data)
         repo.dvc("add", "-q", "data")

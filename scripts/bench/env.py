@@ -524,10 +524,12 @@ class Bench:
 
 
 def find_dvc() -> tuple[str | None, str]:
-    """DVC from its venv inside .venv (make bench-deps), else from PATH."""
-    own = ROOT / ".venv" / "dvc" / "bin" / "dvc"
-    if own.is_file():
-        return str(own), ""
+    """DVC from its venv inside .venv (make bench-deps), the repository's or the one
+    the bench runs from (a git worktree has no .venv of its own), else from PATH."""
+    for venv in (ROOT / ".venv", Path(PY).parent.parent):
+        own = venv / "dvc" / "bin" / "dvc"
+        if own.is_file():
+            return str(own), ""
     found = shutil.which("dvc")
     if found:
         return found, ""
