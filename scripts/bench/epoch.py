@@ -90,10 +90,10 @@ def epochs(ctx: Ctx) -> Epochs:
 
 
 def epoch_reps(ctx: Ctx) -> int:
-    """One epoch pair (cold, warm) per competitor, also in a full run: an epoch of
-    20,000 images took 1.5 to 3 minutes per competitor on the 2-CPU machine (decoding
-    and the float tensors' trip through shared memory are CPU-bound), so 6
-    competitors x 2 epochs already take 15 to 30 minutes."""
+    """One epoch pair (cold, warm) per competitor, also in a full run: the epoch is
+    CPU-bound (decoding, the float tensors' trip through shared memory), a --quick
+    cold epoch of 2,000 images took 7 to 32 s per competitor on the 2-CPU machine,
+    so 6 competitors x 2 epochs of 20,000 images already take 15 to 35 minutes."""
     del ctx
     return 1
 
