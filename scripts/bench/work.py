@@ -13,6 +13,7 @@ Each returns the seconds (or the figure) of exactly the part being compared:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .env import Bench
+from .env import PY, ROOT, Bench, Unavailable
 
 MiB = 1024 * 1024
 RANGE = 8 * MiB
@@ -174,6 +175,23 @@ def s3_download_all(
     with ThreadPoolExecutor(threads) as pool:
         n = sum(pool.map(fetch, tasks))
     return time.perf_counter() - t0, n
+
+
+# --- PyTorch -------------------------------------------------------------------------------
+
+
+def torch_job(bench: Bench, job: str, *args: object) -> dict[str, Any]:
+    """Run one job of scripts/bench/torchjobs.py in a new process; its JSON answer."""
+    import importlib.util
+
+    for mod in ("torch", "s3torchconnector", "PIL"):
+        if importlib.util.find_spec(mod) is None:
+            raise Unavailable(f"{mod} is not installed (make bench-deps)")
+    cmd = [PY, "-m", "scripts.bench.torchjobs", job, *map(str, args)]
+    p = bench.run(cmd, cwd=ROOT)
+    doc = json.loads(p.stdout.strip().splitlines()[-1])
+    assert isinstance(doc, dict)
+    return doc
 
 
 # --- DVC ----------------------------------------------------------------------------------
