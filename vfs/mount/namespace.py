@@ -63,6 +63,10 @@ class CoreConfig:
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
     meta_threads: int = 8
+    # Serve the `user.vfs.*` extended attributes (`vfs mount --xattrs`). Off, every
+    # getxattr and listxattr answers ENOSYS, which the kernel remembers for the
+    # mount: `ls -l` then costs no request per entry (docs/semantics.md).
+    xattrs: bool = False
 
 
 @dataclass(frozen=True, slots=True)
