@@ -517,6 +517,7 @@ def test_info_gives_version_content_id_and_cached_bytes(world: World) -> None:
         assert root["version"] == ia["version"] and len(root["version"]) == 64
         assert root["kind"] == "directory" and "content_id" not in root
         assert root["stats"]["requests"] > 0 and root["stats"]["xattr_requests"] == 0
+        assert root["stats"]["lookup_requests"] == 2  # dup-a.bin and dup-b.bin
         link = await core.info((await walk_path(core, "link-to-csv")).ino)
         assert link["kind"] == "symlink" and link["target"] == "with space.csv"
 

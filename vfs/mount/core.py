@@ -235,6 +235,8 @@ class FsCore:
             "open_files": len(self.files),
             "budget_used": budget_used,
             "xattr_requests": self.xattr_requests,
+            "lookup_requests": ns.lookup_requests,
+            "readdir_requests": ns.readdir_requests,
         }
 
     # -- switching -----------------------------------------------------------------

@@ -140,6 +140,10 @@ class Namespace:
         self._next_fh = 1
         self._root_names: Counter[bytes] = Counter()
         self._root_negative: set[bytes] = set()
+        # Requests counted for the stats (vfs info): whether a listing program's
+        # stat calls come up as lookups, or the kernel answers them from readdirplus.
+        self.lookup_requests = 0
+        self.readdir_requests = 0
         r = self.table.add_special(ROOT, b"\0" * 16)
         self.table.parent[r] = ROOT
         self.table.kind[r] = REFS_ROOT if view is None else fmt.DIR
@@ -155,6 +159,7 @@ class Namespace:
     async def lookup(self, parent_ino: int, name: bytes) -> Attr:
         """The child `name` of a directory, counted as one kernel lookup; ino 0 if
         there is no such entry (the kernel caches that for Attr.ttl)."""
+        self.lookup_requests += 1
         t = self.table
         pr = self.rec(parent_ino)
         entry: fmt.Entry | None = None
@@ -209,6 +214,7 @@ class Namespace:
         """Entries from position `start` (0 and 1 are '.' and '..'). `reply(name,
         attr, next)` returns False when the kernel's buffer is full; an entry it
         accepted counts as one lookup, except '.' and '..'."""
+        self.readdir_requests += 1
         h = self._handles.get(fh)
         if h is None:
             raise BadHandle(f"no open directory {fh}")
