@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import random
+import stat
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ from vfs.mount import files
 from vfs.mount.core import FsCore
 from vfs.mount.errors import InvalidArgument, IsADirectory, NoAttribute, ReadOnly, XattrsOff
 from vfs.mount.loader import FetchConfig, FetchError
-from vfs.mount.namespace import ROOT, CoreConfig
+from vfs.mount.namespace import ROOT, Attr, CoreConfig
 from vfs.mount.readahead import Readahead
 from vfs.ops.commit import commit_dir
 from vfs.store import Store
@@ -626,3 +627,30 @@ def test_fuse_adapter_maps_errors_through_one_table(caplog: pytest.LogCaptureFix
             assert info.value.errno == errno.EROFS
 
     trio.run(writes)
+
+
+def test_a_listing_shows_the_attributes_getattr_gives(world: World) -> None:
+    """readdir decodes only each entry's head (TreePage.stat); what it shows must be
+    what the full decode behind lookup and getattr shows, for every kind."""
+
+    async def body(core: FsCore) -> None:
+        for d in (ROOT, (await walk_path(core, "images")).ino):
+            shown: list[tuple[bytes, Attr]] = []
+
+            def reply(
+                name: bytes, attr: Attr, nxt: int, out: list[tuple[bytes, Attr]] = shown
+            ) -> bool:
+                out.append((name, attr))
+                return True
+
+            fh = await core.opendir(d)
+            await core.readdir(fh, 2, reply)
+            core.releasedir(fh)
+            kinds = {stat.S_IFMT(a.mode) for _, a in shown}
+            assert d != ROOT or kinds == {stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK}
+            for name, attr in shown:
+                assert await core.getattr(attr.ino) == attr, name
+                assert await core.lookup(d, name) == attr, name
+            core.forget([(a.ino, 2) for _, a in shown])
+
+    world.run("ds@v1", body)

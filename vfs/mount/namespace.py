@@ -180,7 +180,7 @@ class Namespace:
                 return self._negative(parent_ino, name)
             page, i = found
             entry = page.entry(i)
-            r = self._child(parent_ino, page, i, entry)
+            r = self._child(parent_ino, page, i, entry.name, entry.kind)
         t.looked_up(r)
         return self._attr(r, entry)
 
@@ -242,11 +242,14 @@ class Namespace:
                 self.loader.warm_pages(page.subdir_trees())
             # The loop below runs once per entry of every listing: no await, so the
             # directory's record and view found here stay valid through it.
+            # Each entry's head only (TreePage.stat): a listing shows no more, and
+            # what later uses an entry decodes and checks all of it.
             view = t.view[self.rec(ino)]
             for i in range(begin, page.count):
-                entry = page.entry(i)
-                r = self._child(ino, page, i, entry, view)
-                if not reply(entry.name, self._attr(r, entry), 3 + first + i):
+                kind, name, mode, mtime_ns, size = page.stat(i)
+                r = self._child(ino, page, i, name, kind, view)
+                attr = self._attr_of(r, kind, mode, mtime_ns, size)
+                if not reply(name, attr, 3 + first + i):
                     self._maybe_drop(r)
                     return
                 t.looked_up(r)
@@ -314,10 +317,24 @@ class Namespace:
             view = self.view(r)
             mtime = view.mtime_ns if view is not None and not self.multi else self.mounted_ns
             return Attr(t.ino[r], stat.S_IFDIR | 0o755, 1, 0, mtime, cfg.uid, cfg.gid, ttl)
+        return self._attr_of(r, e.kind, e.mode, e.mtime_ns, e.size)
+
+    def _attr_of(self, r: int, kind: int, mode: int, mtime_ns: int, size: int) -> Attr:
+        """The Attr of record r, an entry with these head fields."""
+        cfg = self.config
+        ttl = cfg.ref_ttl if self.multi and self.table.parent[r] == ROOT else cfg.entry_ttl
         # Only permission bits: setuid, setgid and sticky are stripped.
-        perm = 0o777 if e.is_symlink else e.mode & 0o777
-        size = 0 if e.is_dir else e.size
-        return Attr(t.ino[r], _S_IFMT[e.kind] | perm, 1, size, e.mtime_ns, cfg.uid, cfg.gid, ttl)
+        perm = 0o777 if kind == fmt.SYMLINK else mode & 0o777
+        return Attr(
+            self.table.ino[r],
+            _S_IFMT[kind] | perm,
+            1,
+            0 if kind == fmt.DIR else size,
+            mtime_ns,
+            cfg.uid,
+            cfg.gid,
+            ttl,
+        )
 
     def _negative(self, parent_ino: int, name: bytes) -> Attr:
         multi_root = self.table.kind[self.rec(parent_ino)] == REFS_ROOT
@@ -342,14 +359,14 @@ class Namespace:
         return r
 
     def _child(
-        self, parent_ino: int, page: fmt.TreePage, i: int, entry: fmt.Entry, view: int = -1
+        self, parent_ino: int, page: fmt.TreePage, i: int, name: bytes, kind: int, view: int = -1
     ) -> int:
-        """The record of entry i of a leaf page in directory `parent_ino`, whose view
-        is `view` (-1: look it up). No await may come between this and the caller's
-        use of the record."""
+        """The record of entry i (`name`, of `kind`) of a leaf page in directory
+        `parent_ino`, whose view is `view` (-1: look it up). No await may come between
+        this and the caller's use of the record."""
         t = self.table
-        r = self._intern(parent_ino, entry.name, page.raw_entry(i))
-        t.kind[r] = entry.kind
+        r = self._intern(parent_ino, name, page.raw_entry(i))
+        t.kind[r] = kind
         t.set_leaf(r, page.id)
         t.pos[r] = i
         t.view[r] = t.view[self.rec(parent_ino)] if view < 0 else view
