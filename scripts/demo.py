@@ -92,13 +92,12 @@ def show_image(path: Path) -> None:
         print(f"  {img.format} {img.size[0]}x{img.size[1]} {img.mode}, label {path.parent.name}")
 
 
-def show_xattrs(path: Path) -> None:
-    """The diagnostics a mount exposes through extended attributes."""
-    print(f"$ getfattr -d -m user.vfs {path.relative_to(DEMO)}")
-    for name in os.listxattr(path):
-        if name.startswith("user.vfs.") and name not in ("user.vfs.stats",):
-            value = os.getxattr(path, name).decode(errors="replace")
-            print(f"  {name}={value[:72]}")
+def show_info(path: Path) -> None:
+    """The diagnostics a mount's daemon gives of a file (`vfs info`)."""
+    print(f"$ vfs info {path.relative_to(DEMO)}")
+    out = subprocess.run([*VFS, "info", str(path)], env=ENV, capture_output=True, text=True)
+    for line in (out.stdout or out.stderr).splitlines():
+        print(f"  {line[:90]}")
 
 
 def unmount_quietly() -> None:
@@ -154,7 +153,7 @@ def main() -> None:
     sh("head", "-3", str(MNT / "labels.csv"))
     sh("sh", "-c", f"find {MNT}/images -type f | wc -l")
     show_image(MNT / "images/3/0003.png")
-    show_xattrs(MNT / "labels.csv")
+    show_info(MNT / "labels.csv")
 
     say("switch the same mount to v3 in place: no checkout, no copy")
     t0 = time.monotonic()

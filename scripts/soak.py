@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import shutil
@@ -35,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vfs.cache import ChunkCache
+from vfs.mount import control
 from vfs.ops.commit import commit_dir
 from vfs.store import Store
 
@@ -177,7 +177,8 @@ def main() -> int:
 
 
 def soak(args: argparse.Namespace, mnt: Path, files: dict[str, bytes], work: Path) -> int:
-    pid = int(os.getxattr(mnt, "user.vfs.pid"))
+    pid = control.info(str(mnt)).pid
+    assert pid is not None
     c = Counters()
     stop = threading.Event()
     threads = [
@@ -204,7 +205,7 @@ def soak(args: argparse.Namespace, mnt: Path, files: dict[str, bytes], work: Pat
             rss.append(rss_mib(pid))
             with ChunkCache(work / "cache") as cache:
                 s = cache.stats()
-            daemon = json.loads(os.getxattr(mnt, "user.vfs.stats"))
+            daemon = control.status(str(mnt)).stats
             print(
                 f"{minute:>4} {reads:>9} {nbytes / 1024**3:>7.1f} "
                 f"{(nbytes - last_bytes) / 60 / 1e6:>6.0f} {errors:>6} {rss[-1]:>8.1f} "

@@ -396,6 +396,20 @@ class TreePage:
             raise CorruptObject(f"{r.what}: entry {i} has the wrong length")
         return e
 
+    def stat(self, i: int) -> tuple[int, bytes, int, int, int]:
+        """Entry i of a leaf as (kind, name, mode, mtime_ns, size): its head only, not
+        its chunk list, tree or target, which `entry` decodes and checks. For a
+        listing, which shows every entry of a page and nothing more: decoding whole
+        entries was three quarters of the mount's CPU per listed entry. Whatever
+        uses an entry (lookup, getattr, open, readlink) goes through `entry`."""
+        r = self._reader(i)
+        kind, n = r.unpack(_ENTRY_HEAD)
+        if kind != FILE and kind != DIR and kind != SYMLINK:
+            raise CorruptObject(f"{r.what}: unknown entry kind {kind}")
+        name = bytes(r.take(n))
+        mode, mtime_ns, size = r.unpack(_ENTRY_ATTR)
+        return kind, name, mode, mtime_ns, size
+
     def raw_entry(self, i: int) -> memoryview:
         """Entry i's canonical bytes (a leaf's: what encode_entry gives for it)."""
         start = self._entries_at + self._offsets[i]

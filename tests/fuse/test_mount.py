@@ -25,11 +25,13 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.mounting import Mounts, fuse_usable, read_tree, sha, wait_gone
 from tests.support.treegen import make_tree, snapshot_fs
+from vfs.mount import control
 from vfs.mount.control import is_mounted
 from vfs.ops.commit import commit_dir
 from vfs.store import Store
@@ -155,25 +157,125 @@ def test_stat_fields_symlinks_names_and_diagnostics(data: Data, mounts: Mounts) 
         assert ra.read_text().strip() == "1024"
     with pytest.raises(FileNotFoundError):
         os.stat(mnt / "no such file")
-    # Diagnostics, like CernVM-FS.
-    version = os.getxattr(mnt, "user.vfs.version").decode()
-    assert (
-        len(version) == 64 and os.getxattr(mnt / "big.bin", "user.vfs.version").decode() == version
-    )
-    assert os.getxattr(mnt / "big.bin", "user.vfs.cached_bytes") == b"0"
+    # Diagnostics, like CernVM-FS, from `vfs info` (the mount serves no xattrs).
+    root = info(mnt)
+    version = root["version"]
+    assert len(version) == 64 and info(mnt / "big.bin")["version"] == version
+    assert info(mnt / "big.bin")["cached_bytes"] == 0
     (mnt / "big.bin").read_bytes()
     # Chunks reach the machine's cache just after the reader has them (the write
     # is off the read path), so give it a moment.
     deadline = time.monotonic() + 10
-    while int(os.getxattr(mnt / "big.bin", "user.vfs.cached_bytes")) < st.st_size:
+    while info(mnt / "big.bin")["cached_bytes"] < st.st_size:
         assert time.monotonic() < deadline, "read chunks never reached the cache"
         time.sleep(0.05)
-    assert int(os.getxattr(mnt / "big.bin", "user.vfs.cached_bytes")) == st.st_size
-    assert len(os.getxattr(mnt / "big.bin", "user.vfs.content_id")) == 64
-    assert "user.vfs.content_id" in os.listxattr(mnt / "big.bin")
-    with pytest.raises(OSError) as info:
-        os.getxattr(mnt / "big.bin", "user.nope")
-    assert info.value.errno == errno.ENODATA
+    big = info(mnt / "big.bin")
+    assert big["cached_bytes"] == big["size"] == st.st_size and len(big["content_id"]) == 64
+    with pytest.raises(OSError) as err:
+        os.getxattr(mnt / "big.bin", "user.vfs.version")
+    assert err.value.errno == errno.EOPNOTSUPP  # the kernel stopped asking: ENOSYS
+
+
+def info(path: Path) -> dict[str, Any]:
+    """`vfs info` in process: what the daemon of path's mount knows of it."""
+    return control.info(str(path))._asdict()
+
+
+# --- diagnostics ------------------------------------------------------------------------
+
+
+def test_ls_l_asks_the_daemon_for_no_extended_attribute(mounts: Mounts) -> None:
+    """GNU ls -l asks for an ACL and a security label of every entry; without
+    --xattrs the first request answers ENOSYS and the kernel asks no more."""
+    src = mounts.tmp / "many"
+    (src / "d").mkdir(parents=True)
+    for i in range(3000):
+        (src / "d" / f"f{i:05d}").write_bytes(b"x" * (i % 7))
+    store = Store.open(mounts.env["VFS_STORE"])
+    try:
+        commit_dir(store, str(src), "many", cache_dir=str(mounts.tmp / "wc"))
+    finally:
+        store.close()
+    mnt = mounts.mount("many@main")
+    for flags in ("-l", "-lL", "-la"):
+        out = subprocess.run(
+            ["ls", flags, str(mnt / "d")], capture_output=True, text=True, check=True
+        )
+        assert len(out.stdout.splitlines()) >= 3001
+    stats = info(mnt)["stats"]
+    assert stats["xattr_requests"] <= 2, stats  # one getxattr, one listxattr at most
+    assert stats["inodes"] >= 3000
+    for ask in (lambda: os.listxattr(mnt / "d"), lambda: os.getxattr(mnt, "user.vfs.ref")):
+        with pytest.raises(OSError) as err:
+            ask()
+        assert err.value.errno == errno.EOPNOTSUPP  # answered by the kernel
+    assert info(mnt)["stats"]["xattr_requests"] <= 2
+
+
+def test_vfs_info_text_json_and_errors(data: Data, mounts: Mounts) -> None:
+    mnt = mounts.mount("ds@v1")
+    (mnt / "with space.csv").read_bytes()
+    doc = json.loads(mounts.cli("info", "--json", str(mnt / "with space.csv")).stdout)
+    assert doc["kind"] == "file" and doc["relpath"] == "with space.csv"
+    assert doc["dataset"] == "ds" and doc["ref"] == "ds@v1" and len(doc["version"]) == 64
+    assert doc["size"] == len(data.v1_csv) and doc["chunks"] == 1 and doc["stats"] is None
+    assert doc["mountpoint"] == str(mnt)
+    text = mounts.cli("info", str(mnt / "with space.csv")).stdout
+    assert "content id" in text and doc["content_id"] in text and doc["version"] in text
+    root = json.loads(mounts.cli("info", "--json", str(mnt)).stdout)
+    assert root["relpath"] == "." and root["kind"] == "directory" and root["pid"] > 0
+    assert root["control"].endswith(".sock") and root["log"].endswith(".log")
+    assert root["stats"]["requests"] > 0 and "inodes" in root["stats"]
+    text = mounts.cli("info", str(mnt)).stdout
+    assert any(ln.split() == ["daemon", "pid", str(root["pid"])] for ln in text.splitlines())
+    assert "stats.requests" in text
+    link = info(mnt / "link-to-csv")  # followed, as getfattr does
+    assert link["content_id"] == doc["content_id"]
+    # Errors: no such path, not a vfs mount, a dead daemon.
+    missing = mounts.cli("info", str(mnt / "nope"), check=False)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    elsewhere = mounts.cli("info", str(mounts.tmp), check=False)
+    assert elsewhere.returncode == 2 and "not on a vfs mount" in elsewhere.stderr
+    os.kill(root["pid"], signal.SIGKILL)
+    assert wait_gone(root["pid"])
+    dead = mounts.cli("info", str(mnt / "big.bin"), check=False)
+    assert dead.returncode == 1 and f"vfs umount {mnt}" in dead.stderr, dead.stderr
+    mounts.cli("umount", str(mnt))
+
+
+def test_xattrs_option_serves_every_attribute(data: Data, mounts: Mounts) -> None:
+    """`vfs mount --xattrs`: the user.vfs.* attributes, as before `vfs info`."""
+    mnt = mounts.mount("ds@v1", "mnt", "--xattrs")
+    f = mnt / "big.bin"
+    facts = info(f)
+    for key in ("dataset", "version", "ref", "content_id", "chunks", "cached_bytes"):
+        assert os.getxattr(f, f"user.vfs.{key}").decode() == str(facts[key]), key
+    assert set(os.listxattr(f)) == {
+        f"user.vfs.{k}"
+        for k in ("dataset", "version", "ref", "content_id", "chunks", "cached_bytes")
+    }
+    root = info(mnt)
+    assert os.getxattr(mnt, "user.vfs.version").decode() == root["version"]
+    assert int(os.getxattr(mnt, "user.vfs.pid")) == root["pid"]
+    assert os.getxattr(mnt, "user.vfs.control").decode() == root["control"]
+    assert os.getxattr(mnt, "user.vfs.log").decode() == root["log"]
+    assert "requests" in json.loads(os.getxattr(mnt, "user.vfs.stats"))
+    assert {"user.vfs.stats", "user.vfs.pid"} <= set(os.listxattr(mnt))
+    f.read_bytes()
+    deadline = time.monotonic() + 10
+    while int(os.getxattr(f, "user.vfs.cached_bytes")) < f.stat().st_size:
+        assert time.monotonic() < deadline, "read chunks never reached the cache"
+        time.sleep(0.05)
+    with pytest.raises(OSError) as err:
+        os.getxattr(f, "user.nope")
+    assert err.value.errno == errno.ENODATA
+    with pytest.raises(OSError) as err:
+        os.setxattr(f, "user.vfs.version", b"0" * 64)
+    assert err.value.errno == errno.EROFS
+    # Every attribute request reaches the daemon: the cost `ls -l` pays with --xattrs.
+    before = info(mnt)["stats"]["xattr_requests"]
+    subprocess.run(["ls", "-l", str(mnt / "images")], capture_output=True, check=True)
+    assert info(mnt)["stats"]["xattr_requests"] - before >= 40
 
 
 def test_every_write_syscall_answers_erofs(data: Data, mounts: Mounts) -> None:
@@ -198,9 +300,9 @@ def test_every_write_syscall_answers_erofs(data: Data, mounts: Mounts) -> None:
         "mkfifo": lambda: os.mkfifo(mnt / "fifo"),
     }
     for name, attempt in attempts.items():
-        with pytest.raises(OSError) as info:
+        with pytest.raises(OSError) as err:
             attempt()
-        assert info.value.errno == errno.EROFS, f"{name}: {info.value}"
+        assert err.value.errno == errno.EROFS, f"{name}: {err.value}"
     assert sha(f) == data.v1["big.bin"][3]  # and nothing changed
 
 
@@ -225,7 +327,7 @@ def test_reads_are_fetched_once_per_machine(data: Data, mounts: Mounts) -> None:
     assert mounts.ranges() == first, "a second read made remote requests"
     sums = {p: sha(b / p) for p in ("big.bin", "text-compressible.txt")}
     assert sums == {p: data.v1[p][3] for p in sums}
-    served = json.loads(os.getxattr(b, "user.vfs.stats"))
+    served = info(b)["stats"]
     assert served["cache_hits"] > 0 and served["requests"] == 0
 
 
@@ -272,7 +374,7 @@ def test_switch_keeps_open_files_and_shows_the_new_version(data: Data, mounts: M
         assert (mnt / "added.txt").read_text() == "only in v2\n"
         assert "added.txt" in os.listdir(mnt)
         assert held.read() == data.v1_csv  # opened before the switch: still v1
-    assert os.getxattr(mnt, "user.vfs.ref") == b"ds@v2"
+    assert info(mnt)["ref"] == "ds@v2"
     back = json.loads(mounts.cli("switch", str(mnt), "@v1", "--json").stdout)
     assert back["old"] == data.v2_id
     assert (mnt / "with space.csv").read_bytes() == data.v1_csv
@@ -287,7 +389,8 @@ def test_a_dataset_mount_shows_every_version_as_at_ref_dirs(data: Data, mounts: 
     assert (mnt / "@v2" / "with space.csv").read_bytes() == b"changed in v2\n"
     by_id = mnt / f"@{data.v2_id[:12]}"
     assert (by_id / "added.txt").read_text() == "only in v2\n"
-    assert os.path.isdir(by_id) and os.getxattr(by_id, "user.vfs.version").decode() == data.v2_id
+    assert os.path.isdir(by_id) and info(by_id)["version"] == data.v2_id
+    assert info(mnt / "@v1")["ref"] == "ds@v1" and info(mnt)["version"] is None
     for missing in ("@nope", "plain", "@ffffffff"):
         assert not (mnt / missing).exists()
     assert sha(mnt / "@main" / "big.bin") == data.v1["big.bin"][3]
@@ -302,9 +405,9 @@ def test_a_failing_store_gives_eio_not_a_hang_and_recovers(data: Data, mounts: M
     for mode, off in (("fail", 0), ("stall", 8 * MiB)):
         mounts.set_mode(mode)
         t0 = time.monotonic()
-        with open(mnt / "big.bin", "rb") as f, pytest.raises(OSError) as info:
+        with open(mnt / "big.bin", "rb") as f, pytest.raises(OSError) as err:
             os.pread(f.fileno(), 4096, off)
-        assert info.value.errno == errno.EIO
+        assert err.value.errno == errno.EIO
         assert time.monotonic() - t0 < 6, "EIO took too long"
         assert "big.bin" in os.listdir(mnt)  # the mount stays up
         mounts.set_mode("ok")
@@ -315,12 +418,12 @@ def test_a_failing_store_gives_eio_not_a_hang_and_recovers(data: Data, mounts: M
 
 def test_kill_9_then_umount_then_remount(data: Data, mounts: Mounts) -> None:
     mnt = mounts.mount("ds@v1")
-    pid = int(os.getxattr(mnt, "user.vfs.pid"))
+    pid = info(mnt)["pid"]
     os.kill(pid, signal.SIGKILL)
     assert wait_gone(pid)
-    with pytest.raises(OSError) as info:
+    with pytest.raises(OSError) as err:
         os.listdir(mnt)
-    assert info.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+    assert err.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)
     again = mounts.cli("mount", "ds@v1", str(mnt), check=False)
     assert again.returncode != 0 and "vfs umount" in again.stderr
     mounts.cli("umount", str(mnt))
@@ -331,7 +434,7 @@ def test_kill_9_then_umount_then_remount(data: Data, mounts: Mounts) -> None:
 
 def test_umount_detaches_a_busy_mount_lazily(data: Data, mounts: Mounts) -> None:
     mnt = mounts.mount("ds@v1")
-    pid = int(os.getxattr(mnt, "user.vfs.pid"))
+    pid = info(mnt)["pid"]
     with open(mnt / "big.bin", "rb") as held:
         out = mounts.cli("umount", str(mnt))
         assert "detached" in out.stderr and not is_mounted(str(mnt))
@@ -343,7 +446,7 @@ def test_umount_detaches_a_busy_mount_lazily(data: Data, mounts: Mounts) -> None
 
 def test_sigterm_unmounts_cleanly(data: Data, mounts: Mounts) -> None:
     mnt = mounts.mount("ds@v1")
-    pid = int(os.getxattr(mnt, "user.vfs.pid"))
+    pid = info(mnt)["pid"]
     os.kill(pid, signal.SIGTERM)
     assert wait_gone(pid)
     assert not is_mounted(str(mnt))

@@ -222,7 +222,7 @@ def test_interrupted_commit_moves_no_ref_and_resumes(tmp_path: Path) -> None:
 _HEAVY = ("trio", "boto3", "botocore", "lmdb", "pyfuse3", "zstandard", "blake3", "vfs.store")
 
 # Runs `vfs --help`, `vfs switch` (against a stand-in daemon that answers one request),
-# `vfs umount` and the parent of `vfs mount` (up to its mountpoint check) in one
+# `vfs umount`, `vfs info` and the parent of `vfs mount` (up to its mountpoint check) in one
 # process, and prints which heavy modules each left imported.
 _PROBE = """
 import contextlib, json, os, socket, sys, threading
@@ -248,7 +248,7 @@ threading.Thread(target=answer, daemon=True).start()
 out = {}
 with contextlib.suppress(SystemExit), contextlib.redirect_stdout(sys.stderr):
     main(["--help"])
-out["rc"] = [main(["switch", mnt, "v2"]), main(["umount", mnt])]
+out["rc"] = [main(["switch", mnt, "v2"]), main(["umount", mnt]), main(["info", mnt])]
 out["client"] = [m for m in HEAVY if m in sys.modules]
 out["rc"].append(main(["mount", "ds@v1", os.path.join(mnt, "missing")]))
 out["mount"] = [m for m in HEAVY if m in sys.modules]
@@ -271,7 +271,9 @@ def test_switch_umount_and_help_import_no_heavy_module(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert "ds@v2 (cdcdcdcdcdcd), was abababababab" in p.stderr
-    assert out["rc"] == [0, 2, 1], p.stderr  # switched; not mounted; no mountpoint
+    # switched; not mounted; not on a vfs mount; no mountpoint
+    assert out["rc"] == [0, 2, 2, 1], p.stderr
+    assert "is not on a vfs mount" in p.stderr
     assert out["client"] == []
     # The parent of `vfs mount` starts the daemon (python -m vfs.mount.daemon) without
     # importing the daemon's modules.

@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import random
+import stat
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -28,9 +29,9 @@ from vfs.cache import ChunkCache
 from vfs.errors import UsageError
 from vfs.mount import files
 from vfs.mount.core import FsCore
-from vfs.mount.errors import InvalidArgument, IsADirectory, NoAttribute, ReadOnly
+from vfs.mount.errors import InvalidArgument, IsADirectory, NoAttribute, ReadOnly, XattrsOff
 from vfs.mount.loader import FetchConfig, FetchError
-from vfs.mount.namespace import ROOT
+from vfs.mount.namespace import ROOT, Attr, CoreConfig
 from vfs.mount.readahead import Readahead
 from vfs.ops.commit import commit_dir
 from vfs.store import Store
@@ -68,8 +69,9 @@ class World:
         target: str,
         body: Callable[[FsCore], Awaitable[None]],
         fetch: FetchConfig | None = None,
+        config: CoreConfig | None = None,
     ) -> None:
-        run_core(self.store, target, body, cache=self.cache, fetch=fetch)
+        run_core(self.store, target, body, cache=self.cache, fetch=fetch, config=config)
 
 
 @pytest.fixture
@@ -337,7 +339,7 @@ def test_sequential_reading_fetches_ahead_in_few_large_requests(world: World) ->
         got = await read_all(core, a.ino, 128 * 1024)
         assert got == data
         st = core.fetcher.stats
-        nchunks = int(await core.getxattr(a.ino, b"user.vfs.chunks"))
+        nchunks = (await core.info(a.ino))["chunks"]
         assert st.readahead_chunks > 0
         assert world.wired.range_gets < nchunks  # coalesced: fewer GETs than chunks
 
@@ -453,7 +455,7 @@ def test_switch_changes_new_lookups_and_keeps_open_files(world: World) -> None:
         new = await walk_path(core, "with space.csv")
         assert await read_all(core, new.ino) == b"changed in v2\n"
         assert (await core.lookup(ROOT, b"added.txt")).ino
-        assert await core.getxattr(ROOT, b"user.vfs.ref") == b"ds@v2"
+        assert (await core.info(ROOT))["ref"] == "ds@v2"
         with pytest.raises(UsageError):
             await core.switch("other@v1")
 
@@ -467,8 +469,9 @@ def test_every_version_root_lists_refs_and_resolves_ids(world: World) -> None:
         assert names == [b"@main", b"@v1", b"@v2"]
         v1 = await core.lookup(ROOT, b"@v1")
         assert 0 < v1.ttl <= core.config.ref_ttl  # branches move: root entries expire
-        commit = await core.getxattr(v1.ino, b"user.vfs.version")
-        by_id = await core.lookup(ROOT, b"@" + commit[:10])
+        info = await core.info(v1.ino)
+        assert info["ref"] == "ds@v1" and info["kind"] == "directory"
+        by_id = await core.lookup(ROOT, b"@" + info["version"][:10].encode())
         assert by_id.ino and by_id.ino != v1.ino
         f1 = await core.lookup(by_id.ino, b"with space.csv")
         assert await read_all(core, f1.ino) == world.v1["with space.csv"]
@@ -498,25 +501,82 @@ def test_unknown_dataset_or_ref_fails_before_anything_is_mounted(world: World) -
 # --- diagnostics and refusals ---------------------------------------------------------------
 
 
-def test_xattrs_give_version_content_id_and_cached_bytes(world: World) -> None:
+def test_info_gives_version_content_id_and_cached_bytes(world: World) -> None:
     async def body(core: FsCore) -> None:
+        a = await walk_path(core, "dup-a.bin")
+        b = await walk_path(core, "dup-b.bin")
+        ia, ib = await core.info(a.ino), await core.info(b.ino)
+        assert ia["content_id"] == ib["content_id"] and len(ia["content_id"]) == 64
+        assert ia["kind"] == "file" and ia["size"] == a.size and ia["chunks"] >= 1
+        assert ia["cached_bytes"] == 0 and ia["ref"] == "ds@v1" and "stats" not in ia
+        await read_all(core, a.ino)
+        # The cache write follows the read (off the reader's path): wait for it.
+        with trio.fail_after(10):
+            while (await core.info(a.ino))["cached_bytes"] != a.size:
+                await trio.sleep(0.02)
+        root = await core.info(ROOT)
+        assert root["version"] == ia["version"] and len(root["version"]) == 64
+        assert root["kind"] == "directory" and "content_id" not in root
+        assert root["stats"]["requests"] > 0 and root["stats"]["xattr_requests"] == 0
+        assert root["stats"]["lookup_requests"] == 2  # dup-a.bin and dup-b.bin
+        link = await core.info((await walk_path(core, "link-to-csv")).ino)
+        assert link["kind"] == "symlink" and link["target"] == "with space.csv"
+
+    world.run("ds@v1", body)
+
+
+def test_xattrs_are_off_by_default_and_counted(world: World) -> None:
+    """Without --xattrs every getxattr and listxattr answers ENOSYS (which the kernel
+    remembers), for vfs names too, and the stats count each one that came."""
+
+    async def body(core: FsCore) -> None:
+        a = await walk_path(core, "dup-a.bin")
+        for ino in (ROOT, a.ino):
+            with pytest.raises(XattrsOff):
+                await core.getxattr(ino, b"user.vfs.version")
+            with pytest.raises(XattrsOff):
+                await core.getxattr(ino, b"security.selinux")
+            with pytest.raises(XattrsOff):
+                core.listxattr(ino)
+        assert core.stats()["xattr_requests"] == 6
+
+    world.run("ds@v1", body)
+
+
+def test_xattrs_when_asked_serve_every_attribute(world: World) -> None:
+    """`vfs mount --xattrs`: the same facts as `vfs info`, as user.vfs.* attributes."""
+
+    async def body(core: FsCore) -> None:
+        core.extra_info = {"pid": 42, "control": "/run/x.sock", "log": "/tmp/x.log"}
         a = await walk_path(core, "dup-a.bin")
         b = await walk_path(core, "dup-b.bin")
         assert await core.getxattr(a.ino, b"user.vfs.content_id") == await core.getxattr(
             b.ino, b"user.vfs.content_id"
         )
+        info = await core.info(a.ino)
+        for key in ("dataset", "version", "ref", "content_id", "chunks", "cached_bytes"):
+            assert await core.getxattr(a.ino, f"user.vfs.{key}".encode()) == str(info[key]).encode()
+        assert set(core.listxattr(a.ino)) == {
+            f"user.vfs.{k}".encode()
+            for k in ("dataset", "version", "ref", "content_id", "chunks", "cached_bytes")
+        }
         assert await core.getxattr(a.ino, b"user.vfs.cached_bytes") == b"0"
         await read_all(core, a.ino)
-        # The cache write follows the read (off the reader's path): wait for it.
         with trio.fail_after(10):
             while await core.getxattr(a.ino, b"user.vfs.cached_bytes") != str(a.size).encode():
                 await trio.sleep(0.02)
         assert len(await core.getxattr(ROOT, b"user.vfs.version")) == 64
+        assert await core.getxattr(ROOT, b"user.vfs.pid") == b"42"
+        assert await core.getxattr(ROOT, b"user.vfs.control") == b"/run/x.sock"
+        assert await core.getxattr(ROOT, b"user.vfs.log") == b"/tmp/x.log"
         assert b"user.vfs.stats" in core.listxattr(ROOT)
+        assert b"user.vfs.pid" in core.listxattr(ROOT)
         with pytest.raises(NoAttribute):
             await core.getxattr(a.ino, b"user.other")
+        with pytest.raises(NoAttribute):
+            await core.getxattr(a.ino, b"user.vfs.stats")  # the root's only
 
-    world.run("ds@v1", body)
+    world.run("ds@v1", body, config=CoreConfig(xattrs=True))
 
 
 def test_opening_for_write_is_refused(world: World) -> None:
@@ -567,3 +627,30 @@ def test_fuse_adapter_maps_errors_through_one_table(caplog: pytest.LogCaptureFix
             assert info.value.errno == errno.EROFS
 
     trio.run(writes)
+
+
+def test_a_listing_shows_the_attributes_getattr_gives(world: World) -> None:
+    """readdir decodes only each entry's head (TreePage.stat); what it shows must be
+    what the full decode behind lookup and getattr shows, for every kind."""
+
+    async def body(core: FsCore) -> None:
+        for d in (ROOT, (await walk_path(core, "images")).ino):
+            shown: list[tuple[bytes, Attr]] = []
+
+            def reply(
+                name: bytes, attr: Attr, nxt: int, out: list[tuple[bytes, Attr]] = shown
+            ) -> bool:
+                out.append((name, attr))
+                return True
+
+            fh = await core.opendir(d)
+            await core.readdir(fh, 2, reply)
+            core.releasedir(fh)
+            kinds = {stat.S_IFMT(a.mode) for _, a in shown}
+            assert d != ROOT or kinds == {stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK}
+            for name, attr in shown:
+                assert await core.getattr(attr.ino) == attr, name
+                assert await core.lookup(d, name) == attr, name
+            core.forget([(a.ino, 2) for _, a in shown])
+
+    world.run("ds@v1", body)

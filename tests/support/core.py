@@ -18,7 +18,7 @@ import trio
 from vfs.errors import VfsError
 from vfs.mount.core import FsCore
 from vfs.mount.loader import FetchConfig
-from vfs.mount.namespace import ROOT, Attr
+from vfs.mount.namespace import ROOT, Attr, CoreConfig
 from vfs.store import Store
 
 MiB = 1024 * 1024
@@ -34,12 +34,15 @@ def run_core(
     *,
     cache: Any = None,
     fetch: FetchConfig | None = None,
+    config: CoreConfig | None = None,
 ) -> None:
     """Mount `target` in an FsCore (no FUSE) and run `body` on it."""
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            core = await FsCore.create(store, target, nursery=nursery, cache=cache, fetch=fetch)
+            core = await FsCore.create(
+                store, target, nursery=nursery, cache=cache, fetch=fetch, config=config
+            )
             await body(core)
             nursery.cancel_scope.cancel()
 

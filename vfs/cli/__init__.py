@@ -9,7 +9,7 @@ mapped to exit codes in exactly one place, `main`: 0 done, 1 failed, 2 usage err
 
 `VERBS` below is the lazy verb table: `vfs --help` lists the verbs from it without
 importing a verb module, and `vfs VERB ...` imports VERB's module only. So parsing,
---help, and `vfs switch` and `vfs umount`, which only talk to a mount daemon, stay a
+--help, and `vfs switch`, `vfs info` and `vfs umount`, which only talk to a mount daemon, stay a
 Python start-up away (tests/store/test_cli.py keeps them so); verb modules import what
 their verbs need (the store, the cache) at module level.
 """
@@ -49,6 +49,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "mount": ("mount", "mount a version (or every version) read-only, fetched lazily"),
     "switch": ("mount", "show another version in a running mount, in place"),
     "umount": ("mount", "unmount a vfs mount (also one whose daemon died)"),
+    "info": ("info", "what a mount's daemon knows of a path: version, content id, cache"),
     "prefetch": (
         "cache",
         "warm the chunk cache with a version, or files of it, at full bandwidth",

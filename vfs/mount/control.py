@@ -4,14 +4,14 @@ This module owns what every process other than a mount's daemon does with mounts
 the mountpoint checks that fail fast before anything is mounted (missing, not
 empty, already or formerly mounted), starting the daemon and waiting until it is
 live or has failed (`vfs mount`), one request over a daemon's control socket
-(`vfs switch`, status), and `vfs umount`, which also clears a mount whose daemon
+(`vfs switch`, `vfs info`, status), and `vfs umount`, which also clears a mount whose daemon
 died ("Transport endpoint is not connected"). The daemon itself is
 vfs/mount/daemon.py.
 
 It also owns every message the CLI and the daemon exchange, typed, each with its
 JSON in one place: MountOptions (the daemon's command line, with the defaults of
-its fields), Live and Failure (the ready pipe), SwitchReply and StatusReply (the
-control socket). Both sides use these classes; nobody reads these documents by key.
+its fields), Live and Failure (the ready pipe), SwitchReply, StatusReply and
+InfoReply (the control socket). Both sides use these classes; nobody reads these documents by key.
 They are NamedTuples rather than dataclasses: importing `dataclasses` and building
 five of them cost `vfs switch` about 20 ms of start-up, a tenth of the command.
 
@@ -23,8 +23,9 @@ they stay out).
 The control channel is a Unix socket, one per mountpoint, at
 `<runtime dir>/vfs/<hash of the mountpoint path>.sock` (runtime dir: /run as root,
 else $XDG_RUNTIME_DIR, else /tmp/vfs-<uid>), mode 0600. A request is one line of
-JSON, and so is the answer: {"op": "switch", "ref": "v3"}, {"op": "status"}.
-The mount root's `user.vfs.control` attribute names the socket too.
+JSON, and so is the answer: {"op": "switch", "ref": "v3"}, {"op": "status"},
+{"op": "info", "ino": 1} (an inode the kernel holds: `info` keeps the path open).
+`vfs info MOUNTPOINT` names the socket.
 
 The ready pipe: the daemon writes one line of JSON to the pipe it inherits (its
 MountOptions.ready_fd): its status doc once the mountpoint answers ({"ok": true,
@@ -71,6 +72,7 @@ class MountOptions(NamedTuple):
     log_file: str | None = None
     ready_fd: int | None = None
     verbose: int = 0  # the count of -v; 2 or more: the daemon logs at DEBUG
+    xattrs: bool = False  # serve the user.vfs.* extended attributes (costs `ls -l` dearly)
 
     def to_json(self) -> str:
         return json.dumps(self._asdict())
@@ -154,8 +156,35 @@ class StatusReply(NamedTuple):
         return _ok(self)
 
 
+class InfoReply(NamedTuple):
+    """`vfs info`: what the daemon knows of one path of its mount. A field that does
+    not apply is None: the file fields for a directory, the root fields elsewhere."""
+
+    dataset: str
+    kind: str  # file, directory or symlink
+    version: str | None = None  # the commit id, hex; None at a multi-version mount's root
+    ref: str | None = None  # e.g. ds@v3: as mounted or switched to, or the @REF directory
+    size: int | None = None
+    content_id: str | None = None  # BLAKE3 of the chunk ids: equal bytes, equal id
+    chunks: int | None = None
+    cached_bytes: int | None = None  # of the file's bytes, in the machine's chunk cache
+    target: str | None = None  # a symlink's
+    pid: int | None = None  # the root only: the daemon,
+    control: str | None = None  # its control socket,
+    log: str | None = None  # its log file,
+    stats: dict[str, Any] | None = None  # and its counters
+    # Filled in by the client, not the daemon:
+    path: str = ""  # as asked
+    mountpoint: str = ""
+    relpath: str = ""  # inside the mount, "." for its root
+
+    def to_doc(self) -> dict[str, Any]:
+        return _ok(self)
+
+
 def _from_doc(cls: type[_M], doc: dict[str, Any]) -> _M:
-    return cls(**{f: doc.get(f) for f in cls._fields})  # type: ignore[attr-defined]
+    defaults = cls._field_defaults  # type: ignore[attr-defined]
+    return cls(**{f: doc.get(f, defaults.get(f)) for f in cls._fields})  # type: ignore[attr-defined]
 
 
 # --- checks ------------------------------------------------------------------------------
@@ -361,6 +390,77 @@ def switch(mountpoint: str, ref: str) -> SwitchReply:
 def status(mountpoint: str, timeout: float = 60.0) -> StatusReply:
     """The daemon's pid, version and stats."""
     return _from_doc(StatusReply, request(mountpoint, {"op": "status"}, timeout=timeout))
+
+
+FSTYPE = "fuse.vfs"  # a vfs mount's type in /proc/self/mountinfo (subtype=vfs)
+
+
+def info(path: str, timeout: float = 30.0) -> InfoReply:
+    """`vfs info`: the daemon's facts about `path`, a file or directory on a vfs mount.
+
+    The path is opened (O_PATH: no FUSE open, no read) and held open while the daemon
+    is asked, so the kernel cannot forget its inode meanwhile; the mount is the one
+    whose device is the path's, and the daemon gets the inode number the kernel
+    showed. Symlinks are followed, as getfattr does; NotFound for a missing path,
+    UsageError for a path on another filesystem, VfsError for a dead daemon."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFound(f"{path}: no such file or directory") from None
+    except OSError as e:
+        if e.errno in (errno.ENOTCONN, errno.ECONNABORTED):
+            mnt = _mount_above(canonical(path))
+            where = f"vfs umount {mnt}" if mnt else "vfs umount MOUNTPOINT"
+            raise VfsError(
+                f"{path}: its mount's daemon died; clear the mount with: {where}"
+            ) from None
+        raise VfsError(f"{path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        mount = _mount_of_device(st.st_dev)
+        if mount is None:
+            raise UsageError(f"{path}: cannot find its mount in /proc/self/mountinfo")
+        mountpoint, fstype = mount
+        if fstype != FSTYPE:
+            raise UsageError(
+                f"{path} is not on a vfs mount (it is on {mountpoint}, a {fstype} filesystem)"
+            )
+        doc = request(mountpoint, {"op": "info", "ino": st.st_ino}, timeout=timeout)
+    finally:
+        os.close(fd)
+    real = os.path.realpath(path)
+    inside = real == mountpoint or real.startswith(mountpoint.rstrip("/") + "/")
+    rel = os.path.relpath(real, mountpoint) if inside else real
+    return _from_doc(InfoReply, {**doc, "path": path, "mountpoint": mountpoint, "relpath": rel})
+
+
+def _mountinfo() -> list[tuple[str, str, str]]:
+    """(major:minor, mount point, fstype) of every mount this process sees."""
+    out = []
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.split(b" ")
+            sep = fields.index(b"-")
+            mnt = os.fsdecode(_unescape(fields[4]))
+            out.append((fields[2].decode(), mnt, fields[sep + 1].decode()))
+    return out
+
+
+def _mount_of_device(dev: int) -> tuple[str, str] | None:
+    """(mount point, fstype) of the mount of device `dev`; the last one mounted wins."""
+    want = f"{os.major(dev)}:{os.minor(dev)}"
+    found = [(mnt, fstype) for d, mnt, fstype in _mountinfo() if d == want]
+    return found[-1] if found else None
+
+
+def _mount_above(path: str) -> str | None:
+    """The vfs mount whose tree holds `path` (also one whose daemon died)."""
+    best = None
+    for _, mnt, fstype in _mountinfo():
+        inside = path == mnt or path.startswith(mnt.rstrip("/") + "/")
+        if fstype == FSTYPE and inside and (best is None or len(mnt) > len(best)):
+            best = mnt
+    return best
 
 
 def umount(mountpoint: str, timeout: float = 10.0) -> str:

@@ -4,7 +4,8 @@ This module owns the composition and what spans the parts: FsCore builds the loa
 (vfs/mount/loader.py), the versions (versions.py), the namespace (namespace.py) and
 the open files (files.py) of one mount, and answers what needs several of them:
 `switch` (a version from versions, shown at the root by the namespace), the
-diagnostics (`user.vfs.*` attributes, stats) and statfs. vfs/mount/fuse.py adapts it
+diagnostics (`info` for `vfs info`, the `user.vfs.*` attributes of a mount with
+--xattrs, stats) and statfs. vfs/mount/fuse.py adapts it
 to pyfuse3; tests drive it directly, with no FUSE in sight.
 
 The hot handlers (lookup, getattr, readdir, open, read, ...) are the parts' own
@@ -31,7 +32,7 @@ import trio
 from vfs import format as fmt
 from vfs import refs
 from vfs.errors import NotFound, UsageError
-from vfs.mount.errors import NoAttribute
+from vfs.mount.errors import NoAttribute, XattrsOff
 from vfs.mount.files import OpenFiles
 from vfs.mount.inodes import NO_PAGE, NO_VIEW
 from vfs.mount.loader import FetchConfig, Loader
@@ -40,6 +41,8 @@ from vfs.mount.versions import Versions, View, load_view
 from vfs.store import Store
 
 log = logging.getLogger(__name__)
+
+_KINDS = {fmt.FILE: "file", fmt.DIR: "directory", fmt.SYMLINK: "symlink"}
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,10 @@ class FsCore:
         self.fetcher = loader
         self.config = config
         self.multi = view is None
-        self.extra_xattrs: dict[bytes, bytes] = {}  # root diagnostics the mount adds
+        # The daemon's facts shown at the root (pid, control, log), by `vfs info` and
+        # as user.vfs.KEY attributes.
+        self.extra_info: dict[str, str | int] = {}
+        self.xattr_requests = 0  # getxattr and listxattr requests answered, served or not
         self.versions = Versions(store, dataset, loader, config.ref_ttl)
         ns = self.namespace = Namespace(dataset, loader, self.versions, config, view)
         files = self.files = OpenFiles(store, ns, loader)
@@ -123,7 +129,60 @@ class FsCore:
 
     # -- diagnostics ---------------------------------------------------------------
 
+    async def info(self, ino: int) -> dict[str, Any]:
+        """What `vfs info` shows of an inode the kernel knows: the dataset, the
+        version and ref it belongs to, its kind; for a file its size, content id,
+        chunk count and cached bytes; for the root also the daemon's facts
+        (`extra_info`) and the stats. Keys whose value does not apply are absent."""
+        ns = self.namespace
+        t = ns.table
+        r = ns.rec(ino)
+        out: dict[str, Any] = {"dataset": self.dataset}
+        version = self._version(ino, r)
+        if version is not None:
+            out["version"] = version.hex()
+            out["ref"] = self._ref(ino, r)
+        if ino == ROOT or t.leaf[r] == NO_PAGE:
+            out["kind"] = "directory"
+        else:
+            e = await ns.entry(ino)
+            assert e is not None
+            out["kind"] = _KINDS[e.kind]
+            if e.is_symlink:
+                out["target"] = e.target.decode(errors="surrogateescape")
+            elif not e.is_dir:
+                out["size"] = e.size
+                out["content_id"] = content_id(e).hex()
+                out["chunks"] = len(e.chunks)
+                out["cached_bytes"] = await self.fetcher.cached_bytes(e.chunks)
+        if ino == ROOT:
+            out.update(self.extra_info)
+            out["stats"] = self.stats()
+        return out
+
+    def _version(self, ino: int, r: int) -> bytes | None:
+        """The commit an inode belongs to; None for the root of a multi-version mount."""
+        view = self.namespace.view(r)
+        if view is not None:
+            return view.commit
+        return self.namespace.ref_commits.get(ino)
+
+    def _ref(self, ino: int, r: int) -> str:
+        """The version as named: `ds@v3` as mounted or switched to, or the @REF
+        directory's name in a multi-version mount."""
+        ns = self.namespace
+        view = ns.view(r)
+        if view is None or (ns.table.leaf[r] == NO_PAGE and ino != ROOT):  # an @REF dir
+            return f"{self.dataset}{ns.names[ino].decode()}"
+        return view.label
+
     def listxattr(self, ino: int) -> list[bytes]:
+        self.xattr_requests += 1
+        if not self.config.xattrs:
+            raise XattrsOff("extended attributes are off (vfs mount --xattrs serves them)")
+        return self._xattr_names(ino)
+
+    def _xattr_names(self, ino: int) -> list[bytes]:
         ns = self.namespace
         t = ns.table
         r = ns.rec(ino)
@@ -133,33 +192,35 @@ class FsCore:
         if t.leaf[r] != NO_PAGE and t.kind[r] == fmt.FILE:
             names += [b"user.vfs.content_id", b"user.vfs.chunks", b"user.vfs.cached_bytes"]
         if ino == ROOT:
-            names += [b"user.vfs.stats", *self.extra_xattrs]
+            names += [b"user.vfs.stats", *(b"user.vfs." + k.encode() for k in self.extra_info)]
         return names
 
     async def getxattr(self, ino: int, name: bytes) -> bytes:
-        if name not in self.listxattr(ino):
+        self.xattr_requests += 1
+        if not self.config.xattrs:
+            raise XattrsOff("extended attributes are off (vfs mount --xattrs serves them)")
+        if name not in self._xattr_names(ino):
             raise NoAttribute(f"no attribute {name!r}")
         ns = self.namespace
-        t = ns.table
         r = ns.rec(ino)
-        view = ns.view(r)
-        if name == b"user.vfs.dataset":
+        key = name[len(b"user.vfs.") :].decode()
+        if key == "dataset":
             return self.dataset.encode()
-        if name == b"user.vfs.version":
-            return (view.commit if view is not None else ns.ref_commits[ino]).hex().encode()
-        if name == b"user.vfs.ref":
-            if view is None or (t.leaf[r] == NO_PAGE and ino != ROOT):  # an @REF directory
-                return f"{self.dataset}{ns.names[ino].decode()}".encode()
-            return view.label.encode()
-        if name == b"user.vfs.stats":
+        if key == "version":
+            version = self._version(ino, r)
+            assert version is not None
+            return version.hex().encode()
+        if key == "ref":
+            return self._ref(ino, r).encode()
+        if key == "stats":
             return json.dumps(self.stats(), sort_keys=True).encode()
-        if name in self.extra_xattrs:
-            return self.extra_xattrs[name]
+        if key in self.extra_info:
+            return str(self.extra_info[key]).encode()
         e = await ns.entry(ino)
         assert e is not None
-        if name == b"user.vfs.content_id":
+        if key == "content_id":
             return content_id(e).hex().encode()
-        if name == b"user.vfs.chunks":
+        if key == "chunks":
             return str(len(e.chunks)).encode()
         return str(await self.fetcher.cached_bytes(e.chunks)).encode()
 
@@ -173,6 +234,9 @@ class FsCore:
             "inode_table_bytes": ns.table.nbytes(),
             "open_files": len(self.files),
             "budget_used": budget_used,
+            "xattr_requests": self.xattr_requests,
+            "lookup_requests": ns.lookup_requests,
+            "readdir_requests": ns.readdir_requests,
         }
 
     # -- switching -----------------------------------------------------------------

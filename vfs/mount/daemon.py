@@ -4,7 +4,7 @@ This module owns the process that serves a mount, `vfs mount --foreground` or th
 daemon `vfs mount` starts: the checks that need the store (dataset or ref unknown,
 store unreachable; the mountpoint checks are vfs.mount.control's, run again here),
 the daemon's log file and malloc tuning, its report on the ready pipe (live, or the
-error), the server side of its control socket (switch, status), and the clean
+error), the server side of its control socket (switch, status, info), and the clean
 shutdown on SIGTERM, SIGINT and SIGHUP. Everything a client does (the mountpoint
 checks, control requests, unmounting) is vfs.mount.control, which does not import
 trio; the messages both sides exchange are its typed classes.
@@ -41,6 +41,7 @@ import trio
 from vfs.errors import BackendError, UsageError, VfsError
 from vfs.mount.control import (
     Failure,
+    InfoReply,
     Live,
     MountOptions,
     StatusReply,
@@ -196,6 +197,7 @@ async def _serve(opts: MountOptions, mnt: str, store: Any, cache: Any, notify: _
     from vfs.mount import fuse
     from vfs.mount.core import FsCore
     from vfs.mount.loader import FetchConfig
+    from vfs.mount.namespace import CoreConfig
 
     t0 = time.monotonic()
     async with trio.open_nursery() as nursery:
@@ -204,16 +206,13 @@ async def _serve(opts: MountOptions, mnt: str, store: Any, cache: Any, notify: _
             opts.target,
             nursery=nursery,
             cache=cache,
+            config=CoreConfig(xattrs=opts.xattrs),
             fetch=FetchConfig(
                 read_timeout=opts.read_timeout, attempt_timeout=min(10.0, opts.read_timeout / 3)
             ),
         )
         ctl = control_path(mnt)
-        core.extra_xattrs = {
-            b"user.vfs.pid": str(os.getpid()).encode(),
-            b"user.vfs.control": ctl.encode(),
-            b"user.vfs.log": (opts.log_file or "").encode(),
-        }
+        core.extra_info = {"pid": os.getpid(), "control": ctl, "log": opts.log_file or ""}
         listener = await _listen(ctl)
         try:
             ops = fuse.Operations(core)
@@ -280,7 +279,7 @@ async def _listen(path: str) -> trio.SocketListener:
 def _control_handler(core: Any) -> Any:
     async def handle(stream: trio.SocketStream) -> None:
         async with stream:
-            reply: SwitchReply | StatusReply | Failure
+            reply: SwitchReply | StatusReply | InfoReply | Failure
             try:
                 doc = await _read_line(stream)
                 reply = await _control(core, doc)
@@ -314,7 +313,7 @@ async def _read_line(stream: trio.SocketStream) -> dict[str, Any]:
     return doc
 
 
-async def _control(core: Any, doc: dict[str, Any]) -> SwitchReply | StatusReply:
+async def _control(core: Any, doc: dict[str, Any]) -> SwitchReply | StatusReply | InfoReply:
     from vfs.mount import fuse
 
     op = doc.get("op")
@@ -335,6 +334,12 @@ async def _control(core: Any, doc: dict[str, Any]) -> SwitchReply | StatusReply:
             label=view.label if view is not None else None,
             stats=core.stats(),
         )
+    if op == "info":
+        ino = doc.get("ino")
+        if not isinstance(ino, int):
+            raise UsageError("info needs an inode number")
+        facts = await core.info(ino)
+        return InfoReply(**{k: v for k, v in facts.items() if k in InfoReply._fields})
     raise UsageError(f"unknown control request {op!r}")
 
 

@@ -31,3 +31,8 @@ class NoAttribute(VfsError):
 
 class BadHandle(VfsError):
     """EBADF: a file or directory handle this mount never gave out."""
+
+
+class XattrsOff(VfsError):
+    """ENOSYS: a mount without --xattrs answers no extended attribute request, so that
+    the kernel stops sending them (it remembers ENOSYS for getxattr and listxattr)."""

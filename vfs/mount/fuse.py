@@ -45,6 +45,7 @@ from vfs.mount.errors import (
     NoAttribute,
     NotADirectory,
     ReadOnly,
+    XattrsOff,
 )
 from vfs.mount.namespace import Attr
 
@@ -61,6 +62,9 @@ ERRNO_TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (InvalidArgument, errno.EINVAL),
     (ReadOnly, errno.EROFS),
     (NoAttribute, errno.ENODATA),
+    # The kernel remembers ENOSYS for getxattr and listxattr and asks no more, for
+    # any name on any inode of the mount: `ls -l` then costs no request per entry.
+    (XattrsOff, errno.ENOSYS),
     (BadHandle, errno.EBADF),
     (AmbiguousRef, errno.ENOENT),
     (UsageError, errno.EINVAL),
@@ -71,7 +75,15 @@ ERRNO_TABLE: tuple[tuple[type[BaseException], int], ...] = (
 )
 # Answers that are part of normal operation, not worth a WARNING.
 _QUIET = frozenset(
-    {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EINVAL, errno.EROFS, errno.ENODATA}
+    {
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EINVAL,
+        errno.EROFS,
+        errno.ENODATA,
+        errno.ENOSYS,
+    }
 )
 
 

@@ -38,6 +38,7 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import xxhash
 
@@ -63,11 +64,16 @@ class CoreConfig:
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
     meta_threads: int = 8
+    # Serve the `user.vfs.*` extended attributes (`vfs mount --xattrs`). Off, every
+    # getxattr and listxattr answers ENOSYS, which the kernel remembers for the
+    # mount: `ls -l` then costs no request per entry (docs/semantics.md).
+    xattrs: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Attr:
-    """What stat shows for an inode; ino 0 is a cached "no such entry"."""
+class Attr(NamedTuple):
+    """What stat shows for an inode; ino 0 is a cached "no such entry". A NamedTuple,
+    not a frozen dataclass: readdir makes one per entry, and a frozen dataclass's
+    __init__ (a setattr per field) cost a tenth of a listing's daemon CPU."""
 
     ino: int
     mode: int
@@ -134,6 +140,10 @@ class Namespace:
         self._next_fh = 1
         self._root_names: Counter[bytes] = Counter()
         self._root_negative: set[bytes] = set()
+        # Requests counted for the stats (vfs info): whether a listing program's
+        # stat calls come up as lookups, or the kernel answers them from readdirplus.
+        self.lookup_requests = 0
+        self.readdir_requests = 0
         r = self.table.add_special(ROOT, b"\0" * 16)
         self.table.parent[r] = ROOT
         self.table.kind[r] = REFS_ROOT if view is None else fmt.DIR
@@ -149,6 +159,7 @@ class Namespace:
     async def lookup(self, parent_ino: int, name: bytes) -> Attr:
         """The child `name` of a directory, counted as one kernel lookup; ino 0 if
         there is no such entry (the kernel caches that for Attr.ttl)."""
+        self.lookup_requests += 1
         t = self.table
         pr = self.rec(parent_ino)
         entry: fmt.Entry | None = None
@@ -169,7 +180,7 @@ class Namespace:
                 return self._negative(parent_ino, name)
             page, i = found
             entry = page.entry(i)
-            r = self._child(parent_ino, page, i, entry)
+            r = self._child(parent_ino, page, i, entry.name, entry.kind)
         t.looked_up(r)
         return self._attr(r, entry)
 
@@ -203,6 +214,7 @@ class Namespace:
         """Entries from position `start` (0 and 1 are '.' and '..'). `reply(name,
         attr, next)` returns False when the kernel's buffer is full; an entry it
         accepted counts as one lookup, except '.' and '..'."""
+        self.readdir_requests += 1
         h = self._handles.get(fh)
         if h is None:
             raise BadHandle(f"no open directory {fh}")
@@ -221,17 +233,26 @@ class Namespace:
         leaves = await self._leaves(ino)
         starts = [s for s, _ in leaves]
         li = bisect_right(starts, k) - 1
+        t = self.table
         while 0 <= li < len(leaves):
             first, leaf_id = leaves[li]
             page = await self._leaf(ino, li, leaf_id)
             begin = max(k - first, 0)
             if begin == 0:
                 self.loader.warm_pages(page.subdir_trees())
+            # The loop below runs once per entry of every listing: no await, so the
+            # directory's record and view found here stay valid through it.
+            # Each entry's head only (TreePage.stat): a listing shows no more, and
+            # what later uses an entry decodes and checks all of it.
+            view = t.view[self.rec(ino)]
             for i in range(begin, page.count):
-                entry = page.entry(i)
-                r = self._child(ino, page, i, entry)
-                if not self._offer(r, entry, entry.name, reply, 3 + first + i):
+                kind, name, mode, mtime_ns, size = page.stat(i)
+                r = self._child(ino, page, i, name, kind, view)
+                attr = self._attr_of(r, kind, mode, mtime_ns, size)
+                if not reply(name, attr, 3 + first + i):
+                    self._maybe_drop(r)
                     return
+                t.looked_up(r)
             li += 1
 
     def releasedir(self, fh: int) -> None:
@@ -296,10 +317,24 @@ class Namespace:
             view = self.view(r)
             mtime = view.mtime_ns if view is not None and not self.multi else self.mounted_ns
             return Attr(t.ino[r], stat.S_IFDIR | 0o755, 1, 0, mtime, cfg.uid, cfg.gid, ttl)
+        return self._attr_of(r, e.kind, e.mode, e.mtime_ns, e.size)
+
+    def _attr_of(self, r: int, kind: int, mode: int, mtime_ns: int, size: int) -> Attr:
+        """The Attr of record r, an entry with these head fields."""
+        cfg = self.config
+        ttl = cfg.ref_ttl if self.multi and self.table.parent[r] == ROOT else cfg.entry_ttl
         # Only permission bits: setuid, setgid and sticky are stripped.
-        perm = 0o777 if e.is_symlink else e.mode & 0o777
-        size = 0 if e.is_dir else e.size
-        return Attr(t.ino[r], _S_IFMT[e.kind] | perm, 1, size, e.mtime_ns, cfg.uid, cfg.gid, ttl)
+        perm = 0o777 if kind == fmt.SYMLINK else mode & 0o777
+        return Attr(
+            self.table.ino[r],
+            _S_IFMT[kind] | perm,
+            1,
+            0 if kind == fmt.DIR else size,
+            mtime_ns,
+            cfg.uid,
+            cfg.gid,
+            ttl,
+        )
 
     def _negative(self, parent_ino: int, name: bytes) -> Attr:
         multi_root = self.table.kind[self.rec(parent_ino)] == REFS_ROOT
@@ -323,15 +358,18 @@ class Namespace:
                 self._root_names[name] += 1
         return r
 
-    def _child(self, parent_ino: int, page: fmt.TreePage, i: int, entry: fmt.Entry) -> int:
-        """The record of entry i of a leaf page in directory `parent_ino`. No await
-        may come between this and the caller's use of the record."""
+    def _child(
+        self, parent_ino: int, page: fmt.TreePage, i: int, name: bytes, kind: int, view: int = -1
+    ) -> int:
+        """The record of entry i (`name`, of `kind`) of a leaf page in directory
+        `parent_ino`, whose view is `view` (-1: look it up). No await may come between
+        this and the caller's use of the record."""
         t = self.table
-        r = self._intern(parent_ino, entry.name, page.raw_entry(i))
-        t.kind[r] = entry.kind
+        r = self._intern(parent_ino, name, page.raw_entry(i))
+        t.kind[r] = kind
         t.set_leaf(r, page.id)
         t.pos[r] = i
-        t.view[r] = t.view[self.rec(parent_ino)]
+        t.view[r] = t.view[self.rec(parent_ino)] if view < 0 else view
         return r
 
     def _ref_dir(self, name: bytes, commit: bytes) -> int:
