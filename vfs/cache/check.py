@@ -3,11 +3,11 @@ files without a record, and the segment records, LRU index, pin flags and totals
 against the entries.
 
 A crash leaves only what the ordering rules of vfs.cache.index allow: unindexed
-bytes at the end of a segment, and segment files without a record (a writer killed
-before its first commit, an eviction killed between its commit and the unlink).
-verify() removes the orphans once they are old enough and no writer holds them (the
-grace period below), counts the unindexed tails into the segments' bytes, drops
-entries whose bytes are bad or gone, and recounts.
+bytes at the end of a segment (no error: they go with their segment), and segment
+files without a record (a writer killed before its first commit, an eviction killed
+between its commit and the unlink). verify() removes the orphans once they are old
+enough and no writer holds them (the grace period below), drops entries whose bytes
+are bad or gone, and recounts.
 
 Concurrency: verify() runs beside other readers and writers, in this process and
 others. It re-hashes from a snapshot of the entries, then confirms each finding
@@ -152,8 +152,10 @@ def _reconcile(
         acc = live.get(seg, [0, 0, 0, 0])
         on_disk = files.size(seg)
         size = rec.size if rec is not None else 0
-        if on_disk >= 0 and on_disk != size and not files.in_use(seg):
-            size = on_disk  # a tail a killed writer never indexed, or a cut-short file
+        if 0 <= on_disk < size and not files.in_use(seg):
+            size = on_disk  # cut short: its chunks past the end fail their checks
+        # A longer file is no error: bytes a writer wrote but never indexed (it was
+        # killed first). They go with their segment, and `bytes` leaves them out.
         if rec is not None and on_disk < 0 and not acc[1]:
             want = None  # file and chunks gone: the record goes too
         else:
