@@ -146,7 +146,7 @@ class ChunkCache:
         bad one is simply absent (a miss, and a bad one is dropped, as by get()).
 
         One index transaction for them all; the chunks of one segment are read in
-        offset order, neighbours with one preadv() into a reused buffer."""
+        offset order, neighbours with one preadv() into a pooled buffer."""
         ids = list(dict.fromkeys(chunk_ids))
         for chunk_id in ids:
             _check_id(chunk_id)
@@ -207,14 +207,13 @@ class ChunkCache:
                         else:
                             bad.append(chunk_id)
                     else:
-                        view = files.read_run(fd, start, end - start)
-                        for off, size, checksum, chunk_id in extents[i:j]:
-                            part = view[off - start : off - start + size]
-                            if segfiles.check(part, size, checksum) is None:
-                                out[chunk_id] = bytes(part)
-                            else:
-                                bad.append(chunk_id)
-                        view.release()
+                        with files.read_run(fd, start, end - start) as view:
+                            for off, size, checksum, chunk_id in extents[i:j]:
+                                with view[off - start : off - start + size] as part:
+                                    if segfiles.check(part, size, checksum) is None:
+                                        out[chunk_id] = bytes(part)
+                                    else:
+                                        bad.append(chunk_id)
                     i = j
         except FileNotFoundError:  # dropped since the look-up: a miss, or gone for good
             bad.extend(chunk_id for _, _, _, chunk_id in extents)

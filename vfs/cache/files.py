@@ -13,7 +13,7 @@ readahead runs across them.
   segment once its current one reaches its target size.
 - Reading: SegmentFiles keeps a small table of open read fds, leased per read so
   that no fd is closed under a reader; neighbouring chunks of one segment are read
-  with one preadv() into a buffer reused by the thread. Every chunk is checked
+  with one preadv() into a pooled, reused buffer. Every chunk is checked
   against the size and xxh3 its index entry records.
 
 Segment files are not fsynced: after a power loss a segment may be short or
@@ -71,7 +71,10 @@ MAX_OPEN_SEGMENTS = 64
 # Neighbouring chunks of a segment are read in one call when the hole between them
 # is at most this, and the call reads at most RUN_BYTES.
 RUN_GAP = 128 * 1024
-RUN_BYTES = 16 * 1024 * 1024
+RUN_BYTES = 4 * 1024 * 1024
+# Read buffers kept for reuse (RUN_BYTES each): a bound on what reads keep resident,
+# however many threads read.
+_POOLED_BUFFERS = 4
 
 
 def segment_target(max_bytes: int) -> int:
@@ -107,7 +110,7 @@ class SegmentFiles:
         self.seg_dir = layout.segments_dir(root)
         self._lock = threading.Lock()
         self._fds: OrderedDict[int, _Fd] = OrderedDict()
-        self._local = threading.local()
+        self._buffers: list[bytearray] = []  # guarded by _lock
 
     def path(self, seg: int) -> str:
         return os.path.join(self.seg_dir, layout.segment_name(seg))
@@ -157,20 +160,29 @@ class SegmentFiles:
         if not h.users:
             os.close(h.fd)
 
-    def read_run(self, fd: int, offset: int, length: int) -> memoryview:
+    @contextlib.contextmanager
+    def read_run(self, fd: int, offset: int, length: int) -> Iterator[memoryview]:
         """`length` bytes at `offset` (fewer at the end of the file), read with one
-        preadv() into this thread's reused buffer: valid until its next read_run()."""
-        buf: bytearray | None = getattr(self._local, "buf", None)
+        preadv() into a pooled buffer, valid within the `with` only."""
+        with self._lock:
+            buf = self._buffers.pop() if self._buffers else None
         if buf is None or len(buf) < length:
-            buf = self._local.buf = bytearray(max(length, 1024 * 1024))
+            buf = bytearray(max(length, RUN_BYTES))
         view = memoryview(buf)
-        got = 0
-        while got < length:
-            n = os.preadv(fd, [view[got:length]], offset + got)
-            if n == 0:
-                break
-            got += n
-        return view[:got]
+        try:
+            got = 0
+            while got < length:
+                n = os.preadv(fd, [view[got:length]], offset + got)
+                if n == 0:
+                    break
+                got += n
+            with view[:got] as out:
+                yield out
+        finally:
+            view.release()
+            with self._lock:
+                if len(self._buffers) < _POOLED_BUFFERS and len(buf) <= RUN_BYTES:
+                    self._buffers.append(buf)
 
     def read_checked(
         self, seg: int, offset: int, size: int, checksum: bytes
