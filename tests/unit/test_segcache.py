@@ -398,3 +398,21 @@ def test_two_unix_users_share_one_cache() -> None:
             assert_consistent(c, root)
     finally:
         shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_a_segment_dropped_elsewhere_is_closed_at_the_next_read(root: Path) -> None:
+    """An open read fd would keep a dropped segment's disk space: the reader closes
+    it once it sees that segments were dropped."""
+    with ChunkCache(root, max_bytes=64 * MiB) as a, ChunkCache(root, max_bytes=64 * MiB) as b:
+        old = sized_chunk(1, 64 * KiB)
+        a.put(*old)
+        seg = extent(a, old[0])[0]
+        assert a.get(old[0]) == old[1]
+        assert int(seg.stem, 16) in a._files._fds  # kept open for the next read
+        a._writer.close()  # a lets go of its segment for writing...
+        b.prune(0)  # ...and another cache drops it
+        assert not seg.exists()
+        new = sized_chunk(2, 64 * KiB)
+        b.put(*new)
+        assert a.get(new[0]) == new[1]
+        assert int(seg.stem, 16) not in a._files._fds

@@ -158,9 +158,7 @@ class ChunkCache:
             return [txn.get(c, db=dbs.entries) for c in ids], drops
 
         raws, drops = env.run(lookup, write=False)
-        if drops != self._drops_seen:
-            self._drops_seen = drops
-            self._files.forget_unlinked()  # free the disk space of dropped segments
+        self._note_drops(drops)
         by_seg: dict[int, list[tuple[int, int, bytes, bytes]]] = {}
         for chunk_id, raw in zip(ids, raws, strict=True):
             if raw is not None:
@@ -480,15 +478,25 @@ class ChunkCache:
             ix.apply_pending(txn, dbs, counters, *pending)
             out = step(txn, counters, dropped)
             counters.save()
+            drops[0] = counters["segments_dropped"]
             return out
 
+        drops = [self._drops_seen]
         out = env.run(fn, write=True)
+        self._note_drops(drops[0])
         for seg in dropped:
             self._files.unlink(seg)
         if dropped and time.monotonic() - self._last_sweep >= ORPHAN_GRACE_S:
             self._last_sweep = time.monotonic()
             check.remove_orphans(env, self._files, ORPHAN_GRACE_S)
         return out
+
+    def _note_drops(self, drops: int) -> None:
+        """Close the read fds of segments dropped since the last look (`drops` is the
+        index's count of dropped segments), so their disk space is freed."""
+        if drops != self._drops_seen:
+            self._drops_seen = drops
+            self._files.forget_unlinked()
 
     def _evict_over_cap(
         self,

@@ -66,8 +66,10 @@ SEGMENT_BYTES = 32 * 1024 * 1024
 # A small cache gets smaller segments, so that whole-segment eviction can keep it
 # near its cap: about 1/16 of the cap, never below this.
 MIN_SEGMENT_BYTES = 64 * 1024
-# Read fds kept open per process.
-MAX_OPEN_SEGMENTS = 64
+# Read fds kept open per process. An fd keeps the disk space of a segment another
+# process dropped until this one notices (at its next read or write of the cache),
+# so the table stays small.
+MAX_OPEN_SEGMENTS = 16
 # Neighbouring chunks of a segment are read in one call when the hole between them
 # is at most this, and the call reads at most RUN_BYTES.
 RUN_GAP = 128 * 1024
