@@ -301,6 +301,8 @@ class ChunkCache:
 
         try:
             self._write(self._take_pending(), insert)
+        except OSError as e:  # from a compaction's append inside the transaction
+            log.warning("chunk cache %s: cannot store %d chunks: %s", self.root, len(todo), e)
         finally:
             self._writer.done(lease)
 
