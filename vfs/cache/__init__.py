@@ -8,6 +8,7 @@ machine shares (``$VFS_CACHE_DIR``, else ``~/.cache/vfs``). Where to find what:
     chunks      ChunkCache: the bounded chunk cache (pins, segment eviction, batched uses)
     index       the chunk cache's LMDB schema, layout version and in-transaction steps
     files       the segment files: the per-cache writer, run reads, the fd table, modes
+    evict       whole-segment eviction and the compaction of pinned chunks
     check       verify() and repair of the chunk cache (VerifyReport)
     statcache   StatCache: lets an unchanged file skip being read on re-commit
 

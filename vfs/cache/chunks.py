@@ -45,7 +45,7 @@ from typing import TypeVar
 import lmdb
 import xxhash
 
-from vfs.cache import check, layout, lmdbenv
+from vfs.cache import check, evict, layout, lmdbenv
 from vfs.cache import files as segfiles
 from vfs.cache import index as ix
 from vfs.cache.check import ORPHAN_GRACE_S, VerifyReport
@@ -520,7 +520,7 @@ class ChunkCache:
         only_unused: bool = False,
     ) -> int:
         """ix.evict(), and one warning per cache when pins keep it over the target."""
-        freed = ix.evict(
+        freed = evict.evict(
             txn, self._live().dbs, counters, self._files, self._writer, target, dropped, only_unused
         )
         if counters["bytes"] > target and counters["pinned_bytes"] and not self._warned_pinned:

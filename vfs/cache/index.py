@@ -57,7 +57,7 @@ from typing import NamedTuple
 import lmdb
 
 from vfs.cache import lmdbenv
-from vfs.cache.files import MISSING, SegmentFiles, SegmentWriter
+from vfs.cache.files import MISSING, SegmentFiles
 from vfs.errors import VfsError
 
 __all__ = [
@@ -71,10 +71,10 @@ __all__ = [
     "apply_pending",
     "drop_if_bad",
     "drop_segment",
-    "evict",
     "index_entry",
     "insert_batch",
     "open_index",
+    "parse_seglru_key",
     "pin_batch",
     "pin_counts",
     "read_u64",
@@ -165,6 +165,11 @@ def seg_key(seg: int) -> bytes:
 
 def seglru_key(newest: int, seg: int) -> bytes:
     return _U64.pack(newest) + _U64.pack(seg)
+
+
+def parse_seglru_key(key: bytes) -> tuple[int, int]:
+    """(newest use, segment) of a seglru key."""
+    return _U64.unpack(key[:8])[0], _U64.unpack(key[8:])[0]
 
 
 def segchunk_key(seg: int, chunk_id: bytes) -> bytes:
@@ -486,86 +491,6 @@ def drop_segment(
     counters.add("segments", -1)
     counters.add("segments_dropped", 1)
     return rec.size
-
-
-def evict(
-    txn: lmdb.Transaction[bytes],
-    dbs: IndexDbs,
-    counters: Counters,
-    files: SegmentFiles,
-    writer: SegmentWriter,
-    target: int,
-    dropped: list[int],
-    only_unused: bool = False,
-) -> int:
-    """Drop whole segments, coldest first (by the newest use of their chunks), until
-    bytes <= target; append each dropped segment to `dropped` (the caller unlinks
-    them after the commit). A segment a writer holds is skipped. A segment holding
-    pinned chunks is compacted (its pinned chunks copied to `writer`'s segment,
-    then dropped) if they are at most half of it, else kept. With `only_unused`,
-    only segments of chunks never used are dropped. Returns the bytes freed."""
-    freed = 0
-    with txn.cursor(db=dbs.seglru) as cur:
-        keys = list(cur.iternext(keys=True, values=False))
-    for key in keys:
-        if counters["bytes"] <= target:
-            break
-        newest, seg = _U64.unpack(key[:8])[0], _U64.unpack(key[8:])[0]
-        raw = txn.get(seg_key(seg), db=dbs.segments)
-        rec = SegRec.unpack(raw) if raw is not None else None
-        if rec is None or rec.newest != newest:
-            txn.delete(key, db=dbs.seglru)  # stale
-            continue
-        if only_unused and newest:
-            break
-        if files.in_use(seg):
-            continue
-        if rec.pinned_bytes:
-            if 2 * rec.pinned_bytes > rec.size:
-                continue
-            compact(txn, dbs, counters, files, writer, seg)
-        freed += drop_segment(txn, dbs, counters, seg, "evictions")
-        dropped.append(seg)
-    return freed
-
-
-def compact(
-    txn: lmdb.Transaction[bytes],
-    dbs: IndexDbs,
-    counters: Counters,
-    files: SegmentFiles,
-    writer: SegmentWriter,
-    seg: int,
-) -> int:
-    """Copy the pinned chunks of segment `seg` to the end of `writer`'s segment and
-    point their entries there (a pinned chunk that fails its check is left behind,
-    to go with the segment). Returns how many were copied. A crash before the
-    commit leaves only unindexed bytes in the writer's segment."""
-    keep: list[tuple[bytes, Entry]] = []
-    datas: list[bytes] = []
-    for chunk_id in seg_chunks(txn, dbs, seg):
-        raw = txn.get(chunk_id, db=dbs.entries)
-        if raw is None:
-            continue
-        entry = Entry.unpack(raw)
-        if not entry.pinned or entry.seg != seg:
-            continue
-        data, _ = files.read_checked(seg, entry.offset, entry.size, entry.checksum)
-        if data is not None:
-            keep.append((chunk_id, entry))
-            datas.append(data)
-    if not keep:
-        return 0
-    lease = writer.append(datas)
-    try:
-        seg_add(txn, dbs, counters, lease.seg, size=lease.bytes)
-        for (chunk_id, entry), offset in zip(keep, lease.offsets, strict=True):
-            remove_entry(txn, dbs, counters, chunk_id, entry)
-            index_entry(txn, dbs, counters, chunk_id, entry._replace(seg=lease.seg, offset=offset))
-        counters.add("compacted", len(keep))
-    finally:
-        writer.done(lease)
-    return len(keep)
 
 
 def pin_batch(
