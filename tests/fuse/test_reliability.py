@@ -32,6 +32,7 @@ from vfs import format as fmt
 from vfs.backends import Backend, open_backend
 from vfs.backends.faults import Fault, FaultControl, FaultyBackend
 from vfs.cache import ChunkCache
+from vfs.cache.index import Entry
 from vfs.errors import BackendError, CorruptObject, NotFound
 from vfs.mount import control
 from vfs.ops.commit import commit_dir
@@ -390,20 +391,31 @@ def test_verify_reads_from_the_store_not_the_cache(store_url: str, tmp_path: Pat
 
 
 def _damage_cache(cache: Path) -> int:
-    """Flip, truncate or empty every chunk file; delete the index's lock file."""
-    files = sorted(p for p in (cache / "data").rglob("*") if p.is_file() and len(p.name) == 64)
-    assert len(files) >= 3
-    for i, p in enumerate(files):
-        raw = bytearray(p.read_bytes())
-        if i % 3 == 0:
-            raw[len(raw) // 2] ^= 0x55
-            p.write_bytes(bytes(raw))
-        elif i % 3 == 1:
-            p.write_bytes(bytes(raw[: len(raw) // 2]))
-        else:
-            p.write_bytes(b"")
+    """Flip a byte of, zero the second half of, or zero every cached chunk in its
+    segment file; delete the index's lock file. Returns the chunks damaged."""
+    with ChunkCache(cache) as c:
+        env = c._live()
+        entries = env.run(lambda txn: list(txn.cursor(db=env.dbs.entries)), write=False)
+        extents = [
+            (c._files.path(e.seg), e.offset, e.size)
+            for e in map(Entry.unpack, (v for _, v in entries))
+        ]
+    assert len(extents) >= 3
+    for i, (path, off, size) in enumerate(sorted(extents)):
+        with open(path, "r+b") as f:
+            if i % 3 == 0:
+                f.seek(off + size // 2)
+                b = f.read(1)
+                f.seek(off + size // 2)
+                f.write(bytes([b[0] ^ 0x55]))
+            elif i % 3 == 1:
+                f.seek(off + size // 2)
+                f.write(bytes(size - size // 2))
+            else:
+                f.seek(off)
+                f.write(bytes(size))
     (cache / "index" / "lock.mdb").unlink()
-    return len(files)
+    return len(extents)
 
 
 @pytest.mark.s3
@@ -501,7 +513,7 @@ def test_the_cache_cap_holds_under_16_readers_and_pins_hold(s3_url: str, tmp_pat
             with ChunkCache(m.cache, cap) as c:
                 while not stop.is_set():
                     peaks["index"] = max(peaks["index"], c.stats().bytes)
-                    peaks["disk"] = max(peaks["disk"], _disk_bytes(m.cache / "data"))
+                    peaks["disk"] = max(peaks["disk"], _disk_bytes(m.cache / "segments"))
                     time.sleep(0.01)
 
         threads = [threading.Thread(target=reader, args=(i,)) for i in range(16)]

@@ -1,4 +1,8 @@
-"""The machine-wide chunk cache (vfs/cache/): real files, real LMDB, real processes."""
+"""The machine-wide chunk cache (vfs/cache/): real files, real LMDB, real processes.
+
+Most tests here make every put its own segment (the `one_chunk_segments` fixture), so
+that eviction by segment is eviction by chunk and the LRU rules show plainly;
+tests/unit/test_segcache.py tests segments of many chunks."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from vfs.cache import ChunkCache, VerifyReport
 from vfs.cache import chunks as cache_mod
+from vfs.cache import files as files_mod
 from vfs.cache import index as index_mod
 from vfs.defaults import default_cache_dir
 from vfs.errors import UsageError, VfsError
@@ -52,23 +57,69 @@ def tiny_chunk(i: int) -> tuple[bytes, bytes]:
     return blake3.blake3(data).digest(), data
 
 
-def chunk_files(root: Path) -> dict[str, int]:
-    """Final-named chunk files on disk -> size (temp files excluded)."""
-    out: dict[str, int] = {}
-    for d in (root / "data").iterdir():
-        if d.name != "tmp":
-            out.update({f.name: f.stat().st_size for f in d.iterdir()})
-    return out
+def segment_files(root: Path) -> dict[str, int]:
+    """Segment files on disk -> size."""
+    return {f.name: f.stat().st_size for f in (root / "segments").iterdir()}
 
 
-def assert_consistent(c: ChunkCache, root: Path) -> None:
-    """Index totals equal the files on disk, and a fresh verify finds nothing."""
-    report = c.verify(repair=False, orphan_grace=0, temp_grace=0)
+def extent(c: ChunkCache, cid: bytes) -> tuple[Path, int, int]:
+    """(segment file, offset, size) of a cached chunk, from the index."""
+    env = c._live()
+    raw = env.run(lambda txn: txn.get(cid, db=env.dbs.entries), write=False)
+    assert raw is not None
+    e = index_mod.Entry.unpack(raw)
+    return Path(c._files.path(e.seg)), e.offset, e.size
+
+
+def cached_ids(c: ChunkCache) -> list[bytes]:
+    env = c._live()
+    return env.run(lambda txn: list(txn.cursor(db=env.dbs.entries).iternext(values=False)), False)
+
+
+def damage(c: ChunkCache, cid: bytes, how: str) -> Path:
+    """Damage a cached chunk's bytes in its segment: flip a byte, cut the segment short
+    inside the chunk, zero the chunk, or delete the segment. Returns the segment."""
+    path, off, size = extent(c, cid)
+    if how == "flip":
+        with open(path, "r+b") as f:
+            f.seek(off + size // 2)
+            b = f.read(1)
+            f.seek(off + size // 2)
+            f.write(bytes([b[0] ^ 0x40]))
+    elif how == "truncate":
+        os.truncate(path, off + size - 1)
+    elif how == "zero":
+        with open(path, "r+b") as f:
+            f.seek(off)
+            f.write(bytes(size))
+    else:
+        path.unlink()
+        # An fd this process still holds would serve the (right) bytes of the
+        # unlinked file; what is tested is a reader that opens it afterwards.
+        c._files.forget([int(path.stem, 16)])
+    return path
+
+
+def assert_consistent(c: ChunkCache, root: Path, killed: bool = False) -> None:
+    """Index totals equal the segments on disk, and a fresh verify finds nothing.
+    After a kill -9, segments may hold bytes their writer never indexed."""
+    report = c.verify(repair=False, orphan_grace=0)
     assert report.clean, report
-    files = chunk_files(root)
+    files = segment_files(root)
     st = c.stats()
-    assert st.entries == len(files) == report.checked
-    assert st.bytes == sum(files.values())
+    assert st.entries == report.checked
+    assert st.segments == len(files) == report.segments
+    if killed:
+        assert st.bytes <= sum(files.values())
+    else:
+        assert st.bytes == sum(files.values())
+
+
+@pytest.fixture(autouse=True)
+def one_chunk_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every put gets a segment of its own (in this process)."""
+    monkeypatch.setattr(files_mod, "SEGMENT_BYTES", 1)
+    monkeypatch.setattr(files_mod, "MIN_SEGMENT_BYTES", 1)
 
 
 @pytest.fixture
@@ -94,7 +145,8 @@ def test_round_trip_and_reopen(root: Path) -> None:
         assert c.get(cid) == data
     with ChunkCache(root) as c:
         assert c.get(cid) == data
-        assert (root / "data" / cid.hex()[:2] / cid.hex()).read_bytes() == data
+        path, off, size = extent(c, cid)
+        assert path.read_bytes()[off : off + size] == data
         assert_consistent(c, root)
 
 
@@ -166,31 +218,27 @@ def test_hits_are_batched(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         a.get(chunks[0][0])
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "extend", "delete"])
+@pytest.mark.parametrize("how", ["flip", "truncate", "zero", "delete"])
 def test_damaged_file_is_a_miss_and_heals(
-    cache: ChunkCache, root: Path, damage: str, caplog: pytest.LogCaptureFixture
+    cache: ChunkCache, root: Path, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     cid, data = make_chunk(4)
     cache.put(cid, data)
-    path = root / "data" / cid.hex()[:2] / cid.hex()
-    if damage == "flip":
-        raw = bytearray(path.read_bytes())
-        raw[len(raw) // 2] ^= 0x40
-        path.write_bytes(bytes(raw))
-    elif damage == "truncate":
-        path.write_bytes(data[:-1])
-    elif damage == "extend":
-        path.write_bytes(data + b"x")
-    else:
-        path.unlink()
+    path = damage(cache, cid, how)
     with caplog.at_level(logging.WARNING, logger="vfs.cache"):
         assert cache.get(cid) is None
     assert any(cid.hex() in r.getMessage() for r in caplog.records)
-    assert not cache.contains(cid) and not path.exists()
+    assert not cache.contains(cid)
     st = cache.stats()
-    assert (st.corrupt_evicted, st.entries, st.bytes, st.misses) == (1, 0, 0, 1)
+    assert (st.corrupt_evicted, st.entries, st.misses) == (1, 0, 1)
+    # A bad chunk's bytes stay in its segment, dead, until the segment is evicted;
+    # a segment that is gone takes its record along.
+    assert st.bytes == (len(data) if how != "delete" else 0)
+    assert path.exists() == (how != "delete")
     cache.put(cid, data)
     assert cache.get(cid) == data
+    if how == "truncate":  # the segment's record still says how long it was
+        assert cache.verify().index_errors == 2  # its bytes, and the total
     assert_consistent(cache, root)
 
 
@@ -207,15 +255,8 @@ def test_get_many_answers_like_get_for_each_and_drops_every_bad_file(
     st = cache.stats()
     assert (st.hits, st.misses) == (6, 1)
 
-    def path(cid: bytes) -> Path:
-        return root / "data" / cid.hex()[:2] / cid.hex()
-
-    flipped = bytearray(path(ids[0]).read_bytes())
-    flipped[0] ^= 1
-    path(ids[0]).write_bytes(bytes(flipped))
-    path(ids[1]).write_bytes(chunks[1][1][:-1])
-    path(ids[2]).write_bytes(chunks[2][1] + b"x")
-    path(ids[3]).unlink()
+    for cid, how in zip(ids, ["flip", "truncate", "zero", "delete"], strict=False):
+        damage(cache, cid, how)
     with caplog.at_level(logging.WARNING, logger="vfs.cache"):
         got = cache.get_many(ids)
     assert got == dict(chunks[4:])  # the damaged four are misses, never served
@@ -230,31 +271,32 @@ def test_get_many_answers_like_get_for_each_and_drops_every_bad_file(
     assert (cache.stats().hits, cache.stats().misses) == (8, 5)
     cache.note_misses(3)
     assert cache.stats().misses == 8
+    assert cache.verify().index_errors == 2  # the cut-short segment's bytes, and the total
     assert_consistent(cache, root)
 
 
-def test_a_chunk_file_read_short_is_read_to_its_end(
+def test_a_chunk_read_short_is_read_to_its_end(
     cache: ChunkCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A read() may answer short without being at the end (a signal); the check must
+    """A pread() may answer short without being at the end (a signal); the check must
     then read on rather than call a good chunk damaged."""
     cid, data = sized_chunk(7, 300 * KiB)
     cache.put(cid, data)
-    real_read = os.read
+    real_pread = os.pread
     calls: list[int] = []
-    most = [len(data) + 1]
+    most = [len(data)]
 
-    def read(fd: int, n: int) -> bytes:
+    def pread(fd: int, n: int, off: int) -> bytes:
         calls.append(n)
-        return real_read(fd, min(n, most[0]))
+        return real_pread(fd, min(n, most[0]), off)
 
-    monkeypatch.setattr(cache_mod.os, "read", read)
+    monkeypatch.setattr(files_mod.os, "pread", pread)
     assert cache.get(cid) == data
-    assert calls == [len(data) + 1]  # the usual case: one read() shows size and end
+    assert calls == [len(data)]  # the usual case: one pread()
     calls.clear()
     most[0] = 100 * KiB
     assert cache.get(cid) == data
-    assert len(calls) == 4  # 100 + 100 + 100 KiB, then the end
+    assert len(calls) == 3  # 100 + 100 + 100 KiB
     assert cache.stats().corrupt_evicted == 0
 
 
@@ -279,7 +321,7 @@ def test_cap_is_respected(root: Path) -> None:
             c.put(cid, data)
             inserted += len(data)
             assert c.stats().bytes <= cap
-            assert sum(chunk_files(root).values()) <= cap + len(data)
+            assert sum(segment_files(root).values()) <= cap + len(data)
         st = c.stats()
         assert st.bytes <= cap
         assert st.evictions > 0
@@ -334,7 +376,7 @@ def test_prune_and_clear(cache: ChunkCache, root: Path) -> None:
     cache.clear()
     st = cache.stats()
     assert (st.bytes, st.entries, st.pinned_entries) == (0, 0, 0)
-    assert chunk_files(root) == {}
+    assert segment_files(root) == {}
     assert cache.pins() == {"keep": 1}
     cache.put(*chunks[0])  # a pin outlives clear()
     assert cache.stats().pinned_entries == 1
@@ -476,13 +518,12 @@ def test_kill_9_leaves_a_consistent_cache(root: Path) -> None:
             os.kill(p.pid, signal.SIGKILL)
             p.join()
     with ChunkCache(root, max_bytes=cap) as c:
-        c.verify(orphan_grace=0, temp_grace=0)
-        assert_consistent(c, root)
-        assert c.stats().bytes - c.stats().pinned_bytes <= cap
-        assert list((root / "data" / "tmp").iterdir()) == []
-        for name in chunk_files(root):
-            got = c.get(bytes.fromhex(name))
-            assert got is not None and blake3.blake3(got).hexdigest() == name
+        c.verify(orphan_grace=0)
+        assert_consistent(c, root, killed=True)
+        assert c.stats().bytes - c.stats().pinned_bytes <= cap + 2 * 64 * KiB
+        for cid in cached_ids(c):
+            got = c.get(cid)
+            assert got is not None and blake3.blake3(got).digest() == cid
 
 
 def _use_after_fork(c: ChunkCache, root: str) -> int:
@@ -552,37 +593,29 @@ def test_verify_repairs(cache: ChunkCache, root: Path) -> None:
     chunks = [make_chunk(i) for i in range(5)]
     for cid, data in chunks:
         cache.put(cid, data)
-    data_dir = root / "data"
-    bad = data_dir / chunks[0][0].hex()[:2] / chunks[0][0].hex()
-    bad.write_bytes(b"garbage")
-    (data_dir / chunks[1][0].hex()[:2] / chunks[1][0].hex()).unlink()
+    damage(cache, chunks[0][0], "zero")
+    damage(cache, chunks[1][0], "delete")
+    segs = root / "segments"
     old = time.time() - 7200
-    orphan_id, _ = make_chunk(50)
-    orphan = data_dir / orphan_id.hex()[:2] / orphan_id.hex()
-    orphan.parent.mkdir(exist_ok=True)
+    orphan = segs / "00000000000000aa.seg"  # a writer killed before its first commit
     orphan.write_bytes(b"not indexed")
-    junk = data_dir / chunks[2][0].hex()[:2] / "junk"
+    junk = segs / "junk"
     junk.write_bytes(b"?")
-    young = data_dir / orphan_id.hex()[:2] / make_chunk(51)[0].hex()
-    young.write_bytes(b"a put in progress")
-    stale_tmp = data_dir / "tmp" / "x.1.aa.tmp"
-    stale_tmp.write_bytes(b"dead writer")
-    fresh_tmp = data_dir / "tmp" / "y.2.bb.tmp"
-    fresh_tmp.write_bytes(b"live writer")
-    for p in (orphan, junk, stale_tmp):
+    young = segs / "00000000000000bb.seg"
+    young.write_bytes(b"a writer at work")
+    for p in (orphan, junk):
         os.utime(p, (old, old))
 
-    expected = VerifyReport(
-        checked=5, bad=1, missing_files=1, orphan_files=2, stale_temp_files=1, repaired=0
-    )
+    expected = VerifyReport(checked=5, bad=1, missing_files=1, orphan_files=2, segments=5)
     assert cache.verify(repair=False) == expected
     assert cache.stats().entries == 5  # nothing changed
     report = cache.verify()
+    # 1 bad, 1 missing, 2 orphans; and the missing segment's record went with it
     assert report == VerifyReport(
-        checked=5, bad=1, missing_files=1, orphan_files=2, stale_temp_files=1, repaired=5
+        checked=5, bad=1, missing_files=1, orphan_files=2, repaired=4, segments=4
     )
-    assert not orphan.exists() and not junk.exists() and not stale_tmp.exists()
-    assert young.exists() and fresh_tmp.exists()  # too young to be orphans
+    assert not orphan.exists() and not junk.exists()
+    assert young.exists()  # too young to be an orphan
     st = cache.stats()
     assert (st.entries, st.corrupt_evicted) == (3, 2)
     assert cache.verify().clean
@@ -615,9 +648,9 @@ def test_group_shared_modes(root: Path) -> None:
     finally:
         os.umask(old_umask)
     mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
-    for d in ("data", "data/tmp", "index", f"data/{cid.hex()[:2]}"):
+    for d in ("segments", "index"):
         assert mode(root / d) == 0o2775, d
-    for f in (f"data/{cid.hex()[:2]}/{cid.hex()}", "index/data.mdb", "index/lock.mdb"):
+    for f in (*(f"segments/{n}" for n in segment_files(root)), "index/data.mdb", "index/lock.mdb"):
         assert mode(root / f) == 0o664, f
 
 
@@ -626,8 +659,9 @@ def test_private_modes(root: Path) -> None:
     with ChunkCache(root) as c:
         cid, data = make_chunk(9)
         c.put(cid, data)
-    assert stat.S_IMODE((root / "data" / cid.hex()[:2]).stat().st_mode) == 0o700
-    assert stat.S_IMODE((root / "data" / cid.hex()[:2] / cid.hex()).stat().st_mode) == 0o600
+        seg = extent(c, cid)[0]
+    assert stat.S_IMODE((root / "segments").stat().st_mode) == 0o700
+    assert stat.S_IMODE(seg.stat().st_mode) == 0o600
 
 
 # -- a reference model ----------------------------------------------------------------
@@ -682,9 +716,8 @@ class CacheModel(RuleBasedStateMachine):
     @rule(i=st.integers(0, 11))
     def damage(self, i: int) -> None:
         cid, _ = self.chunks[i]
-        path = self.dir / "data" / cid.hex()[:2] / cid.hex()
-        if path.exists():
-            path.write_bytes(b"rot")
+        if self.cache.contains(cid):
+            damage(self.cache, cid, "zero")
             assert self.cache.get(cid) is None
             self.must_have.discard(cid)
 

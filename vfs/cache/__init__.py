@@ -5,17 +5,19 @@ machine shares (``$VFS_CACHE_DIR``, else ``~/.cache/vfs``). Where to find what:
 
     layout      names every folder and file of the cache directory (stdlib only)
     lmdbenv     the process's one registry of LMDB environments, for every LMDB user
-    chunks      ChunkCache: the bounded chunk cache (pins, LRU eviction, batched uses)
-    index       the chunk cache's LMDB schema and its in-transaction steps
-    files       the chunk files: temp-then-rename writes, checked reads, modes
+    chunks      ChunkCache: the bounded chunk cache (pins, segment eviction, batched uses)
+    index       the chunk cache's LMDB schema, layout version and in-transaction steps
+    files       the segment files: the per-cache writer, run reads, the fd table, modes
+    evict       whole-segment eviction and the compaction of pinned chunks
     check       verify() and repair of the chunk cache (VerifyReport)
     statcache   StatCache: lets an unchanged file skip being read on re-commit
 
 Concurrency rules, for the whole directory:
 - Processes and users: every process on the machine, of every member of a sharing
-  group, coordinates through LMDB alone: one writer machine-wide, readers never
-  block. Files are made usable by the group when the root is group-writable or
-  setgid (vfs.cache.files). Ordering rules make a kill -9 harmless (vfs.cache.index).
+  group, coordinates through LMDB alone (one writer machine-wide, readers never
+  block) and flock() on the segments being written. Files are made usable by the
+  group when the root is group-writable or setgid (vfs.cache.files). Ordering rules
+  make a kill -9 harmless (vfs.cache.index).
 - Within a process: one LMDB environment per path (vfs.cache.lmdbenv), shared by
   every thread and every ChunkCache of that path; ChunkCache is thread-safe.
 - Nothing here survives fork(): start workers with multiprocessing 'spawn'.

@@ -1,29 +1,35 @@
-"""The machine-wide local chunk cache: ChunkCache, on the chunk files of
+"""The machine-wide local chunk cache: ChunkCache, on the segment files of
 vfs.cache.files and the LMDB index of vfs.cache.index.
 
 A ChunkCache owns the open handle of the cache directory's index in this process,
-the cap and low-water mark, and this process's gathered uses and hit/miss counts.
-The model is CernVM-FS's cache: write a temp file, rename it to its content address,
-and evict least recently used unpinned chunks down to a low-water mark.
+its segment writer, the cap and low-water mark, and this process's gathered uses
+and hit/miss counts. Chunks are appended to large segment files in the order they
+are put; the index maps each id to (segment, offset, size, xxh3). Eviction drops
+whole cold segments, least recently used first, down to a low-water mark, and
+compacts pinned chunks out of a segment it drops (CernVM-FS's pinned-aware LRU, on
+extents rather than files).
 
 Concurrency: processes coordinate through LMDB alone (vfs.cache.lmdbenv: one writer
-machine-wide, readers never block). Within a process:
+machine-wide, readers never block) and, for segments being written, flock()
+(vfs.cache.files). Within a process:
 - ``ChunkCache._lock`` guards the pending touches and hit/miss counts. It is never
-  held across an LMDB call, so it cannot deadlock against the writer lock.
+  held across an LMDB call, so it cannot deadlock against the writer lock. The
+  segment writer's lock is taken inside a write transaction (compaction) but no LMDB
+  call is made under it.
 - A hit is not written at once: touched ids and counts are flushed in one write
   transaction once FLUSH_EVERY ids or FLUSH_SECONDS have gathered, by the next put
   or eviction of this process, and by close(). A crash loses only recency and counts.
 - Eviction runs inside the write transaction of the put that crossed the cap, so the
   index total never exceeds the cap after a commit (pinned chunks excepted: pins win
-  over the cap). On disk, only the files of puts in flight come on top. An eviction
-  holds the writer lock for one unlink per evicted chunk; readers are not blocked.
+  over the cap). On disk, only the segments writers still hold come on top. The
+  files of dropped segments are unlinked after the commit.
 - A ChunkCache does not survive fork(): py-lmdb refuses to reopen in a forked child
   an environment its parent had open, so start workers with 'spawn'.
 
 On an event loop: contains(), contains_many(), pins() and stats() run short read
-transactions and may run inline. get(), get_many() and put() read or write chunk
-files of up to 8 MiB and now and then wait for the machine-wide writer lock; run
-them in a worker thread.
+transactions and may run inline. get(), get_many() and put() read or write
+segments and now and then wait for the machine-wide writer lock; run them in a
+worker thread.
 """
 
 from __future__ import annotations
@@ -39,10 +45,11 @@ from typing import TypeVar
 import lmdb
 import xxhash
 
-from vfs.cache import check, layout, lmdbenv
+from vfs.cache import check, evict, layout, lmdbenv
+from vfs.cache import files as segfiles
 from vfs.cache import index as ix
-from vfs.cache.check import ORPHAN_GRACE_S, TEMP_GRACE_S, VerifyReport
-from vfs.cache.files import ChunkFiles, unlink
+from vfs.cache.check import ORPHAN_GRACE_S, VerifyReport
+from vfs.cache.files import SegmentFiles, SegmentWriter
 from vfs.defaults import DEFAULT_CACHE_BYTES
 from vfs.errors import UsageError, VfsError
 
@@ -51,6 +58,8 @@ __all__ = ["CacheStats", "ChunkCache"]
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+# step(txn, counters, dropped): `dropped` collects the segments to unlink after commit.
+_Step = Callable[["lmdb.Transaction[bytes]", ix.Counters, list[int]], _T]
 
 ID_LEN = 32
 # A hit costs a dict update; the write transaction that records it is shared by this
@@ -64,7 +73,8 @@ _MAX_PIN_NAME = 400  # bytes: LMDB keys are at most 511
 
 @dataclass(frozen=True)
 class CacheStats:
-    """Totals of the whole cache (every process), plus this process's unflushed hits."""
+    """Totals of the whole cache (every process), plus this process's unflushed hits.
+    `bytes` are the segments' bytes on disk, dead ones included."""
 
     root: str
     max_bytes: int
@@ -77,6 +87,8 @@ class CacheStats:
     bytes_inserted: int
     corrupt_evicted: int
     pinned_bytes: int
+    segments: int
+    compacted: int
 
 
 class ChunkCache:
@@ -103,19 +115,24 @@ class ChunkCache:
         self.max_bytes = max_bytes
         self.low_water = low_water
         os.makedirs(self.root, mode=0o700, exist_ok=True)
-        self._files = files = ChunkFiles(self.root)
+        self._files = files = SegmentFiles(self.root)
         index_dir = layout.index_dir(self.root)
-        for d in (files.data_dir, files.tmp_dir, index_dir):
+        for d in (files.seg_dir, index_dir):
             files.mkdir(d)
-        self._env: ix.Index | None = ix.open_index(index_dir, files.file_mode)
+        self._env: ix.Index | None = ix.open_index(
+            index_dir, files.file_mode, layout.legacy_data_dir(self.root)
+        )
         if files.group:
             for name in ("data.mdb", "lock.mdb"):
                 files.chmod(os.path.join(index_dir, name), files.file_mode)
+        self._writer = SegmentWriter(files, segfiles.segment_target(max_bytes))
         self._lock = threading.Lock()
         self._touched: dict[bytes, int] = {}
         self._hits = 0
         self._misses = 0
         self._last_flush = time.monotonic()
+        self._last_sweep = time.monotonic()
+        self._drops_seen = -1
         self._warned_pinned = False
 
     # -- public API ------------------------------------------------------------------
@@ -128,35 +145,82 @@ class ChunkCache:
         """The checked bytes of every chunk of `chunk_ids` the cache has; a missing or
         bad one is simply absent (a miss, and a bad one is dropped, as by get()).
 
-        Cheaper per chunk than get() in a loop: one index transaction for them all
-        and one read() per file. (Starting every file's read first with
-        POSIX_FADV_WILLNEED was tried: faster alone, slower under a mount, where
-        several batches already read side by side and readers wait on the first.)"""
+        One index transaction for them all; the chunks of one segment are read in
+        offset order, neighbours with one preadv() into a pooled buffer."""
         ids = list(dict.fromkeys(chunk_ids))
         for chunk_id in ids:
             _check_id(chunk_id)
         env = self._live()
-        entries = env.dbs.entries
-        raws = env.run(lambda txn: [txn.get(c, db=entries) for c in ids], write=False)
-        read_checked = self._files.read_checked
+        dbs = env.dbs
+
+        def lookup(txn: lmdb.Transaction[bytes]) -> tuple[list[bytes | None], int]:
+            drops = ix.read_u64(txn.get(b"segments_dropped", db=dbs.counters))
+            return [txn.get(c, db=dbs.entries) for c in ids], drops
+
+        raws, drops = env.run(lookup, write=False)
+        self._note_drops(drops)
+        by_seg: dict[int, list[tuple[int, int, bytes, bytes]]] = {}
+        for chunk_id, raw in zip(ids, raws, strict=True):
+            if raw is not None:
+                e = ix.Entry.unpack(raw)
+                by_seg.setdefault(e.seg, []).append((e.offset, e.size, e.checksum, chunk_id))
         out: dict[bytes, bytes] = {}
         bad: list[bytes] = []
-        for chunk_id, raw in zip(ids, raws, strict=True):
-            if raw is None:
-                continue
-            entry = ix.Entry.unpack(raw)
-            data, _ = read_checked(chunk_id, entry.size, entry.checksum)
-            if data is None:
-                bad.append(chunk_id)  # re-checked under the writer lock below
-            else:
-                out[chunk_id] = data
+        for seg, extents in by_seg.items():
+            extents.sort()
+            self._read_segment(seg, extents, out, bad)
         for chunk_id in bad:
             ix.drop_if_bad(env, self._files, chunk_id, drop=True)
         self._note_many(list(out), len(ids) - len(out))
         return out
 
+    def _read_segment(
+        self,
+        seg: int,
+        extents: list[tuple[int, int, bytes, bytes]],
+        out: dict[bytes, bytes],
+        bad: list[bytes],
+    ) -> None:
+        """Read and check `extents` (offset, size, xxh3, id; by offset) of one segment."""
+        files = self._files
+        try:
+            with files.open_fd(seg) as fd:
+                i = 0
+                while i < len(extents):
+                    # A run: neighbours with small holes, read in one call.
+                    j = i + 1
+                    start = extents[i][0]
+                    end = start + extents[i][1]
+                    while j < len(extents):
+                        off, size = extents[j][0], extents[j][1]
+                        if off - end > segfiles.RUN_GAP or off + size - start > segfiles.RUN_BYTES:
+                            break
+                        end = max(end, off + size)
+                        j += 1
+                    if j == i + 1:
+                        off, size, checksum, chunk_id = extents[i]
+                        data = segfiles.pread_all(fd, size, off)
+                        if segfiles.check(data, size, checksum) is None:
+                            out[chunk_id] = data
+                        else:
+                            bad.append(chunk_id)
+                    else:
+                        with files.read_run(fd, start, end - start) as view:
+                            for off, size, checksum, chunk_id in extents[i:j]:
+                                with view[off - start : off - start + size] as part:
+                                    if segfiles.check(part, size, checksum) is None:
+                                        out[chunk_id] = bytes(part)
+                                    else:
+                                        bad.append(chunk_id)
+                    i = j
+        except FileNotFoundError:  # dropped since the look-up: a miss, or gone for good
+            bad.extend(chunk_id for _, _, _, chunk_id in extents)
+        except OSError as e:
+            log.warning("chunk cache %s: cannot read segment %x: %s", self.root, seg, e)
+            bad.extend(chunk_id for _, _, _, chunk_id in extents if chunk_id not in out)
+
     def contains(self, chunk_id: bytes) -> bool:
-        """Whether the index has the chunk (its file is checked only by get())."""
+        """Whether the index has the chunk (its bytes are checked only by get())."""
         _check_id(chunk_id)
         env = self._live()
         entries = env.dbs.entries
@@ -183,9 +247,9 @@ class ChunkCache:
         self.put_many({chunk_id: data})
 
     def put_many(self, items: dict[bytes, bytes], *, speculative: bool = False) -> None:
-        """Add chunks: their files first, then one write transaction for all of them
-        (a span of a pack is one commit, not one per chunk), then evict down to the
-        low-water mark if over the cap.
+        """Add chunks: appended to this cache's segment in the order given (one
+        pwritev), then one write transaction indexes all of them, then evicts down to
+        the low-water mark if over the cap.
 
         `speculative` chunks were fetched beside the ones a reader asked for (a pack
         window). They are entered as never used, so they are the first to be evicted,
@@ -195,56 +259,52 @@ class ChunkCache:
         for chunk_id in items:
             _check_id(chunk_id)
 
-        def present(txn: lmdb.Transaction[bytes]) -> set[bytes]:
+        def present(txn: lmdb.Transaction[bytes]) -> tuple[set[bytes], int]:
             out = set()
             for chunk_id, data in items.items():
                 raw = txn.get(chunk_id, db=dbs.entries)
                 if raw is not None and ix.Entry.unpack(raw).size == len(data):
                     out.add(chunk_id)
-            return out
+            return out, ix.read_u64(txn.get(b"bytes", db=dbs.counters))
 
-        have = env.run(present, write=False)
+        have, used = env.run(present, write=False)
         self._note_many(list(have), 0, hits=False)
-        todo = []
+        todo: list[tuple[bytes, bytes]] = []
         for chunk_id, data in items.items():
             if chunk_id in have:
                 continue
             if len(data) > self.max_bytes:
                 log.debug("chunk %s (%d bytes) is larger than the cache", chunk_id.hex(), len(data))
                 continue
-            path = self._files.path(chunk_id)
-            try:
-                self._files.write(path, data)
-            except OSError as e:
-                log.warning(
-                    "chunk cache %s: cannot store chunk %s: %s", self.root, chunk_id.hex(), e
-                )
-                continue
-            todo.append((chunk_id, data, xxhash.xxh3_128_digest(data), path))
+            if speculative:
+                if used + len(data) > self.max_bytes:
+                    continue  # would not fit: not even written
+                used += len(data)
+            todo.append((chunk_id, data))
         if not todo:
             return
+        try:
+            lease = self._writer.append([data for _, data in todo])
+        except OSError as e:
+            log.warning("chunk cache %s: cannot store %d chunks: %s", self.root, len(todo), e)
+            return
+        batch = [
+            (chunk_id, offset, len(data), xxhash.xxh3_128_digest(data))
+            for (chunk_id, data), offset in zip(todo, lease.offsets, strict=True)
+        ]
 
-        def insert(txn: lmdb.Transaction[bytes], counters: ix.Counters) -> None:
-            for chunk_id, data, checksum, path in todo:
-                if not ix.insert(
-                    txn,
-                    dbs,
-                    counters,
-                    self._files,
-                    chunk_id,
-                    data,
-                    checksum,
-                    path,
-                    self.max_bytes,
-                    speculative,
-                ):
-                    unlink(path)  # inside the txn, as an eviction: no one indexed it
-            self._evict_over_cap(txn, counters)
+        def insert(txn: lmdb.Transaction[bytes], counters: ix.Counters, dropped: list[int]) -> None:
+            ix.insert_batch(
+                txn, dbs, counters, lease.seg, lease.bytes, batch, self.max_bytes, speculative
+            )
+            self._evict_over_cap(txn, counters, dropped, only_unused=speculative)
 
         try:
             self._write(self._take_pending(), insert)
-        except OSError as e:  # from the rare rewrite inside the transaction
+        except OSError as e:  # from a compaction's append inside the transaction
             log.warning("chunk cache %s: cannot store %d chunks: %s", self.root, len(todo), e)
+        finally:
+            self._writer.done(lease)
 
     def pin(self, name: str, chunk_ids: Iterable[bytes]) -> None:
         """Add ids to the pin set `name`. A pinned id is never evicted, whether it is
@@ -265,9 +325,9 @@ class ChunkCache:
         key = _pin_key(name)
         dbs = self._live().dbs
 
-        def fn(txn: lmdb.Transaction[bytes], counters: ix.Counters) -> None:
+        def fn(txn: lmdb.Transaction[bytes], counters: ix.Counters, dropped: list[int]) -> None:
             ix.unpin_set(txn, dbs, counters, key)
-            self._evict_over_cap(txn, counters)
+            self._evict_over_cap(txn, counters, dropped)
 
         self._write(self._take_pending(), fn)
 
@@ -298,58 +358,64 @@ class ChunkCache:
             bytes_inserted=c["bytes_inserted"],
             corrupt_evicted=c["corrupt_evicted"],
             pinned_bytes=c["pinned_bytes"],
+            segments=c["segments"],
+            compacted=c["compacted"],
         )
 
     def flush(self) -> None:
         """Write this process's pending touches and hit/miss counts to the index."""
         pending = self._take_pending()
         if any(pending):
-            self._write(pending, lambda txn, counters: None)
+            self._write(pending, lambda txn, counters, dropped: None)
 
     def prune(self, target_bytes: int | None = None) -> int:
-        """Evict unpinned chunks, oldest use first, down to target_bytes (default: the
-        low-water mark). Returns the bytes freed."""
+        """Evict cold segments, oldest use first, down to target_bytes (default: the
+        low-water mark); this cache's own segment is closed first so that it may go
+        too. Returns the bytes freed."""
         target = int(self.max_bytes * self.low_water) if target_bytes is None else target_bytes
         self._live()  # a closed cache raises before its pending uses are taken
-        return self._write(self._take_pending(), lambda txn, c: self._evict(txn, c, target))
+        self._writer.close()
+        return self._write(
+            self._take_pending(), lambda txn, c, dropped: self._evict(txn, c, target, dropped)
+        )
 
     def clear(self) -> None:
-        """Remove every entry and chunk file. Pin sets stay, and so do the lifetime
-        counters (hits, misses, evictions, bytes inserted)."""
+        """Remove every entry and every segment no live writer holds (their entries
+        go too). Pin sets stay, and so do the lifetime counters (hits, misses,
+        evictions, bytes inserted)."""
         dbs = self._live().dbs
         _, hits, misses = self._take_pending()
+        self._writer.close()
 
-        def fn(txn: lmdb.Transaction[bytes], counters: ix.Counters) -> None:
-            for path in self._files.chunk_files():
-                unlink(path)
-            txn.drop(dbs.entries, delete=False)
-            txn.drop(dbs.lru, delete=False)
-            for name in ("bytes", "entries", "pinned_entries", "pinned_bytes"):
+        def fn(txn: lmdb.Transaction[bytes], counters: ix.Counters, dropped: list[int]) -> None:
+            for db in (dbs.entries, dbs.segments, dbs.seglru, dbs.segchunks):
+                txn.drop(db, delete=False)
+            for name in ("bytes", "entries", "pinned_entries", "pinned_bytes", "segments"):
                 counters.set(name, 0)
+            counters.add("segments_dropped", 1)
+            segs, _ = self._files.segment_files()
+            dropped.extend(s for s in segs if not self._files.in_use(s))
 
         self._write(({}, hits, misses), fn)
 
-    def verify(
-        self,
-        repair: bool = True,
-        *,
-        orphan_grace: float = ORPHAN_GRACE_S,
-        temp_grace: float = TEMP_GRACE_S,
-    ) -> VerifyReport:
-        """Re-hash every chunk file against the index; with `repair`, drop bad or
-        missing entries, delete orphan files older than `orphan_grace` seconds and
-        temp files older than `temp_grace`, and fix the LRU index and totals."""
+    def verify(self, repair: bool = True, *, orphan_grace: float = ORPHAN_GRACE_S) -> VerifyReport:
+        """Re-hash every chunk against the index; with `repair`, drop bad or missing
+        entries, delete orphan segments and stray files older than `orphan_grace`
+        seconds, and fix the segment records, the LRU index and the totals."""
         env = self._live()
         self.flush()
-        return check.verify(env, self._files, repair, orphan_grace, temp_grace)
+        return check.verify(env, self._files, repair, orphan_grace)
 
     def close(self) -> None:
-        """Flush pending touches and release the index. Idempotent."""
+        """Flush pending touches, close this cache's segment and release the index.
+        Idempotent."""
         if self._env is None:
             return
         try:
             if self._env.pid == os.getpid():
                 self.flush()
+                self._writer.close()
+                self._files.close()
         finally:
             env, self._env = self._env, None
             if env.pid == os.getpid():
@@ -400,33 +466,64 @@ class ChunkCache:
             self._last_flush = time.monotonic()
         return out
 
-    def _write(
-        self,
-        pending: tuple[dict[bytes, int], int, int],
-        step: Callable[[lmdb.Transaction[bytes], ix.Counters], _T],
-    ) -> _T:
-        """step(txn, counters) in one write transaction that first records `pending`
-        (from _take_pending()) and last saves the counters."""
+    def _write(self, pending: tuple[dict[bytes, int], int, int], step: _Step[_T]) -> _T:
+        """step(txn, counters, dropped) in one write transaction that first records
+        `pending` (from _take_pending()) and last saves the counters; then unlink the
+        segments the step dropped, once the transaction has committed."""
         env = self._live()
         dbs = env.dbs
+        dropped: list[int] = []
 
         def fn(txn: lmdb.Transaction[bytes]) -> _T:
+            dropped.clear()  # a retried transaction starts over
             counters = ix.Counters(txn, dbs.counters)
             ix.apply_pending(txn, dbs, counters, *pending)
-            out = step(txn, counters)
+            out = step(txn, counters, dropped)
             counters.save()
+            drops[0] = counters["segments_dropped"]
             return out
 
-        return env.run(fn, write=True)
+        drops = [self._drops_seen]
+        out = env.run(fn, write=True)
+        self._note_drops(drops[0])
+        for seg in dropped:
+            self._files.unlink(seg)
+        if dropped and time.monotonic() - self._last_sweep >= ORPHAN_GRACE_S:
+            self._last_sweep = time.monotonic()
+            check.remove_orphans(env, self._files, ORPHAN_GRACE_S)
+        return out
 
-    def _evict_over_cap(self, txn: lmdb.Transaction[bytes], counters: ix.Counters) -> None:
+    def _note_drops(self, drops: int) -> None:
+        """Close the read fds of segments dropped since the last look (`drops` is the
+        index's count of dropped segments), so their disk space is freed."""
+        if drops != self._drops_seen:
+            self._drops_seen = drops
+            self._files.forget_unlinked()
+
+    def _evict_over_cap(
+        self,
+        txn: lmdb.Transaction[bytes],
+        counters: ix.Counters,
+        dropped: list[int],
+        only_unused: bool = False,
+    ) -> None:
         if counters["bytes"] > self.max_bytes:
-            self._evict(txn, counters, int(self.max_bytes * self.low_water))
+            target = int(self.max_bytes * self.low_water)
+            self._evict(txn, counters, target, dropped, only_unused)
 
-    def _evict(self, txn: lmdb.Transaction[bytes], counters: ix.Counters, target: int) -> int:
+    def _evict(
+        self,
+        txn: lmdb.Transaction[bytes],
+        counters: ix.Counters,
+        target: int,
+        dropped: list[int],
+        only_unused: bool = False,
+    ) -> int:
         """ix.evict(), and one warning per cache when pins keep it over the target."""
-        freed = ix.evict(txn, self._live().dbs, counters, self._files, target)
-        if counters["bytes"] > target and not self._warned_pinned:
+        freed = evict.evict(
+            txn, self._live().dbs, counters, self._files, self._writer, target, dropped, only_unused
+        )
+        if counters["bytes"] > target and counters["pinned_bytes"] and not self._warned_pinned:
             self._warned_pinned = True
             log.warning(
                 "chunk cache %s: %d bytes remain over the %d-byte target because %d bytes "

@@ -6,10 +6,13 @@ need too) is shared by every mount daemon and command of the machine. This modul
 names what lives inside it, and says who writes each part::
 
     <root>/index/                 the chunk cache's LMDB index          vfs.cache.chunks
-                                  (data.mdb, lock.mdb; schema in vfs.cache.index)
-    <root>/data/tmp/              chunk files being written:            vfs.cache.files
-                                  <64 hex>.<pid>.<random>.tmp
-    <root>/data/<2 hex>/<64 hex>  one file per chunk, named by its BLAKE3 id
+                                  (data.mdb, lock.mdb; schema and layout
+                                  version in vfs.cache.index)
+    <root>/segments/<16 hex>.seg  append-only segment files of chunks,  vfs.cache.files
+                                  each written by one ChunkCache, named
+                                  by a random 64-bit id never reused
+    <root>/data/                  layout 1 (one file per chunk): removed
+                                  when a cache of that layout is opened
     <root>/statcache/             the stat cache's LMDB environment     vfs.cache.statcache
     <root>/packindex/<64 hex>     pack indexes fetched from stores,     vfs.ops.commit
                                   by pack id
@@ -29,37 +32,32 @@ from __future__ import annotations
 import os
 
 __all__ = [
-    "CHUNK_NAME_LEN",
-    "chunk_path",
-    "data_dir",
     "index_dir",
-    "is_chunk_folder",
+    "legacy_data_dir",
     "logs_dir",
     "packindex_dir",
-    "parse_chunk_path",
+    "parse_segment_name",
+    "segment_name",
+    "segments_dir",
     "spool_dir",
     "statcache_dir",
-    "temp_dir",
-    "temp_name",
 ]
 
-# A chunk file's name: the 32-byte chunk id in lower-case hex.
-CHUNK_NAME_LEN = 64
-_TEMP = "tmp"
+_SEGMENT_SUFFIX = ".seg"
+_SEGMENT_HEX = 16
 
 
 def index_dir(root: str) -> str:
     return os.path.join(root, "index")
 
 
-def data_dir(root: str) -> str:
+def segments_dir(root: str) -> str:
+    return os.path.join(root, "segments")
+
+
+def legacy_data_dir(root: str) -> str:
+    """Where layout 1 kept one file per chunk; cleared when such a cache is opened."""
     return os.path.join(root, "data")
-
-
-def temp_dir(data: str) -> str:
-    """The temp folder inside `data` (a data_dir()): on the same file system as the
-    chunk files, so a rename publishes a finished file atomically."""
-    return os.path.join(data, _TEMP)
 
 
 def statcache_dir(root: str) -> str:
@@ -78,30 +76,18 @@ def logs_dir(root: str) -> str:
     return os.path.join(root, "logs")
 
 
-def chunk_path(data: str, chunk_id: bytes) -> str:
-    """Where the chunk `chunk_id` lives under `data` (a data_dir())."""
-    h = chunk_id.hex()
-    return os.path.join(data, h[:2], h)
+def segment_name(seg: int) -> str:
+    """The file name (no folder) of the segment numbered `seg` (a u64)."""
+    return f"{seg:0{_SEGMENT_HEX}x}{_SEGMENT_SUFFIX}"
 
 
-def temp_name(final_path: str) -> str:
-    """A fresh temp file name (no folder) for a file to be renamed to `final_path`.
-    The pid tells verify() whose it was; the random part keeps threads apart."""
-    return f"{os.path.basename(final_path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-
-
-def is_chunk_folder(name: str) -> bool:
-    """Whether a folder of data_dir() may hold chunk files (every one but the temp folder)."""
-    return name != _TEMP
-
-
-def parse_chunk_path(path: str) -> bytes | None:
-    """The chunk id a chunk file's path names, or None if it names none."""
-    name = os.path.basename(path)
-    if len(name) != CHUNK_NAME_LEN or os.path.basename(os.path.dirname(path)) != name[:2]:
+def parse_segment_name(name: str) -> int | None:
+    """The segment number a file name of segments_dir() names, or None if none."""
+    stem, suffix = name[: -len(_SEGMENT_SUFFIX)], name[-len(_SEGMENT_SUFFIX) :]
+    if suffix != _SEGMENT_SUFFIX or len(stem) != _SEGMENT_HEX:
         return None
     try:
-        chunk_id = bytes.fromhex(name)
+        seg = int(stem, 16)
     except ValueError:
         return None
-    return chunk_id if chunk_id.hex() == name else None
+    return seg if segment_name(seg) == name else None

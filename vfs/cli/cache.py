@@ -178,7 +178,7 @@ def add_cache(p: argparse.ArgumentParser) -> None:
         "verify",
         help="check every cached chunk against its checksum, repair the index",
         description="Re-hash every cached chunk, drop bad or missing ones, remove orphan "
-        "and stale temporary files, and fix the index totals.",
+        "segment files, and fix the segment records and index totals.",
     )
     c.add_argument("--no-repair", action="store_true", help="only report")
     add_common(c, json_output=True)
@@ -197,13 +197,18 @@ def cmd_cache_stats(args: argparse.Namespace) -> int:
         print_json(doc)
         return 0
     print(f"cache     {s.root}")
-    print(f"size      {human(s.bytes)} of {human(s.max_bytes)} in {s.entries} chunks")
+    print(
+        f"size      {human(s.bytes)} of {human(s.max_bytes)} in {s.entries} chunks, "
+        f"{s.segments} segment files"
+    )
     print(f"pinned    {human(s.pinned_bytes)} in {s.pinned_entries} chunks")
     rate = f"{100 * s.hits / looked:.1f}%" if looked else "-"
     print(f"hits      {s.hits} of {looked} lookups ({rate})")
     print(f"fetched   {human(s.bytes_inserted)} inserted in total; {s.evictions} evictions")
     if s.corrupt_evicted:
         print(f"healed    {s.corrupt_evicted} corrupt entries evicted")
+    if s.compacted:
+        print(f"compacted {s.compacted} pinned chunks copied out of evicted segments")
     for name, n in pins.items():
         print(f"pin       {name} ({n} chunks)")
     return 0
@@ -259,8 +264,9 @@ def cmd_cache_verify(args: argparse.Namespace) -> int:
         print_json({**asdict(rep), "clean": rep.clean})
     else:
         print(
-            f"checked {rep.checked} chunks: {rep.bad} bad, {rep.missing_files} missing, "
-            f"{rep.orphan_files} orphan files, {rep.index_errors} index errors; "
+            f"checked {rep.checked} chunks in {rep.segments} segments: {rep.bad} bad, "
+            f"{rep.missing_files} missing, {rep.orphan_files} orphan files, "
+            f"{rep.index_errors} index errors; "
             f"{rep.repaired} repaired",
             file=sys.stderr,
         )
