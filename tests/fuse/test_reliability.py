@@ -556,10 +556,10 @@ class _StuckCache(ChunkCache):
         self.go = threading.Event()
         self.batches: list[int] = []
 
-    def put_many(self, items: dict[bytes, bytes]) -> None:
+    def put_many(self, items: dict[bytes, bytes], *, speculative: bool = False) -> None:
         self.batches.append(len(items))
         assert self.go.wait(10), "the test never released the cache writer"
-        super().put_many(items)
+        super().put_many(items, speculative=speculative)
 
 
 def test_cache_writes_never_hold_up_reads_are_batched_and_finish_on_shutdown(
