@@ -474,7 +474,12 @@ class Loader:
                 need = sum(e.stored_length for e in picked)
             if not picked:
                 continue
-            if need + sum(w.loc.stored_length for w in items) > self.budget.free:
+            if (
+                need + sum(w.loc.stored_length for w in items) > self.budget.free
+                or self._unwritten_bytes + self.budget.used + need > self.config.write_behind_bytes
+            ):
+                # No room in flight, or none in the cache writer's queue for what is
+                # in flight and this window: it would be fetched only to be dropped.
                 self.stats.window_skipped += 1
                 continue
             for e in picked:
