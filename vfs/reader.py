@@ -121,7 +121,11 @@ class ChunkSource:
             if w.ref.id in out:
                 continue
             lo = w.loc.offset - span.start
-            stored = view[lo : lo + w.loc.stored_length]
+            # A chunk that is the whole answer (a readahead part of one chunk, a big
+            # chunk) is decoded from the GET's own buffer: a raw one is then not
+            # copied at all.
+            whole = lo == 0 and w.loc.stored_length == len(data)
+            stored = data if whole else view[lo : lo + w.loc.stored_length]
             try:
                 raw = fmt.decode_chunk(
                     stored, w.loc.codec, w.ref.length, w.ref.id, f"pack {span.pack.hex()[:16]}"

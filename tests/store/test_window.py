@@ -148,9 +148,10 @@ def test_a_shuffled_epoch_costs_far_fewer_gets_than_files(small: SmallWorld) -> 
     run_core(small.store, "small@v1", body, cache=small.cache, fetch=FETCH)
 
 
-def test_chunks_of_a_window_wait_for_no_cache_and_answer_later_reads(small: SmallWorld) -> None:
-    """Chunks fetched alongside go to the cache as speculative and are served from
-    there (or from the writer's queue) without another GET."""
+def test_files_read_in_path_order_come_in_few_windows_and_are_cached(small: SmallWorld) -> None:
+    """One reader through a directory in path order (a `cp -r`): windows open, the
+    files come in a fraction of one GET each, and what came alongside is served from
+    the cache (or the writer's queue) and ends up in the cache."""
     paths = sorted(small.files)[:400]  # the head of the first pack, in order
 
     async def body(core: FsCore) -> None:

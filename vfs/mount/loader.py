@@ -26,6 +26,17 @@ Design of the read path (like mountpoint-s3's prefetcher, smaller)
    gathered in one ChunkCache.put_many, so a cache write never delays a reader and
    many small spans share one index transaction. Queued chunks also answer reads.
 
+Pack windows (`_widen`, the policy in vfs/mount/windows.py): a demand miss in a pack
+that readers sweep fetches an aligned window of the pack around the missing chunks,
+snapped to chunk boundaries by the pack's index (Store.load_pack_index: loaded in the
+background after the pack's second miss, then kept in memory and in packindex/). The
+window's other chunks get flights in the same critical section that found them
+neither held, in flight nor cached, so no chunk is fetched by two windows and a
+reader asking for one meanwhile waits for it. They are verified like the rest (one
+failing is left out, not an error: its place came from a pack index, not from the
+version), resolve their flights without entering the memory LRU, and go to the cache
+writer as speculative (ChunkCache.put_many(speculative=True)) if its queue has room.
+
 Flights run as tasks of the mount's nursery, not of the reader: a reader that gives
 up (timeout, interrupt) never cancels a fetch that others share, and a flight always
 ends resolved, with bytes or with an error message.
@@ -44,7 +55,10 @@ the window ahead of a reader in the background in parts of `part_bytes`.
 
 Budget: stored bytes of remote GETs in flight, over all files, never exceed
 `budget_bytes`. A demand read waits for room; readahead never waits: it skips, and
-the next read tries again.
+the next read tries again. A window is taken only if the budget has room for it
+beside its missing chunks now, and the cache writer's queue room for it; each GET
+then takes its whole span at once, so no task holds budget while it waits for more.
+Budget is released when a GET is done, before its chunks queue for the cache writer.
 
 Failures: a GET that fails or stalls past `attempt_timeout` is retried with
 exponential backoff until `read_timeout` has passed since the flight started; then
@@ -405,9 +419,16 @@ class Loader:
                 widen = demand and self.cache is not None
                 speculative = self._widen(missing, mine) if widen else {}
                 wanted = [*missing, *speculative.values()]
+                later: list[dict[bytes, bytes]] = []
                 async with trio.open_nursery() as nursery:
                     for span in plan_ranges(wanted, max_range=self.config.part_bytes):
-                        nursery.start_soon(self._fetch_span, span, mine, demand, speculative)
+                        nursery.start_soon(self._fetch_span, span, mine, demand, speculative, later)
+                # The GETs are done: their budget is free before the chunks queue for
+                # the cache writer, so a slow disk never holds up the next GETs.
+                self.budget.release(reserved)
+                reserved = 0
+                for got in later:
+                    await self._cache_later(got)
         except Exception:
             log.exception("fetching %d chunks failed unexpectedly", len(mine))
         finally:
@@ -522,7 +543,11 @@ class Loader:
         mine: dict[bytes, _Flight],
         wait_for_budget: bool,
         speculative: dict[bytes, Wanted],
+        later: list[dict[bytes, bytes]],
     ) -> None:
+        """One GET of `span`: its flights resolved, the chunks asked for added to
+        `later` (for the cache writer, queued by the caller once all its GETs are
+        done), those of a window queued at once if there is room."""
         held = await self.budget.acquire(span.end - span.start) if wait_for_budget else 0
         try:
             got = await self._fetch_with_retries(span, speculative)
@@ -555,7 +580,7 @@ class Loader:
             if beside:
                 self._cache_beside(beside)
             if asked:
-                await self._cache_later(asked)
+                later.append(asked)
 
     # -- tree pages and other metadata ---------------------------------------------
 
