@@ -472,7 +472,9 @@ class Loader:
             for e in entries[bisect_left(entries, start, key=lambda e: e.offset) :]:
                 if e.offset >= stop:
                     break
-                if e.id not in out and not self._coming(e.id):
+                # An entry larger than the window is no small file's chunk (or a
+                # forged index): never let it turn a window into a huge GET.
+                if e.stored_length <= size and e.id not in out and not self._coming(e.id):
                     picked.append(e)
             if picked and self.cache is not None:
                 try:

@@ -45,7 +45,7 @@ INDEX_AFTER_MISSES = 2
 MAX_PACKS = 4096
 # Outstanding speculative bytes allowed per byte of speculation that was read.
 CREDIT_FACTOR = 16
-MAX_SPECULATIVE = 256 * 1024
+MAX_SPECULATIVE = 64 * 1024  # ~150 bytes each: at most ~10 MB
 
 
 class _Pack:
