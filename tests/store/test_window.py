@@ -23,7 +23,7 @@ import trio
 
 from tests.support.core import run_core, walk_path
 from vfs import format as fmt
-from vfs.backends.faults import FaultControl, FaultyBackend, Tally
+from vfs.backends.faults import Fault, FaultControl, FaultyBackend, Tally
 from vfs.cache import ChunkCache
 from vfs.cache.layout import packindex_dir
 from vfs.mount.core import FsCore
@@ -63,7 +63,8 @@ class SmallWorld:
             else:
                 os.environ["VFS_PACK_TARGET"] = old
         self.real = real
-        faulty = FaultyBackend(real.backend, FaultControl(tmp / "ctl"))
+        self.faults = FaultControl(tmp / "ctl")
+        faulty = FaultyBackend(real.backend, self.faults)
         self.wired: Tally = faulty.tally
         self.store = Store(faulty)
         self.cache = ChunkCache(tmp / "cache", 1 << 30)
@@ -191,6 +192,27 @@ def test_a_damaged_kept_pack_index_costs_bytes_never_wrong_data(small: SmallWorl
         assert core.fetcher.stats.pack_indexes > 0
 
     run_core(small.store, "small@v1", body, cache=small.cache, fetch=FETCH)
+
+
+def test_windows_stay_within_the_in_flight_budget(small: SmallWorld) -> None:
+    """Windows take budget like demand GETs and are skipped when there is no room:
+    bytes of ranged GETs in flight never pass the budget, with GETs slowed so that
+    many are in flight at once."""
+    small.faults.set(Fault("latency", ops=("get_range",), seconds=0.02), record=False)
+    budget = 512 * KiB
+    cfg = FetchConfig(window_min=128 * KiB, window_max=1 * MiB, budget_bytes=budget)
+    paths = sorted(small.files)[:800]
+    random.Random(5).shuffle(paths)
+
+    async def body(core: FsCore) -> None:
+        got = await _read_files(core, paths)
+        assert got == {p: small.files[p] for p in paths}
+        st = core.fetcher.stats
+        assert st.window_chunks > 0 and st.window_skipped > 0
+        assert small.wired.max_in_flight <= budget
+        assert core.fetcher.budget.used == 0
+
+    run_core(small.store, "small@v1", body, cache=small.cache, fetch=cfg)
 
 
 # --- the policy alone --------------------------------------------------------------------

@@ -447,7 +447,7 @@ class Loader:
         what this mount holds or has in flight and what the cache has. No await in
         here: the flights are made in the same critical section that saw them absent,
         so no two windows ever fetch one chunk. A window is taken only if the in-flight
-        budget has room for it now, beside the missing chunks; its GETs then take
+        budget has room now for its whole extent with the missing chunks; its GETs then take
         their budget as demand GETs do (each span its whole size at once, so no task
         holds budget while it waits for more)."""
         by_pack: dict[bytes, list[Wanted]] = {}
@@ -497,8 +497,12 @@ class Loader:
                 need = sum(e.stored_length for e in picked)
             if not picked:
                 continue
+            # The GETs' extent (gaps between chunks included) is what will be in flight.
+            extent = max(max(e.offset + e.stored_length for e in picked), hi) - min(
+                picked[0].offset, lo
+            )
             if (
-                need + sum(w.loc.stored_length for w in items) > self.budget.free
+                extent > self.budget.free
                 or self._unwritten_bytes + self.budget.used + need > self.config.write_behind_bytes
             ):
                 # No room in flight, or none in the cache writer's queue for what is
