@@ -642,7 +642,9 @@ def pack_trailer(index_canonical: bytes) -> bytes:
     return index_canonical + _U32.pack(len(index_canonical)) + PACK_TRAILER
 
 
-def decode_chunk(stored: bytes, codec: int, raw_length: int, expected: bytes, what: str) -> bytes:
+def decode_chunk(
+    stored: bytes | memoryview, codec: int, raw_length: int, expected: bytes, what: str
+) -> bytes:
     """Stored chunk bytes to raw bytes, verified against the chunk's address."""
     if codec == CODEC_ZSTD:
         raw = decompress_bounded(stored, raw_length, f"{what}: chunk {expected.hex()[:16]}")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import logging
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import accumulate
@@ -105,20 +105,36 @@ class ChunkSource:
         self.bytes_fetched = 0
         self.requests = 0
 
-    def fetch_span(self, span: Span, cache: bool = True) -> dict[bytes, bytes]:
-        """One ranged GET; every chunk in it verified, cached and returned."""
+    def fetch_span(
+        self, span: Span, cache: bool = True, optional: Container[bytes] = ()
+    ) -> dict[bytes, bytes]:
+        """One ranged GET; every chunk in it verified, cached and returned. A chunk
+        of `optional` (fetched beside the wanted ones: a pack window) that fails
+        verification is left out instead of failing the span: its place came from
+        a pack index, not from the version's own locations."""
         data = self.store.read_pack_range(span.pack, span.start, span.end - span.start)
         self.requests += 1
         self.bytes_fetched += len(data)
+        view = memoryview(data)
         out: dict[bytes, bytes] = {}
         for w in span.items:
             if w.ref.id in out:
                 continue
             lo = w.loc.offset - span.start
-            stored = data[lo : lo + w.loc.stored_length]
-            raw = fmt.decode_chunk(
-                stored, w.loc.codec, w.ref.length, w.ref.id, f"pack {span.pack.hex()[:16]}"
-            )
+            # A chunk that is the whole answer (a readahead part of one chunk, a big
+            # chunk) is decoded from the GET's own buffer: a raw one is then not
+            # copied at all.
+            whole = lo == 0 and w.loc.stored_length == len(data)
+            stored = data if whole else view[lo : lo + w.loc.stored_length]
+            try:
+                raw = fmt.decode_chunk(
+                    stored, w.loc.codec, w.ref.length, w.ref.id, f"pack {span.pack.hex()[:16]}"
+                )
+            except CorruptObject as e:
+                if w.ref.id not in optional:
+                    raise
+                log.debug("left out a chunk fetched beside the wanted ones: %s", e)
+                continue
             out[w.ref.id] = raw
         if cache and self.cache is not None:
             self.cache.put_many(out)

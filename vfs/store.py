@@ -22,8 +22,10 @@ reached (vfs/backends/metadata.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -90,6 +92,9 @@ class LRU:
 # count of chunks, about 200 bytes each once decoded.
 PAGE_CACHE_BYTES = 8 << 20
 LOCS_CACHE_CHUNKS = 64 * 1024
+# Pack indexes a mount keeps decoded, weighed by entry (about 100 bytes each): a
+# 32 MiB pack of 50 KB files has ~650, so this holds some hundred packs' in ~6 MB.
+PACK_INDEX_CACHE_ENTRIES = 64 * 1024
 
 
 def _page_bytes(page: object) -> int:
@@ -102,6 +107,11 @@ def _locs_count(locs: object) -> int:
     return len(locs) + 1
 
 
+def _entries_count(entries: object) -> int:
+    assert isinstance(entries, list)
+    return len(entries) + 1
+
+
 class Store:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -109,6 +119,7 @@ class Store:
         self._pages = LRU(PAGE_CACHE_BYTES, _page_bytes)
         self._locs = LRU(LOCS_CACHE_CHUNKS, _locs_count)
         self._commits = LRU(1024)
+        self._pack_indexes = LRU(PACK_INDEX_CACHE_ENTRIES, _entries_count)
         self.meta = metadata_stack(backend)
 
     def use_cache(self, cache: BlobCache) -> None:
@@ -258,6 +269,51 @@ class Store:
         return fmt.decode_pack_index(
             fmt.unseal(self.backend.get(self.index_key(pack_id)), what), what
         )
+
+    def cached_pack_index(self, pack_id: bytes) -> list[fmt.PackEntry] | None:
+        """A pack's index, in offset order, if this store holds it in memory: no I/O."""
+        entries = self._pack_indexes.get(pack_id)
+        assert entries is None or isinstance(entries, list)
+        return entries
+
+    def load_pack_index(self, pack_id: bytes, local_dir: str | None = None) -> list[fmt.PackEntry]:
+        """A pack's index, in offset order: from memory, else from `local_dir` (the
+        cache's packindex/, shared with `vfs commit`), else from the store, then kept
+        in both. A pack index is fixed by its pack's id, so a kept copy never goes
+        stale; a damaged one is fetched again."""
+        entries = self.cached_pack_index(pack_id)
+        if entries is not None:
+            return entries
+        path = os.path.join(local_dir, pack_id.hex()) if local_dir else None
+        got: list[fmt.PackEntry] | None = None
+        if path is not None:
+            try:
+                with open(path, "rb") as f:
+                    got = fmt.decode_pack_index(
+                        f.read(), f"cached index of pack {pack_id.hex()[:16]}"
+                    )
+            except (OSError, CorruptObject):
+                got = None
+        if got is None:
+            got = self.get_pack_index(pack_id)
+            if path is not None:
+                self._keep_pack_index(path, got)
+        got.sort(key=lambda e: e.offset)
+        self._pack_indexes.put(pack_id, got)
+        return got
+
+    @staticmethod
+    def _keep_pack_index(path: str, entries: list[fmt.PackEntry]) -> None:
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(fmt.encode_pack_index(entries))
+            os.replace(tmp, path)
+        except OSError as e:  # a copy on disk only saves a GET next time
+            log.debug("cannot keep pack index %s: %s", path, e)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     def read_pack_range(self, pack_id: bytes, offset: int, length: int) -> bytes:
         data = self.backend.get_range(self.pack_key(pack_id), offset, length)

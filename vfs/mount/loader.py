@@ -26,6 +26,17 @@ Design of the read path (like mountpoint-s3's prefetcher, smaller)
    gathered in one ChunkCache.put_many, so a cache write never delays a reader and
    many small spans share one index transaction. Queued chunks also answer reads.
 
+Pack windows (`_widen`, the policy in vfs/mount/windows.py): a demand miss in a pack
+that readers sweep fetches an aligned window of the pack around the missing chunks,
+snapped to chunk boundaries by the pack's index (Store.load_pack_index: loaded in the
+background after the pack's second miss, then kept in memory and in packindex/). The
+window's other chunks get flights in the same critical section that found them
+neither held, in flight nor cached, so no chunk is fetched by two windows and a
+reader asking for one meanwhile waits for it. They are verified like the rest (one
+failing is left out, not an error: its place came from a pack index, not from the
+version), resolve their flights without entering the memory LRU, and go to the cache
+writer as speculative (ChunkCache.put_many(speculative=True)) if its queue has room.
+
 Flights run as tasks of the mount's nursery, not of the reader: a reader that gives
 up (timeout, interrupt) never cancels a fetch that others share, and a flight always
 ends resolved, with bytes or with an error message.
@@ -44,7 +55,10 @@ the window ahead of a reader in the background in parts of `part_bytes`.
 
 Budget: stored bytes of remote GETs in flight, over all files, never exceed
 `budget_bytes`. A demand read waits for room; readahead never waits: it skips, and
-the next read tries again.
+the next read tries again. A window is taken only if the budget has room for it
+beside its missing chunks now, and the cache writer's queue room for it; each GET
+then takes its whole span at once, so no task holds budget while it waits for more.
+Budget is released when a GET is done, before its chunks queue for the cache writer.
 
 Failures: a GET that fails or stalls past `attempt_timeout` is retried with
 exponential backoff until `read_timeout` has passed since the flight started; then
@@ -73,6 +87,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -82,7 +97,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from vfs import format as fmt
+from vfs.cache.layout import packindex_dir
 from vfs.errors import BackendError, CorruptObject, NotFound
+from vfs.mount.windows import PackWindows
 from vfs.reader import ChunkSource, Wanted, plan_ranges
 
 if TYPE_CHECKING:
@@ -128,6 +145,9 @@ class FetchConfig:
     write_behind_bytes: int = 64 * MiB
     readahead_min: int = 1 * MiB
     readahead_max: int = 64 * MiB
+    # Pack windows of cold misses (vfs/mount/windows.py): first and largest size.
+    window_min: int = 1 * MiB
+    window_max: int = 8 * MiB
 
 
 @dataclass
@@ -145,6 +165,11 @@ class FetchStats:
     readahead_chunks: int = 0
     readahead_skipped: int = 0
     cache_writes: int = 0  # write transactions of the cache writer (each a batch)
+    window_chunks: int = 0  # chunks fetched beside missing ones (pack windows)
+    window_bytes: int = 0  # their stored bytes
+    window_skipped: int = 0  # windows not fetched for want of in-flight budget
+    pack_indexes: int = 0  # pack indexes loaded (from packindex/ or the store)
+    chunks_fetched: int = 0  # chunks that came verified from the store, each time
 
 
 class _Flight:
@@ -224,7 +249,13 @@ class Loader:
         self._mem_used = 0
         self._flights: dict[bytes, _Flight] = {}
         self._unwritten: dict[bytes, bytes] = {}
+        self._unwritten_speculative: set[bytes] = set()  # of _unwritten: from windows
         self._unwritten_bytes = 0
+        # The chunk batch being written: still answers reads, and is no reason to
+        # fetch, until the cache's index has it.
+        self._in_write: dict[bytes, bytes] = {}
+        self.windows = PackWindows(self.config.window_min, self.config.window_max)
+        self._indexes_loading: set[bytes] = set()
         self._writing = False
         self._write_room: list[trio.Event] = []
         self._pages_loading: dict[bytes, trio.Event] = {}  # page id -> set when its read ends
@@ -245,6 +276,7 @@ class Loader:
             cid = w.ref.id
             if cid in out or cid in new:
                 continue
+            self.windows.asked(cid)
             data = self._held(cid)
             if data is not None:
                 self.stats.mem_hits += 1
@@ -342,17 +374,24 @@ class Loader:
         if data is not None:
             self._mem.move_to_end(cid)
             return data
-        return self._unwritten.get(cid)
+        data = self._unwritten.get(cid)
+        return self._in_write.get(cid) if data is None else data
 
     def _coming(self, cid: bytes) -> bool:
         """Whether a chunk is held or in flight: nothing to start for it."""
-        return cid in self._mem or cid in self._unwritten or cid in self._flights
+        return (
+            cid in self._mem
+            or cid in self._unwritten
+            or cid in self._flights
+            or cid in self._in_write
+        )
 
     # -- flights -------------------------------------------------------------------
 
     async def _run(self, items: list[Wanted], mine: dict[bytes, _Flight], reserved: int) -> None:
         """Resolve `mine`, the flights of `items`: from the cache, else from the
         store. `reserved` is budget the caller (readahead) already holds for them."""
+        demand = reserved == 0
         try:
             hits: dict[bytes, bytes] = {}
             if self.cache is not None:
@@ -376,9 +415,20 @@ class Loader:
             missing = [w for w in items if w.ref.id not in hits]
             self.stats.cache_misses += len(missing)
             if missing:
+                # A demand miss may bring a window of its pack; readahead is wide already.
+                widen = demand and self.cache is not None
+                speculative = self._widen(missing, mine) if widen else {}
+                wanted = [*missing, *speculative.values()]
+                later: list[dict[bytes, bytes]] = []
                 async with trio.open_nursery() as nursery:
-                    for span in plan_ranges(missing, max_range=self.config.part_bytes):
-                        nursery.start_soon(self._fetch_span, span, mine, reserved == 0)
+                    for span in plan_ranges(wanted, max_range=self.config.part_bytes):
+                        nursery.start_soon(self._fetch_span, span, mine, demand, speculative, later)
+                # The GETs are done: their budget is free before the chunks queue for
+                # the cache writer, so a slow disk never holds up the next GETs.
+                self.budget.release(reserved)
+                reserved = 0
+                for got in later:
+                    await self._cache_later(got)
         except Exception:
             log.exception("fetching %d chunks failed unexpectedly", len(mine))
         finally:
@@ -388,12 +438,125 @@ class Loader:
             if reserved:
                 self.budget.release(reserved)
 
+    def _widen(self, missing: list[Wanted], mine: dict[bytes, _Flight]) -> dict[bytes, Wanted]:
+        """Chunks to fetch beside `missing` (pack windows, vfs/mount/windows.py), each
+        given a flight in `mine` and the tables; by chunk id.
+
+        Per pack with an index in memory and a window size: the aligned window of the
+        pack around the missing chunks, snapped to the chunks that start in it, less
+        what this mount holds or has in flight and what the cache has. No await in
+        here: the flights are made in the same critical section that saw them absent,
+        so no two windows ever fetch one chunk. A window is taken only if the in-flight
+        budget has room now for its whole extent with the missing chunks; its GETs then take
+        their budget as demand GETs do (each span its whole size at once, so no task
+        holds budget while it waits for more)."""
+        by_pack: dict[bytes, list[Wanted]] = {}
+        for w in missing:
+            by_pack.setdefault(w.loc.pack, []).append(w)
+        out: dict[bytes, Wanted] = {}
+        for pack, items in by_pack.items():
+            if not self.windows.missed(pack, len(items), sum(w.loc.stored_length for w in items)):
+                continue
+            entries = self.store.cached_pack_index(pack)
+            if entries is None:
+                self._load_index_soon(pack)
+                continue
+            size = self.windows.size(pack, len(entries))
+            if not size:
+                continue
+            lo = min(w.loc.offset for w in items)
+            hi = max(w.loc.offset + w.loc.stored_length for w in items)
+            start = lo // size * size
+            stop = max(-(-hi // size) * size, start + size)
+            picked: list[fmt.PackEntry] = []
+            for e in entries[bisect_left(entries, start, key=lambda e: e.offset) :]:
+                if e.offset >= stop:
+                    break
+                # An entry larger than the window is no small file's chunk (or a
+                # forged index): never let it turn a window into a huge GET.
+                if e.stored_length <= size and e.id not in out and not self._coming(e.id):
+                    picked.append(e)
+            if picked and self.cache is not None:
+                try:
+                    cached = self.cache.contains_many([e.id for e in picked])
+                except Exception as err:  # then fetch them: a cache fault costs bytes only
+                    log.debug("chunk cache lookup for a window failed: %s", err)
+                    cached = set()
+                picked = [e for e in picked if e.id not in cached]
+            need = sum(e.stored_length for e in picked)
+            allowed = self.windows.allowance()
+            if need > allowed:  # the chunks nearest the missing ones, then
+                picked.sort(key=lambda e: abs(e.offset - lo))
+                n = 0
+                for k, e in enumerate(picked):
+                    n += e.stored_length
+                    if n > allowed:
+                        picked = picked[:k]
+                        break
+                picked.sort(key=lambda e: e.offset)
+                need = sum(e.stored_length for e in picked)
+            if not picked:
+                continue
+            # The GETs' extent (gaps between chunks included) is what will be in flight.
+            extent = max(max(e.offset + e.stored_length for e in picked), hi) - min(
+                picked[0].offset, lo
+            )
+            if (
+                extent > self.budget.free
+                or self._unwritten_bytes + self.budget.used + need > self.config.write_behind_bytes
+            ):
+                # No room in flight, or none in the cache writer's queue for what is
+                # in flight and this window: it would be fetched only to be dropped.
+                self.stats.window_skipped += 1
+                continue
+            for e in picked:
+                w = Wanted(
+                    fmt.ChunkRef(e.id, e.raw_length),
+                    fmt.Location(pack, e.offset, e.stored_length, e.codec),
+                )
+                out[e.id] = w
+                mine[e.id] = self._flights[e.id] = _Flight()
+            self.windows.fetched(pack, ((e.id, e.stored_length) for e in picked))
+            self.stats.window_chunks += len(picked)
+            self.stats.window_bytes += need
+        return out
+
+    def _load_index_soon(self, pack: bytes) -> None:
+        if pack not in self._indexes_loading:
+            self._indexes_loading.add(pack)
+            self._nursery.start_soon(self._load_index, pack)
+
+    async def _load_index(self, pack: bytes) -> None:
+        """Load a pack's index in the background: the miss that asked for it goes on
+        without a window, the next ones in the pack get one."""
+        assert self.cache is not None
+        try:
+            await self.meta(
+                self.store.load_pack_index,
+                pack,
+                packindex_dir(self.cache.root),
+                limiter=self.warm_limiter,
+            )
+            self.stats.pack_indexes += 1
+        except Exception as e:  # windows are an optimisation: reads go on without
+            log.debug("index of pack %s not loaded: %s", pack.hex()[:16], e)
+        finally:
+            self._indexes_loading.discard(pack)
+
     async def _fetch_span(
-        self, span: Span, mine: dict[bytes, _Flight], wait_for_budget: bool
+        self,
+        span: Span,
+        mine: dict[bytes, _Flight],
+        wait_for_budget: bool,
+        speculative: dict[bytes, Wanted],
+        later: list[dict[bytes, bytes]],
     ) -> None:
+        """One GET of `span`: its flights resolved, the chunks asked for added to
+        `later` (for the cache writer, queued by the caller once all its GETs are
+        done), those of a window queued at once if there is room."""
         held = await self.budget.acquire(span.end - span.start) if wait_for_budget else 0
         try:
-            got = await self._fetch_with_retries(span)
+            got = await self._fetch_with_retries(span, speculative)
         except FetchError as e:
             self.stats.failures += 1
             log.warning("%s", e)
@@ -405,10 +568,25 @@ class Loader:
                 self.budget.release(held)
         self.stats.requests += 1
         self.stats.bytes_fetched += span.end - span.start
-        for cid, data in got.items():
-            self._resolve(cid, mine[cid], data)
+        self.stats.chunks_fetched += len(got)
+        asked: dict[bytes, bytes] = {}
+        beside: dict[bytes, bytes] = {}
+        for w in span.items:
+            cid = w.ref.id
+            data = got.get(cid)
+            if data is None:  # a window's chunk that failed verification: left out
+                self._fail(cid, mine[cid], "fetched beside others, it failed verification")
+            elif cid in speculative:
+                self._resolve(cid, mine[cid], data, keep=False)
+                beside[cid] = data
+            else:
+                self._resolve(cid, mine[cid], data)
+                asked[cid] = data
         if self.cache is not None:
-            await self._cache_later(got)
+            if beside:
+                self._cache_beside(beside)
+            if asked:
+                later.append(asked)
 
     # -- tree pages and other metadata ---------------------------------------------
 
@@ -492,6 +670,18 @@ class Loader:
 
     # -- the cache writer ----------------------------------------------------------
 
+    def _cache_beside(self, got: dict[bytes, bytes]) -> None:
+        """Queue chunks of a window for the cache writer as speculative, if there is
+        room: they never wait for it (and are refetched if someone asks later)."""
+        if self._unwritten_bytes >= self.config.write_behind_bytes:
+            return
+        for cid, data in got.items():
+            if cid not in self._unwritten:
+                self._unwritten[cid] = data
+                self._unwritten_speculative.add(cid)
+                self._unwritten_bytes += len(data)
+        self._start_writer()
+
     async def _cache_later(self, got: dict[bytes, bytes]) -> None:
         """Queue verified chunks for the cache writer, once there is room."""
         while self._unwritten_bytes >= self.config.write_behind_bytes:
@@ -524,44 +714,57 @@ class Loader:
                         batch, self._unwritten_pages = self._unwritten_pages, {}
                         self._unwritten_page_bytes = 0
                         what = "tree pages"
+                        speculative = False
                     else:
-                        batch = self._chunk_batch()
+                        batch, speculative = self._chunk_batch()
+                        self._in_write = batch
                         what = "chunks"
                     self.stats.cache_writes += 1
                     try:
                         await trio.to_thread.run_sync(
-                            self.cache.put_many, batch, limiter=self.cache_write_limiter
+                            partial(self.cache.put_many, batch, speculative=speculative),
+                            limiter=self.cache_write_limiter,
                         )
                     except Exception as e:  # the cache is an optimisation: reads go on
                         log.warning("chunk cache write of %d %s failed: %s", len(batch), what, e)
+                    finally:
+                        self._in_write = {}
         finally:
             self._writing = False
 
-    def _chunk_batch(self) -> dict[bytes, bytes]:
-        """The oldest queued chunks, WRITE_BATCH or `part_bytes` at most, taken out of
-        the queue; wakes fetches that waited for room."""
+    def _chunk_batch(self) -> tuple[dict[bytes, bytes], bool]:
+        """The oldest queued chunks, WRITE_BATCH or `part_bytes` at most, all asked
+        for or all speculative (from windows), taken out of the queue, and which of
+        the two they are; wakes fetches that waited for room."""
         batch: dict[bytes, bytes] = {}
         size = 0
+        spec = self._unwritten_speculative
+        speculative = next(iter(self._unwritten)) in spec
         for cid, data in itertools.islice(self._unwritten.items(), WRITE_BATCH):
-            if batch and size + len(data) > self.config.part_bytes:
+            if batch and (
+                size + len(data) > self.config.part_bytes or (cid in spec) != speculative
+            ):
                 break
             batch[cid] = data
             size += len(data)
         for cid in batch:
             del self._unwritten[cid]
+            spec.discard(cid)
         self._unwritten_bytes -= size
         if self._unwritten_bytes < self.config.write_behind_bytes:
             waiters, self._write_room = self._write_room, []
             for ev in waiters:
                 ev.set()
-        return batch
+        return batch, speculative
 
     def _start_writer(self) -> None:
         if not self._writing:
             self._writing = True
             self._nursery.start_soon(self._write_behind)
 
-    async def _fetch_with_retries(self, span: Span) -> dict[bytes, bytes]:
+    async def _fetch_with_retries(
+        self, span: Span, optional: dict[bytes, Wanted] | None = None
+    ) -> dict[bytes, bytes]:
         cfg = self.config
         # The full key, so that a log line names the object to look at (vfs verify).
         what = f"{self.source.store.pack_key(span.pack)} bytes {span.start}-{span.end}"
@@ -574,7 +777,9 @@ class Loader:
             try:
                 with trio.fail_after(max(0.01, min(cfg.attempt_timeout, remaining))):
                     return await trio.to_thread.run_sync(
-                        functools.partial(self.source.fetch_span, cache=False),
+                        functools.partial(
+                            self.source.fetch_span, cache=False, optional=optional or {}
+                        ),
                         span,
                         limiter=self.remote_limiter,
                         abandon_on_cancel=True,
@@ -604,8 +809,10 @@ class Loader:
             log.warning("%s: %s; retrying in %.2f s (attempt %d)", what, why, delay, attempt)
             await trio.sleep(delay)
 
-    def _resolve(self, cid: bytes, flight: _Flight, data: bytes) -> None:
-        if cid not in self._mem and len(data) <= self.config.mem_bytes // 4:
+    def _resolve(self, cid: bytes, flight: _Flight, data: bytes, keep: bool = True) -> None:
+        """End a flight with its bytes; `keep` them in the memory LRU too (not the
+        chunks of a window: they must not push out what was read)."""
+        if keep and cid not in self._mem and len(data) <= self.config.mem_bytes // 4:
             self._mem[cid] = data
             self._mem_used += len(data)
             while self._mem_used > self.config.mem_bytes:
