@@ -294,6 +294,11 @@ class ChunkCache:
         ]
 
         def insert(txn: lmdb.Transaction[bytes], counters: ix.Counters, dropped: list[int]) -> None:
+            if speculative and counters["bytes"] + lease.bytes > self.max_bytes:
+                # Other writers filled the cache since the look above: leave the window
+                # out rather than evict used data for it. Its bytes stay dead and
+                # uncounted at the tail of this writer's own segment, which bounds them.
+                return
             ix.insert_batch(
                 txn, dbs, counters, lease.seg, lease.bytes, batch, self.max_bytes, speculative
             )
