@@ -296,8 +296,13 @@ class ChunkCache:
         def insert(txn: lmdb.Transaction[bytes], counters: ix.Counters, dropped: list[int]) -> None:
             if speculative and counters["bytes"] + lease.bytes > self.max_bytes:
                 # Other writers filled the cache since the look above: leave the window
-                # out rather than evict used data for it. Its bytes stay dead and
-                # uncounted at the tail of this writer's own segment, which bounds them.
+                # out rather than evict used data for it, and cut its bytes off the
+                # segment. Only if another put of this process appended after them do
+                # they stay, counted as dead bytes (and evicted as such).
+                if self._writer.take_back(lease):
+                    return
+                ix.seg_add(txn, dbs, counters, lease.seg, size=lease.bytes)
+                self._evict_over_cap(txn, counters, dropped, only_unused=True)
                 return
             ix.insert_batch(
                 txn, dbs, counters, lease.seg, lease.bytes, batch, self.max_bytes, speculative

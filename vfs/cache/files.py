@@ -284,6 +284,7 @@ class Lease:
     offsets: list[int]
     bytes: int
     _open: _Open = field(repr=False)
+    taken_back: bool = False
 
 
 class SegmentWriter:
@@ -324,6 +325,22 @@ class SegmentWriter:
                 self._retire(cur)
                 self._cur = None
             return Lease(cur.seg, offsets, total, cur)
+
+    def take_back(self, lease: Lease) -> bool:
+        """Cut the bytes of `lease` off its segment if they are still its tail (no
+        append came after them), so that nothing is left of a batch the index will
+        not take; False if they are not. Idempotent; call it before done()."""
+        with self._lock:
+            if lease.taken_back:
+                return True
+            o = lease._open
+            start = lease.offsets[0] if lease.offsets else o.end
+            if o.end != start + lease.bytes:
+                return False
+            os.ftruncate(o.fd, start)
+            o.end = start
+            lease.taken_back = True
+            return True
 
     def done(self, lease: Lease) -> None:
         with self._lock:
