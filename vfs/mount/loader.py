@@ -484,7 +484,7 @@ class Loader:
                     cached = set()
                 picked = [e for e in picked if e.id not in cached]
             need = sum(e.stored_length for e in picked)
-            allowed = self.windows.allowance()
+            allowed = self.windows.allowance(pack, len(entries))
             if need > allowed:  # the chunks nearest the missing ones, then
                 picked.sort(key=lambda e: abs(e.offset - lo))
                 n = 0
