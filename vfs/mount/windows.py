@@ -8,23 +8,21 @@ then brings many files, and an epoch in any order costs about dataset bytes / wi
 GETs instead of one GET per file. Bytes fetched that nobody reads are the price, so
 the window of each pack follows two signals:
 
-- demand: a pack is windowed from its WINDOW_AFTER_MISSES-th miss on (its index,
-  loaded after INDEX_AFTER_MISSES misses, is needed to place a window). One or two
-  files read from a pack fetch only their own bytes. Past that, what a window may
-  fetch is left to the bound over all packs below, which keeps random readers near
-  their own bytes while a sweep earns windows fast.
-- use of what was fetched alongside: a window starts at `min_bytes` and grows by
-  GROWTH at each later miss in the pack (up to `max_bytes`) while the chunks fetched
-  alongside are asked for at least half as often as the pack's chunks in general
-  (for a uniform shuffle the two rates are equal); otherwise it halves, to
-  `min_bytes`.
+- demand density: the distinct chunks of the pack asked for (misses, plus chunks
+  fetched alongside that were later asked for), as a fraction of its chunk count.
+  Below DENSITY (1/16) a miss fetches only what it needs: a few random files of a
+  large version cost no more than their own bytes. A shuffled epoch passes it early
+  in every pack, and then the pack is being swept.
+- use of what was fetched alongside: a window starts at `min_bytes` and doubles at
+  each later miss in the pack (up to `max_bytes`) while the chunks fetched alongside
+  are asked for at least half as often as the pack's chunks in general (for a
+  uniform shuffle the two rates are equal); otherwise it halves, to `min_bytes`.
 
 And one bound over all packs, which makes the over-fetch bound hold whatever the
-access pattern: bytes fetched alongside and not asked for yet never exceed half the
-bytes asked for (misses and credited chunks) plus CREDIT_FACTOR times the credited
-bytes. A reader who reads random files, and so rarely reads what came alongside,
-fetches about 1.5 times what it reads, which leaves room under 2x for the gaps
-between chunks and the pack indexes; a sweep, which reads what came alongside, earns
+access pattern: bytes fetched alongside and not asked for yet never exceed the bytes
+asked for (misses and credited chunks) plus CREDIT_FACTOR times the credited bytes.
+A reader who reads random files, and so rarely reads what came alongside, fetches at
+most about twice what it reads; a sweep, which reads what came alongside, earns
 windows as fast as it reads them.
 
 Both tables are bounded: packs by MAX_PACKS, the ids of chunks fetched alongside and
@@ -39,21 +37,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
-# A pack is windowed from this miss on (counting chunks asked for in it).
-WINDOW_AFTER_MISSES = 3
-# A pack of which this fraction of chunks was asked for is being swept: its windows
-# are no longer held back by the bound over all packs (only by their size).
+# A pack is windowed once this fraction of its chunks has been asked for.
 DENSITY = 1 / 16
 # A pack's index is loaded (one GET per pack, then kept) once this many of its
 # chunks missed: one file read from a pack never pays for it.
 INDEX_AFTER_MISSES = 2
 MAX_PACKS = 4096
-# Outstanding speculative bytes allowed per byte asked for (ASKED_FRACTION) and per
-# byte of speculation that was read (CREDIT_FACTOR).
-ASKED_FRACTION = 0.5
+# Outstanding speculative bytes allowed per byte of speculation that was read.
 CREDIT_FACTOR = 16
-# A window that is read grows this many times at the pack's next miss.
-GROWTH = 4
 MAX_SPECULATIVE = 64 * 1024  # ~150 bytes each: at most ~10 MB
 
 
@@ -115,31 +106,20 @@ class PackWindows:
         """Bytes of the window for a miss in `pack` (of `nchunks` chunks); 0 to fetch
         only what is needed. Called once per window fetch: it adapts the window."""
         st = self._pack(pack)
-        if st.asked < WINDOW_AFTER_MISSES:
+        if st.asked < nchunks * DENSITY:
             return 0
-        # used/fetched >= density/2: what came alongside is read like the rest.
-        read_alike = st.fetched and st.used * 2 * nchunks >= st.fetched * st.asked
-        if st.asked >= nchunks * DENSITY and (read_alike or not st.fetched):
-            st.window = self.max_bytes  # being swept: whole windows at once
-        elif st.window == 0:
+        if st.window == 0:
             st.window = self.min_bytes
-        elif read_alike:
-            st.window = min(st.window * GROWTH, self.max_bytes)
+        elif st.fetched and st.used * 2 * nchunks >= st.fetched * st.asked:
+            # used/fetched >= density/2: what came alongside is read like the rest.
+            st.window = min(st.window * 2, self.max_bytes)
         else:
             st.window = max(st.window // 2, self.min_bytes)
         return st.window
 
-    def allowance(self, pack: bytes, nchunks: int) -> int:
-        """Bytes a window of `pack` (of `nchunks` chunks) may fetch now: any amount
-        in a pack being swept, else what the bound over all packs leaves."""
-        st = self._packs.get(pack)
-        if st is not None and st.asked >= nchunks * DENSITY:
-            return 1 << 62
-        return (
-            int(ASKED_FRACTION * self.asked_bytes)
-            + CREDIT_FACTOR * self.used_bytes
-            - self.outstanding_bytes
-        )
+    def allowance(self) -> int:
+        """Bytes a window may fetch now under the bound over all packs."""
+        return self.asked_bytes + CREDIT_FACTOR * self.used_bytes - self.outstanding_bytes
 
     def fetched(self, pack: bytes, chunks: Iterable[tuple[bytes, int]]) -> None:
         """Chunks (id, stored bytes) of `pack` came alongside the ones asked for."""
