@@ -173,13 +173,16 @@ class FetchStats:
 
 
 class _Flight:
-    __slots__ = ("data", "done", "error", "started")
+    __slots__ = ("data", "done", "error", "placed_by_index", "started")
 
     def __init__(self) -> None:
         self.started = trio.current_time()
         self.done = trio.Event()
         self.data: bytes | None = None
         self.error: str | None = None
+        # It failed where a pack index (a window), not the version, placed the chunk:
+        # a reader waiting on it fetches the chunk again by its own location.
+        self.placed_by_index = False
 
 
 class _ByteBudget:
@@ -301,7 +304,7 @@ class Loader:
                         await flight.done.wait()
                         if flight.error is None:
                             break
-                        if flight.started >= began:
+                        if flight.started >= began and not flight.placed_by_index:
                             raise FetchError(flight.error)
                         # It failed before this read began (in an outage that may be
                         # over): fetch again, within this read's own time.
@@ -575,6 +578,7 @@ class Loader:
             cid = w.ref.id
             data = got.get(cid)
             if data is None:  # a window's chunk that failed verification: left out
+                mine[cid].placed_by_index = True
                 self._fail(cid, mine[cid], "fetched beside others, it failed verification")
             elif cid in speculative:
                 self._resolve(cid, mine[cid], data, keep=False)
