@@ -277,29 +277,33 @@ class Store:
         return entries
 
     def load_pack_index(self, pack_id: bytes, local_dir: str | None = None) -> list[fmt.PackEntry]:
-        """A pack's index, in offset order: from memory, else from `local_dir` (the
-        cache's packindex/, shared with `vfs commit`), else from the store, then kept
-        in both. A pack index is fixed by its pack's id, so a kept copy never goes
-        stale; a damaged one is fetched again."""
+        """A pack's index, in offset order: from memory, else as local_pack_index
+        gives it, then kept in memory too."""
         entries = self.cached_pack_index(pack_id)
         if entries is not None:
             return entries
+        got = self.local_pack_index(pack_id, local_dir)
+        got.sort(key=lambda e: e.offset)
+        self._pack_indexes.put(pack_id, got)
+        return got
+
+    def local_pack_index(self, pack_id: bytes, local_dir: str | None) -> list[fmt.PackEntry]:
+        """A pack's index from `local_dir` (the cache's packindex/, shared by `vfs
+        commit` and the mount), else from the store, then kept there. A pack index is
+        fixed by its pack's id, so a kept copy never goes stale; a damaged one is
+        fetched again."""
         path = os.path.join(local_dir, pack_id.hex()) if local_dir else None
-        got: list[fmt.PackEntry] | None = None
         if path is not None:
             try:
                 with open(path, "rb") as f:
-                    got = fmt.decode_pack_index(
+                    return fmt.decode_pack_index(
                         f.read(), f"cached index of pack {pack_id.hex()[:16]}"
                     )
             except (OSError, CorruptObject):
-                got = None
-        if got is None:
-            got = self.get_pack_index(pack_id)
-            if path is not None:
-                self._keep_pack_index(path, got)
-        got.sort(key=lambda e: e.offset)
-        self._pack_indexes.put(pack_id, got)
+                pass
+        got = self.get_pack_index(pack_id)
+        if path is not None:
+            self._keep_pack_index(path, got)
         return got
 
     @staticmethod

@@ -145,19 +145,7 @@ def load_known_chunks(store: Store, cache_dir: str, workers: int = 16) -> dict[b
     os.makedirs(local, exist_ok=True)
 
     def load(pack_id: bytes) -> list[fmt.PackEntry]:
-        path = os.path.join(local, pack_id.hex())
-        what = f"cached index of pack {pack_id.hex()[:16]}"
-        try:
-            with open(path, "rb") as f:
-                return fmt.decode_pack_index(f.read(), what)
-        except (OSError, VfsError):
-            pass
-        entries = store.get_pack_index(pack_id)
-        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(fmt.encode_pack_index(entries))
-        os.replace(tmp, path)
-        return entries
+        return store.local_pack_index(pack_id, local)
 
     known: dict[bytes, fmt.Location] = {}
     if not ids:
