@@ -107,23 +107,25 @@ class ChunkSource:
 
     def fetch_span(
         self, span: Span, cache: bool = True, optional: Container[bytes] = ()
-    ) -> dict[bytes, bytes]:
+    ) -> dict[bytes, fmt.ChunkBytes]:
         """One ranged GET; every chunk in it verified, cached and returned. A chunk
         of `optional` (fetched beside the wanted ones: a pack window) that fails
         verification is left out instead of failing the span: its place came from
-        a pack index, not from the version's own locations."""
+        a pack index, not from the version's own locations.
+
+        Raw chunks come back as read-only views of the GET's one buffer, not
+        copies: each keeps the whole span's buffer alive while it is held."""
         data = self.store.read_pack_range(span.pack, span.start, span.end - span.start)
         self.requests += 1
         self.bytes_fetched += len(data)
         view = memoryview(data)
-        out: dict[bytes, bytes] = {}
+        out: dict[bytes, fmt.ChunkBytes] = {}
         for w in span.items:
             if w.ref.id in out:
                 continue
             lo = w.loc.offset - span.start
             # A chunk that is the whole answer (a readahead part of one chunk, a big
-            # chunk) is decoded from the GET's own buffer: a raw one is then not
-            # copied at all.
+            # chunk) is the GET's own bytes object, not a view of it.
             whole = lo == 0 and w.loc.stored_length == len(data)
             stored = data if whole else view[lo : lo + w.loc.stored_length]
             try:
@@ -140,11 +142,13 @@ class ChunkSource:
             self.cache.put_many(out)
         return out
 
-    def fetch(self, wanted: Iterable[Wanted], parallel: bool = False) -> dict[bytes, bytes]:
+    def fetch(
+        self, wanted: Iterable[Wanted], parallel: bool = False
+    ) -> dict[bytes, fmt.ChunkBytes]:
         wanted = list(wanted)
-        out: dict[bytes, bytes] = {}
+        out: dict[bytes, fmt.ChunkBytes] = {}
         if self.cache is not None:
-            out = self.cache.get_many(w.ref.id for w in wanted)
+            out.update(self.cache.get_many(w.ref.id for w in wanted))
         missing: dict[bytes, Wanted] = {}
         for w in wanted:
             if w.ref.id not in out:
@@ -244,7 +248,7 @@ class VersionFile(io.RawIOBase):
         self._wanted = version.wanted(found)
         self._ends = list(accumulate(c.length for c in found.entry.chunks))
         self._pos = 0
-        self._held: dict[int, bytes] = {}
+        self._held: dict[int, fmt.ChunkBytes] = {}
 
     def readable(self) -> bool:
         return True
@@ -269,7 +273,7 @@ class VersionFile(io.RawIOBase):
         self._pos = pos
         return pos
 
-    def _chunk(self, i: int) -> bytes:
+    def _chunk(self, i: int) -> fmt.ChunkBytes:
         data = self._held.get(i)
         if data is None:
             # A reader moving forward gets the next few chunks in the same request.
