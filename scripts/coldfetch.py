@@ -5,12 +5,21 @@
 Commits one file of random bytes, then, `--reps` times each, interleaved:
 - `boto3`: 8 MiB ranged GETs of the file's packs, `--threads` at a time (the wire,
   nothing verified): the bench's baseline;
-- `fetch_span`: the same spans through reader.ChunkSource.fetch_span (GET, verify,
-  hand on; no cache), as the mount's loader runs them.
+- `fetch`: the same spans through reader.ChunkSource.fetch_span (GET, verify, hand
+  on; no cache), as the mount's loader runs them, each span verified by its own
+  thread (verify_threads=1);
+- `fetch+vt`: the same with the default verify_threads (a span's chunks verified
+  by the fetch thread and helpers side by side).
 
 For each it prints MB/s (wall clock: noisy on a shared machine) and the CPU seconds
 of this process per MiB (user + system, from getrusage: what load does not move;
 SeaweedFS runs in its own process and is not counted).
+
+Then the work after the GET alone, on spans fetched once and kept in memory:
+`copy+verify` (each raw chunk copied out of the buffer, then hashed: what
+decode_chunk did before views), `verify` (hashed in place: what it does now),
+`verify x2` (one span's chunks hashed on two threads) and `mt-hash` (each chunk
+hashed by blake3 with max_threads=2).
 """
 
 from __future__ import annotations
@@ -24,6 +33,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import blake3
+
+from vfs import format as fmt
 from vfs.ops.commit import commit_dir
 from vfs.reader import ChunkSource, Span, open_version, plan_ranges
 from vfs.store import Store
@@ -70,14 +82,18 @@ def main() -> None:
         total = sum(s.end - s.start for s in spans)
         codecs = {w.loc.codec for w in wanted}
         print(f"{len(wanted)} chunks (codecs {sorted(codecs)}), {len(spans)} spans, {total} bytes")
-        source = ChunkSource(store)
+        serial = ChunkSource(store, verify_threads=1)
+        helped = ChunkSource(store)
         key = store.pack_key
 
         def wire(span: Span) -> int:
             return len(store.backend.get_range(key(span.pack), span.start, span.end - span.start))
 
         def fetch(span: Span) -> int:
-            return len(source.fetch_span(span, cache=False))
+            return len(serial.fetch_span(span, cache=False))
+
+        def fetch_helped(span: Span) -> int:
+            return len(helped.fetch_span(span, cache=False))
 
         def run(fn: Callable[[Span], int]) -> Callable[[], object]:
             def go() -> None:
@@ -86,10 +102,56 @@ def main() -> None:
 
             return go
 
-        results: dict[str, list[tuple[float, float]]] = {"boto3": [], "fetch_span": []}
+        results: dict[str, list[tuple[float, float]]] = {"boto3": [], "fetch": [], "fetch+vt": []}
         for _ in range(args.reps):
             results["boto3"].append(_timed("boto3", total, run(wire)))
-            results["fetch_span"].append(_timed("fetch_span", total, run(fetch)))
+            results["fetch"].append(_timed("fetch", total, run(fetch)))
+            results["fetch+vt"].append(_timed("fetch+vt", total, run(fetch_helped)))
+        bodies = [
+            (span, store.read_pack_range(span.pack, span.start, span.end - span.start))
+            for span in spans
+        ]
+
+        def pieces(span: Span, body: bytes) -> list[tuple[memoryview, bytes]]:
+            view = memoryview(body)
+            return [
+                (view[w.loc.offset - span.start :][: w.loc.stored_length], w.ref.id)
+                for w in span.items
+            ]
+
+        chunks = [p for span, body in bodies for p in pieces(span, body)]
+
+        def check(piece: tuple[memoryview, bytes]) -> None:
+            assert blake3.blake3(piece[0]).digest() == piece[1]
+
+        def copy_verify() -> None:
+            for v, cid in chunks:
+                assert fmt.chunk_id(bytes(v)) == cid
+
+        def verify() -> None:
+            for piece in chunks:
+                check(piece)
+
+        def verify2() -> None:
+            with ThreadPoolExecutor(2) as pool:
+                for span, body in bodies:
+                    list(pool.map(check, pieces(span, body)))
+
+        def mt_hash() -> None:
+            for v, cid in chunks:
+                assert blake3.blake3(v, max_threads=2).digest() == cid
+
+        post = {
+            "copy+verify": copy_verify,
+            "verify": verify,
+            "verify x2": verify2,
+            "mt-hash": mt_hash,
+        }
+        for name in post:
+            results[name] = []
+        for _ in range(args.reps):
+            for name, fn in post.items():
+                results[name].append(_timed(name, total, fn))
         print("medians:")
         for name, got in results.items():
             mbs = sorted(m for m, _ in got)[len(got) // 2]
