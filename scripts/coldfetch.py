@@ -15,6 +15,12 @@ For each it prints MB/s (wall clock: noisy on a shared machine) and the CPU seco
 of this process per MiB (user + system, from getrusage: what load does not move;
 SeaweedFS runs in its own process and is not counted).
 
+With `--mount N`: only N cold reads of the file through a real mount (`vfs mount`
+as users run it, a fresh cache directory each time, page caches dropped), each
+reported as MB/s and the daemon's CPU seconds per MiB (utime + stime of the daemon
+from /proc/PID/stat). `--py-spy FILE` records the daemon's last read with py-spy
+(raw format). Run it with PYTHONPATH at the tree to measure: the daemon inherits it.
+
 Then the work after the GET alone, on spans fetched once and kept in memory:
 `copy+verify` (each raw chunk copied out of the buffer, then hashed: what
 decode_chunk did before views), `verify` (hashed in place: what it does now),
@@ -25,8 +31,12 @@ hashed by blake3 with max_threads=2).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -59,12 +69,55 @@ def _timed(name: str, nbytes: int, fn: Callable[[], object]) -> tuple[float, flo
     return mbs, per
 
 
+def _daemon_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _mounted(work: Path, source: Path, nbytes: int, spy: str) -> None:
+    """One cold read of the file through a fresh mount; prints MB/s and daemon CPU."""
+    mnt, cache = work / "mnt", work / "cache"
+    mnt.mkdir(parents=True)
+    vfs = [sys.executable, "-m", "vfs.cli"]
+    out = subprocess.run(
+        [*vfs, "mount", "ds@v1", str(mnt), "--cache-dir", str(cache), "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    pid = int(json.loads(out)["pid"])
+    recorder = None
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        if spy:
+            py_spy = Path(sys.executable).parent / "py-spy"
+            cmd = [str(py_spy), "record", "--native", "-f", "raw", "-o", spy, "-p", str(pid)]
+            recorder = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+        c0, t0 = _daemon_cpu(pid), time.perf_counter()
+        with open(mnt / source.name, "rb", buffering=0) as f:
+            while f.read(1 << 20):
+                pass
+        wall, cpu = time.perf_counter() - t0, _daemon_cpu(pid) - c0
+        print(
+            f"mount {nbytes / wall / 1e6:8.1f} MB/s  {cpu / (nbytes / MiB) * 1e3:6.2f} ms "
+            f"daemon CPU/MiB  ({wall:.2f} s, {cpu:.2f} s CPU)"
+        )
+    finally:
+        if recorder is not None:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait(timeout=30)
+        subprocess.run([*vfs, "umount", str(mnt)], check=False, capture_output=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mib", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--part-mib", type=int, default=8)
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--mount", type=int, default=0, metavar="N")
+    ap.add_argument("--py-spy", default="", metavar="FILE")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="coldfetch-") as tmp, SeaweedServer() as server:
         os.environ.update(server.env())
@@ -74,6 +127,13 @@ def main() -> None:
         src.mkdir()
         (src / "big.bin").write_bytes(os.urandom(args.mib * MiB))
         commit_dir(store, str(src), "ds", tag="v1", cache_dir=str(Path(tmp) / "wc"))
+        if args.mount:
+            os.environ["VFS_STORE"] = f"s3://{bucket}/store"
+            for i in range(args.mount):
+                spy = args.py_spy if i == args.mount - 1 else ""
+                _mounted(Path(tmp) / f"m{i}", src / "big.bin", args.mib * MiB, spy)
+            store.close()
+            return
         v = open_version("ds@v1", store)
         found = v.stat("big.bin")
         assert found is not None
