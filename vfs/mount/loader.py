@@ -59,6 +59,12 @@ the next read tries again. A window is taken only if the budget has room for it
 beside its missing chunks now, and the cache writer's queue room for it; each GET
 then takes its whole span at once, so no task holds budget while it waits for more.
 Budget is released when a GET is done, before its chunks queue for the cache writer.
+A raw chunk stays a view of its GET's buffer (reader.ChunkSource.fetch_span, no
+copy) and keeps that buffer alive: the memory LRU counts each such buffer once while
+it holds a view of it (`_mem_enter`), chunks asked for that fill less than half of
+their GET are copied out before they enter it, and the writer's queue counts chunk
+bytes, so the buffers behind its views exceed `write_behind_bytes` by at most the
+parts of their spans that were not queued.
 
 Failures: a GET that fails or stalls past `attempt_timeout` is retried with
 exponential backoff until `read_timeout` has passed since the flight started; then
