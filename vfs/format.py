@@ -75,6 +75,11 @@ _LOC = struct.Struct("<32sIQIB")  # chunk id, pack number, offset, stored length
 _PACK_ENTRY = struct.Struct("<32sQIIB")  # chunk id, offset, stored length, raw length, codec
 
 
+# A chunk's verified bytes: a bytes object, or a read-only view of the buffer a GET
+# (or a cache read) returned, which the view keeps alive.
+ChunkBytes = bytes | memoryview
+
+
 def object_id(canonical: bytes) -> bytes:
     """The address of a content-addressed object: BLAKE3-256 of its canonical bytes."""
     return blake3.blake3(canonical).digest()
@@ -644,12 +649,20 @@ def pack_trailer(index_canonical: bytes) -> bytes:
 
 def decode_chunk(
     stored: bytes | memoryview, codec: int, raw_length: int, expected: bytes, what: str
-) -> bytes:
-    """Stored chunk bytes to raw bytes, verified against the chunk's address."""
+) -> ChunkBytes:
+    """Stored chunk bytes to raw bytes, verified against the chunk's address.
+
+    A raw chunk is verified and returned as it was given, not copied: a slice of a
+    GET's buffer stays a slice of it (and keeps the whole buffer alive, which the
+    caller bounds). A writable buffer is copied, so that what was verified cannot
+    change afterwards."""
+    raw: ChunkBytes
     if codec == CODEC_ZSTD:
         raw = decompress_bounded(stored, raw_length, f"{what}: chunk {expected.hex()[:16]}")
     elif codec == CODEC_RAW:
-        raw = bytes(stored)
+        # A writable buffer could change after it was verified: that one is copied.
+        readonly = type(stored) is bytes or (isinstance(stored, memoryview) and stored.readonly)
+        raw = stored if readonly else bytes(stored)
     else:
         raise CorruptObject(f"{what}: unknown codec {codec}")
     if len(raw) != raw_length or chunk_id(raw) != expected:

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import threading
 from bisect import bisect_right
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from vfs import format as fmt
 from vfs import refs, tree
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from vfs.cache import ChunkCache
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 # Two chunks of one pack whose bytes lie at most MAX_GAP apart are fetched in one
 # request, up to MAX_RANGE bytes: a wasted gap is cheaper than a round trip.
@@ -95,56 +99,114 @@ def plan_ranges(
     return spans
 
 
+# The threads that help a fetch thread verify (and decompress) the chunks of its span:
+# BLAKE3 and zstd release the GIL, so a span's chunks are checked side by side.
+VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))
+_helpers: ThreadPoolExecutor | None = None
+_helpers_lock = threading.Lock()
+
+
+def _map_helped(fn: Callable[[_T], _R], items: Sequence[_T], threads: int) -> list[_R]:
+    """[fn(x) for x in items], run by the calling thread and up to threads - 1 helper
+    threads of a shared pool. The caller works too and never waits for a helper
+    that has not started (busy with another span): it then does that share itself."""
+    if threads <= 1 or len(items) < 2:
+        return [fn(x) for x in items]
+    global _helpers
+    with _helpers_lock:
+        if _helpers is None:
+            _helpers = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="vfs-verify")
+        pool = _helpers
+    results: list[_R | None] = [None] * len(items)
+    indexes = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                i = next(indexes, None)
+            if i is None:
+                return
+            results[i] = fn(items[i])
+
+    helping = [pool.submit(work) for _ in range(min(threads, len(items)) - 1)]
+    work()
+    for f in helping:
+        if not f.cancel():
+            f.result()
+    return results  # type: ignore[return-value]  # every slot was filled
+
+
 class ChunkSource:
     """Verified chunks by id: from the cache, else from the store's packs."""
 
-    def __init__(self, store: Store, cache: ChunkCache | None = None, workers: int = 8) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cache: ChunkCache | None = None,
+        workers: int = 8,
+        verify_threads: int = VERIFY_THREADS,
+    ) -> None:
         self.store = store
         self.cache = cache
         self.workers = workers
+        self.verify_threads = verify_threads
         self.bytes_fetched = 0
         self.requests = 0
 
     def fetch_span(
         self, span: Span, cache: bool = True, optional: Container[bytes] = ()
-    ) -> dict[bytes, bytes]:
+    ) -> dict[bytes, fmt.ChunkBytes]:
         """One ranged GET; every chunk in it verified, cached and returned. A chunk
         of `optional` (fetched beside the wanted ones: a pack window) that fails
         verification is left out instead of failing the span: its place came from
-        a pack index, not from the version's own locations."""
+        a pack index, not from the version's own locations.
+
+        Raw chunks come back as read-only views of the GET's one buffer, not
+        copies: each keeps the whole span's buffer alive while it is held."""
         data = self.store.read_pack_range(span.pack, span.start, span.end - span.start)
         self.requests += 1
         self.bytes_fetched += len(data)
         view = memoryview(data)
-        out: dict[bytes, bytes] = {}
+        todo: list[tuple[Wanted, bytes | memoryview]] = []
+        seen: set[bytes] = set()
         for w in span.items:
-            if w.ref.id in out:
+            if w.ref.id in seen:
                 continue
+            seen.add(w.ref.id)
             lo = w.loc.offset - span.start
             # A chunk that is the whole answer (a readahead part of one chunk, a big
-            # chunk) is decoded from the GET's own buffer: a raw one is then not
-            # copied at all.
+            # chunk) is the GET's own bytes object, not a view of it.
             whole = lo == 0 and w.loc.stored_length == len(data)
-            stored = data if whole else view[lo : lo + w.loc.stored_length]
+            todo.append((w, data if whole else view[lo : lo + w.loc.stored_length]))
+        what = f"pack {span.pack.hex()[:16]}"
+
+        def decode(job: tuple[Wanted, bytes | memoryview]) -> fmt.ChunkBytes | CorruptObject:
+            w, stored = job
             try:
-                raw = fmt.decode_chunk(
-                    stored, w.loc.codec, w.ref.length, w.ref.id, f"pack {span.pack.hex()[:16]}"
-                )
+                return fmt.decode_chunk(stored, w.loc.codec, w.ref.length, w.ref.id, what)
             except CorruptObject as e:
+                return e
+
+        out: dict[bytes, fmt.ChunkBytes] = {}
+        for (w, _), raw in zip(todo, _map_helped(decode, todo, self.verify_threads), strict=True):
+            if isinstance(raw, CorruptObject):
                 if w.ref.id not in optional:
-                    raise
-                log.debug("left out a chunk fetched beside the wanted ones: %s", e)
+                    raise raw
+                log.debug("left out a chunk fetched beside the wanted ones: %s", raw)
                 continue
             out[w.ref.id] = raw
         if cache and self.cache is not None:
             self.cache.put_many(out)
         return out
 
-    def fetch(self, wanted: Iterable[Wanted], parallel: bool = False) -> dict[bytes, bytes]:
+    def fetch(
+        self, wanted: Iterable[Wanted], parallel: bool = False
+    ) -> dict[bytes, fmt.ChunkBytes]:
         wanted = list(wanted)
-        out: dict[bytes, bytes] = {}
+        out: dict[bytes, fmt.ChunkBytes] = {}
         if self.cache is not None:
-            out = self.cache.get_many(w.ref.id for w in wanted)
+            out.update(self.cache.get_many(w.ref.id for w in wanted))
         missing: dict[bytes, Wanted] = {}
         for w in wanted:
             if w.ref.id not in out:
@@ -244,7 +306,7 @@ class VersionFile(io.RawIOBase):
         self._wanted = version.wanted(found)
         self._ends = list(accumulate(c.length for c in found.entry.chunks))
         self._pos = 0
-        self._held: dict[int, bytes] = {}
+        self._held: dict[int, fmt.ChunkBytes] = {}
 
     def readable(self) -> bool:
         return True
@@ -269,7 +331,7 @@ class VersionFile(io.RawIOBase):
         self._pos = pos
         return pos
 
-    def _chunk(self, i: int) -> bytes:
+    def _chunk(self, i: int) -> fmt.ChunkBytes:
         data = self._held.get(i)
         if data is None:
             # A reader moving forward gets the next few chunks in the same request.

@@ -20,7 +20,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -571,7 +571,9 @@ class _StuckCache(ChunkCache):
         self.go = threading.Event()
         self.batches: list[int] = []
 
-    def put_many(self, items: dict[bytes, bytes], *, speculative: bool = False) -> None:
+    def put_many(
+        self, items: Mapping[bytes, bytes | memoryview], *, speculative: bool = False
+    ) -> None:
         self.batches.append(len(items))
         assert self.go.wait(10), "the test never released the cache writer"
         super().put_many(items, speculative=speculative)

@@ -214,6 +214,9 @@ class S3Backend(Backend):
     def _get_object(self, key: str, **kwargs: Any) -> tuple[bytes, dict[str, Any]]:
         try:
             resp = self._client.get_object(Bucket=self.bucket, Key=self._key(key), **kwargs)
+            # read() is the one copy of the body: http.client allocates the bytes and
+            # reads the socket straight into them. urllib3's readinto() is a read()
+            # plus a copy, so a preallocated buffer would cost one more, not one less.
             return resp["Body"].read(), dict(resp)
         except (bce.ClientError, bce.BotoCoreError) as exc:
             raise self._error(exc, key) from exc

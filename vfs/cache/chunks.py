@@ -38,7 +38,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -246,7 +246,9 @@ class ChunkCache:
         """Add a chunk, then evict down to the low-water mark if over the cap."""
         self.put_many({chunk_id: data})
 
-    def put_many(self, items: dict[bytes, bytes], *, speculative: bool = False) -> None:
+    def put_many(
+        self, items: Mapping[bytes, bytes | memoryview], *, speculative: bool = False
+    ) -> None:
         """Add chunks: appended to this cache's segment in the order given (one
         pwritev), then one write transaction indexes all of them, then evicts down to
         the low-water mark if over the cap.
@@ -269,7 +271,7 @@ class ChunkCache:
 
         have, used = env.run(present, write=False)
         self._note_many(list(have), 0, hits=False)
-        todo: list[tuple[bytes, bytes]] = []
+        todo: list[tuple[bytes, bytes | memoryview]] = []
         for chunk_id, data in items.items():
             if chunk_id in have:
                 continue

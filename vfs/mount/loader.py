@@ -59,6 +59,12 @@ the next read tries again. A window is taken only if the budget has room for it
 beside its missing chunks now, and the cache writer's queue room for it; each GET
 then takes its whole span at once, so no task holds budget while it waits for more.
 Budget is released when a GET is done, before its chunks queue for the cache writer.
+A raw chunk stays a view of its GET's buffer (reader.ChunkSource.fetch_span, no
+copy) and keeps that buffer alive: the memory LRU counts each such buffer once while
+it holds a view of it (`_mem_enter`), chunks asked for that fill less than half of
+their GET are copied out before they enter it, and the writer's queue counts chunk
+bytes, so the buffers behind its views exceed `write_behind_bytes` by at most the
+parts of their spans that were not queued.
 
 Failures: a GET that fails or stalls past `attempt_timeout` is retried with
 exponential backoff until `read_timeout` has passed since the flight started; then
@@ -178,11 +184,22 @@ class _Flight:
     def __init__(self) -> None:
         self.started = trio.current_time()
         self.done = trio.Event()
-        self.data: bytes | None = None
+        self.data: fmt.ChunkBytes | None = None
         self.error: str | None = None
         # It failed where a pack index (a window), not the version, placed the chunk:
         # a reader waiting on it fetches the chunk again by its own location.
         self.placed_by_index = False
+
+
+class _Held:
+    """A GET buffer that views in the memory LRU keep alive, and how many do."""
+
+    __slots__ = ("buffer", "size", "views")
+
+    def __init__(self, buffer: object, size: int) -> None:
+        self.buffer = buffer  # held, so that its id() stays its own
+        self.size = size
+        self.views = 0
 
 
 class _ByteBudget:
@@ -248,31 +265,32 @@ class Loader:
         self.meta_limiter = trio.CapacityLimiter(meta_threads)
         self.warm_limiter = trio.CapacityLimiter(max(1, meta_threads // 2))
         self._nursery = nursery
-        self._mem: OrderedDict[bytes, bytes] = OrderedDict()
-        self._mem_used = 0
+        self._mem: OrderedDict[bytes, fmt.ChunkBytes] = OrderedDict()
+        self._mem_used = 0  # what _mem keeps alive: a view's whole GET buffer, once
+        self._mem_buffers: dict[int, _Held] = {}  # id(buffer) -> the views of it in _mem
         self._flights: dict[bytes, _Flight] = {}
-        self._unwritten: dict[bytes, bytes] = {}
+        self._unwritten: dict[bytes, fmt.ChunkBytes] = {}
         self._unwritten_speculative: set[bytes] = set()  # of _unwritten: from windows
         self._unwritten_bytes = 0
         # The chunk batch being written: still answers reads, and is no reason to
         # fetch, until the cache's index has it.
-        self._in_write: dict[bytes, bytes] = {}
+        self._in_write: dict[bytes, fmt.ChunkBytes] = {}
         self.windows = PackWindows(self.config.window_min, self.config.window_max)
         self._indexes_loading: set[bytes] = set()
         self._writing = False
         self._write_room: list[trio.Event] = []
         self._pages_loading: dict[bytes, trio.Event] = {}  # page id -> set when its read ends
         self._warming = 0
-        self._unwritten_pages: dict[bytes, bytes] = {}  # fetched pages not yet in the cache
+        self._unwritten_pages: dict[bytes, fmt.ChunkBytes] = {}  # fetched pages, not yet cached
         self._unwritten_page_bytes = 0
 
     async def get(
         self, wanted: Sequence[Wanted], readahead: Sequence[Wanted] = ()
-    ) -> dict[bytes, bytes]:
+    ) -> dict[bytes, fmt.ChunkBytes]:
         """The bytes of `wanted` by chunk id; starts `readahead` in the background
         once the demand fetches are under way. Raises FetchError within read_timeout."""
         began = trio.current_time()
-        out: dict[bytes, bytes] = {}
+        out: dict[bytes, fmt.ChunkBytes] = {}
         waits: list[tuple[Wanted, _Flight]] = []
         new: dict[bytes, Wanted] = {}
         for w in wanted:
@@ -370,7 +388,7 @@ class Loader:
             )
         return True
 
-    def _held(self, cid: bytes) -> bytes | None:
+    def _held(self, cid: bytes) -> fmt.ChunkBytes | None:
         """A chunk's bytes if this mount holds them: read recently, or verified and
         waiting for the cache writer."""
         data = self._mem.get(cid)
@@ -422,7 +440,7 @@ class Loader:
                 widen = demand and self.cache is not None
                 speculative = self._widen(missing, mine) if widen else {}
                 wanted = [*missing, *speculative.values()]
-                later: list[dict[bytes, bytes]] = []
+                later: list[dict[bytes, fmt.ChunkBytes]] = []
                 async with trio.open_nursery() as nursery:
                     for span in plan_ranges(wanted, max_range=self.config.part_bytes):
                         nursery.start_soon(self._fetch_span, span, mine, demand, speculative, later)
@@ -552,7 +570,7 @@ class Loader:
         mine: dict[bytes, _Flight],
         wait_for_budget: bool,
         speculative: dict[bytes, Wanted],
-        later: list[dict[bytes, bytes]],
+        later: list[dict[bytes, fmt.ChunkBytes]],
     ) -> None:
         """One GET of `span`: its flights resolved, the chunks asked for added to
         `later` (for the cache writer, queued by the caller once all its GETs are
@@ -572,8 +590,15 @@ class Loader:
         self.stats.requests += 1
         self.stats.bytes_fetched += span.end - span.start
         self.stats.chunks_fetched += len(got)
-        asked: dict[bytes, bytes] = {}
-        beside: dict[bytes, bytes] = {}
+        asked: dict[bytes, fmt.ChunkBytes] = {}
+        beside: dict[bytes, fmt.ChunkBytes] = {}
+        # Raw chunks are views of the GET's one buffer, which each keeps alive. Those
+        # asked for go to the memory LRU: if they fill less than half of the buffer (a
+        # small file in a pack window), they are copied out, so that the LRU does not
+        # keep a whole window for them; the window's own chunks live only until
+        # the cache writer has them.
+        kept = sum(len(d) for cid, d in got.items() if cid not in speculative)
+        copy_out = 2 * kept < span.end - span.start
         for w in span.items:
             cid = w.ref.id
             data = got.get(cid)
@@ -584,6 +609,8 @@ class Loader:
                 self._resolve(cid, mine[cid], data, keep=False)
                 beside[cid] = data
             else:
+                if copy_out and isinstance(data, memoryview):
+                    data = bytes(data)
                 self._resolve(cid, mine[cid], data)
                 asked[cid] = data
         if self.cache is not None:
@@ -674,7 +701,7 @@ class Loader:
 
     # -- the cache writer ----------------------------------------------------------
 
-    def _cache_beside(self, got: dict[bytes, bytes]) -> None:
+    def _cache_beside(self, got: dict[bytes, fmt.ChunkBytes]) -> None:
         """Queue chunks of a window for the cache writer as speculative, if there is
         room: they never wait for it (and are refetched if someone asks later)."""
         if self._unwritten_bytes >= self.config.write_behind_bytes:
@@ -686,7 +713,7 @@ class Loader:
                 self._unwritten_bytes += len(data)
         self._start_writer()
 
-    async def _cache_later(self, got: dict[bytes, bytes]) -> None:
+    async def _cache_later(self, got: dict[bytes, fmt.ChunkBytes]) -> None:
         """Queue verified chunks for the cache writer, once there is room."""
         while self._unwritten_bytes >= self.config.write_behind_bytes:
             ev = trio.Event()
@@ -736,11 +763,11 @@ class Loader:
         finally:
             self._writing = False
 
-    def _chunk_batch(self) -> tuple[dict[bytes, bytes], bool]:
+    def _chunk_batch(self) -> tuple[dict[bytes, fmt.ChunkBytes], bool]:
         """The oldest queued chunks, WRITE_BATCH or `part_bytes` at most, all asked
         for or all speculative (from windows), taken out of the queue, and which of
         the two they are; wakes fetches that waited for room."""
-        batch: dict[bytes, bytes] = {}
+        batch: dict[bytes, fmt.ChunkBytes] = {}
         size = 0
         spec = self._unwritten_speculative
         speculative = next(iter(self._unwritten)) in spec
@@ -768,7 +795,7 @@ class Loader:
 
     async def _fetch_with_retries(
         self, span: Span, optional: dict[bytes, Wanted] | None = None
-    ) -> dict[bytes, bytes]:
+    ) -> dict[bytes, fmt.ChunkBytes]:
         cfg = self.config
         # The full key, so that a log line names the object to look at (vfs verify).
         what = f"{self.source.store.pack_key(span.pack)} bytes {span.start}-{span.end}"
@@ -813,19 +840,46 @@ class Loader:
             log.warning("%s: %s; retrying in %.2f s (attempt %d)", what, why, delay, attempt)
             await trio.sleep(delay)
 
-    def _resolve(self, cid: bytes, flight: _Flight, data: bytes, keep: bool = True) -> None:
+    def _resolve(
+        self, cid: bytes, flight: _Flight, data: fmt.ChunkBytes, keep: bool = True
+    ) -> None:
         """End a flight with its bytes; `keep` them in the memory LRU too (not the
         chunks of a window: they must not push out what was read)."""
         if keep and cid not in self._mem and len(data) <= self.config.mem_bytes // 4:
-            self._mem[cid] = data
-            self._mem_used += len(data)
+            self._mem_used += self._mem_enter(cid, data)
             while self._mem_used > self.config.mem_bytes:
                 _, old = self._mem.popitem(last=False)
-                self._mem_used -= len(old)
+                self._mem_used -= self._mem_leave(old)
         if self._flights.get(cid) is flight:
             del self._flights[cid]
         flight.data = data
         flight.done.set()
+
+    def _mem_enter(self, cid: bytes, data: fmt.ChunkBytes) -> int:
+        """Put a chunk in the memory LRU; the bytes this newly keeps alive. A raw
+        chunk is a view of its GET's buffer (reader.ChunkSource.fetch_span), which
+        stays alive as long as any view of it: the LRU counts that buffer, once,
+        while it holds a view of it, so `mem_bytes` bounds what it keeps alive."""
+        self._mem[cid] = data
+        if not isinstance(data, memoryview):
+            return len(data)
+        buffer = data.obj
+        held = self._mem_buffers.get(id(buffer))
+        if held is None:
+            held = self._mem_buffers[id(buffer)] = _Held(buffer, memoryview(buffer).nbytes)
+        held.views += 1
+        return held.size if held.views == 1 else 0
+
+    def _mem_leave(self, data: fmt.ChunkBytes) -> int:
+        """The bytes that a chunk leaving the memory LRU lets go of."""
+        if not isinstance(data, memoryview):
+            return len(data)
+        held = self._mem_buffers[id(data.obj)]
+        held.views -= 1
+        if held.views:
+            return 0
+        del self._mem_buffers[id(data.obj)]
+        return held.size
 
     def _fail(self, cid: bytes, flight: _Flight, error: str) -> None:
         if flight.done.is_set():

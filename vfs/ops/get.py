@@ -39,8 +39,12 @@ class _Slice:
     wanted: list[Wanted]
 
 
-def _is_zero(data: bytes) -> bool:
-    return not data.strip(b"\0")
+def _is_zero(data: bytes | memoryview) -> bool:
+    # A raw chunk comes as a view of its GET's buffer (no strip()); most chunks have
+    # a non-zero byte at an end and are judged without a copy.
+    if data and (data[0] or data[-1]):
+        return False
+    return not bytes(data).strip(b"\0")
 
 
 def _prepare_out(out: str) -> None:
