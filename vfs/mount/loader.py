@@ -178,7 +178,7 @@ class _Flight:
     def __init__(self) -> None:
         self.started = trio.current_time()
         self.done = trio.Event()
-        self.data: bytes | None = None
+        self.data: bytes | memoryview | None = None
         self.error: str | None = None
         # It failed where a pack index (a window), not the version, placed the chunk:
         # a reader waiting on it fetches the chunk again by its own location.
@@ -248,7 +248,7 @@ class Loader:
         self.meta_limiter = trio.CapacityLimiter(meta_threads)
         self.warm_limiter = trio.CapacityLimiter(max(1, meta_threads // 2))
         self._nursery = nursery
-        self._mem: OrderedDict[bytes, bytes] = OrderedDict()
+        self._mem: OrderedDict[bytes, bytes | memoryview] = OrderedDict()
         self._mem_used = 0
         self._flights: dict[bytes, _Flight] = {}
         self._unwritten: dict[bytes, bytes] = {}
@@ -268,11 +268,12 @@ class Loader:
 
     async def get(
         self, wanted: Sequence[Wanted], readahead: Sequence[Wanted] = ()
-    ) -> dict[bytes, bytes]:
+    ) -> dict[bytes, bytes | memoryview]:
         """The bytes of `wanted` by chunk id; starts `readahead` in the background
-        once the demand fetches are under way. Raises FetchError within read_timeout."""
+        once the demand fetches are under way. Raises FetchError within read_timeout.
+        A chunk read from the cache is a read-only view (ChunkCache.get_views)."""
         began = trio.current_time()
-        out: dict[bytes, bytes] = {}
+        out: dict[bytes, bytes | memoryview] = {}
         waits: list[tuple[Wanted, _Flight]] = []
         new: dict[bytes, Wanted] = {}
         for w in wanted:
@@ -370,7 +371,7 @@ class Loader:
             )
         return True
 
-    def _held(self, cid: bytes) -> bytes | None:
+    def _held(self, cid: bytes) -> bytes | memoryview | None:
         """A chunk's bytes if this mount holds them: read recently, or verified and
         waiting for the cache writer."""
         data = self._mem.get(cid)
@@ -396,7 +397,7 @@ class Loader:
         store. `reserved` is budget the caller (readahead) already holds for them."""
         demand = reserved == 0
         try:
-            hits: dict[bytes, bytes] = {}
+            hits: dict[bytes, bytes | memoryview] = {}
             if self.cache is not None:
                 try:
                     # The index lookup is a short LMDB read, done here: a cold read
@@ -406,7 +407,7 @@ class Loader:
                     self.cache.note_misses(len(ids) - len(indexed))
                     if indexed:
                         hits = await trio.to_thread.run_sync(
-                            self.cache.get_many,
+                            self.cache.get_views,
                             [cid for cid in ids if cid in indexed],
                             limiter=self.cache_limiter,
                         )
@@ -813,7 +814,9 @@ class Loader:
             log.warning("%s: %s; retrying in %.2f s (attempt %d)", what, why, delay, attempt)
             await trio.sleep(delay)
 
-    def _resolve(self, cid: bytes, flight: _Flight, data: bytes, keep: bool = True) -> None:
+    def _resolve(
+        self, cid: bytes, flight: _Flight, data: bytes | memoryview, keep: bool = True
+    ) -> None:
         """End a flight with its bytes; `keep` them in the memory LRU too (not the
         chunks of a window: they must not push out what was read)."""
         if keep and cid not in self._mem and len(data) <= self.config.mem_bytes // 4:
