@@ -27,8 +27,8 @@ machine-wide, readers never block) and, for segments being written, flock()
   an environment its parent had open, so start workers with 'spawn'.
 
 On an event loop: contains(), contains_many(), pins() and stats() run short read
-transactions and may run inline. get(), get_many() and put() read or write
-segments and now and then wait for the machine-wide writer lock; run them in a
+transactions and may run inline. get(), get_many(), get_views() and put() read or
+write segments and now and then wait for the machine-wide writer lock; run them in a
 worker thread.
 """
 

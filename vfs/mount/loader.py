@@ -16,8 +16,9 @@ Design of the read path (like mountpoint-s3's prefetcher, smaller)
    concurrent readers of one missing chunk share one fetch.
 3. The machine's ChunkCache: new flights are looked up in its index first (one
    short LMDB read, inline), and those it has are read in one worker thread per
-   batch (ChunkCache.get_many: one read() and an xxh3 check per chunk; a bad entry
-   is evicted by the cache and refetched here, never served).
+   batch (ChunkCache.get_views: one pread() per run of neighbouring chunks and an
+   xxh3 check per chunk; each chunk a read-only view of its run's bytes, not a
+   copy; a bad entry is evicted by the cache and refetched here, never served).
 4. The store: what the cache lacks is planned into ranged GETs (reader.plan_ranges:
    neighbours in one pack coalesced up to `part_bytes`), each run in a worker thread
    behind `remote_limiter` and verified against its BLAKE3 id there
