@@ -318,6 +318,46 @@ def test_reads_are_byte_for_byte_sequential_and_random(world: World) -> None:
     world.run("ds@v1", body)
 
 
+def test_a_read_across_cached_chunks_is_one_view_and_stays_exact(world: World) -> None:
+    """Chunks read from the local cache in one run are views of one bytes object
+    (ChunkCache.get_views), so a read spanning two of them is answered as one view of
+    that object, with no copy into a reply buffer. What a held answer shows stays
+    exact while the cache is cleared and other reads go on."""
+    data = world.v1["big.bin"]
+
+    async def fill(core: FsCore) -> None:
+        a = await walk_path(core, "big.bin")
+        assert await read_all(core, a.ino) == data
+
+    world.run("ds@v1", fill)
+    assert world.cache.stats().entries > 1
+
+    async def body(core: FsCore) -> None:
+        a = await walk_path(core, "big.bin")
+        fh = await core.open(a.ino, os.O_RDONLY)
+        ends = core.files._files[fh].layout.ends
+        assert len(ends) > 2
+        held: list[tuple[int, int, list[memoryview]]] = []
+        joined = 0
+        for e in ends[:-1]:
+            off, n = e - 1000, 5000  # across the boundary at e
+            parts = await core.read_parts(fh, off, n)
+            assert b"".join(parts) == data[off : off + n]
+            joined += len(parts) == 1
+            held.append((off, n, parts))
+        assert joined > 0  # neighbours of one run came back as one view
+        world.cache.clear()
+        rng = random.Random(3)
+        for _ in range(50):
+            off = rng.randrange(len(data))
+            assert await core.read(fh, off, MiB) == data[off : off + MiB]
+        for off, n, parts in held:
+            assert b"".join(parts) == data[off : off + n]
+        core.release(fh)
+
+    world.run("ds@v1", body)
+
+
 def test_sequential_reads_grow_the_readahead_window() -> None:
     ra = Readahead(FetchConfig())
     windows = []

@@ -75,6 +75,49 @@ def test_chunks_go_into_segments_in_put_order(root: Path) -> None:
         assert_consistent(c, root)
 
 
+def test_views_of_a_run_stay_exact_after_eviction_and_later_reads(root: Path) -> None:
+    """get_views() hands out read-only views of one bytes object per run, never of a
+    reused buffer: what a view shows stays the chunk's bytes after the segment is
+    evicted and its file unlinked, and after other runs are read."""
+    cap = 4 * MiB  # segments of 256 KiB
+    with ChunkCache(root, max_bytes=cap, low_water=0.5) as c:
+        chunks = [sized_chunk(i, 60 * KiB) for i in range(4)]
+        c.put_many(dict(chunks))
+        got = c.get_views([cid for cid, _ in chunks])
+        views = [got[cid] for cid, _ in chunks]
+        assert all(isinstance(v, memoryview) and v.readonly for v in views)
+        assert len({id(v.obj) for v in views if isinstance(v, memoryview)}) == 1  # one run
+        with pytest.raises(TypeError):
+            views[0][0] = 0  # type: ignore[index]
+        # Fill the cache past its cap with other chunks, read them back in runs, and
+        # evict the views' segment: no view may change.
+        others = [sized_chunk(100 + i, 60 * KiB) for i in range(120)]
+        for i in range(0, len(others), 4):
+            c.put_many(dict(others[i : i + 4]))
+            assert c.get_views([cid for cid, _ in others[i : i + 4]]) == dict(others[i : i + 4])
+        assert not any(c.contains(cid) for cid, _ in chunks)
+        assert [bytes(v) for v in views] == [data for _, data in chunks]
+        # get_many() still answers plain bytes.
+        tail = dict(others[-4:])
+        many = c.get_many(tail)
+        assert many == tail and all(type(v) is bytes for v in many.values())
+
+
+def test_a_run_mostly_of_holes_is_copied_not_viewed(root: Path) -> None:
+    """Chunks read in one run with holes between them are views only while the holes
+    are a small part of the run: otherwise a held chunk would keep the holes' bytes
+    in memory, so each is copied out into a bytes of its own."""
+    with ChunkCache(root, max_bytes=64 * MiB) as c:
+        chunks = [sized_chunk(i, 16 * KiB) for i in range(12)]
+        c.put_many(dict(chunks))
+        dense = c.get_views([cid for cid, _ in chunks[:4]])
+        assert all(isinstance(v, memoryview) for v in dense.values())
+        sparse_ids = [cid for cid, _ in chunks[::4]]  # holes of 48 KiB between 16 KiB
+        sparse = c.get_views(sparse_ids)
+        assert all(type(v) is bytes for v in sparse.values())
+        assert sparse == {cid: data for cid, data in chunks[::4]}
+
+
 def test_eviction_drops_whole_cold_segments(root: Path) -> None:
     cap = 4 * MiB  # segments of 256 KiB: 4 chunks each
     with ChunkCache(root, max_bytes=cap, low_water=0.5) as c:

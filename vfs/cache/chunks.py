@@ -27,8 +27,8 @@ machine-wide, readers never block) and, for segments being written, flock()
   an environment its parent had open, so start workers with 'spawn'.
 
 On an event loop: contains(), contains_many(), pins() and stats() run short read
-transactions and may run inline. get(), get_many() and put() read or write
-segments and now and then wait for the machine-wide writer lock; run them in a
+transactions and may run inline. get(), get_many(), get_views() and put() read or
+write segments and now and then wait for the machine-wide writer lock; run them in a
 worker thread.
 """
 
@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import lmdb
 import xxhash
@@ -146,7 +146,17 @@ class ChunkCache:
         bad one is simply absent (a miss, and a bad one is dropped, as by get()).
 
         One index transaction for them all; the chunks of one segment are read in
-        offset order, neighbours with one preadv() into a pooled buffer."""
+        offset order, neighbours with one pread() (a run), each chunk then copied
+        out of its run. get_views() does not copy."""
+        return cast(dict[bytes, bytes], self._get(chunk_ids, views=False))
+
+    def get_views(self, chunk_ids: Iterable[bytes]) -> dict[bytes, bytes | memoryview]:
+        """get_many(), without a copy: the chunks of a run are read-only views of
+        the run's one bytes object, and each keeps the whole run alive (a run is at
+        most RUN_BYTES, three quarters of it chunks asked for at least)."""
+        return self._get(chunk_ids, views=True)
+
+    def _get(self, chunk_ids: Iterable[bytes], views: bool) -> dict[bytes, bytes | memoryview]:
         ids = list(dict.fromkeys(chunk_ids))
         for chunk_id in ids:
             _check_id(chunk_id)
@@ -164,11 +174,11 @@ class ChunkCache:
             if raw is not None:
                 e = ix.Entry.unpack(raw)
                 by_seg.setdefault(e.seg, []).append((e.offset, e.size, e.checksum, chunk_id))
-        out: dict[bytes, bytes] = {}
+        out: dict[bytes, bytes | memoryview] = {}
         bad: list[bytes] = []
         for seg, extents in by_seg.items():
             extents.sort()
-            self._read_segment(seg, extents, out, bad)
+            self._read_segment(seg, extents, out, bad, views)
         for chunk_id in bad:
             ix.drop_if_bad(env, self._files, chunk_id, drop=True)
         self._note_many(list(out), len(ids) - len(out))
@@ -178,10 +188,12 @@ class ChunkCache:
         self,
         seg: int,
         extents: list[tuple[int, int, bytes, bytes]],
-        out: dict[bytes, bytes],
+        out: dict[bytes, bytes | memoryview],
         bad: list[bytes],
+        views: bool,
     ) -> None:
-        """Read and check `extents` (offset, size, xxh3, id; by offset) of one segment."""
+        """Read and check `extents` (offset, size, xxh3, id; by offset) of one
+        segment; `views`: see get_views()."""
         files = self._files
         try:
             with files.open_fd(seg) as fd:
@@ -197,27 +209,44 @@ class ChunkCache:
                             break
                         end = max(end, off + size)
                         j += 1
-                    if j == i + 1:
-                        off, size, checksum, chunk_id = extents[i]
-                        data = segfiles.pread_all(fd, size, off)
-                        if segfiles.check(data, size, checksum) is None:
-                            out[chunk_id] = data
-                        else:
-                            bad.append(chunk_id)
+                    if j == i + 1 or views:
+                        run = segfiles.pread_all(fd, end - start, start)
+                        self._check_run(run, start, extents[i:j], out, bad, views)
                     else:
-                        with files.read_run(fd, start, end - start) as view:
-                            for off, size, checksum, chunk_id in extents[i:j]:
-                                with view[off - start : off - start + size] as part:
-                                    if segfiles.check(part, size, checksum) is None:
-                                        out[chunk_id] = bytes(part)
-                                    else:
-                                        bad.append(chunk_id)
+                        with files.read_run(fd, start, end - start) as buf:
+                            self._check_run(buf, start, extents[i:j], out, bad, views)
                     i = j
         except FileNotFoundError:  # dropped since the look-up: a miss, or gone for good
             bad.extend(chunk_id for _, _, _, chunk_id in extents)
         except OSError as e:
             log.warning("chunk cache %s: cannot read segment %x: %s", self.root, seg, e)
             bad.extend(chunk_id for _, _, _, chunk_id in extents if chunk_id not in out)
+
+    @staticmethod
+    def _check_run(
+        run: bytes | memoryview,
+        start: int,
+        extents: list[tuple[int, int, bytes, bytes]],
+        out: dict[bytes, bytes | memoryview],
+        bad: list[bytes],
+        views: bool,
+    ) -> None:
+        """Check the chunks of one run read at `start`. A chunk is `run` itself if
+        it is the whole run; else a view of it if `run` is a bytes and `views`, a
+        copy otherwise. A run mostly of holes is copied out even for views, so that
+        a held chunk does not keep the holes in memory."""
+        useful = sum(size for _, size, _, _ in extents)
+        whole = memoryview(run)
+        keep = views and type(run) is bytes and useful * 4 >= len(run) * 3
+        for off, size, checksum, chunk_id in extents:
+            lo = off - start
+            with whole[lo : lo + size] as part:
+                if segfiles.check(part, size, checksum) is not None:
+                    bad.append(chunk_id)
+                elif type(run) is bytes and len(run) == size:
+                    out[chunk_id] = run
+                else:
+                    out[chunk_id] = whole[lo : lo + size] if keep else bytes(part)
 
     def contains(self, chunk_id: bytes) -> bool:
         """Whether the index has the chunk (its bytes are checked only by get())."""

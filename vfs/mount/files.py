@@ -13,6 +13,7 @@ a worker thread through the loader.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from bisect import bisect_left, bisect_right
 
@@ -29,6 +30,57 @@ from vfs.tree import Found
 # The layouts of files opened lately (OpenFiles._layout), weighed by chunk: about 100
 # bytes each once placed, so this holds ~3 MB, or 16,000 small files.
 LAYOUT_CACHE_CHUNKS = 32 * 1024
+
+
+class _PyBuffer(ctypes.Structure):
+    """CPython's Py_buffer (stable ABI since 3.11)."""
+
+    _fields_ = (
+        ("buf", ctypes.c_void_p),
+        ("obj", ctypes.c_void_p),
+        ("len", ctypes.c_ssize_t),
+        ("itemsize", ctypes.c_ssize_t),
+        ("readonly", ctypes.c_int),
+        ("ndim", ctypes.c_int),
+        ("format", ctypes.c_char_p),
+        ("shape", ctypes.c_void_p),
+        ("strides", ctypes.c_void_p),
+        ("suboffsets", ctypes.c_void_p),
+        ("internal", ctypes.c_void_p),
+    )
+
+
+_get_buffer = ctypes.pythonapi.PyObject_GetBuffer
+_get_buffer.argtypes = (ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int)
+_release_buffer = ctypes.pythonapi.PyBuffer_Release
+_release_buffer.argtypes = (ctypes.POINTER(_PyBuffer),)
+
+
+def _address(view: memoryview) -> int:
+    """Where a contiguous view's first byte is in memory."""
+    b = _PyBuffer()
+    _get_buffer(view, ctypes.byref(b), 0)  # PyBUF_SIMPLE; raises on failure
+    try:
+        return b.buf or 0
+    finally:
+        _release_buffer(ctypes.byref(b))
+
+
+def _joined(parts: list[memoryview]) -> list[memoryview]:
+    """`parts` as one view if they lie end to end in one bytes object (chunks the
+    cache read in one run, vfs/cache/chunks.py get_views), else as they are. A read
+    spanning chunks is then answered without copying them into a reply buffer."""
+    obj = parts[0].obj
+    if type(obj) is not bytes or any(p.obj is not obj for p in parts):
+        return parts
+    whole = memoryview(obj)
+    base = _address(whole)
+    start = at = _address(parts[0])
+    for p in parts:
+        if _address(p) != at:
+            return parts
+        at += len(p)
+    return [whole[start - base : at - base]]
 
 
 class _Layout:
@@ -143,6 +195,8 @@ class OpenFiles:
             data = got[lay.wanted[i].ref.id]
             base = lay.ends[i] - len(data)
             parts.append(memoryview(data)[max(offset - base, 0) : end - base])
+        if len(parts) > 1:
+            return _joined(parts)
         return parts
 
     def release(self, fh: int) -> None:

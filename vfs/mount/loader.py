@@ -16,8 +16,9 @@ Design of the read path (like mountpoint-s3's prefetcher, smaller)
    concurrent readers of one missing chunk share one fetch.
 3. The machine's ChunkCache: new flights are looked up in its index first (one
    short LMDB read, inline), and those it has are read in one worker thread per
-   batch (ChunkCache.get_many: one read() and an xxh3 check per chunk; a bad entry
-   is evicted by the cache and refetched here, never served).
+   batch (ChunkCache.get_views: one pread() per run of neighbouring chunks and an
+   xxh3 check per chunk; each chunk a read-only view of its run's bytes, not a
+   copy; a bad entry is evicted by the cache and refetched here, never served).
 4. The store: what the cache lacks is planned into ranged GETs (reader.plan_ranges:
    neighbours in one pack coalesced up to `part_bytes`), each run in a worker thread
    behind `remote_limiter` and verified against its BLAKE3 id there
@@ -288,7 +289,8 @@ class Loader:
         self, wanted: Sequence[Wanted], readahead: Sequence[Wanted] = ()
     ) -> dict[bytes, fmt.ChunkBytes]:
         """The bytes of `wanted` by chunk id; starts `readahead` in the background
-        once the demand fetches are under way. Raises FetchError within read_timeout."""
+        once the demand fetches are under way. Raises FetchError within read_timeout.
+        A chunk read from the cache is a read-only view (ChunkCache.get_views)."""
         began = trio.current_time()
         out: dict[bytes, fmt.ChunkBytes] = {}
         waits: list[tuple[Wanted, _Flight]] = []
@@ -414,7 +416,7 @@ class Loader:
         store. `reserved` is budget the caller (readahead) already holds for them."""
         demand = reserved == 0
         try:
-            hits: dict[bytes, bytes] = {}
+            hits: dict[bytes, bytes | memoryview] = {}
             if self.cache is not None:
                 try:
                     # The index lookup is a short LMDB read, done here: a cold read
@@ -424,7 +426,7 @@ class Loader:
                     self.cache.note_misses(len(ids) - len(indexed))
                     if indexed:
                         hits = await trio.to_thread.run_sync(
-                            self.cache.get_many,
+                            self.cache.get_views,
                             [cid for cid in ids if cid in indexed],
                             limiter=self.cache_limiter,
                         )
