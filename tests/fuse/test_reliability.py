@@ -478,6 +478,8 @@ def _disk_bytes(data_dir: Path) -> int:
 @pytest.mark.fuse
 @needs_fuse
 def test_the_cache_cap_holds_under_16_readers_and_pins_hold(s3_url: str, tmp_path: Path) -> None:
+    from vfs.mount.loader import FetchConfig
+
     cap = 8 * MiB
     src = tmp_path / "src"
     src.mkdir()
@@ -528,10 +530,12 @@ def test_the_cache_cap_holds_under_16_readers_and_pins_hold(s3_url: str, tmp_pat
         for t in threads:
             t.join(timeout=60)
         assert not errors, errors[:5]
-        # The index never exceeds the cap; on disk, only chunks being inserted come
-        # on top (a fetch renames its file in before the transaction that evicts).
+        # The index never exceeds the cap; on disk, only a batch being inserted comes
+        # on top, per mount (its writer appends a batch before the transaction that
+        # evicts for it): at most part_bytes, or one chunk if larger.
+        batch = max(FetchConfig().part_bytes, max_chunk)
         assert peaks["index"] <= cap, peaks
-        assert peaks["disk"] <= cap + 16 * max_chunk + 1 * MiB, peaks
+        assert peaks["disk"] <= cap + 2 * batch + 1 * MiB, peaks
         # Pinned chunks were never evicted: all still cached, read with no fetch.
         for name in pinned:
             assert control.info(str(pmnt / name)).cached_bytes == len(pinned[name])
@@ -570,11 +574,13 @@ class _StuckCache(ChunkCache):
         super().__init__(root)
         self.go = threading.Event()
         self.batches: list[int] = []
+        self.batch_bytes: list[int] = []
 
     def put_many(
         self, items: Mapping[bytes, bytes | memoryview], *, speculative: bool = False
     ) -> None:
         self.batches.append(len(items))
+        self.batch_bytes.append(sum(map(len, items.values())))
         assert self.go.wait(10), "the test never released the cache writer"
         super().put_many(items, speculative=speculative)
 
@@ -583,15 +589,17 @@ def test_cache_writes_never_hold_up_reads_are_batched_and_finish_on_shutdown(
     tmp_path: Path,
 ) -> None:
     """Verified chunks are served at once; the one cache writer takes what has
-    gathered in batches of at most WRITE_BATCH chunks, a stuck write delays neither
-    reads nor cache lookups, and what is queued at shutdown is still written."""
+    gathered in batches of at most WRITE_BATCH chunks and `part_bytes`, a stuck write
+    delays neither reads nor cache lookups, and what is queued at shutdown is still
+    written."""
     import trio
 
     from vfs.mount.loader import WRITE_BATCH, FetchConfig, Loader
 
     src = tmp_path / "src"
     src.mkdir()
-    files = _files(src, 12, 20 * KiB, seed=11)
+    # More files than a batch holds, each one chunk, so that the bound on a batch shows.
+    files = _files(src, WRITE_BATCH + 40, 2 * KiB, seed=11)
     url = str(tmp_path / "store")
     _commit(url, src, "ds", "v1", tmp_path)
     store = Store.open(url)
@@ -611,7 +619,9 @@ def test_cache_writes_never_hold_up_reads_are_batched_and_finish_on_shutdown(
     async def main() -> None:
         nonlocal stats
         async with trio.open_nursery() as nursery:
-            fetcher = Loader(store, cache, nursery, FetchConfig(read_timeout=5.0))
+            # No pack windows: every chunk queued is one a reader asked for.
+            config = FetchConfig(read_timeout=5.0, window_min=0, window_max=0)
+            fetcher = Loader(store, cache, nursery, config)
             stats = fetcher.stats
             got = await fetcher.get(wanted[first])
             assert b"".join(got[w.ref.id] for w in wanted[first]) == files[first]
@@ -642,6 +652,7 @@ def test_cache_writes_never_hold_up_reads_are_batched_and_finish_on_shutdown(
     # What gathered meanwhile went in batches as full as the bound allows.
     full, part = divmod(queued, WRITE_BATCH)
     assert cache.batches == [len(wanted[first])] + [WRITE_BATCH] * full + [part] * bool(part)
+    assert max(cache.batch_bytes) <= FetchConfig().part_bytes
     assert stats.cache_writes == len(cache.batches)
     # Misses found by the inline index lookup are counted like get()'s.
     after = cache.stats()

@@ -117,10 +117,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-# Chunks per cache write transaction of the mount's writer. Each batch's files are on
-# disk before the transaction that may evict for them, so this (or part_bytes) is
-# what a mount can hold above the cache cap (docs/reliability.md, section 6).
-WRITE_BATCH = 8
+# Chunks per cache write transaction of the mount's writer, at most; a batch also
+# stops at `part_bytes` (a single larger chunk goes alone). Each batch is appended to
+# its segment before the transaction that may evict for it, so max(part_bytes, the
+# largest chunk) is what a mount can hold on disk above the cache cap
+# (docs/reliability.md, section 6). Small files need the count this high: with 8
+# chunks of ~50 KB a batch, the writer fell behind a cold epoch, pack windows were
+# skipped for want of queue room and their dropped chunks were fetched twice.
+WRITE_BATCH = 256
 # Fetches of one range that returned bytes failing verification before it is judged
 # damaged in the store (EIO) rather than garbled on the way.
 CORRUPT_ATTEMPTS = 3
