@@ -131,6 +131,34 @@ def test_put_file_multipart(seaweed: SeaweedServer, s3_url: str, tmp_path: Path)
         b.close()
 
 
+@pytest.mark.s3
+def test_clean_reads_skip_the_sdk_call_and_unclean_ones_take_it(s3_url: str) -> None:
+    """Reads go by presigned URL (S3Backend._fast_get), not through a boto3 call; hooks
+    on before-send still see them. A missing key is answered by boto3, whose error
+    table names it. A silent fall back to boto3 for every read would fail here."""
+    b = open_backend(s3_url)
+    assert isinstance(b, S3Backend)
+    calls: list[str] = []
+    sent: list[str] = []
+    events = b._client.meta.events
+    events.register("before-call.s3.GetObject", lambda **kw: calls.append("call"))
+    events.register("before-send.s3.GetObject", lambda request, **kw: sent.append(request.url))
+    try:
+        data = _random(1 * MiB)
+        b.put("packs/p", data)
+        assert b.get_range("packs/p", 1000, 5000) == data[1000:6000]
+        assert b.get_range("packs/p", len(data) - 10, 100) == data[-10:]
+        assert b.get_range("packs/p", len(data) + 10, 100) == b""
+        assert b.get("packs/p") == data
+        assert calls == []
+        assert len(sent) == 4 and all("Signature" in url for url in sent)
+        with pytest.raises(NotFound, match="packs/missing"):
+            b.get_range("packs/missing", 0, 10)
+        assert calls == ["call"]
+    finally:
+        b.close()
+
+
 # -- listing and deleting ----------------------------------------------------------
 
 
