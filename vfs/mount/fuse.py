@@ -22,6 +22,7 @@ import errno
 import functools
 import logging
 import os
+import types
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -349,8 +350,54 @@ def mount(ops: Operations, mountpoint: str, options: set[str]) -> None:
         raise VfsError(f"cannot mount {mountpoint}: {e}{hint}") from None
 
 
+class _ReaderLock:
+    """The lock pyfuse3's worker tasks take in turn to wait for the next request on
+    /dev/fuse, without trio.Lock's costs. Every request passes through it once, and
+    trio.Lock made that a fifth of the daemon's CPU for a warm open or release (py-spy
+    --gil, warm small-file reads): a free acquire is a trip through the scheduler
+    (cancel_shielded_checkpoint), and each acquire and release updates the global
+    parking-lot breakers (a WeakKeyDictionary). Here a free acquire is a flag, and a
+    release with tasks waiting hands the lock to the first of them, which wakes
+    holding it, as trio.Lock does.
+
+    Cancellation is as with trio.Lock: a task cancelled while parked never held the
+    lock; one woken by a release holds it and gives it back at its `async with`'s
+    end. pyfuse3 uses the lock only as `async with`, on the trio thread."""
+
+    __slots__ = ("_held", "_lot")
+
+    def __init__(self) -> None:
+        self._held = False
+        self._lot = trio.lowlevel.ParkingLot()
+
+    async def __aenter__(self) -> None:
+        if self._held:
+            await self._lot.park()  # woken by __aexit__, holding the lock
+        else:
+            self._held = True
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._lot:
+            self._lot.unpark()  # the first waiter now holds it
+        else:
+            self._held = False
+
+
+class _TrioForPyfuse3(types.ModuleType):
+    """What pyfuse3 sees as its `trio` module: trio, with _ReaderLock as Lock.
+    pyfuse3 looks `trio` up as a module global (pyfuse3.asyncio swaps it the same
+    way) and uses it for its lock, wait_readable, the nursery of its workers and
+    notify_closing."""
+
+    Lock = _ReaderLock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(trio, name)
+
+
 async def serve() -> None:
     """Serve requests until the filesystem is unmounted or `stop` is called."""
+    pyfuse3.trio = _TrioForPyfuse3("trio")  # type: ignore[attr-defined]
     await pyfuse3.main(min_tasks=4, max_tasks=64)
 
 
