@@ -34,10 +34,10 @@ async def test_one_holder_at_a_time_in_arrival_order() -> None:
                 inside.append(k)
                 assert len(inside) == 1, inside
                 order.append(k)
-                await trio.sleep(0.001)  # a checkpoint while holding it, as wait_readable
+                await trio.lowlevel.checkpoint()  # others run, as in wait_readable
                 inside.remove(k)
 
-    async with trio.open_nursery() as n:
+    async with trio.open_nursery() as n, lock:  # held while the tasks queue up
         for k in range(5):
             n.start_soon(task, k)
             await trio.testing.wait_all_tasks_blocked()

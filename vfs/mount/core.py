@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,9 +80,9 @@ class FsCore:
         # The daemon's facts shown at the root (pid, control, log), by `vfs info` and
         # as user.vfs.KEY attributes.
         self.extra_info: dict[str, str | int] = {}
-        # FUSE requests by handler name (vfs/mount/fuse.py counts them): what a
-        # workload costs the daemon in round trips, the kernel's view of the mount.
-        self.requests: Counter[str] = Counter()
+        # FUSE requests by handler name: what a workload costs the daemon in round
+        # trips. vfs/mount/fuse.py's Operations puts its counters here.
+        self.requests: dict[str, int] = {}
         self.xattr_requests = 0  # getxattr and listxattr requests answered, served or not
         self.versions = Versions(store, dataset, loader, config.ref_ttl)
         ns = self.namespace = Namespace(dataset, loader, self.versions, config, view)
@@ -241,7 +240,7 @@ class FsCore:
             "xattr_requests": self.xattr_requests,
             "lookup_requests": ns.lookup_requests,
             "readdir_requests": ns.readdir_requests,
-            "fuse_requests": dict(sorted(self.requests.items())),
+            "fuse_requests": {k: n for k, n in sorted(self.requests.items()) if n},
         }
 
     # -- switching -----------------------------------------------------------------

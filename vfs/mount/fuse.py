@@ -95,12 +95,18 @@ def errno_for(exc: BaseException) -> int:
     return errno.EIO
 
 
+# The requests counted, by handler name; each has its key in Operations.requests from
+# the start, so that counting is a plain dict's item update.
+_COUNTED: list[str] = ["forget", "flush"]
+
+
 def _handler(
     fn: Callable[Concatenate[Operations, _P], Coroutine[Any, Any, _T]],
 ) -> Callable[Concatenate[Operations, _P], Coroutine[Any, Any, _T]]:
-    """Count the request (FsCore.requests, shown by `vfs status`); call the core; map
+    """Count the request (Operations.requests, in the stats); call the core; map
     any Exception to a FUSEError through ERRNO_TABLE."""
     name = fn.__name__
+    _COUNTED.append(name)
 
     @functools.wraps(fn)
     async def wrapper(self: Operations, *args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -157,7 +163,9 @@ class Operations(pyfuse3.Operations):
     def __init__(self, core: FsCore) -> None:
         super().__init__()
         self.core = core
-        self.requests = core.requests  # by handler name; counted by _handler
+        # Requests by handler name, counted by _handler; the core shows them in stats.
+        self.requests = dict.fromkeys(_COUNTED, 0)
+        core.requests = self.requests
         # One reply buffer for every read that spans chunks. pyfuse3 writes a read's
         # reply (fuse_reply_buf) as soon as read() returns, with no checkpoint in
         # between, so no other read runs before its bytes are out. A fresh 1 MiB
