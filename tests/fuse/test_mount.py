@@ -212,6 +212,35 @@ def test_ls_l_asks_the_daemon_for_no_extended_attribute(mounts: Mounts) -> None:
     assert info(mnt)["stats"]["xattr_requests"] <= 2
 
 
+def _fuse_requests(mnt: Path) -> dict[str, int]:
+    out: dict[str, int] = info(mnt)["stats"]["fuse_requests"]
+    return out
+
+
+def test_a_warm_reopen_costs_one_open_and_one_release(data: Data, mounts: Mounts) -> None:
+    """A version never changes, so the kernel keeps what it learnt: entries and
+    attributes (long timeouts), pages across opens (FOPEN_KEEP_CACHE), and that
+    there is no flush handler. Reading a warm file again costs the daemon an open and
+    a release per open(2), and nothing else: the warm epoch of a DataLoader is that,
+    once per image."""
+    mnt = mounts.mount("ds@v1")
+    path = mnt / "with space.csv"
+    assert path.read_bytes() == data.v1_csv
+    before = _fuse_requests(mnt)
+    for _ in range(100):
+        os.stat(path)
+        with open(path, "rb") as f:
+            assert f.read() == data.v1_csv
+    deadline = time.monotonic() + 10
+    while True:  # the kernel sends RELEASE after close() returns
+        after = _fuse_requests(mnt)
+        spent = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+        if spent.get("release", 0) >= 100 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert spent == {"open": 100, "release": 100}, spent
+
+
 def test_vfs_info_text_json_and_errors(data: Data, mounts: Mounts) -> None:
     mnt = mounts.mount("ds@v1")
     (mnt / "with space.csv").read_bytes()

@@ -80,6 +80,9 @@ class FsCore:
         # The daemon's facts shown at the root (pid, control, log), by `vfs info` and
         # as user.vfs.KEY attributes.
         self.extra_info: dict[str, str | int] = {}
+        # FUSE requests by handler name: what a workload costs the daemon in round
+        # trips. vfs/mount/fuse.py's Operations puts its counters here.
+        self.requests: dict[str, int] = {}
         self.xattr_requests = 0  # getxattr and listxattr requests answered, served or not
         self.versions = Versions(store, dataset, loader, config.ref_ttl)
         ns = self.namespace = Namespace(dataset, loader, self.versions, config, view)
@@ -237,6 +240,7 @@ class FsCore:
             "xattr_requests": self.xattr_requests,
             "lookup_requests": ns.lookup_requests,
             "readdir_requests": ns.readdir_requests,
+            "fuse_requests": {k: n for k, n in sorted(self.requests.items()) if n},
         }
 
     # -- switching -----------------------------------------------------------------

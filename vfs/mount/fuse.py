@@ -22,8 +22,9 @@ import errno
 import functools
 import logging
 import os
+import types
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
@@ -94,13 +95,24 @@ def errno_for(exc: BaseException) -> int:
     return errno.EIO
 
 
-def _handler(fn: Callable[_P, Coroutine[Any, Any, _T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
-    """Call the core; map any Exception to a FUSEError through ERRNO_TABLE."""
+# The requests counted, by handler name; each has its key in Operations.requests from
+# the start, so that counting is a plain dict's item update.
+_COUNTED: list[str] = ["forget", "flush"]
+
+
+def _handler(
+    fn: Callable[Concatenate[Operations, _P], Coroutine[Any, Any, _T]],
+) -> Callable[Concatenate[Operations, _P], Coroutine[Any, Any, _T]]:
+    """Count the request (Operations.requests, in the stats); call the core; map
+    any Exception to a FUSEError through ERRNO_TABLE."""
+    name = fn.__name__
+    _COUNTED.append(name)
 
     @functools.wraps(fn)
-    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+    async def wrapper(self: Operations, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        self.requests[name] += 1
         try:
-            return await fn(*args, **kwargs)
+            return await fn(self, *args, **kwargs)
         except pyfuse3.FUSEError:
             raise
         except VfsError as e:
@@ -151,6 +163,9 @@ class Operations(pyfuse3.Operations):
     def __init__(self, core: FsCore) -> None:
         super().__init__()
         self.core = core
+        # Requests by handler name, counted by _handler; the core shows them in stats.
+        self.requests = dict.fromkeys(_COUNTED, 0)
+        core.requests = self.requests
         # One reply buffer for every read that spans chunks. pyfuse3 writes a read's
         # reply (fuse_reply_buf) as soon as read() returns, with no checkpoint in
         # between, so no other read runs before its bytes are out. A fresh 1 MiB
@@ -166,6 +181,7 @@ class Operations(pyfuse3.Operations):
         return _entry(await self.core.lookup(parent_inode, name))
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        self.requests["forget"] += 1
         try:
             self.core.forget(inode_list)
         except Exception:  # forget must not raise at all
@@ -215,9 +231,12 @@ class Operations(pyfuse3.Operations):
             at += len(p)
         return out[:n]  # type: ignore[return-value]
 
-    # No flush handler on purpose: pyfuse3's default answers ENOSYS once, and the
-    # kernel then stops sending FLUSH, which saved a round trip on every close()
-    # (warm small-file reads: 8k -> 12.5k files/s, level with a bare passthrough).
+    async def flush(self, fh: int) -> None:
+        # Answered ENOSYS on purpose: the kernel then sends FLUSH no more, which saved
+        # a round trip on every close() (warm small-file reads: 8k -> 12.5k files/s,
+        # level with a bare passthrough). Counted, to show it comes once per mount.
+        self.requests["flush"] += 1
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     @_handler
     async def release(self, fh: int) -> None:
@@ -339,8 +358,54 @@ def mount(ops: Operations, mountpoint: str, options: set[str]) -> None:
         raise VfsError(f"cannot mount {mountpoint}: {e}{hint}") from None
 
 
+class _ReaderLock:
+    """The lock pyfuse3's worker tasks take in turn to wait for the next request on
+    /dev/fuse, without trio.Lock's costs. Every request passes through it once, and
+    trio.Lock's acquire and release were 21% of the daemon's Python time while it
+    answered warm opens and releases (py-spy --gil): a free acquire is a trip through
+    the scheduler (cancel_shielded_checkpoint), and each acquire and release updates
+    the global parking-lot breakers (a WeakKeyDictionary). Here a free acquire is a
+    flag, and a release with tasks waiting hands the lock to the first of them, which
+    wakes holding it, as trio.Lock does.
+
+    Cancellation is as with trio.Lock: a task cancelled while parked never held the
+    lock; one woken by a release holds it and gives it back at its `async with`'s
+    end. pyfuse3 uses the lock only as `async with`, on the trio thread."""
+
+    __slots__ = ("_held", "_lot")
+
+    def __init__(self) -> None:
+        self._held = False
+        self._lot = trio.lowlevel.ParkingLot()
+
+    async def __aenter__(self) -> None:
+        if self._held:
+            await self._lot.park()  # woken by __aexit__, holding the lock
+        else:
+            self._held = True
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._lot:
+            self._lot.unpark()  # the first waiter now holds it
+        else:
+            self._held = False
+
+
+class _TrioForPyfuse3(types.ModuleType):
+    """What pyfuse3 sees as its `trio` module: trio, with _ReaderLock as Lock.
+    pyfuse3 looks `trio` up as a module global (pyfuse3.asyncio swaps it the same
+    way) and uses it for its lock, wait_readable, the nursery of its workers and
+    notify_closing."""
+
+    Lock = _ReaderLock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(trio, name)
+
+
 async def serve() -> None:
     """Serve requests until the filesystem is unmounted or `stop` is called."""
+    pyfuse3.trio = _TrioForPyfuse3("trio")  # type: ignore[attr-defined]
     await pyfuse3.main(min_tasks=4, max_tasks=64)
 
 
