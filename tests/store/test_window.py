@@ -142,7 +142,11 @@ def test_a_shuffled_epoch_costs_far_fewer_gets_than_files(small: SmallWorld) -> 
         # Far fewer than one GET per file; the bound's budget is dataset bytes.
         assert small.wired.range_gets <= SMALL_FILES // 4, core.fetcher.counters()
         assert st.window_chunks > SMALL_FILES // 2
-        assert small.wired.range_bytes <= 1.25 * total
+        # Bytes beyond the files: the gaps a span crosses (reader.MAX_GAP) where a
+        # chunk was another reader's flight or already held. 1.16-1.30x over 12 runs
+        # with the cache writer's batches of 256 chunks (more windows taken, so more
+        # of them overlap); a window fetching what another brought would be ~2x.
+        assert small.wired.range_bytes <= 1.5 * total
         # No chunk came twice: nobody fetched a chunk a window was bringing.
         assert st.chunks_fetched == SMALL_FILES
 
