@@ -11,7 +11,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from vfs.mount.fuse import _ReaderLock, _TrioForPyfuse3
+from vfs.mount.fuse import _ReaderLock, _trio_for_pyfuse3
 
 
 def _in_trio(fn: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
@@ -103,7 +103,7 @@ async def test_a_holder_that_raises_hands_it_on() -> None:
 
 
 def test_pyfuse3_sees_trio_with_this_lock() -> None:
-    shim = _TrioForPyfuse3("trio")
+    shim = _trio_for_pyfuse3()
     assert shim.Lock is _ReaderLock
     assert shim.lowlevel is trio.lowlevel
     assert shim.ClosedResourceError is trio.ClosedResourceError

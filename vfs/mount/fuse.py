@@ -391,21 +391,21 @@ class _ReaderLock:
             self._held = False
 
 
-class _TrioForPyfuse3(types.ModuleType):
+def _trio_for_pyfuse3() -> types.ModuleType:
     """What pyfuse3 sees as its `trio` module: trio, with _ReaderLock as Lock.
     pyfuse3 looks `trio` up as a module global (pyfuse3.asyncio swaps it the same
     way) and uses it for its lock, wait_readable, the nursery of its workers and
-    notify_closing."""
-
-    Lock = _ReaderLock
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(trio, name)
+    notify_closing. A copy of trio's namespace, so that each of those lookups stays
+    a plain dict hit on the request path (no __getattr__ fallback)."""
+    shim = types.ModuleType("trio")
+    shim.__dict__.update(vars(trio))
+    shim.__dict__["Lock"] = _ReaderLock
+    return shim
 
 
 async def serve() -> None:
     """Serve requests until the filesystem is unmounted or `stop` is called."""
-    pyfuse3.trio = _TrioForPyfuse3("trio")  # type: ignore[attr-defined]
+    pyfuse3.trio = _trio_for_pyfuse3()  # type: ignore[attr-defined]
     await pyfuse3.main(min_tasks=4, max_tasks=64)
 
 
