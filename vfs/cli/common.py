@@ -15,6 +15,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 from vfs.defaults import default_cache_dir
@@ -23,9 +24,39 @@ if TYPE_CHECKING:
     from vfs.store import Store
 
 
+class Formatter(argparse.HelpFormatter):
+    """Help text as a terminal wants it: prose paragraphs wrapped to the width,
+    paragraphs with an indented line (examples, tables) kept exactly as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out = []
+        for para in re.split(r"\n[ \t]*\n", text.strip("\n")):
+            lines = para.splitlines()
+            if any(line.startswith((" ", "\t")) for line in lines[1:]):
+                out.append("\n".join(indent + line for line in lines))
+            else:
+                words = " ".join(line.strip() for line in lines)
+                out.append(
+                    textwrap.fill(words, width, initial_indent=indent, subsequent_indent=indent)
+                )
+        return "\n\n".join(out)
+
+
+class _LogFormatter(logging.Formatter):
+    """`vfs: WARNING: ...` for vfs's own lines; a library's lines (-vv shows botocore's
+    and urllib3's) keep their logger's name, so nobody mistakes them for ours."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        name = record.name
+        who = "vfs" if name == "vfs" or name.startswith("vfs.") else name
+        return f"{who}: {record.levelname}: {super().format(record)}"
+
+
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="vfs: %(levelname)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormatter("%(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     # boto's own INFO chatter is noise to a user; -vv shows it.
     if verbose < 2:
         logging.getLogger("botocore").setLevel(logging.WARNING)
@@ -84,13 +115,14 @@ def add_common(p: argparse.ArgumentParser, json_output: bool = False) -> None:
         "--store",
         metavar="URL",
         default=None,
-        help="store: a directory or s3://bucket/prefix (default: $VFS_STORE, else ~/.local/share/vfs/store)",
+        help="store: a directory or s3://bucket/prefix (default: $VFS_STORE, else "
+        "$XDG_DATA_HOME/vfs/store, ~/.local/share/vfs/store by default)",
     )
     g.add_argument(
         "--cache-dir",
         metavar="DIR",
         default=None,
-        help="local cache (default: $VFS_CACHE_DIR, else ~/.cache/vfs)",
+        help="local cache (default: $VFS_CACHE_DIR, else $XDG_CACHE_HOME/vfs, ~/.cache/vfs by default)",
     )
     g.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"

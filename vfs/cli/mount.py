@@ -12,7 +12,14 @@ import argparse
 import sys
 import time
 
-from vfs.cli.common import add_cache_size, add_common, cache_dir, print_json, seconds
+from vfs.cli.common import (
+    Formatter,
+    add_cache_size,
+    add_common,
+    cache_dir,
+    print_json,
+    seconds,
+)
 from vfs.errors import UsageError
 
 # --- mount ---
@@ -44,7 +51,7 @@ def add_mount(p: argparse.ArgumentParser) -> None:
         "diagnostics: vfs info /mnt/data/FILE shows the version, the file's content\n"
         "id and how many of its bytes are cached; vfs info /mnt/data the daemon."
     )
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.formatter_class = Formatter
     p.add_argument("target", metavar="DATASET[@REF]")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument(
