@@ -148,9 +148,9 @@ def test_errors_name_what_is_wrong(vfs: Vfs, tmp_path: Path) -> None:
     p = vfs.run("commit", str(tmp_path / "d"), "ds", "--tag", "v1", "--allow-empty", check=False)
     assert p.returncode == 1 and "never move" in p.stderr
     (tmp_path / "full").mkdir()
-    (tmp_path / "full" / "x").write_text("x")
+    (tmp_path / "full" / "f").write_text("y")
     p = vfs.run("get", "ds", "-o", str(tmp_path / "full"), check=False)
-    assert p.returncode == 2 and "not empty" in p.stderr
+    assert p.returncode == 2 and "differs from the version; --force" in p.stderr
 
 
 def test_unreachable_s3_endpoint_fails_within_seconds(tmp_path: Path) -> None:
