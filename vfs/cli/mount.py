@@ -102,6 +102,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         return _mount_foreground(args, cdir)
     log_file = args.log_file or control.default_log_file(cdir, args.mountpoint)
     mnt = control.check_mountpoint(args.mountpoint)
+    control.check_fuse(args.allow_other)
     # The daemon resolves the defaults of the store and the cache size (it has this
     # process's environment and working directory), so that this process need not
     # import the store or the cache: the mount is live sooner.
@@ -134,9 +135,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 def _mount_foreground(args: argparse.Namespace, cdir: str) -> int:
     """`vfs mount --foreground`: mount and serve in this process until unmounted."""
-    from vfs.mount.control import MountOptions
+    from vfs.mount.control import MountOptions, check_fuse
     from vfs.mount.daemon import run
 
+    check_fuse(args.allow_other)
     opts = MountOptions(
         target=args.target,
         mountpoint=args.mountpoint,
