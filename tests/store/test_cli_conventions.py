@@ -5,6 +5,7 @@ lines that name their logger, and shell completion."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import shutil
@@ -165,3 +166,46 @@ def test_zsh_completion_is_valid_zsh(tmp_path: Path) -> None:
 def test_every_verb_builds_for_the_completion_script() -> None:
     parser = build_parser(all_verbs=True)
     assert parser.parse_args(["cache", "stats"]).command == "cache"
+
+
+def test_odd_names_are_escaped_for_people_and_exact_for_programs(tmp_path: Path) -> None:
+    env = {"VFS_STORE": str(tmp_path / "store"), "VFS_CACHE_DIR": str(tmp_path / "cache")}
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok.txt").write_text("1")
+    assert run("commit", str(src), "ds", "--tag", "v1", env=env).returncode == 0
+    odd = [b"a\tb", b"new\nline", b"\xff\xfe.bin", b"esc\x1b[31mred"]
+    for name in odd:
+        (Path(os.fsdecode(bytes(src))) / os.fsdecode(name)).write_text("x")
+    assert run("commit", str(src), "ds", "--tag", "v2", env=env).returncode == 0
+
+    p = run("ls", "ds@v2", env=env)
+    assert p.stdout.splitlines() == [
+        '"a\\tb"',
+        '"esc\\x1b[31mred"',
+        '"new\\nline"',
+        "ok.txt",
+        '"\\xff\\xfe.bin"',
+    ], p.stdout
+    raw = subprocess.run(
+        [sys.executable, "-m", "vfs", "ls", "ds@v2", "-z"],
+        capture_output=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+    assert sorted(raw.stdout.split(b"\0")[:-1]) == sorted([*odd, b"ok.txt"])
+    p = run("ls", "ds@v2", "--json", env=env)
+    assert sorted(os.fsencode(d["path"]) for d in json.loads(p.stdout)) == sorted([*odd, b"ok.txt"])
+
+    p = run("diff", "ds@v1", "ds@v2", env=env)
+    assert len(p.stdout.splitlines()) == 4 and '+ "new\\nline"' in p.stdout, p.stdout
+    assert p.stderr.startswith("4 added, 0 removed"), p.stderr
+    p = run("diff", "ds@v1", "ds@v2", "--stat", env=env)
+    assert p.stdout == "" and p.stderr.startswith("4 added"), (p.stdout, p.stderr)
+    raw = subprocess.run(
+        [sys.executable, "-m", "vfs", "diff", "ds@v1", "ds@v2", "-z"],
+        capture_output=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+    assert sorted(raw.stdout.split(b"\0")[:-1]) == sorted(b"A\t" + n for n in odd)

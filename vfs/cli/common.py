@@ -146,9 +146,59 @@ def cache_dir(args: argparse.Namespace) -> str:
     return str(args.cache_dir or default_cache_dir())
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def print_json(doc: Any) -> None:
-    json.dump(doc, sys.stdout, indent=2, ensure_ascii=False, sort_keys=False)
-    sys.stdout.write("\n")
+    """JSON on stdout, UTF-8. A name that is not UTF-8 (held with surrogateescape, as
+    os does) is written as its \\udcXX escape: exact, and json.loads then
+    os.fsencode gives the bytes back."""
+    text = json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False)
+    text = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    sys.stdout.write(text + "\n")
+
+
+# A name needs quoting in human output if it holds a control character (C0, DEL, C1)
+# or bytes that are not UTF-8 (surrogateescape).
+_NEEDS_QUOTES = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udcff]")
+_ESCAPES = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\v": "\\v",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def shown(name: str) -> str:
+    """A path as human output shows it, so that one name is one line: unchanged when
+    printable; else in double quotes with C escapes, as git's quotepath and `ls -b`
+    do (a tab is \\t, a byte that is not UTF-8 \\xff). `--json` and `-z` print
+    names exactly."""
+    if not _NEEDS_QUOTES.search(name):
+        return name
+    out = []
+    for ch in name:
+        code = ord(ch)
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch in '\\"':
+            out.append("\\" + ch)
+        elif 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or 0x7F <= code <= 0x9F:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def write_nul(text: str) -> None:
+    """One exact name and a NUL on stdout (-z): bytes that are not UTF-8 as they are."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(os.fsencode(text) + b"\0")
 
 
 def human(n: float) -> str:

@@ -17,6 +17,8 @@ from vfs.cli.common import (
     positive_int,
     print_json,
     show_progress,
+    shown,
+    write_nul,
 )
 from vfs.ops import base, history, read
 from vfs.ops.get import get
@@ -36,6 +38,9 @@ def add_ls(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-R", dest="recursive", action="store_true", help="list subdirectories recursively"
     )
+    p.add_argument(
+        "-z", dest="nul", action="store_true", help="paths only, each ended by NUL, exactly"
+    )
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_ls)
 
@@ -48,10 +53,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         print_json([read.entry_doc(p, e) for p, e in rows])
         return 0
+    if args.nul:
+        for p, _ in rows:
+            write_nul(p)
+        return 0
     for p, e in rows:
-        name = p + ("/" if e.is_dir else "")
+        name = shown(p) + ("/" if e.is_dir else "")
         if e.is_symlink and args.long:
-            name += " -> " + e.target.decode("utf-8", "surrogateescape")
+            name += " -> " + shown(e.target.decode("utf-8", "surrogateescape"))
         if args.long:
             mtime = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.mtime_ns / 1e9))
             print(f"{read.mode_string(e)} {e.size:>12} {mtime} {name}")
