@@ -204,6 +204,7 @@ def test_interrupted_commit_moves_no_ref_and_resumes(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "no ref was moved" in err
+    assert len([line for line in err.splitlines() if line.startswith("vfs:")]) == 1, err
     assert not Path(store, "refs").exists() or not any(Path(store, "refs").rglob("main"))
     done_before = _index_count(store)
     assert done_before >= 1

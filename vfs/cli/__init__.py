@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from vfs import __version__
 from vfs.cli import common
-from vfs.errors import UsageError, VfsError
+from vfs.errors import Interrupted, UsageError, VfsError
 
 log = logging.getLogger("vfs")
 
@@ -173,8 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VfsError as e:
         print(f"vfs: error: {e}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("vfs: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"vfs: {e}" if isinstance(e, Interrupted) else "vfs: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK

@@ -20,6 +20,7 @@ from vfs.cli.common import (
     shown,
     write_nul,
 )
+from vfs.errors import Interrupted
 from vfs.ops import base, history, read
 from vfs.ops.get import get
 
@@ -157,6 +158,11 @@ def cmd_get(args: argparse.Namespace) -> int:
                 force=args.force,
                 on_bytes=bar.update if bar else None,
             )
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"get interrupted: every file under its name in {args.out} is complete; "
+                "run the same command again to fetch the rest"
+            ) from None
         finally:
             if bar:
                 bar.close()
