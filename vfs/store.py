@@ -30,6 +30,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vfs import format as fmt
 from vfs.backends import Backend, default_store_url, metadata_stack, open_backend
@@ -37,6 +38,9 @@ from vfs.backends.metadata import BlobCache
 from vfs.chunker import PARAMS as CHUNKER_PARAMS
 from vfs.errors import CorruptObject, NotFound, RefConflict, UsageError
 from vfs.names import check_name
+
+if TYPE_CHECKING:
+    from vfs.cache.offline import OfflineRefs
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +125,7 @@ class Store:
         self._commits = LRU(1024)
         self._pack_indexes = LRU(PACK_INDEX_CACHE_ENTRIES, _entries_count)
         self.meta = metadata_stack(backend)
+        self.offline: OfflineRefs | None = None  # see go_offline
 
     def use_cache(self, cache: BlobCache) -> None:
         """Read tree pages, commits and locations through the machine's chunk cache
@@ -334,10 +339,20 @@ class Store:
         check_name(name, "tag" if kind == TAGS else "branch")
         return f"refs/{dataset}/{kind}/{name}"
 
+    def go_offline(self, recorded: OfflineRefs) -> None:
+        """Answer refs from what the cache's pins recorded, without asking the
+        backend: a mount of pinned versions while the store cannot be reached."""
+        self._check_config(recorded.config)
+        self.offline = recorded
+
     def datasets(self) -> list[str]:
+        if self.offline is not None:
+            return self.offline.datasets()
         return sorted(d for d in self.backend.list_dirs("refs/"))
 
     def refs(self, dataset: str, kind: str) -> dict[str, bytes]:
+        if self.offline is not None:
+            return self.offline.listing(dataset, kind)
         prefix = f"refs/{dataset}/{kind}/"
         out = {}
         for key in self.backend.list(prefix):
@@ -352,6 +367,9 @@ class Store:
 
     def read_ref(self, dataset: str, kind: str, name: str) -> RefValue | None:
         key = self._ref_key(dataset, kind, name)
+        if self.offline is not None:
+            commit = self.offline.ref(dataset, kind, name)
+            return RefValue(commit, "") if commit is not None else None
         try:
             v = self.backend.get_versioned(key)
         except NotFound:
@@ -391,12 +409,17 @@ class Store:
 
     def dataset_exists(self, dataset: str) -> bool:
         check_name(dataset, "dataset")
+        if self.offline is not None:
+            return dataset in self.offline.commits
         return any(True for _ in self.backend.list(f"refs/{dataset}/"))
 
     def find_objects(self, hex_prefix: str) -> list[bytes]:
         """Object ids starting with a hex prefix (at least 4 digits)."""
         if len(hex_prefix) < 4:
             raise UsageError("an id prefix needs at least 4 hex digits")
+        if self.offline is not None:
+            pinned = set().union(*self.offline.commits.values())
+            return sorted(c for c in pinned if c.hex().startswith(hex_prefix))
         out = []
         for key in self.backend.list(f"objects/{hex_prefix[:2]}/{hex_prefix}"):
             name = key.rsplit("/", 1)[-1]

@@ -110,6 +110,7 @@ class Live(NamedTuple):
     version: str | None  # the commit shown at the root; None for every version
     label: str
     seconds: float
+    offline: str = ""  # why the store could not be reached, if the mount serves pins
 
     def to_doc(self) -> dict[str, Any]:
         return _ok(self)
