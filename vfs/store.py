@@ -9,6 +9,7 @@ The store gives backend keys their meaning (see docs/format.md, "Layout"):
     index/<2 hex>/<pack id>        a copy of that index, for writers and verify
     refs/<dataset>/heads/<branch>  a commit id, moved by compare-and-swap
     refs/<dataset>/tags/<tag>      a commit id, created once, never moved
+    reflog/<dataset>/<ns>-<rand>   one ref change: who, when, old and new id (vfs/reflog.py)
 
 Concurrency: Store is shared by threads. The page and commit caches are guarded by
 a lock; everything else is immutable or lives in the backend.
@@ -32,6 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from vfs import format as fmt
+from vfs import reflog
 from vfs.backends import Backend, default_store_url, metadata_stack, open_backend
 from vfs.backends.metadata import BlobCache
 from vfs.chunker import PARAMS as CHUNKER_PARAMS
@@ -328,6 +330,8 @@ class Store:
         return data
 
     # --- refs ---
+    # Every ref change goes through the methods below, and each appends its ref log
+    # entry (vfs/reflog.py) once the change succeeded, so that no caller forgets one.
 
     def _ref_key(self, dataset: str, kind: str, name: str) -> str:
         check_name(dataset, "dataset")
@@ -368,13 +372,31 @@ class Store:
         except ValueError:
             raise CorruptObject(f"ref {key} does not hold a commit id") from None
 
-    def set_branch(self, dataset: str, name: str, commit: bytes, expected: RefValue | None) -> bool:
+    def set_branch(
+        self,
+        dataset: str,
+        name: str,
+        commit: bytes,
+        expected: RefValue | None,
+        action: str = "commit",
+    ) -> bool:
         """Move a branch from `expected` (None: create it) to `commit`. False if the
-        branch changed meanwhile: the caller re-reads and decides."""
+        branch changed meanwhile: the caller re-reads and decides. A move that
+        happened is recorded in the ref log as `action`."""
         key = self._ref_key(dataset, HEADS, name)
-        return self.backend.put_if(
+        moved = self.backend.put_if(
             key, commit.hex().encode() + b"\n", expected.token if expected else None
         )
+        if moved:
+            reflog.append(
+                self,
+                dataset,
+                f"{HEADS}/{name}",
+                expected.commit if expected else None,
+                commit,
+                action,
+            )
+        return moved
 
     def create_tag(self, dataset: str, name: str, commit: bytes) -> None:
         key = self._ref_key(dataset, TAGS, name)
@@ -383,13 +405,63 @@ class Store:
             if current and current.commit == commit:
                 return
             raise RefConflict(f"tag {dataset}@{name} already exists; tags never move")
+        reflog.append(self, dataset, f"{TAGS}/{name}", None, commit, "tag")
 
-    def delete_branch(self, dataset: str, name: str) -> None:
-        if self.read_ref(dataset, HEADS, name) is None:
+    def delete_ref(
+        self, dataset: str, kind: str, name: str, expected: RefValue, action: str = "delete"
+    ) -> None:
+        """Delete a branch or tag if it still holds `expected`; RefConflict if it
+        changed, NotFound if it is gone. Recorded in the ref log as `action`.
+
+        No backend offers a conditional delete (S3 has none that SeaweedFS honours),
+        so this re-reads the ref right before deleting it: a writer that moves the
+        ref between that read and the delete loses its move (the ref log still
+        holds its id). The window is one round trip."""
+        kind_name = "tag" if kind == TAGS else "branch"
+        current = self.read_ref(dataset, kind, name)
+        if current is None:
+            raise NotFound(f"no {kind_name} {dataset}@{name}")
+        if current.token != expected.token:
+            raise RefConflict(
+                f"{kind_name} {dataset}@{name} changed while deleting it "
+                f"(now {current.commit.hex()[:12]}); nothing deleted, look again"
+            )
+        self.backend.delete(self._ref_key(dataset, kind, name))
+        reflog.append(self, dataset, f"{kind}/{name}", current.commit, None, action)
+
+    def delete_branch(self, dataset: str, name: str) -> bytes:
+        """Delete a branch, whatever it holds; return the commit it held."""
+        current = self.read_ref(dataset, HEADS, name)
+        if current is None:
             raise NotFound(f"no branch {dataset}@{name}")
-        self.backend.delete(self._ref_key(dataset, HEADS, name))
+        self.delete_ref(dataset, HEADS, name, current)
+        return current.commit
+
+    def delete_tag(self, dataset: str, name: str) -> bytes:
+        """Delete a tag; return the commit it held."""
+        current = self.read_ref(dataset, TAGS, name)
+        if current is None:
+            raise NotFound(f"no tag {dataset}@{name}")
+        self.delete_ref(dataset, TAGS, name, current)
+        return current.commit
+
+    def delete_dataset(self, dataset: str) -> dict[str, bytes]:
+        """Delete every ref of a dataset, each with a ref log entry "rm"; return
+        what they held ("heads/NAME" or "tags/NAME" -> commit). Its objects stay
+        until gc finds them unreachable and older than its grace period."""
+        gone: dict[str, bytes] = {}
+        for kind in (TAGS, HEADS):
+            for name in self.refs(dataset, kind):
+                current = self.read_ref(dataset, kind, name)
+                if current is None:
+                    continue  # deleted meanwhile, by someone who logged it
+                self.delete_ref(dataset, kind, name, current, "rm")
+                gone[f"{kind}/{name}"] = current.commit
+        return gone
 
     def dataset_exists(self, dataset: str) -> bool:
+        """Whether the dataset has a ref now (a removed dataset has none, but keeps
+        its ref log: reflog.has_entries)."""
         check_name(dataset, "dataset")
         return any(True for _ in self.backend.list(f"refs/{dataset}/"))
 
