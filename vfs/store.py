@@ -413,20 +413,23 @@ class Store:
         """Delete a branch or tag if it still holds `expected`; RefConflict if it
         changed, NotFound if it is gone. Recorded in the ref log as `action`.
 
-        No backend offers a conditional delete (S3 has none that SeaweedFS honours),
-        so this re-reads the ref right before deleting it: a writer that moves the
-        ref between that read and the delete loses its move (the ref log still
-        holds its id). The window is one round trip."""
+        A compare-and-swap: the backend deletes only if the ref is unchanged since
+        `expected` was read (Backend.delete_if: under the ref's flock on local disk,
+        DELETE with If-Match on S3). The re-read before it gives the error its
+        message, and covers an S3 server that would ignore If-Match."""
         kind_name = "tag" if kind == TAGS else "branch"
         current = self.read_ref(dataset, kind, name)
         if current is None:
             raise NotFound(f"no {kind_name} {dataset}@{name}")
-        if current.token != expected.token:
+        if current.token != expected.token or not self.backend.delete_if(
+            self._ref_key(dataset, kind, name), expected.token
+        ):
+            now = self.read_ref(dataset, kind, name)
+            held = f"now {now.commit.hex()[:12]}" if now else "now deleted"
             raise RefConflict(
-                f"{kind_name} {dataset}@{name} changed while deleting it "
-                f"(now {current.commit.hex()[:12]}); nothing deleted, look again"
+                f"{kind_name} {dataset}@{name} changed while deleting it ({held}); "
+                "nothing deleted, look again"
             )
-        self.backend.delete(self._ref_key(dataset, kind, name))
         reflog.append(self, dataset, f"{kind}/{name}", current.commit, None, action)
 
     def delete_branch(self, dataset: str, name: str) -> bytes:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from vfs import reflog
+from vfs.backends import Backend
 from vfs.cli import main
 from vfs.errors import CorruptObject, RefConflict
 from vfs.ops.commit import commit_dir
@@ -324,3 +325,16 @@ def test_damaged_entry_is_an_error(store_url: str, tmp_path: Path) -> None:
     store.backend.put(f"reflog/ds/{time.time_ns():020d}-00000000", b"{not json\n")
     with pytest.raises(CorruptObject, match="ref log entry reflog/ds/"):
         reflog.read_reflog(store, "ds")
+
+
+def test_delete_if_is_a_compare_and_swap(backend: Backend) -> None:
+    """The backend half of a guarded delete: a stale token deletes nothing (on S3,
+    SeaweedFS must honour If-Match on DELETE)."""
+    assert backend.put_if("refs/ds/heads/x", b"one\n", None)
+    first = backend.get_versioned("refs/ds/heads/x")
+    assert backend.put_if("refs/ds/heads/x", b"two\n", first.token)
+    assert not backend.delete_if("refs/ds/heads/x", first.token)
+    assert backend.get("refs/ds/heads/x") == b"two\n"
+    assert backend.delete_if("refs/ds/heads/x", backend.get_versioned("refs/ds/heads/x").token)
+    assert not backend.exists("refs/ds/heads/x")
+    assert not backend.delete_if("refs/ds/heads/x", first.token)  # gone: nothing to delete
