@@ -93,7 +93,7 @@ def _resolve_ref(store: Store, spec: Spec) -> tuple[bytes, str | None]:
     if _HEX.fullmatch(ref):
         return _resolve_prefix(store, ds, ref), None
     if not store.dataset_exists(ds):
-        raise _no_dataset(store, ds)
+        raise no_dataset(store, ds)
     if not spec.explicit:
         raise NotFound(f"dataset {ds!r} has no branch {ref!r}")
     raise NotFound(f"{ds} has no branch, tag or commit {ref!r}")
@@ -107,7 +107,8 @@ def _is_name(ref: str) -> bool:
     return True
 
 
-def _no_dataset(store: Store, ds: str) -> NotFound:
+def no_dataset(store: Store, ds: str) -> NotFound:
+    """The error for a dataset with no refs: it says so if the dataset was removed."""
     if reflog.has_entries(store, ds):
         return NotFound(
             f"dataset {ds!r} has no refs left (removed?); `vfs reflog {ds}` lists the ids "
@@ -140,4 +141,4 @@ def short(commit: bytes) -> str:
     return commit.hex()[:12]
 
 
-__all__ = ["DEFAULT_BRANCH", "Resolved", "Spec", "parse_spec", "resolve", "short"]
+__all__ = ["DEFAULT_BRANCH", "Resolved", "Spec", "no_dataset", "parse_spec", "resolve", "short"]

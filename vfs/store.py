@@ -37,6 +37,7 @@ from vfs import reflog
 from vfs.backends import Backend, default_store_url, metadata_stack, open_backend
 from vfs.backends.metadata import BlobCache
 from vfs.chunker import PARAMS as CHUNKER_PARAMS
+from vfs.defaults import DEFAULT_BRANCH
 from vfs.errors import CorruptObject, NotFound, RefConflict, UsageError
 from vfs.names import check_name
 
@@ -452,14 +453,20 @@ class Store:
         """Delete every ref of a dataset, each with a ref log entry "rm"; return
         what they held ("heads/NAME" or "tags/NAME" -> commit). Its objects stay
         until gc finds them unreachable and older than its grace period."""
+        # Tags first and the default branch last: an rm cut short leaves a dataset
+        # that `vfs ls` still shows and a bare name still reads.
+        order = [(TAGS, name) for name in self.refs(dataset, TAGS)]
+        order += sorted(
+            ((HEADS, name) for name in self.refs(dataset, HEADS)),
+            key=lambda ref: ref[1] == DEFAULT_BRANCH,
+        )
         gone: dict[str, bytes] = {}
-        for kind in (TAGS, HEADS):
-            for name in self.refs(dataset, kind):
-                current = self.read_ref(dataset, kind, name)
-                if current is None:
-                    continue  # deleted meanwhile, by someone who logged it
-                self.delete_ref(dataset, kind, name, current, "rm")
-                gone[f"{kind}/{name}"] = current.commit
+        for kind, name in order:
+            current = self.read_ref(dataset, kind, name)
+            if current is None:
+                continue  # deleted meanwhile, by someone who logged it
+            self.delete_ref(dataset, kind, name, current, "rm")
+            gone[f"{kind}/{name}"] = current.commit
         return gone
 
     def dataset_exists(self, dataset: str) -> bool:

@@ -338,3 +338,22 @@ def test_delete_if_is_a_compare_and_swap(backend: Backend) -> None:
     assert backend.delete_if("refs/ds/heads/x", backend.get_versioned("refs/ds/heads/x").token)
     assert not backend.exists("refs/ds/heads/x")
     assert not backend.delete_if("refs/ds/heads/x", first.token)  # gone: nothing to delete
+
+
+def test_rm_deletes_the_default_branch_last(cli: Cli, tmp_path: Path) -> None:
+    """So an rm cut short leaves a dataset that `vfs ls` shows and a bare name reads."""
+    head = cli.commit(_write(tmp_path / "src", "a", "1"), "ds", "--tag", "t")
+    for name in ("aa", "zz"):
+        cli.ok("branch", "ds", name)
+    rc, _, err = cli.run("rm", "ds", "--yes")
+    assert rc == 0
+    assert "deleted dataset ds (3 branches and 1 tag)" in err
+    restores = [line.strip() for line in err.splitlines() if line.startswith("  vfs ")]
+    assert restores == [
+        f"vfs branch ds@{head[:12]} main",
+        f"vfs branch ds@{head[:12]} aa",
+        f"vfs branch ds@{head[:12]} zz",
+        f"vfs tag ds@{head[:12]} t",
+    ]
+    rm = [e["ref"] for e in cli.json("reflog", "ds") if e["action"] == "rm"]
+    assert rm == ["heads/main", "heads/zz", "heads/aa", "tags/t"]  # newest first

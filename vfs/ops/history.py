@@ -107,7 +107,7 @@ def branches(store: Store, spec: str) -> dict[str, bytes]:
     s = refs.parse_spec(spec)
     found = store.refs(s.dataset, HEADS)
     if not found and not store.dataset_exists(s.dataset):
-        raise NotFound(f"no dataset {s.dataset!r} in {store.url}")
+        raise refs.no_dataset(store, s.dataset)
     return found
 
 
@@ -218,7 +218,7 @@ def dataset_refs(store: Store, dataset: str) -> tuple[dict[str, bytes], dict[str
     check_name(dataset, "dataset")
     branches, tags = store.refs(dataset, HEADS), store.refs(dataset, TAGS)
     if not branches and not tags:
-        raise NotFound(f"no dataset {dataset!r} in {store.url}")
+        raise refs.no_dataset(store, dataset)
     return branches, tags
 
 
@@ -226,8 +226,12 @@ def remove_dataset(store: Store, dataset: str) -> list[Deleted]:
     """Delete every ref of `dataset` (each logged as "rm"). The objects stay until
     gc finds them unreachable and older than its grace period."""
     dataset_refs(store, dataset)
-    gone = store.delete_dataset(dataset)
-    return [Deleted(dataset, ref, cid) for ref, cid in gone.items()]
+    gone = [Deleted(dataset, ref, cid) for ref, cid in store.delete_dataset(dataset).items()]
+    # shown branches first, the default branch at the top: the one to restore first
+    return sorted(
+        gone,
+        key=lambda d: (d.ref.startswith(f"{TAGS}/"), d.name != refs.DEFAULT_BRANCH, d.ref),
+    )
 
 
 def reflog_docs(store: Store, dataset: str, max_count: int = 0) -> list[dict[str, Any]]:
