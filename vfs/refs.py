@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from vfs import reflog
 from vfs.defaults import DEFAULT_BRANCH
 from vfs.errors import AmbiguousRef, NotFound, UsageError
 from vfs.names import check_name
@@ -92,7 +93,7 @@ def _resolve_ref(store: Store, spec: Spec) -> tuple[bytes, str | None]:
     if _HEX.fullmatch(ref):
         return _resolve_prefix(store, ds, ref), None
     if not store.dataset_exists(ds):
-        raise NotFound(f"no dataset {ds!r} in {store.url}")
+        raise no_dataset(store, ds)
     if not spec.explicit:
         raise NotFound(f"dataset {ds!r} has no branch {ref!r}")
     raise NotFound(f"{ds} has no branch, tag or commit {ref!r}")
@@ -106,8 +107,20 @@ def _is_name(ref: str) -> bool:
     return True
 
 
+def no_dataset(store: Store, ds: str) -> NotFound:
+    """The error for a dataset with no refs: it says so if the dataset was removed."""
+    if reflog.has_entries(store, ds):
+        return NotFound(
+            f"dataset {ds!r} has no refs left (removed?); `vfs reflog {ds}` lists the ids "
+            f"they held, and `vfs branch {ds}@ID main` brings one back"
+        )
+    return NotFound(f"no dataset {ds!r} in {store.url}")
+
+
 def _resolve_prefix(store: Store, ds: str, prefix: str) -> bytes:
-    if not store.dataset_exists(ds):
+    # A dataset whose refs are all deleted still has its ref log: its commits can be
+    # named by id, which is how a removed dataset is restored.
+    if not store.dataset_exists(ds) and not reflog.has_entries(store, ds):
         raise NotFound(f"no dataset {ds!r} in {store.url}")
     matches = []
     for oid in store.find_objects(prefix):
@@ -128,4 +141,4 @@ def short(commit: bytes) -> str:
     return commit.hex()[:12]
 
 
-__all__ = ["DEFAULT_BRANCH", "Resolved", "Spec", "parse_spec", "resolve", "short"]
+__all__ = ["DEFAULT_BRANCH", "Resolved", "Spec", "no_dataset", "parse_spec", "resolve", "short"]

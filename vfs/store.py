@@ -9,6 +9,7 @@ The store gives backend keys their meaning (see docs/format.md, "Layout"):
     index/<2 hex>/<pack id>        a copy of that index, for writers and verify
     refs/<dataset>/heads/<branch>  a commit id, moved by compare-and-swap
     refs/<dataset>/tags/<tag>      a commit id, created once, never moved
+    reflog/<dataset>/<ns>-<rand>   one ref change: who, when, old and new id (vfs/reflog.py)
 
 Concurrency: Store is shared by threads. The page and commit caches are guarded by
 a lock; everything else is immutable or lives in the backend.
@@ -33,9 +34,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vfs import format as fmt
+from vfs import reflog
 from vfs.backends import Backend, default_store_url, metadata_stack, open_backend
 from vfs.backends.metadata import BlobCache
 from vfs.chunker import PARAMS as CHUNKER_PARAMS
+from vfs.defaults import DEFAULT_BRANCH
 from vfs.errors import CorruptObject, NotFound, RefConflict, UsageError
 from vfs.names import check_name
 
@@ -333,6 +336,8 @@ class Store:
         return data
 
     # --- refs ---
+    # Every ref change goes through the methods below, and each appends its ref log
+    # entry (vfs/reflog.py) once the change succeeded, so that no caller forgets one.
 
     def _ref_key(self, dataset: str, kind: str, name: str) -> str:
         check_name(dataset, "dataset")
@@ -386,13 +391,31 @@ class Store:
         except ValueError:
             raise CorruptObject(f"ref {key} does not hold a commit id") from None
 
-    def set_branch(self, dataset: str, name: str, commit: bytes, expected: RefValue | None) -> bool:
+    def set_branch(
+        self,
+        dataset: str,
+        name: str,
+        commit: bytes,
+        expected: RefValue | None,
+        action: str = "commit",
+    ) -> bool:
         """Move a branch from `expected` (None: create it) to `commit`. False if the
-        branch changed meanwhile: the caller re-reads and decides."""
+        branch changed meanwhile: the caller re-reads and decides. A move that
+        happened is recorded in the ref log as `action`."""
         key = self._ref_key(dataset, HEADS, name)
-        return self.backend.put_if(
+        moved = self.backend.put_if(
             key, commit.hex().encode() + b"\n", expected.token if expected else None
         )
+        if moved:
+            reflog.append(
+                self,
+                dataset,
+                f"{HEADS}/{name}",
+                expected.commit if expected else None,
+                commit,
+                action,
+            )
+        return moved
 
     def create_tag(self, dataset: str, name: str, commit: bytes) -> None:
         key = self._ref_key(dataset, TAGS, name)
@@ -401,13 +424,72 @@ class Store:
             if current and current.commit == commit:
                 return
             raise RefConflict(f"tag {dataset}@{name} already exists; tags never move")
+        reflog.append(self, dataset, f"{TAGS}/{name}", None, commit, "tag")
 
-    def delete_branch(self, dataset: str, name: str) -> None:
-        if self.read_ref(dataset, HEADS, name) is None:
+    def delete_ref(
+        self, dataset: str, kind: str, name: str, expected: RefValue, action: str = "delete"
+    ) -> None:
+        """Delete a branch or tag if it still holds `expected`; RefConflict if it
+        changed, NotFound if it is gone. Recorded in the ref log as `action`.
+
+        A compare-and-swap: the backend deletes only if the ref is unchanged since
+        `expected` was read (Backend.delete_if: under the ref's flock on local disk,
+        DELETE with If-Match on S3). The re-read before it gives the error its
+        message, and covers an S3 server that would ignore If-Match."""
+        kind_name = "tag" if kind == TAGS else "branch"
+        current = self.read_ref(dataset, kind, name)
+        if current is None:
+            raise NotFound(f"no {kind_name} {dataset}@{name}")
+        if current.token != expected.token or not self.backend.delete_if(
+            self._ref_key(dataset, kind, name), expected.token
+        ):
+            now = self.read_ref(dataset, kind, name)
+            held = f"now {now.commit.hex()[:12]}" if now else "now deleted"
+            raise RefConflict(
+                f"{kind_name} {dataset}@{name} changed while deleting it ({held}); "
+                "nothing deleted, look again"
+            )
+        reflog.append(self, dataset, f"{kind}/{name}", current.commit, None, action)
+
+    def delete_branch(self, dataset: str, name: str) -> bytes:
+        """Delete a branch, whatever it holds; return the commit it held."""
+        current = self.read_ref(dataset, HEADS, name)
+        if current is None:
             raise NotFound(f"no branch {dataset}@{name}")
-        self.backend.delete(self._ref_key(dataset, HEADS, name))
+        self.delete_ref(dataset, HEADS, name, current)
+        return current.commit
+
+    def delete_tag(self, dataset: str, name: str) -> bytes:
+        """Delete a tag; return the commit it held."""
+        current = self.read_ref(dataset, TAGS, name)
+        if current is None:
+            raise NotFound(f"no tag {dataset}@{name}")
+        self.delete_ref(dataset, TAGS, name, current)
+        return current.commit
+
+    def delete_dataset(self, dataset: str) -> dict[str, bytes]:
+        """Delete every ref of a dataset, each with a ref log entry "rm"; return
+        what they held ("heads/NAME" or "tags/NAME" -> commit). Its objects stay
+        until gc finds them unreachable and older than its grace period."""
+        # Tags first and the default branch last: an rm cut short leaves a dataset
+        # that `vfs ls` still shows and a bare name still reads.
+        order = [(TAGS, name) for name in self.refs(dataset, TAGS)]
+        order += sorted(
+            ((HEADS, name) for name in self.refs(dataset, HEADS)),
+            key=lambda ref: ref[1] == DEFAULT_BRANCH,
+        )
+        gone: dict[str, bytes] = {}
+        for kind, name in order:
+            current = self.read_ref(dataset, kind, name)
+            if current is None:
+                continue  # deleted meanwhile, by someone who logged it
+            self.delete_ref(dataset, kind, name, current, "rm")
+            gone[f"{kind}/{name}"] = current.commit
+        return gone
 
     def dataset_exists(self, dataset: str) -> bool:
+        """Whether the dataset has a ref now (a removed dataset has none, but keeps
+        its ref log: reflog.has_entries)."""
         check_name(dataset, "dataset")
         if self.offline is not None:
             return dataset in self.offline.commits

@@ -319,3 +319,27 @@ class LocalBackend(Backend):
         finally:
             # Closing the descriptor releases the flock.
             os.close(lock_fd)
+
+    def delete_if(self, key: str, token: str) -> bool:
+        # Under the same per-key flock as put_if, so the two are atomic to each other.
+        lock_path = self._lock_path(key)
+        try:
+            os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+            lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise _map_oserror(exc, lock_path, None) from exc
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise _map_oserror(exc, lock_path, None) from exc
+            try:
+                current = self.get_versioned(key).token
+            except NotFound:
+                return False
+            if current != token:
+                return False
+            self.delete(key)
+            return True
+        finally:
+            os.close(lock_fd)

@@ -465,7 +465,12 @@ def commit_dir(
 
 
 def commit_and_move(
-    store: Store, dataset: str, branch: str, head: RefValue | None, template: fmt.Commit
+    store: Store,
+    dataset: str,
+    branch: str,
+    head: RefValue | None,
+    template: fmt.Commit,
+    action: str = "commit",
 ) -> tuple[bytes, bytes | None, int]:
     """Write the commit on top of the branch head and move the branch to it.
 
@@ -486,7 +491,7 @@ def commit_and_move(
             template.bytes,
         )
         cid = store.put_commit(c)
-        if store.set_branch(dataset, branch, cid, head):
+        if store.set_branch(dataset, branch, cid, head, action):
             return cid, head.commit if head else None, attempt
         head = store.read_ref(dataset, HEADS, branch)
         log.info("branch %s@%s moved during commit; committing on top of it", dataset, branch)
