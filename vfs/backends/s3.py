@@ -519,7 +519,7 @@ class S3Backend(Backend):
         # ignored the header would delete unconditionally; Store.delete_ref re-reads
         # the ref first for that case.
         try:
-            self._client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=token)
+            self._quick.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=token)
             return True
         except bce.ClientError as exc:
             code, status = _error_code(exc)
