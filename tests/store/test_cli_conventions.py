@@ -209,3 +209,15 @@ def test_odd_names_are_escaped_for_people_and_exact_for_programs(tmp_path: Path)
         timeout=60,
     )
     assert sorted(raw.stdout.split(b"\0")[:-1]) == sorted(b"A\t" + n for n in odd)
+
+
+def test_log_n_counts_as_git_does(tmp_path: Path, data: Path) -> None:
+    env = {"VFS_STORE": str(tmp_path / "store"), "VFS_CACHE_DIR": str(tmp_path / "cache")}
+    for i in range(3):
+        (data / "a" / "x.txt").write_text(f"{i}\n")
+        assert run("commit", str(data), "ds", env=env).returncode == 0
+    assert run("log", "ds", "-n", "0", env=env).stdout == ""
+    assert run("log", "ds", "-n", "2", env=env).stdout.count("commit ") == 2
+    assert run("log", "ds", env=env).stdout.count("commit ") == 3
+    assert run("reflog", "ds", "-n", "0", env=env).stdout == ""
+    assert len(run("reflog", "ds", env=env).stdout.splitlines()) == 3

@@ -17,7 +17,7 @@ from vfs.ops.base import short
 def add_log(p: argparse.ArgumentParser) -> None:
     p.description = "Commits reachable from DATASET[@REF], newest first (first parents)."
     p.add_argument("spec", metavar="DATASET[@REF]")
-    p.add_argument("-n", "--max-count", type=count_int, default=0, help="show at most N commits")
+    p.add_argument("-n", "--max-count", type=count_int, default=None, help="show at most N commits")
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_log)
 

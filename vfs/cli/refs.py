@@ -78,7 +78,12 @@ def add_reflog(p: argparse.ArgumentParser) -> None:
     p.epilog = "example: vfs reflog imagenet -n 10"
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument(
-        "-n", "--max-count", metavar="N", type=count_int, default=0, help="show at most N entries"
+        "-n",
+        "--max-count",
+        metavar="N",
+        type=count_int,
+        default=None,
+        help="show at most N entries",
     )
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_reflog)

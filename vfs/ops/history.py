@@ -46,10 +46,12 @@ def commit_doc(cid: bytes, c: fmt.Commit, names: dict[bytes, list[str]]) -> dict
     }
 
 
-def log_docs(store: Store, spec: str, max_count: int = 0) -> list[dict[str, Any]]:
+def log_docs(store: Store, spec: str, max_count: int | None = None) -> list[dict[str, Any]]:
     """The commits reachable from `spec` by first parents, newest first; at most
-    `max_count` of them unless it is 0."""
+    `max_count` of them (None: all; 0: none, as `git log -n 0`)."""
     r = refs.resolve(store, spec)
+    if max_count == 0:
+        return []
     names = ref_names(store, r.spec.dataset)
     docs = []
     cid: bytes | None = r.commit
@@ -58,7 +60,7 @@ def log_docs(store: Store, spec: str, max_count: int = 0) -> list[dict[str, Any]
         seen.add(cid)
         c = store.get_commit(cid)
         docs.append(commit_doc(cid, c, names))
-        if max_count and len(docs) >= max_count:
+        if max_count is not None and len(docs) >= max_count:
             break
         cid = c.parents[0] if c.parents else None
     return docs
@@ -234,13 +236,13 @@ def remove_dataset(store: Store, dataset: str) -> list[Deleted]:
     )
 
 
-def reflog_docs(store: Store, dataset: str, max_count: int = 0) -> list[dict[str, Any]]:
-    """The ref log of `dataset`, newest first; at most `max_count` entries unless 0."""
+def reflog_docs(store: Store, dataset: str, max_count: int | None = None) -> list[dict[str, Any]]:
+    """The ref log of `dataset`, newest first; at most `max_count` entries (None: all)."""
     check_name(dataset, "dataset")
     entries = reflog.read_reflog(store, dataset)
     if not entries and not store.dataset_exists(dataset):
         raise NotFound(f"no dataset {dataset!r} in {store.url}")
     entries.reverse()
-    if max_count:
+    if max_count is not None:
         entries = entries[:max_count]
     return [e.doc() for e in entries]
