@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vfs import format as fmt
-from vfs import reflog
+from vfs import perms, reflog
 from vfs.backends import Backend, default_store_url, metadata_stack, open_backend
 from vfs.backends.metadata import BlobCache
 from vfs.chunker import PARAMS as CHUNKER_PARAMS
@@ -318,9 +318,11 @@ class Store:
     def _keep_pack_index(path: str, entries: list[fmt.PackEntry]) -> None:
         tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            modes = perms.make_dirs(os.path.dirname(path))
             with open(tmp, "wb") as f:
                 f.write(fmt.encode_pack_index(entries))
+                if modes.shared:
+                    perms.set_mode(f.fileno(), modes.file)
             os.replace(tmp, path)
         except OSError as e:  # a copy on disk only saves a GET next time
             log.debug("cannot keep pack index %s: %s", path, e)

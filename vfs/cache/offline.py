@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from vfs import perms
 from vfs.cache.layout import offline_dir
 
 
@@ -38,8 +39,9 @@ def _path(cache_root: str, store_url: str) -> str:
 @contextlib.contextmanager
 def _locked(cache_root: str, store_url: str) -> Iterator[str]:
     path = _path(cache_root, store_url)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    perms.make_dirs(os.path.dirname(path))
     with open(path + ".lock", "a") as lock:
+        perms.share_file(lock.fileno(), os.path.dirname(path))
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield path
 
@@ -57,6 +59,7 @@ def _save(path: str, doc: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".offline-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), perms.modes_in(os.path.dirname(path)).file)
             json.dump(doc, f, sort_keys=True, indent=1)
         os.replace(tmp, path)
     except BaseException:

@@ -175,6 +175,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VfsError as e:
         print(f"vfs: error: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except PermissionError as e:  # e.g. a shared directory a member cannot write
+        where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+        print(f"vfs: error: permission denied: {where or e}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as e:  # a local file system said no: one line, never a traceback
+        where = f": {e.filename}" if e.filename else ""
+        print(f"vfs: error: {e.strerror or e}{where}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt as e:
         print(f"vfs: {e}" if isinstance(e, Interrupted) else "vfs: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from vfs import chunker, packer
+from vfs import chunker, packer, perms
 from vfs import format as fmt
 from vfs.cache import layout
 from vfs.cache.statcache import StatCache
@@ -142,7 +142,7 @@ def load_known_chunks(store: Store, cache_dir: str, workers: int = 16) -> dict[b
     """
     ids = list(store.pack_ids())
     local = layout.packindex_dir(cache_dir)
-    os.makedirs(local, exist_ok=True)
+    perms.make_dirs(local)
 
     def load(pack_id: bytes) -> list[fmt.PackEntry]:
         return store.local_pack_index(pack_id, local)
@@ -332,7 +332,7 @@ def commit_dir(
     nworkers = workers or max(8, 2 * (os.cpu_count() or 2))
     pool = ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="vfs-chunk")
     writer = packer.PackWriter(store, spool_dir=layout.spool_dir(cache_dir))
-    os.makedirs(writer.spool_dir, exist_ok=True)
+    perms.make_dirs(writer.spool_dir)
     packer.clean_spool(writer.spool_dir)
     bytes_read = 0
     new_chunks = 0
