@@ -162,8 +162,14 @@ class Store:
             return Place.STORE
         root = local_root(self.url)
         if root is not None:
-            return local_place(root)
-        return Place.OTHER if next(iter(self.backend.list("")), None) else Place.ABSENT
+            place = local_place(root)
+        else:
+            place = Place.OTHER if next(iter(self.backend.list("")), None) else Place.ABSENT
+        # A writer puts the config before any other key, so keys seen now with no
+        # config seen before may be a first commit that began meanwhile: look again.
+        if place is Place.OTHER and self._read_config() is not None:
+            return Place.STORE
+        return place
 
     def _create_config(self) -> None:
         doc = {"format": fmt.FORMAT_VERSION, "chunker": CHUNKER_PARAMS}
