@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from vfs.cli.common import add_common, print_json
+from vfs.errors import UsageError
 from vfs.ops.init import init_store
 
 
@@ -18,12 +19,16 @@ def add_init(p: argparse.ArgumentParser) -> None:
         "a store changes nothing."
     )
     p.epilog = "example: vfs init /data/stores/team && vfs commit ./data imagenet --store /data/stores/team"
-    p.add_argument("where", nargs="?", default=None, metavar="STORE")
+    p.add_argument(
+        "where", nargs="?", default=None, metavar="STORE", help="where (same as --store)"
+    )
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_init)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    if args.where and args.store and args.where != args.store:
+        raise UsageError(f"two stores named: {args.where} and --store {args.store}")
     r = init_store(args.where or args.store)
     if args.json:
         print_json({"store": r.where, "created": r.created, "before": r.before.value})
