@@ -13,7 +13,8 @@ others use), with git's meaning:
 * An ignored directory is never entered, so nothing below it can be re-included (as
   in git), and a `.git` of 100k objects costs one match.
 * `.vfsignore` files are committed like any file: a version carries the rules that
-  shaped it.
+  shaped it. One that is a symlink is committed as a symlink and not read for rules
+  (git, since 2.32, does not follow a symlinked .gitignore either).
 
 Names in a tree are bytes; rules match their file-system decoding (os.fsdecode), so a
 name that is not UTF-8 is matched by its escaped form and never fails a commit.
