@@ -41,6 +41,7 @@ from vfs.chunker import PARAMS as CHUNKER_PARAMS
 from vfs.defaults import DEFAULT_BRANCH
 from vfs.errors import CorruptObject, NotFound, RefConflict, UsageError
 from vfs.names import check_name
+from vfs.storecheck import CONFIG, NoStore, Place, local_place, local_root, no_store, where
 
 if TYPE_CHECKING:
     from vfs.cache.offline import OfflineRefs
@@ -143,28 +144,73 @@ class Store:
         self.backend.close()
 
     # --- config ---
+    #
+    # A store is recognised by its config (vfs/storecheck.py): readers refuse a
+    # location without one, and a writer creates one only where there is nothing, so
+    # a mistyped --store neither reads as "no datasets" nor scatters objects among
+    # somebody's files.
+
+    def _read_config(self) -> dict[str, object] | None:
+        """The config, checked; None if there is none."""
+        try:
+            raw = self.backend.get(CONFIG)
+        except NotFound:
+            return None
+        try:
+            cfg = json.loads(raw)
+        except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
+            raise CorruptObject(f"{self.url}: the store's config is not valid JSON") from None
+        self._check_config(cfg)
+        assert isinstance(cfg, dict)
+        return cfg
+
+    def place(self) -> Place:
+        """What lies at the store's location: a store, nothing, a file or other things."""
+        if self._read_config() is not None:
+            return Place.STORE
+        root = local_root(self.url)
+        if root is not None:
+            place = local_place(root)
+        else:
+            place = Place.OTHER if next(iter(self.backend.list("")), None) else Place.ABSENT
+        # A writer puts the config before any other key, so keys seen now with no
+        # config seen before may be a first commit that began meanwhile: look again.
+        if place is Place.OTHER and self._read_config() is not None:
+            return Place.STORE
+        return place
+
+    def _create_config(self) -> None:
+        doc = {"format": fmt.FORMAT_VERSION, "chunker": CHUNKER_PARAMS}
+        if not self.backend.put_if(CONFIG, json.dumps(doc, sort_keys=True).encode() + b"\n", None):
+            self._read_config()  # another writer created it first: it must be ours too
 
     def ensure_config(self) -> None:
-        """Write the store's config on first use; refuse a store of another format."""
-        try:
-            cfg = json.loads(self.backend.get("config"))
-        except NotFound:
-            doc = {"format": fmt.FORMAT_VERSION, "chunker": CHUNKER_PARAMS}
-            self.backend.put_if("config", json.dumps(doc, sort_keys=True).encode() + b"\n", None)
+        """For writers: use the store here, or create one if there is nothing here
+        (an absent or empty directory, an empty prefix). Refuse a location holding
+        other things (NoStore: `vfs init` makes a store there on purpose) and a store
+        of another format."""
+        place = self.place()
+        if place is Place.STORE:
             return
-        except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
-            raise CorruptObject(f"{self.url}: the store's config is not valid JSON") from None
-        self._check_config(cfg)
+        if not place.vacant:
+            raise no_store(self.url, place)
+        self._create_config()
 
     def check_config(self) -> None:
-        """For readers: a store with no config is empty, one of another format is refused."""
-        try:
-            cfg = json.loads(self.backend.get("config"))
-        except NotFound:
-            return
-        except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
-            raise CorruptObject(f"{self.url}: the store's config is not valid JSON") from None
-        self._check_config(cfg)
+        """For readers: NoStore unless a store of this format is here."""
+        if self._read_config() is None:
+            raise no_store(self.url, self.place())
+
+    def init(self) -> Place:
+        """Make this location a store (`vfs init`); return what was there before:
+        Place.STORE means it already was one and nothing was written. A file cannot
+        hold a store (NoStore)."""
+        place = self.place()
+        if place is Place.FILE:
+            raise NoStore(f"cannot create a vfs store at {where(self.url)}: it is a file")
+        if place is not Place.STORE:
+            self._create_config()
+        return place
 
     def _check_config(self, cfg: object) -> None:
         if not isinstance(cfg, dict) or cfg.get("format") != fmt.FORMAT_VERSION:

@@ -117,6 +117,7 @@ def test_commit_log_ls_cat_get_diff_rollback(vfs: Vfs, tmp_path: Path) -> None:
 
 
 def test_usage_errors_exit_2_with_one_line(vfs: Vfs, tmp_path: Path) -> None:
+    vfs.run("init")  # a store to read from: a reader of no store fails first, with exit 1
     cases = [
         ("commit", str(tmp_path), "../x"),
         ("commit", str(tmp_path), "a/b"),
@@ -135,6 +136,7 @@ def test_usage_errors_exit_2_with_one_line(vfs: Vfs, tmp_path: Path) -> None:
 
 
 def test_errors_name_what_is_wrong(vfs: Vfs, tmp_path: Path) -> None:
+    vfs.run("init")  # without a store, every reader says that instead (test_store_errors.py)
     p = vfs.run("commit", str(tmp_path / "missing"), "ds", check=False)
     assert p.returncode == 1 and "missing" in p.stderr
     p = vfs.run("log", "nosuch", check=False)

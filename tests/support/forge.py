@@ -20,6 +20,7 @@ MTIME = 1_700_000_000_000_000_000
 
 def upload(store: Store, spool: Path, datas: list[bytes]) -> dict[bytes, fmt.Location]:
     """Chunks into a pack (raw), with its index: chunk id -> location."""
+    store.ensure_config()  # first: a writer creates a store only where nothing is
     spool.mkdir(parents=True, exist_ok=True)
     w = PackWriter(store, spool_dir=str(spool))
     for d in datas:
@@ -54,6 +55,7 @@ def entry(
 def leaf(store: Store, entries: list[bytes], locs: dict[bytes, fmt.Location]) -> bytes:
     """A leaf page of these encoded entries (in the order given), with locations
     for every chunk in `locs`; returns its id."""
+    store.ensure_config()
     canonical = fmt.encode_page(fmt.LEAF, entries)
     page_id = store.put_object(canonical)
     store.put_locs(page_id, locs)
@@ -62,6 +64,7 @@ def leaf(store: Store, entries: list[bytes], locs: dict[bytes, fmt.Location]) ->
 
 def index(store: Store, children: list[tuple[bytes, bytes, int]]) -> bytes:
     """An index page over (first name, child page id, entries below); returns its id."""
+    store.ensure_config()
     enc = [fmt._encode_index_entry(fmt.IndexEntry(f, p, n)) for f, p, n in children]
     return store.put_object(fmt.encode_page(fmt.INDEX, enc))
 

@@ -236,10 +236,10 @@ def test_the_mount_core_answers_a_hostile_page_with_errors_only(
     _, data = obj
     store = Store.open(str(fuzz_root / "store"))
     try:
+        store.ensure_config()  # first: a writer creates a store only where nothing is
         hostile = store.put_object(data)
         root = forge.leaf(store, [forge.entry(b"d", fmt.DIR, 0o755, tree=hostile)], {})
         cid = store.put_commit(fmt.Commit(root, (), "f", "2026-11-26T07:15:00Z", "m"))
-        store.ensure_config()
         store.set_branch("fz", "main", cid, store.read_ref("fz", "heads", "main"))
 
         async def body(core: FsCore) -> None:

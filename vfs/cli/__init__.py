@@ -35,6 +35,7 @@ EXIT_INTERRUPTED = 130
 
 # verb -> (its module in vfs.cli, its line in `vfs --help`), in the order --help lists them.
 VERBS: dict[str, tuple[str, str]] = {
+    "init": ("init", "create a store (a first commit also does, where there is nothing)"),
     "commit": ("commit", "snapshot a directory as a new version of a dataset"),
     "log": ("history", "history of a dataset branch"),
     "ls": ("read", "list datasets, or the files of a version"),

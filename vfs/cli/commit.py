@@ -22,9 +22,16 @@ def add_commit(p: argparse.ArgumentParser) -> None:
         "Snapshot DIR as a new version of DATASET on a branch (default main). Only "
         "chunks the store does not have yet are uploaded; files unchanged since the "
         "last commit from this machine are not even read. Prints the new version id. "
-        "Inside a git work tree the git revision and its dirty flag are recorded."
+        "Inside a git work tree the git revision and its dirty flag are recorded. "
+        "Paths matched by a .vfsignore file (gitignore syntax, in DIR or any directory "
+        "below it) or by --exclude are left out, and so is a store kept inside DIR. "
+        "The first commit to a store creates it, in an absent or empty directory only "
+        "(see vfs init)."
     )
-    p.epilog = "example: vfs commit ./data imagenet -m 'relabel' --tag v3"
+    p.epilog = (
+        "examples: vfs commit ./data imagenet -m 'relabel' --tag v3 ; "
+        "vfs commit ./data imagenet --exclude '*.tmp' --exclude '/scratch/'"
+    )
     p.add_argument("dir", metavar="DIR")
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("-m", "--message", default="", help="what changed")
@@ -36,6 +43,14 @@ def add_commit(p: argparse.ArgumentParser) -> None:
         "--meta", action="append", default=[], metavar="K=V", help="free metadata (repeatable)"
     )
     p.add_argument("--allow-empty", action="store_true", help="commit even if nothing changed")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave out paths matching PATTERN (gitignore syntax, relative to DIR; "
+        "repeatable; wins over .vfsignore files; recorded in the commit as vfs.exclude)",
+    )
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_commit)
 
@@ -64,6 +79,7 @@ def _commit_json(r: CommitResult) -> dict[str, Any]:
         "new_chunks": r.new_chunks,
         "bytes_uploaded": r.bytes_uploaded,
         "packs": r.packs,
+        "ignored": r.ignored,
         "seconds": round(r.seconds, 3),
         "warnings": r.warnings,
     }
@@ -84,6 +100,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
             cache_dir=cache_dir(args),
             progress=bar,
             allow_empty=args.allow_empty,
+            exclude=args.exclude,
         )
     except KeyboardInterrupt:
         raise Interrupted(
@@ -99,11 +116,14 @@ def cmd_commit(args: argparse.Namespace) -> int:
         return 0
     rate = f" ({r.bytes_read / r.seconds / 1e6:.0f} MB/s)" if r.seconds >= 1 else ""
     where = f"{r.dataset}@{r.branch}"
+    ignored = f" ({r.ignored} ignored)" if r.ignored else ""
     if r.unchanged:
-        print(f"nothing changed since {short(r.commit)} on {where}", file=sys.stderr)
+        print(f"nothing changed since {short(r.commit)} on {where}{ignored}", file=sys.stderr)
     else:
         print(
-            f"{where}: {r.files} files, {human(r.bytes)}; read {human(r.bytes_read)}"
+            f"{where}: {r.files} files, {human(r.bytes)}"
+            + (f", {r.ignored} ignored" if r.ignored else "")
+            + f"; read {human(r.bytes_read)}"
             f"{rate}, uploaded {human(r.bytes_uploaded)} in {r.packs} packs, "
             f"{r.seconds:.2f} s"
             + (f" (re-parented {r.rebased}x: the branch moved)" if r.rebased else ""),

@@ -93,13 +93,19 @@ def add_mount(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
+    from vfs.backends import default_store_url
     from vfs.mount import control
+    from vfs.storecheck import check_local
 
     if args.read_timeout <= 0:
         raise UsageError("--read-timeout must be positive")
     cdir = cache_dir(args)
     if args.foreground:
         return _mount_foreground(args, cdir)
+    # A local store is checked here, before a daemon is started, with the daemon's
+    # own words (vfs/storecheck.py imports nothing heavy); an S3 store is checked by
+    # the daemon, which reports the same line before the mount goes live.
+    check_local(args.store or default_store_url())
     log_file = args.log_file or control.default_log_file(cdir, args.mountpoint)
     mnt = control.check_mountpoint(args.mountpoint)
     control.check_fuse(args.allow_other)

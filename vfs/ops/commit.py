@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import json
 import logging
 import os
 import socket
@@ -32,8 +33,10 @@ from vfs import format as fmt
 from vfs.cache import layout
 from vfs.cache.statcache import StatCache
 from vfs.errors import NotFound, RefConflict, UsageError, VfsError
+from vfs.ignore import IGNORE_FILE, Rules
 from vfs.names import check_name
 from vfs.store import HEADS, TAGS, RefValue, Store
+from vfs.storecheck import local_root
 from vfs.tree import write_dir
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,7 @@ class CommitResult:
     seconds: float
     unchanged: bool = False
     rebased: int = 0
+    ignored: int = 0  # entries the ignore rules (or the store inside the directory) left out
     warnings: list[str] = field(default_factory=list)
 
 
@@ -91,18 +95,39 @@ class _Dir:
     links: dict[bytes, tuple[os.stat_result, bytes]] = field(default_factory=dict)
 
 
-def _scan(root: bytes, warnings: list[str]) -> tuple[_Dir, list[_File]]:
-    """Walk `root` without following symlinks; return the tree and its files in
-    path order (the order chunks land in packs)."""
-    files: list[_File] = []
+@dataclass
+class _Scan:
+    tree: _Dir
+    files: list[_File]  # in path order: the order chunks land in packs
+    ignored: int  # entries left out by the rules or as the store; an ignored dir counts once
 
-    def visit(path: bytes, st: os.stat_result) -> _Dir:
+
+def _scan(
+    root: bytes, warnings: list[str], rules: Rules, store_dir: tuple[int, int] | None = None
+) -> _Scan:
+    """Walk `root` without following symlinks, leaving out what `rules` ignore
+    (without entering an ignored directory) and the directory whose (device, inode) is
+    `store_dir`: a store kept inside the committed directory."""
+    files: list[_File] = []
+    ignored = 0
+
+    def visit(path: bytes, st: os.stat_result, rel: str, rules: Rules) -> _Dir:
+        nonlocal ignored
         node = _Dir(path, st)
         try:
             with os.scandir(path) as it:
                 children = sorted(it, key=lambda d: d.name)
         except OSError as e:
             raise VfsError(f"cannot read directory {os.fsdecode(path)}: {e.strerror}") from None
+        ignore_file = next(
+            (
+                d.path
+                for d in children
+                if d.name == IGNORE_FILE and d.is_file(follow_symlinks=False)
+            ),
+            None,
+        )
+        rules = rules.enter(rel, ignore_file)
         for d in children:
             name = d.name
             try:
@@ -113,8 +138,17 @@ def _scan(root: bytes, warnings: list[str]) -> tuple[_Dir, list[_File]]:
                 cst = d.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # removed while we walked: it was never in this snapshot
-            if stat.S_ISDIR(cst.st_mode):
-                node.dirs[name] = visit(d.path, cst)
+            is_dir = stat.S_ISDIR(cst.st_mode)
+            child_rel = rel + os.fsdecode(name)
+            if rules.ignored(child_rel, is_dir):
+                ignored += 1
+                continue
+            if is_dir:
+                if store_dir == (cst.st_dev, cst.st_ino):
+                    log.info("not committing %s: it is the store", os.fsdecode(d.path))
+                    ignored += 1
+                    continue
+                node.dirs[name] = visit(d.path, cst, child_rel + "/", rules)
             elif stat.S_ISREG(cst.st_mode):
                 f = _File(d.path, cst)
                 node.files[name] = f
@@ -129,8 +163,23 @@ def _scan(root: bytes, warnings: list[str]) -> tuple[_Dir, list[_File]]:
 
     # Files are appended depth-first in name order: the order a reader walking the
     # tree meets them, so a directory read front to back is one range of its packs.
-    tree = visit(root, os.stat(root))
-    return tree, files
+    root_st = os.stat(root)
+    if store_dir == (root_st.st_dev, root_st.st_ino):
+        raise UsageError(f"{os.fsdecode(root)} is the store itself; commit a data directory")
+    tree = visit(root, root_st, "", rules)
+    return _Scan(tree, files, ignored)
+
+
+def _store_dir(store: Store) -> tuple[int, int] | None:
+    """The (device, inode) of a local store's directory, which a commit leaves out."""
+    root = local_root(store.url)
+    if root is None:
+        return None
+    try:
+        st = os.stat(root)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def load_known_chunks(store: Store, cache_dir: str, workers: int = 16) -> dict[bytes, fmt.Location]:
@@ -299,7 +348,13 @@ def commit_dir(
     progress: Progress | None = None,
     workers: int | None = None,
     allow_empty: bool = False,
+    exclude: list[str] | None = None,
 ) -> CommitResult:
+    """Snapshot `src` as a new version of `dataset` on `branch`, leaving out what its
+    `.vfsignore` files and the `exclude` patterns ignore (vfs/ignore.py) and a store
+    kept inside it. The `exclude` patterns are recorded in the commit's meta as
+    `vfs.exclude` (a JSON list), so that a version says what shaped it; the
+    `.vfsignore` files are committed with the tree and need no record."""
     t0 = time.monotonic()
     progress = progress or Progress()
     check_name(dataset, "dataset")
@@ -312,6 +367,7 @@ def commit_dir(
         raise UsageError(f"not a directory: {src}")
     if not os.access(src, os.R_OK | os.X_OK):
         raise VfsError(f"cannot read directory {src}: permission denied")
+    rules = Rules.from_excludes(exclude or ())
 
     store.ensure_config()
     if tag is not None and store.read_ref(dataset, TAGS, tag) is not None:
@@ -320,7 +376,8 @@ def commit_dir(
 
     warnings: list[str] = []
     progress.phase("scanning")
-    root, files = _scan(os.fsencode(os.path.abspath(src)), warnings)
+    scan = _scan(os.fsencode(os.path.abspath(src)), warnings, rules, _store_dir(store))
+    root, files = scan.tree, scan.files
     total_bytes = sum(f.st.st_size for f in files)
     progress.scanned(len(files), total_bytes)
 
@@ -420,6 +477,7 @@ def commit_dir(
         bytes_uploaded=writer.bytes_uploaded,
         packs=writer.packs_written,
         warnings=warnings,
+        ignored=scan.ignored,
     )
     if head is not None and not allow_empty and store.get_commit(head.commit).tree == tree_id:
         if tag is not None:
@@ -434,6 +492,8 @@ def commit_dir(
         )
 
     all_meta = git_info(src)
+    if exclude:
+        all_meta["vfs.exclude"] = json.dumps(list(exclude), ensure_ascii=False)
     all_meta.update(meta or {})
     progress.phase("writing commit")
     commit_id, parent, rebased = commit_and_move(

@@ -1,0 +1,31 @@
+"""`vfs init`: make a location a store on purpose.
+
+A first commit creates a store only where there is nothing (vfs/storecheck.py);
+`vfs init` is how a user says "here, even beside other files". It is idempotent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vfs.ops.base import store_url
+from vfs.store import Store
+from vfs.storecheck import Place, where
+
+
+@dataclass(frozen=True)
+class InitResult:
+    where: str  # the store's directory or s3:// URL
+    before: Place  # what was there: STORE means nothing was written
+
+    @property
+    def created(self) -> bool:
+        return self.before is not Place.STORE
+
+
+def init_store(url: str | None) -> InitResult:
+    store = Store.open(store_url(url))
+    try:
+        return InitResult(where(store.url), store.init())
+    finally:
+        store.close()
