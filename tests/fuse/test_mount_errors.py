@@ -118,6 +118,7 @@ def test_every_unusable_mountpoint_exits_2(tmp_path: Path) -> None:
     afile = tmp_path / "file"
     afile.write_text("x")
     env = {**os.environ, "VFS_STORE": str(tmp_path / "store"), "VFS_CACHE_DIR": str(tmp_path / "c")}
+    subprocess.run([sys.executable, "-m", "vfs", "init"], env=env, check=True, capture_output=True)
     for where, says in (
         (tmp_path / "missing", "does not exist; create it first"),
         (full, "is not empty"),
