@@ -14,6 +14,11 @@ sysdeps:
 	  echo "installing fuse3 libfuse3-dev pkg-config"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 libfuse3-dev pkg-config >/dev/null; \
 	fi
+	@# tests/fuse/test_users.py builds the other users' venv from Debian's python3.
+	@if [ -x /usr/bin/python3 ] && ! /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null; then \
+	  echo "installing python3-venv python3-dev"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-dev >/dev/null; \
+	fi
 
 $(STAMP): pyproject.toml | sysdeps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
