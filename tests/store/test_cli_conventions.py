@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -237,3 +238,35 @@ def test_wrong_names_get_a_suggestion(tmp_path: Path, data: Path) -> None:
         p = run(*argv, env=env)
         assert p.returncode == code and says in p.stderr, (argv, p.stderr)
         assert len(p.stderr.splitlines()) == 1, p.stderr
+
+
+def test_the_readme_exit_code_table_is_what_the_code_does(tmp_path: Path, data: Path) -> None:
+    from vfs import cli
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = dict(re.findall(r"^\| (\d+) \| (\w+)", readme, re.M))
+    assert table == {"0": "done", "1": "failed", "2": "usage", "130": "interrupted"}
+    assert (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_INTERRUPTED) == (0, 1, 2, 130)
+    env = {"VFS_STORE": str(tmp_path / "store"), "VFS_CACHE_DIR": str(tmp_path / "cache")}
+    assert run("commit", str(data), "ds", "--tag", "v1", env=env).returncode == 0
+    (data / "a" / "x.txt").write_text("changed\n")
+    assert run("commit", str(data), "ds", env=env).returncode == 0
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("x")
+    for argv, code in (
+        (["ls", "ds"], 0),
+        (["log", "nosuch"], 1),
+        (["cat", "ds", "no/such/file"], 1),
+        (["ls", "--store", str(tmp_path / "nostore")], 1),
+        (["tag", "ds", "v1"], 1),
+        (["ls", "--bogus"], 2),
+        (["log", "ds@"], 2),
+        (["mount", "ds", str(tmp_path / "missing")], 2),
+        (["mount", "ds", str(full)], 2),
+        (["rm", "ds"], 2),
+    ):
+        p = run(*argv, env=env)
+        assert p.returncode == code, (argv, p.returncode, p.stderr)
+        if code:
+            assert len(p.stderr.strip().splitlines()) == 1, (argv, p.stderr)
