@@ -11,7 +11,31 @@ The packages, top down (docs/architecture.md has the picture and the rules):
     vfs.cache      the machine's cache directory: the chunk cache, the stat cache
     vfs.testing    for tests: a real S3 server (SeaweedFS) and the fault launcher
 
-The Python API: `vfs.reader.open_version("dataset@ref")`.
+The Python API (docs/api.md): `vfs.open_version("dataset@ref")`, a Version with
+walk, listdir, stat, exists, open and read_bytes (vfs.api); `vfs://` URLs for fsspec,
+pandas and pyarrow (vfs.fsspec); PyTorch datasets (vfs.torch).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vfs.api import File, Stat, Version, open_version
+
 __version__ = "0.1.0"
+__all__ = ["File", "Stat", "Version", "__version__", "open_version"]
+
+# Loaded on first use, not on import: `import vfs.defaults` (the parent of `vfs mount`)
+# must stay light, without boto3 and LMDB.
+_LAZY = {"File": "vfs.api", "Stat": "vfs.api", "Version": "vfs.api", "open_version": "vfs.api"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

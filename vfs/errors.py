@@ -3,6 +3,8 @@ them in exactly one place (exit codes there, errno values here)."""
 
 from __future__ import annotations
 
+import errno as errno_mod
+
 
 class VfsError(Exception):
     """Base of every error vfs reports to a user. The message is one clear line."""
@@ -14,6 +16,44 @@ class UsageError(VfsError):
 
 class NotFound(VfsError):
     """An object, dataset, ref or path that does not exist."""
+
+
+class _PathError(OSError):
+    """A path inside a version that is not what the caller asked for: an OSError with
+    its errno and filename, as os.open would raise, whose str() stays vfs's one clear
+    line (the CLI prints it). Pickles whole, so a worker's error reaches its parent."""
+
+    code = 0
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        OSError.__init__(self, self.code, message, path)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.message, self.filename))
+
+
+class PathNotFound(NotFound, _PathError, FileNotFoundError):
+    """No such file or directory in a version (ENOENT)."""
+
+    code = errno_mod.ENOENT
+
+
+class NotADirectory(NotFound, _PathError, NotADirectoryError):
+    """A path that goes through, or lists, something that is not a directory
+    (ENOTDIR). A NotFound still, as callers before the Python API expected."""
+
+    code = errno_mod.ENOTDIR
+
+
+class IsADirectory(UsageError, _PathError, IsADirectoryError):
+    """A directory where a file was asked for (EISDIR); a UsageError too, as the
+    reader raised before."""
+
+    code = errno_mod.EISDIR
 
 
 class AmbiguousRef(VfsError):

@@ -1,0 +1,487 @@
+"""The Pythonic API: a version of a dataset as a read-only, os-like file tree.
+
+    import vfs
+    v = vfs.open_version("imagenet@v3")
+    for dirpath, dirnames, filenames in v.walk():
+        ...
+    with v.open("train/0001.jpg") as f:
+        f.seek(100); f.read(10)
+
+This module owns what a user of `import vfs` holds: `Version` (walk, listdir, stat,
+exists, open, read_bytes, read_text) and `File`. Paths are str, '/'-separated and
+relative to the version's root; a name that is not UTF-8 comes back with
+surrogateescape, as os does. Errors are OSErrors with their errno (vfs.errors:
+PathNotFound, NotADirectory, IsADirectory).
+
+A Version names its version by value, (store URL, dataset, commit id, cache dir),
+and opens the store and the machine's chunk cache lazily, once per process and
+shared by every Version and File of that store there. So a Version and an open File
+pickle small and reopen in the receiving process, under spawn and under fork. Reads
+are the reader's (vfs.reader.ChunkSource): whole chunks, verified, from the shared
+chunk cache or by ranged GETs that then fill it; the tree pages and locations are
+kept in that cache too (Store.use_cache), as the mount keeps them.
+
+Concurrency: ``_handles_lock`` guards the per-process registry of opened stores; a
+Version's own lock guards its lazy opening; a File's lock guards its position and
+buffer, so one File may be shared by threads (each read is atomic). The Store and
+the ChunkCache are thread-safe themselves. After fork, a child cannot reuse the
+parent's LMDB environment (vfs.cache.lmdbenv): it reads without the chunk cache
+when the parent had it open, and says so once at INFO.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import logging
+import os
+import stat as stat_mod
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vfs import format as fmt
+from vfs import refs, tree
+from vfs.backends import default_store_url
+from vfs.defaults import default_cache_dir
+from vfs.errors import IsADirectory, NotADirectory, PathNotFound, VfsError
+from vfs.reader import Version as ReaderVersion
+from vfs.reader import VersionFile
+from vfs.store import Store
+
+if TYPE_CHECKING:
+    from vfs.api.order import OrderPrefetch
+    from vfs.cache import ChunkCache
+
+log = logging.getLogger(__name__)
+
+__all__ = ["File", "Stat", "Version", "open_version"]
+
+
+# -- the per-process registry of opened stores ---------------------------------------
+
+
+class _Handle:
+    """A store and its chunk cache, opened in this process, shared by every Version
+    of the same (store URL, cache dir) here."""
+
+    def __init__(self, url: str, cache_dir: str | None) -> None:
+        self.pid = os.getpid()
+        self.store = Store.open(url)
+        self.cache: ChunkCache | None = None
+        if cache_dir is not None:
+            from vfs.cache import ChunkCache
+
+            try:
+                self.cache = ChunkCache(cache_dir)
+            except VfsError as e:  # opened before fork(): the child reads past it
+                log.info("reading without the chunk cache: %s", e)
+            if self.cache is not None:
+                self.store.use_cache(self.cache)
+
+    def close(self) -> None:
+        if self.pid != os.getpid():
+            return  # the parent's, inherited through fork(): not ours to close
+        if self.cache is not None:
+            self.cache.close()
+        self.store.close()
+
+
+_handles: dict[tuple[str, str | None], _Handle] = {}
+_handles_lock = threading.Lock()
+
+
+def _handle(url: str, cache_dir: str | None) -> _Handle:
+    key = (url, cache_dir)
+    with _handles_lock:
+        h = _handles.get(key)
+        if h is None or h.pid != os.getpid():
+            h = _handles[key] = _Handle(url, cache_dir)
+        return h
+
+
+@atexit.register
+def _close_handles() -> None:
+    """Write the chunk caches' pending touches and counts before the process ends."""
+    with _handles_lock:
+        handles = list(_handles.values())
+        _handles.clear()
+    for h in handles:
+        try:
+            h.close()
+        except Exception:  # at exit, a cache that cannot flush must not hide others
+            log.debug("closing %s", h.store.url, exc_info=True)
+
+
+# -- stat ----------------------------------------------------------------------------
+
+_KIND_BITS = {fmt.DIR: stat_mod.S_IFDIR, fmt.FILE: stat_mod.S_IFREG, fmt.SYMLINK: stat_mod.S_IFLNK}
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """What `Version.stat` returns: the fields of os.stat_result a version has.
+    st_size is a file's length, a symlink's target length, or a directory's total
+    file bytes; st_nfiles counts the files below a directory."""
+
+    st_mode: int
+    st_size: int
+    st_mtime_ns: int
+    st_nfiles: int = 0
+    st_nlink: int = 1
+
+    @property
+    def st_mtime(self) -> float:
+        return self.st_mtime_ns / 1e9
+
+    def is_dir(self) -> bool:
+        return stat_mod.S_ISDIR(self.st_mode)
+
+    def is_file(self) -> bool:
+        return stat_mod.S_ISREG(self.st_mode)
+
+    def is_symlink(self) -> bool:
+        return stat_mod.S_ISLNK(self.st_mode)
+
+
+def _stat_of(e: fmt.Entry) -> Stat:
+    return Stat(_KIND_BITS[e.kind] | (e.mode & 0o7777), e.size, e.mtime_ns, e.nfiles)
+
+
+def _name(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _clean(path: str) -> str:
+    """A path as this API names it: '/'-separated parts, no leading or trailing '/'."""
+    if not isinstance(path, str):
+        raise TypeError(f"a path in a version is a str, not {type(path).__name__}")
+    return "/".join(p for p in path.split("/") if p and p != ".")
+
+
+# -- Version --------------------------------------------------------------------------
+
+
+class Version:
+    """One committed version of a dataset, opened lazily in each process that uses it.
+
+    Build it with `open_version`. Pickles as (store URL, dataset, commit id, cache
+    dir). Usable from many threads. close() (or `with`) drops this process's use of
+    it; the store and cache stay open for other Versions until the process ends.
+    """
+
+    def __init__(self, store_url: str, dataset: str, commit_id: bytes, cache_dir: str | None):
+        self.store_url = store_url
+        self.dataset = dataset
+        self.commit_id = commit_id
+        self.cache_dir = cache_dir
+        self._lock = threading.Lock()
+        self._reader: ReaderVersion | None = None
+        self._pid = 0
+        self._prefetch: OrderPrefetch | None = None
+
+    # pickling: the names, never the open store
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "store_url": self.store_url,
+            "dataset": self.dataset,
+            "commit_id": self.commit_id,
+            "cache_dir": self.cache_dir,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]  # reopening in a new process is construction
+            state["store_url"], state["dataset"], state["commit_id"], state["cache_dir"]
+        )
+
+    def __repr__(self) -> str:
+        return f"<vfs.Version {self.spec} of {self.store_url}>"
+
+    def __enter__(self) -> Version:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._prefetch is not None:
+                self._prefetch.stop()
+                self._prefetch = None
+            self._reader = None
+
+    @property
+    def id(self) -> str:
+        """The commit id, 64 hex digits."""
+        return self.commit_id.hex()
+
+    @property
+    def spec(self) -> str:
+        """`dataset@id`: names this exact version, now and months later."""
+        return f"{self.dataset}@{self.id}"
+
+    @property
+    def reader(self) -> ReaderVersion:
+        """The store layer's Version, opened in this process on first use."""
+        r = self._reader
+        if r is not None and self._pid == os.getpid():
+            return r
+        with self._lock:
+            if self._reader is None or self._pid != os.getpid():
+                h = _handle(self.store_url, self.cache_dir)
+                self._reader = ReaderVersion(h.store, self.dataset, self.commit_id, h.cache)
+                self._pid = os.getpid()
+                self._prefetch = None  # a parent's threads did not come through fork()
+            return self._reader
+
+    # -- names ---------------------------------------------------------------------
+
+    def _found(self, path: str) -> tree.Found | None:
+        """The entry at `path`; None for the root. Raises the OSError a POSIX
+        filesystem would."""
+        r = self.reader
+        parts = tree.split_path(_clean(path))
+        found: tree.Found | None = None
+        top = r.root
+        for i, name in enumerate(parts):
+            if found is not None and not found.entry.is_dir:
+                here = _name(b"/".join(parts[:i]))
+                raise NotADirectory(f"not a directory: {here}", here)
+            found = tree.DirView(r.store, top).lookup(name)
+            if found is None:
+                here = _name(b"/".join(parts[: i + 1]))
+                raise PathNotFound(f"no such file or directory: {here}", here)
+            top = found.entry.tree
+        return found
+
+    def _dir(self, path: str) -> bytes:
+        found = self._found(path)
+        if found is None:
+            return self.reader.root
+        if not found.entry.is_dir:
+            raise NotADirectory(f"not a directory: {_clean(path)}", _clean(path))
+        return found.entry.tree
+
+    def stat(self, path: str = "") -> Stat:
+        """The entry at `path` ('' is the root). Symlinks are not followed."""
+        found = self._found(path)
+        if found is None:
+            return Stat(stat_mod.S_IFDIR | 0o755, 0, 0)
+        return _stat_of(found.entry)
+
+    def exists(self, path: str) -> bool:
+        try:
+            self._found(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return True
+
+    def isdir(self, path: str) -> bool:
+        return self.exists(path) and self.stat(path).is_dir()
+
+    def isfile(self, path: str) -> bool:
+        return self.exists(path) and self.stat(path).is_file()
+
+    def listdir(self, path: str = "") -> list[str]:
+        """The names in the directory `path`, sorted by their bytes."""
+        return [_name(f.entry.name) for f in tree.DirView(self.reader.store, self._dir(path))]
+
+    def scandir(self, path: str = "") -> Iterator[tuple[str, Stat]]:
+        """(name, Stat) of each entry of the directory `path`, in name order."""
+        for f in tree.DirView(self.reader.store, self._dir(path)):
+            yield _name(f.entry.name), _stat_of(f.entry)
+
+    def walk(self, top: str = "") -> Iterator[tuple[str, list[str], list[str]]]:
+        """(dirpath, dirnames, filenames) for `top` and each directory below it, top
+        down in name order, as os.walk yields them; dirpath is relative to the
+        version's root ('' for the root). Symlinks are listed with the files.
+        Removing a name from dirnames skips that directory, as with os.walk."""
+        top = _clean(top)
+        stack = [(top, self._dir(top))]
+        store = self.reader.store
+        while stack:
+            dirpath, tid = stack.pop()
+            dirs: list[tuple[str, bytes]] = []
+            files: list[str] = []
+            for f in tree.DirView(store, tid):
+                if f.entry.is_dir:
+                    dirs.append((_name(f.entry.name), f.entry.tree))
+                else:
+                    files.append(_name(f.entry.name))
+            dirnames = [d for d, _ in dirs]
+            yield dirpath, dirnames, files
+            trees = dict(dirs)
+            for d in reversed(dirnames):  # the caller may prune dirnames
+                if d in trees:
+                    stack.append((f"{dirpath}/{d}" if dirpath else d, trees[d]))
+
+    def files(self, top: str = "") -> list[str]:
+        """Every file below `top` (paths from the root), sorted as walk visits them."""
+        return [f"{d}/{n}" if d else n for d, _, names in self.walk(top) for n in names]
+
+    # -- bytes ---------------------------------------------------------------------
+
+    def open(self, path: str, mode: str = "rb") -> File:
+        """The file at `path` as a seekable, read-only binary file."""
+        if mode not in ("rb", "r b", "br"):
+            raise ValueError(f"a version is read-only and opens files in 'rb' mode, not {mode!r}")
+        return File(self, _clean(path))
+
+    def read_bytes(self, path: str) -> bytes:
+        with self.open(path) as f:
+            return f.readall()
+
+    def read_text(self, path: str, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self.read_bytes(path).decode(encoding, errors)
+
+    def _file_entry(self, path: str) -> tree.Found:
+        found = self._found(path)
+        if found is None or found.entry.is_dir:
+            raise IsADirectory(f"is a directory: {path or '/'}", path)
+        if found.entry.is_symlink:
+            raise PathNotFound(
+                f"is a symlink (to {_name(found.entry.target)}), not a file: {path}", path
+            )
+        return found
+
+    # -- order hints ---------------------------------------------------------------
+
+    def prefetch(
+        self, paths: Iterable[str], *, ahead_bytes: int = 256 * 1024 * 1024, threads: int = 8
+    ) -> OrderPrefetch:
+        """Start fetching the files `paths` into the chunk cache in exactly that order,
+        in background threads, at most `ahead_bytes` ahead of `note_read` (the reader's
+        position in the order). Replaces the previous order of this Version."""
+        from vfs.api.order import OrderPrefetch
+
+        r = self.reader
+        with self._lock:
+            if self._prefetch is not None:
+                self._prefetch.stop()
+            self._prefetch = OrderPrefetch(r, list(paths), ahead_bytes=ahead_bytes, threads=threads)
+            self._prefetch.start()
+            return self._prefetch
+
+
+class File(io.RawIOBase):
+    """A file of a version: binary, seekable, read-only, thread-safe. Pickles as its
+    version, path and position, and reopens on first read in the receiving process.
+    Reads whole chunks through the shared chunk cache, holding the last few."""
+
+    def __init__(self, version: Version, path: str, pos: int = 0) -> None:
+        super().__init__()
+        self.version = version
+        self.path = path
+        self.name = path
+        self._lock = threading.Lock()
+        self._inner: VersionFile | None = None
+        self._pid = 0
+        self._pos = pos
+        found = version._file_entry(path)
+        self.size = found.entry.size
+        self.mode_bits = found.entry.mode
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.closed:
+            raise ValueError("cannot pickle a closed vfs file")
+        return (_reopen_file, (self.version, self.path, self._pos))
+
+    def __repr__(self) -> str:
+        return f"<vfs.File {self.path!r} of {self.version.spec}>"
+
+    def _reader(self) -> VersionFile:
+        if self._inner is None or self._pid != os.getpid():
+            self._inner = VersionFile(self.version.reader, self.version._file_entry(self.path))
+            self._pid = os.getpid()
+        return self._inner
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        self._checkClosed()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._checkClosed()
+        with self._lock:
+            if whence == io.SEEK_SET:
+                pos = offset
+            elif whence == io.SEEK_CUR:
+                pos = self._pos + offset
+            elif whence == io.SEEK_END:
+                pos = self.size + offset
+            else:
+                raise ValueError(f"invalid whence {whence}")
+            if pos < 0:
+                raise ValueError("negative seek position")
+            self._pos = pos
+            return pos
+
+    def readinto(self, b: Any) -> int:
+        self._checkClosed()
+        with self._lock:
+            inner = self._reader()
+            inner.seek(self._pos)
+            n = inner.readinto(b)
+            self._pos += n
+            return n
+
+    def readall(self) -> bytes:
+        """The rest of the file in one buffer (RawIOBase's would grow it 8 KiB at a
+        time)."""
+        with self._lock:
+            want = max(0, self.size - self._pos)
+        buf = bytearray(want)
+        view = memoryview(buf)
+        n = 0
+        while n < want:
+            got = self.readinto(view[n:])
+            if not got:
+                break
+            n += got
+        del view
+        if n < want:
+            del buf[n:]
+        return bytes(buf)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        buf = bytearray(size)
+        n = self.readinto(buf)
+        del buf[n:]
+        return bytes(buf)
+
+    def close(self) -> None:
+        with self._lock:
+            self._inner = None
+        super().close()
+
+
+def _reopen_file(version: Version, path: str, pos: int) -> File:
+    return File(version, path, pos)
+
+
+def open_version(
+    spec: str, store: str | Store | None = None, cache_dir: str | None = None
+) -> Version:
+    """The version `dataset@ref` names (a tag, a branch, an id or its prefix, or a bare
+    dataset for its default branch), resolved now to its commit id: later moves of
+    the ref do not change what this Version reads.
+
+    `store` is a store URL (s3://bucket/prefix or a directory), else $VFS_STORE, else
+    the default store (a Store names its URL; this process opens its own). `cache_dir` is the machine's chunk cache ($VFS_CACHE_DIR, else
+    ~/.cache/vfs) unless given; pass "" to read without a cache."""
+    url = store.url if isinstance(store, Store) else str(store or default_store_url())
+    cdir: str | None = default_cache_dir() if cache_dir is None else (cache_dir or None)
+    if cdir is not None:
+        cdir = os.path.abspath(cdir)
+    h = _handle(url, cdir)
+    h.store.check_config()
+    r = refs.resolve(h.store, spec)
+    return Version(url, r.spec.dataset, r.commit, cdir)
