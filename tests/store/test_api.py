@@ -191,6 +191,11 @@ def test_docs_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     c = commit_v3(str(tmp_path / "store"), tmp_path)
     monkeypatch.setenv("VFS_STORE", c.store_url)
     monkeypatch.setenv("VFS_CACHE_DIR", c.cache_dir)
+    fsspec = pytest.importorskip("fsspec")
+    try:
+        fsspec.get_filesystem_class("vfs")
+    except ValueError:  # a venv installed before the entry point (test_fsspec.py)
+        fsspec.register_implementation("vfs", "vfs.fsspec.VfsFileSystem")
     blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), re.S)
     assert len(blocks) >= 6
     ns: dict[str, object] = {}
