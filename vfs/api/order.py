@@ -132,7 +132,8 @@ class OrderPrefetch:
         todo: list[Wanted] = []
         size = 0
         first = place
-        while place < len(self.paths) and size < BATCH_BYTES and place - first < BATCH_FILES:
+        limit = min(BATCH_BYTES, self.ahead_bytes)  # a small budget: small batches
+        while place < len(self.paths) and size < limit and place - first < BATCH_FILES:
             path = self.paths[place]
             try:
                 found = self.version.stat(path)

@@ -1,0 +1,130 @@
+"""vfs.torch (issue 13 item 3): a map-style dataset over a version that DataLoader
+workers under spawn read right, and a sampler whose order hint makes the fetches run
+in exactly the loader's order."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.store.apidata import Committed, commit_v3
+from vfs.api import Version
+from vfs.torch import OrderHintSampler, VfsDataset
+
+torch = pytest.importorskip("torch", reason="torch is an optional extra (vfs[torch])")
+from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
+
+
+@pytest.fixture
+def committed(store_url: str, tmp_path: Path) -> Committed:
+    return commit_v3(store_url, tmp_path)
+
+
+def digest(data: bytes) -> str:
+    """A transform that spawn workers can import (module level)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_loader_with_spawn_workers_reads_every_file(committed: Committed) -> None:
+    ds: VfsDataset[Any] = VfsDataset(
+        "ds@v3", root="images", store=committed.store_url, cache_dir=committed.cache_dir
+    )
+    assert ds.paths == sorted(ds.paths) and len(ds) == 40
+    path, data = ds[3]
+    assert path == "images/003.jpg" and data == (committed.src / path).read_bytes()
+    sampler = OrderHintSampler(RandomSampler(ds, generator=torch.Generator().manual_seed(1)), ds)
+    loader = DataLoader(
+        ds, sampler=sampler, batch_size=None, num_workers=2, multiprocessing_context="spawn"
+    )
+    seen = {}
+    for p, d in loader:
+        seen[p] = d
+    assert set(seen) == set(ds.paths)
+    for p, d in seen.items():
+        assert d == (committed.src / p).read_bytes(), p
+    # With a transform, items are what it makes of the bytes.
+    hashed = VfsDataset(
+        "ds@v3",
+        root="images",
+        transform=digest,
+        store=committed.store_url,
+        cache_dir=committed.cache_dir,
+    )
+    loader = DataLoader(hashed, batch_size=8, num_workers=2, multiprocessing_context="spawn")
+    got = [h for batch in loader for h in batch]
+    assert got == [digest((committed.src / p).read_bytes()) for p in hashed.paths]
+
+
+def _places_of_gets(
+    v: Version, order: list[str], gets: list[tuple[bytes, int, int]]
+) -> list[list[int]]:
+    """For each GET (pack, offset, length), the places of the order whose chunks it
+    holds."""
+    where: list[list[tuple[bytes, int]]] = []
+    for p in order:
+        found = v.reader.stat(p)
+        assert found is not None
+        where.append([(w.loc.pack, w.loc.offset) for w in v.reader.wanted(found)])
+    out = []
+    for pack, off, n in gets:
+        out.append(
+            [
+                i
+                for i, locs in enumerate(where)
+                if any(pk == pack and off <= o < off + n for pk, o in locs)
+            ]
+        )
+    return out
+
+
+def test_hint_fetches_in_the_loader_order(
+    committed: Committed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds: VfsDataset[Any] = VfsDataset(
+        "ds@v3", root="images", store=committed.store_url, cache_dir=str(tmp_path / "cold")
+    )
+    store = ds.version.reader.store
+    gets: list[tuple[bytes, int, int]] = []
+    real = store.read_pack_range
+
+    def recording(pack: bytes, offset: int, length: int) -> bytes:
+        if threading.current_thread().name.startswith("vfs-order"):
+            gets.append((pack, offset, length))
+        return real(pack, offset, length)
+
+    monkeypatch.setattr(store, "read_pack_range", recording)
+    # One fetch thread, and a budget so small that each file is its own batch: the
+    # GETs' order is then the order the prefetch walked.
+    sampler = OrderHintSampler(
+        RandomSampler(ds, generator=torch.Generator().manual_seed(7)), ds, threads=1, ahead_bytes=1
+    )
+    order = list(sampler)  # the loader takes the whole epoch: the reader may run to its end
+    assert sampler.last is not None and sampler.last.wait(60)
+    paths = [ds.paths[i] for i in order]
+    assert paths != sorted(paths)  # shuffled, or the test proves nothing
+    places = _places_of_gets(ds.version, paths, gets)
+    assert places == [[i] for i in range(len(paths))]  # exactly the loader's order
+    # ... and every file is then read from the cache, with no GET of its own.
+    before = ds.version.reader.chunks.requests
+    for i in order:
+        assert ds[i][1] == (committed.src / ds.paths[i]).read_bytes()
+    assert ds.version.reader.chunks.requests == before
+
+
+def test_hint_stays_within_its_budget(committed: Committed, tmp_path: Path) -> None:
+    ds: VfsDataset[Any] = VfsDataset(
+        "ds@v3", root="images", store=committed.store_url, cache_dir=str(tmp_path / "cold")
+    )
+    order = list(range(len(ds)))
+    pf = ds.hint_order(order, ahead_bytes=1, threads=1)
+    # The reader has not moved: the prefetch issues one batch, then waits.
+    assert not pf.wait(2)
+    assert pf.bytes_fetched > 0
+    sizes = sum(ds.version.stat(p).st_size for p in ds.paths)
+    assert pf.bytes_fetched < sizes
+    pf.note_read(len(order) - 1)
+    assert pf.wait(60)
