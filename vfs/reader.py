@@ -1,4 +1,5 @@
-"""Reading versions: the Python API that `vfs cat`, `vfs get` and the mount stand on.
+"""Reading versions: the store layer's reader that `vfs cat`, `vfs get`, the mount and
+the user-facing Python API (vfs.api, `vfs.open_version`) stand on.
 
     from vfs.reader import open_version
     with open_version("imagenet@v3") as v:
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from vfs import format as fmt
 from vfs import refs, tree
-from vfs.errors import CorruptObject, NotFound, UsageError
+from vfs.errors import CorruptObject, IsADirectory, NotFound, UsageError
 from vfs.store import Store
 
 if TYPE_CHECKING:
@@ -283,7 +284,8 @@ class Version:
     def open(self, path: str | bytes) -> VersionFile:
         found = self.stat(path)
         if found is None or found.entry.is_dir:
-            raise UsageError(f"is a directory: {path!r}")
+            where = path if isinstance(path, str) else path.decode("utf-8", "surrogateescape")
+            raise IsADirectory(f"is a directory: {path!r}", where)
         if found.entry.is_symlink:
             raise UsageError(
                 f"is a symlink (to {found.entry.target.decode(errors='replace')}): {path!r}"
