@@ -25,7 +25,8 @@ import os
 import threading
 from bisect import bisect_right
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import TYPE_CHECKING, TypeVar
@@ -154,6 +155,9 @@ class ChunkSource:
         self.verify_threads = verify_threads
         self.bytes_fetched = 0
         self.requests = 0
+        # Fetches already on their way for these ids (an order prefetch, vfs.api.order):
+        # fetch() waits for them rather than asking the store a second time.
+        self.in_flight: Callable[[Iterable[bytes]], list[Future[object]]] | None = None
 
     def fetch_span(
         self, span: Span, cache: bool = True, optional: Container[bytes] = ()
@@ -212,6 +216,12 @@ class ChunkSource:
         for w in wanted:
             if w.ref.id not in out:
                 missing.setdefault(w.ref.id, w)
+        if missing and self.in_flight is not None and self.cache is not None:
+            coming = self.in_flight(missing)
+            if coming:
+                wait_futures(coming)
+                out.update(self.cache.get_many(missing))
+                missing = {k: w for k, w in missing.items() if k not in out}
         spans = plan_ranges(missing.values())
         if parallel and len(spans) > 1:
             with ThreadPoolExecutor(

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import vfs
 from tests.store.apidata import Committed, commit_v3
 from vfs.api import Version
 from vfs.torch import OrderHintSampler, VfsDataset
@@ -128,3 +130,37 @@ def test_hint_stays_within_its_budget(committed: Committed, tmp_path: Path) -> N
     assert pf.bytes_fetched < sizes
     pf.note_read(len(order) - 1)
     assert pf.wait(60)
+
+
+def test_a_reader_waits_for_the_prefetch_of_its_chunk(
+    committed: Committed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk whose GET the order prefetch has on its way is not asked for twice."""
+    v = vfs.open_version("ds@v3", store=committed.store_url, cache_dir=str(tmp_path / "cold"))
+    store = v.reader.store
+    gate = threading.Event()
+    real = store.read_pack_range
+
+    def gated(pack: bytes, offset: int, length: int) -> bytes:
+        if threading.current_thread().name.startswith("vfs-order"):
+            assert gate.wait(60)
+        return real(pack, offset, length)
+
+    monkeypatch.setattr(store, "read_pack_range", gated)
+    path = "big.bin"
+    found = v.reader.stat(path)
+    assert found is not None
+    ids = [w.ref.id for w in v.reader.wanted(found)]
+    pf = v.prefetch([path], threads=1)
+    while not pf.in_flight(ids[:1]):  # the prefetch's first GET is on its way, held
+        assert not pf.done.is_set()
+        time.sleep(0.01)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(v.read_bytes(path)))
+    reader.start()
+    time.sleep(0.5)  # let the reader reach the chunk it must wait for
+    gate.set()
+    reader.join(60)
+    assert got == [(committed.src / path).read_bytes()]
+    assert v.reader.chunks.requests == 0  # every chunk came through the prefetch
+    assert pf.wait(60) and pf.requests > 0

@@ -209,6 +209,8 @@ class Version:
             if self._prefetch is not None:
                 self._prefetch.stop()
                 self._prefetch = None
+            if self._reader is not None:
+                self._reader.chunks.in_flight = None
             self._reader = None
 
     @property
@@ -360,6 +362,7 @@ class Version:
             if self._prefetch is not None:
                 self._prefetch.stop()
             self._prefetch = OrderPrefetch(r, list(paths), ahead_bytes=ahead_bytes, threads=threads)
+            r.chunks.in_flight = self._prefetch.in_flight
             self._prefetch.start()
             return self._prefetch
 

@@ -14,16 +14,20 @@ in the order, to a pool of fetch threads, which run them first in, first out. Be
 each batch it waits until the bytes issued ahead of the reader's position
 (`note_read`) fall under `ahead_bytes`.
 
-Concurrency: ``_cond`` guards the reader's position, the issued count and the stop
-flag; the planning thread waits on it. Fetches go through a ChunkSource of their own
+A reader of the same Version that wants a chunk whose GET is on its way waits for
+that GET (ChunkSource.in_flight) instead of issuing its own.
+
+Concurrency: ``_cond`` guards the reader's position, the issued count, the stop flag
+and the table of fetches in flight; the planning thread waits on it. Fetches go through a ChunkSource of their own
 (its counters are this object's), which is thread-safe with the cache under it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from vfs.errors import VfsError
@@ -62,6 +66,7 @@ class OrderPrefetch:
         self._ends: list[int] = []  # bytes of the order up to and including each place
         self._issued = 0  # places of the order whose fetches are submitted
         self._stopped = False
+        self._in_flight: dict[bytes, Future[object]] = {}  # guarded by _cond
         self._thread: threading.Thread | None = None
         self.done = threading.Event()
 
@@ -154,11 +159,28 @@ class OrderPrefetch:
         spans = plan_ranges(todo, max_gap=ORDER_GAP)
         spans.sort(key=lambda s: min(order[w.ref.id] for w in s.items))
         for span in spans:
-            pending.append(pool.submit(self._fetch, span))
+            fut = pool.submit(self._fetch, span)
+            with self._cond:
+                for w in span.items:
+                    self._in_flight[w.ref.id] = fut
+            fut.add_done_callback(functools.partial(self._landed, span.items))
+            pending.append(fut)
         pending[:] = [f for f in pending if not f.done()]
         with self._cond:
             self._issued = place
         return place
+
+    def in_flight(self, chunk_ids: Iterable[bytes]) -> list[Future[object]]:
+        """The fetches on their way for any of `chunk_ids` (ChunkSource.in_flight):
+        a reader waits for them instead of asking the store a second time."""
+        with self._cond:
+            found = {id(f): f for c in chunk_ids if (f := self._in_flight.get(c)) is not None}
+        return list(found.values())
+
+    def _landed(self, items: list[Wanted], _: Future[object]) -> None:
+        with self._cond:
+            for w in items:
+                self._in_flight.pop(w.ref.id, None)
 
     def _fetch(self, span: Span) -> object:
         with self._cond:
