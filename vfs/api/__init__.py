@@ -382,6 +382,8 @@ class File(io.RawIOBase):
         self._pid = 0
         self._pos = pos
         found = version._file_entry(path)
+        self._found: tree.Found | None = found  # this process's; resolved again after fork
+        self._found_pid = os.getpid()
         self.size = found.entry.size
         self.mode_bits = found.entry.mode
 
@@ -395,7 +397,11 @@ class File(io.RawIOBase):
 
     def _reader(self) -> VersionFile:
         if self._inner is None or self._pid != os.getpid():
-            self._inner = VersionFile(self.version.reader, self.version._file_entry(self.path))
+            found = self._found if self._found_pid == os.getpid() else None
+            self._found = None
+            if found is None:
+                found = self.version._file_entry(self.path)
+            self._inner = VersionFile(self.version.reader, found)
             self._pid = os.getpid()
         return self._inner
 
