@@ -143,6 +143,34 @@ def test_workers_reopen_lazily(committed: Committed, method: str) -> None:
             assert data == (want if want is not None else (committed.src / p).read_bytes())
 
 
+def _child_read(args: tuple[vfs.Version, str]) -> bytes:
+    v, path = args
+    return v.read_bytes(path)
+
+
+def test_forked_workers_share_the_cache_when_the_parent_only_listed(
+    committed: Committed, tmp_path: Path
+) -> None:
+    """The parent of a forking DataLoader lists, its workers read: the cache opens
+    on the first read of bytes, so the forked workers can open and fill it."""
+    from vfs.cache import ChunkCache
+
+    cache_dir = str(tmp_path / "fork-cache")
+    v = vfs.open_version("ds@v3", store=committed.store_url, cache_dir=cache_dir)
+    paths = v.files("images")
+    assert v.stat(paths[0]).is_file()
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        got = pool.map(_child_read, [(v, p) for p in paths])
+    assert got == [(committed.src / p).read_bytes() for p in paths]
+    ids: set[bytes] = set()
+    for p in paths:
+        found = v.reader.stat(p)
+        assert found is not None
+        ids.update(w.ref.id for w in v.reader.wanted(found))
+    with ChunkCache(cache_dir) as c:
+        assert c.contains_many(ids) == ids  # the workers filled the machine's cache
+
+
 def test_threads_share_a_version_and_a_file(committed: Committed) -> None:
     v = _open(committed)
     paths = v.files("images")

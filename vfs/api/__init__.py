@@ -16,7 +16,9 @@ PathNotFound, NotADirectory, IsADirectory).
 A Version names its version by value, (store URL, dataset, commit id, cache dir),
 and opens the store and the machine's chunk cache lazily, once per process and
 shared by every Version and File of that store there. So a Version and an open File
-pickle small and reopen in the receiving process, under spawn and under fork. Reads
+pickle small and reopen in the receiving process, under spawn and under fork. The
+chunk cache opens on the first read of file bytes, so a parent that only lists
+leaves it to its forked children. Reads
 are the reader's (vfs.reader.ChunkSource): whole chunks, verified, from the shared
 chunk cache or by ranged GETs that then fill it; the tree pages and locations are
 kept in that cache too (Store.use_cache), as the mount keeps them.
@@ -26,7 +28,7 @@ Version's own lock guards its lazy opening; a File's lock guards its position an
 buffer, so one File may be shared by threads (each read is atomic). The Store and
 the ChunkCache are thread-safe themselves. After fork, a child cannot reuse the
 parent's LMDB environment (vfs.cache.lmdbenv): it reads without the chunk cache
-when the parent had it open, and says so once at INFO.
+when the parent had it open (had read file bytes), and says so at INFO.
 """
 
 from __future__ import annotations
@@ -64,21 +66,35 @@ __all__ = ["File", "Stat", "Version", "open_version"]
 
 class _Handle:
     """A store and its chunk cache, opened in this process, shared by every Version
-    of the same (store URL, cache dir) here."""
+    of the same (store URL, cache dir) here. The cache opens on the first read of
+    file bytes, not before: a process that only resolves and lists (the parent of a
+    forking DataLoader) leaves the cache for its forked children to open."""
 
     def __init__(self, url: str, cache_dir: str | None) -> None:
         self.pid = os.getpid()
         self.store = Store.open(url)
+        self.cache_dir = cache_dir
         self.cache: ChunkCache | None = None
-        if cache_dir is not None:
-            from vfs.cache import ChunkCache
+        self._cache_tried = cache_dir is None
+        self._lock = threading.Lock()
 
-            try:
-                self.cache = ChunkCache(cache_dir)
-            except VfsError as e:  # opened before fork(): the child reads past it
-                log.info("reading without the chunk cache: %s", e)
-            if self.cache is not None:
-                self.store.use_cache(self.cache)
+    def open_cache(self) -> ChunkCache | None:
+        """The chunk cache, opened on first use (None without one)."""
+        if self._cache_tried:
+            return self.cache
+        with self._lock:
+            if not self._cache_tried:
+                from vfs.cache import ChunkCache
+
+                assert self.cache_dir is not None
+                try:
+                    self.cache = ChunkCache(self.cache_dir)
+                except VfsError as e:  # opened before fork(): the child reads past it
+                    log.info("reading without the chunk cache: %s", e)
+                if self.cache is not None:
+                    self.store.use_cache(self.cache)
+                self._cache_tried = True
+            return self.cache
 
     def close(self) -> None:
         if self.pid != os.getpid():
@@ -179,6 +195,7 @@ class Version:
         self._lock = threading.Lock()
         self._reader: ReaderVersion | None = None
         self._pid = 0
+        self._handle: _Handle | None = None
         self._prefetch: OrderPrefetch | None = None
 
     # pickling: the names, never the open store
@@ -233,9 +250,17 @@ class Version:
             if self._reader is None or self._pid != os.getpid():
                 h = _handle(self.store_url, self.cache_dir)
                 self._reader = ReaderVersion(h.store, self.dataset, self.commit_id, h.cache)
+                self._handle = h
                 self._pid = os.getpid()
                 self._prefetch = None  # a parent's threads did not come through fork()
             return self._reader
+
+    def _reading(self) -> ReaderVersion:
+        """The reader, with the chunk cache opened for reading file bytes."""
+        r = self.reader
+        if r.chunks.cache is None and self._handle is not None:
+            r.chunks.cache = self._handle.open_cache()
+        return r
 
     # -- names ---------------------------------------------------------------------
 
@@ -357,7 +382,7 @@ class Version:
         position in the order). Replaces the previous order of this Version."""
         from vfs.api.order import OrderPrefetch
 
-        r = self.reader
+        r = self._reading()
         with self._lock:
             if self._prefetch is not None:
                 self._prefetch.stop()
@@ -401,7 +426,7 @@ class File(io.RawIOBase):
             self._found = None
             if found is None:
                 found = self.version._file_entry(self.path)
-            self._inner = VersionFile(self.version.reader, found)
+            self._inner = VersionFile(self.version._reading(), found)
             self._pid = os.getpid()
         return self._inner
 
