@@ -7,10 +7,12 @@ reader is, so that each read finds its chunks cached and the cache is never floo
 with files the epoch will not need for a long while.
 
 Design: one planning thread walks the order. It takes the next files up to a batch of
-BATCH_BYTES, leaves out the chunks the cache already holds, groups the rest into
-ranged GETs (vfs.reader.plan_ranges, with a small gap so that one GET never spans
-files far apart in the order) and submits them, sorted by their first file's place
-in the order, to a pool of fetch threads, which run them first in, first out. Before
+BATCH_BYTES (and no more than the budget), leaves out the chunks the cache already
+holds, groups the rest into ranged GETs (vfs.reader.plan_ranges) and submits them,
+sorted by their first file's place in the order, to a pool of fetch threads, which
+run them first in, first out. So batches go in the order, and within a batch each
+GET goes by the earliest file it holds: the file the loader reads first is fetched
+first, and its neighbours in the pack come in the same request. Before
 each batch it waits until the bytes issued ahead of the reader's position
 (`note_read`) fall under `ahead_bytes`.
 
@@ -31,18 +33,21 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from vfs.errors import VfsError
-from vfs.reader import ChunkSource, Span, Version, Wanted, plan_ranges
+from vfs.reader import MAX_GAP, ChunkSource, Span, Version, Wanted, plan_ranges
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-# A batch of the order planned together: big enough to keep the fetch threads busy,
-# small enough that the order holds within a few MiB.
-BATCH_BYTES = 8 * MiB
-BATCH_FILES = 64
-# Chunks of one pack closer than this are fetched in one GET: a small gap, so that a
-# GET stays within neighbours in the order (a shuffled order scatters over packs).
-ORDER_GAP = 256 * 1024
+# A batch of the order planned together (and never more than the byte budget): big
+# enough that its files' chunks, dense in their packs, coalesce into few large GETs,
+# as `vfs prefetch` and the mount's pack windows do. Measured by hand (2,000 files of
+# ~50 KB, shuffled, SeaweedFS, 16 threads): batches of 64 files and a 256 KiB gap
+# read a cold epoch at 166 files/s, batches of 1,024 files and a 1 MiB gap at 784.
+BATCH_BYTES = 32 * MiB
+BATCH_FILES = 1024
+# Chunks of one pack at most this far apart are fetched in one GET (the reader's own
+# bound: a gap this small costs less than a round trip).
+ORDER_GAP = MAX_GAP
 
 
 class OrderPrefetch:
