@@ -21,7 +21,7 @@ the machine's chunk cache, which the workers read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Generator, Iterable, Sized
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from vfs.api import Version, open_version
@@ -120,13 +120,17 @@ class OrderHintSampler:
         if set_epoch is not None:
             set_epoch(epoch)
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Generator[int, None, None]:
         order = [int(i) for i in self.sampler]
         if self.last is not None:
             self.last.stop()
         self.last = pf = self.dataset.hint_order(
             order, ahead_bytes=self.ahead_bytes, threads=self.threads
         )
-        for place, index in enumerate(order):
-            pf.note_read(place)
-            yield index
+        try:
+            for place, index in enumerate(order):
+                pf.note_read(place)
+                yield index
+        except GeneratorExit:  # the loader stopped early: the rest will not be read
+            pf.stop()
+            raise

@@ -164,3 +164,17 @@ def test_a_reader_waits_for_the_prefetch_of_its_chunk(
     assert got == [(committed.src / path).read_bytes()]
     assert v.reader.chunks.requests == 0  # every chunk came through the prefetch
     assert pf.wait(60) and pf.requests > 0
+
+
+def test_an_epoch_cut_short_stops_its_prefetch(committed: Committed, tmp_path: Path) -> None:
+    ds: VfsDataset[Any] = VfsDataset(
+        "ds@v3", root="images", store=committed.store_url, cache_dir=str(tmp_path / "cold")
+    )
+    sampler = OrderHintSampler(range(len(ds)), ds, ahead_bytes=1, threads=1)
+    it = iter(sampler)
+    assert next(it) == 0
+    pf = sampler.last
+    assert pf is not None
+    it.close()  # as a loader that breaks out of its epoch does
+    assert pf.wait(60)  # stopped, not waiting for a reader that will not come
+    assert pf.bytes_fetched < sum(ds.version.stat(p).st_size for p in ds.paths)
