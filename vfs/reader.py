@@ -303,7 +303,9 @@ class VersionFile(io.RawIOBase):
         self.version = version
         self.entry = found.entry
         self.name = found.entry.name.decode("utf-8", "surrogateescape")
+        self._found = found
         self._wanted = version.wanted(found)
+        self._reloaded = False
         self._ends = list(accumulate(c.length for c in found.entry.chunks))
         self._pos = 0
         self._held: dict[int, fmt.ChunkBytes] = {}
@@ -336,7 +338,20 @@ class VersionFile(io.RawIOBase):
         if data is None:
             # A reader moving forward gets the next few chunks in the same request.
             batch = self._wanted[i : i + 4]
-            got = self.version.chunks.fetch(batch)
+            try:
+                got = self.version.chunks.fetch(batch)
+            except NotFound:
+                # A pack is gone: gc repacked its live chunks elsewhere and rewrote
+                # the leaf's locations. Ours may be old (memory, the machine's cache),
+                # so fetch them again from the store and retry, once.
+                if self._reloaded:
+                    raise
+                self._reloaded = True
+                log.info("a pack of %s is gone; reloading its locations", self.name)
+                store = self.version.store
+                self._wanted = place(self._found, store.fetch_locs(self._found.leaf))
+                batch = self._wanted[i : i + 4]
+                got = self.version.chunks.fetch(batch)
             self._held = {i + k: got[w.ref.id] for k, w in enumerate(batch)}
             data = self._held[i]
         return data

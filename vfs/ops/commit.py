@@ -26,8 +26,9 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
-from vfs import chunker, packer
+from vfs import chunker, leases, packer
 from vfs import format as fmt
 from vfs.cache import layout
 from vfs.cache.statcache import StatCache
@@ -285,11 +286,27 @@ def _build_tree(
     return write_dir(entries, sink, locate), total_bytes, total_files
 
 
-def commit_dir(
+def commit_dir(store: Store, src: str, dataset: str, **kwargs: Any) -> CommitResult:
+    """Commit the directory `src` as a new version of `dataset` (keywords: those of
+    _commit_dir). The commit holds a lease (vfs/leases.py) from before it reads the
+    store's pack indexes until its ref moved, so that a running gc deletes nothing
+    this commit comes to reference; it waits while a gc holds the store's lock."""
+    progress = kwargs.get("progress") or Progress()
+
+    def waiting(text: str) -> None:
+        log.warning("%s", text)
+        progress.phase(text)
+
+    with leases.CommitLease(store.backend, on_wait=waiting) as lease:
+        return _commit_dir(store, src, dataset, lease=lease, **kwargs)
+
+
+def _commit_dir(
     store: Store,
     src: str,
     dataset: str,
     *,
+    lease: leases.CommitLease,
     message: str = "",
     branch: str = "main",
     tag: str | None = None,
@@ -314,6 +331,7 @@ def commit_dir(
         raise VfsError(f"cannot read directory {src}: permission denied")
 
     store.ensure_config()
+    lease.acquire()
     if tag is not None and store.read_ref(dataset, TAGS, tag) is not None:
         raise RefConflict(f"tag {dataset}@{tag} already exists; tags never move")
     head = store.read_ref(dataset, HEADS, branch)
@@ -451,6 +469,7 @@ def commit_dir(
             files=nfiles,
             bytes=nbytes,
         ),
+        check=lease.check,
     )
     if tag is not None:
         store.create_tag(dataset, tag, commit_id)
@@ -465,7 +484,12 @@ def commit_dir(
 
 
 def commit_and_move(
-    store: Store, dataset: str, branch: str, head: RefValue | None, template: fmt.Commit
+    store: Store,
+    dataset: str,
+    branch: str,
+    head: RefValue | None,
+    template: fmt.Commit,
+    check: Callable[[], None] | None = None,
 ) -> tuple[bytes, bytes | None, int]:
     """Write the commit on top of the branch head and move the branch to it.
 
@@ -486,6 +510,8 @@ def commit_and_move(
             template.bytes,
         )
         cid = store.put_commit(c)
+        if check is not None:
+            check()  # the commit's lease: gc must not have judged it expired
         if store.set_branch(dataset, branch, cid, head):
             return cid, head.commit if head else None, attempt
         head = store.read_ref(dataset, HEADS, branch)
