@@ -12,10 +12,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
+from tests.support.core import read_all, run_core, walk_path
 from vfs import leases, tree
+from vfs.backends.base import Backend
 from vfs.backends.faults import Fault, FaultControl
 from vfs.cache import ChunkCache
 from vfs.errors import VfsError
@@ -174,6 +178,37 @@ def test_repack_keeps_every_version_readable_through_stale_locations(
         chunk_cache.close()
     _verify_all(store)
     assert _unreachable_bytes(store) == 0
+
+
+def test_a_mount_reads_on_across_a_repack(store: Store, tmp_path: Path) -> None:
+    cache = str(tmp_path / "cache")
+    big, small = os.urandom(200_000), os.urandom(10_000)
+    src = tmp_path / "src"
+    _write(src, {"a_small.bin": small, "z_big.bin": big})
+    commit_dir(store, str(src), "ds", branch="old", cache_dir=cache)
+    _write(src, {"a_small.bin": small})
+    commit_dir(store, str(src), "ds", cache_dir=cache)
+    store.delete_branch("ds", "old")
+
+    mounted = Store.open(store.url)
+    chunk_cache = ChunkCache(tmp_path / "chunks", 1 << 30)
+    reports: list[gc_op.GcReport] = []
+
+    async def body(core: Any) -> None:
+        attr = await walk_path(core, "a_small.bin")
+        fh = await core.open(attr.ino, os.O_RDONLY)  # placed by the old locations
+        reports.append(await trio.to_thread.run_sync(lambda: gc_op.gc(store, grace=0)))
+        assert await core.read(fh, 0, len(small) + 1) == small
+        core.release(fh)
+        assert await read_all(core, attr.ino) == small
+
+    try:
+        run_core(mounted, "ds@main", body, cache=chunk_cache)
+    finally:
+        chunk_cache.close()
+        mounted.close()
+    assert reports[0].packs_repacked == 1
+    _verify_all(store)
 
 
 def test_committer_waits_for_a_live_gc_lock(
@@ -371,3 +406,16 @@ def test_gc_refuses_while_a_commit_never_finishes(store: Store) -> None:
         gc_op.gc(store, grace=0, wait=0.2)
     assert leases.read_holder(store.backend, leases.GC_KEY) is None  # released
     lease.release()
+
+
+def test_backend_lists_sizes_and_times_and_deletes_in_batches(backend: Backend) -> None:
+    t0 = time.time()
+    for i in range(5):
+        backend.put(f"gcx/{i}", b"x" * i)
+    got = {i.key: i for i in backend.list_info("gcx/")}
+    assert {k: i.size for k, i in got.items()} == {f"gcx/{i}": i for i in range(5)}
+    # The store's clock and ours may differ a little; gc relies on them agreeing.
+    assert all(abs(i.mtime - t0) < 60 for i in got.values())
+    backend.delete_many(["gcx/0", "gcx/1", "gcx/missing"])
+    assert sorted(backend.list("gcx/")) == ["gcx/2", "gcx/3", "gcx/4"]
+    backend.delete_many([])
