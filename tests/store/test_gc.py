@@ -419,3 +419,53 @@ def test_backend_lists_sizes_and_times_and_deletes_in_batches(backend: Backend) 
     backend.delete_many(["gcx/0", "gcx/1", "gcx/missing"])
     assert sorted(backend.list("gcx/")) == ["gcx/2", "gcx/3", "gcx/4"]
     backend.delete_many([])
+
+
+def _age_everything(root: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    for p in root.rglob("*"):
+        if p.is_file():
+            os.utime(p, (then, then))
+
+
+def _reflog_entry(store: Store, dataset: str, when: float, old: bytes) -> str:
+    key = f"reflog/{dataset}/{int(when * 1e9):020d}-{os.urandom(4).hex()}"
+    doc = {
+        "action": "delete",
+        "new": None,
+        "old": old.hex(),
+        "ref": "heads/exp",
+        "time": "2026-11-27T00:00:00Z",
+        "who": "test@host",
+    }
+    store.backend.put(key, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    return key
+
+
+def test_a_young_ref_log_entry_keeps_a_deleted_branch_until_the_grace_passes(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "store"
+    store = Store.open(str(root))
+    cache = str(tmp_path / "cache")
+    src = _write(tmp_path / "src", {"a": os.urandom(50_000)})
+    commit_dir(store, str(src), "ds", cache_dir=cache)
+    _write(src, {"b": os.urandom(70_000)})
+    dead = commit_dir(store, str(src), "ds", branch="exp", cache_dir=cache).commit
+    store.delete_branch("ds", "exp")
+    _age_everything(root, 2 * 86400)  # every object is past a one-hour grace
+    entry = _reflog_entry(store, "ds", time.time(), dead)
+
+    kept = gc_op.gc(store, grace=3600)
+    assert kept.bytes_freed == 0
+    assert Verifier(store).verify_version(dead, history=True).ok  # restorable by its id
+
+    store.backend.delete(entry)
+    old_entry = _reflog_entry(store, "ds", time.time() - 2 * 86400, dead)
+    freed = gc_op.gc(store, grace=3600)
+    assert freed.freed["reflog"].objects == 1
+    assert freed.freed["packs"].objects >= 1 and freed.freed["objects"].objects >= 2
+    assert not store.backend.exists(old_entry)
+    assert not store.has_object(dead)
+    _verify_all(store)
+    store.close()
