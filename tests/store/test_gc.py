@@ -26,6 +26,7 @@ from vfs.errors import VfsError
 from vfs.leases import GcLock, GcRunning, LeaseLost
 from vfs.ops import gc as gc_op
 from vfs.ops.commit import Progress, commit_dir
+from vfs.ops.get import get
 from vfs.ops.verify import Verifier
 from vfs.reader import Version
 from vfs.store import HEADS, TAGS, Store
@@ -172,6 +173,13 @@ def test_repack_keeps_every_version_readable_through_stale_locations(
     try:
         assert Version(v2, "ds", head.commit).read_file("a_small.bin") == small
         assert Version(v2, "ds", head.commit).read_file("other.bin") == b"x" * 100
+        v3 = Store.open(store.url)
+        v3.use_cache(chunk_cache)  # `vfs get` with the machine's cache
+        try:
+            get(Version(v3, "ds", head.commit), "", str(tmp_path / "out"))
+        finally:
+            v3.close()
+        assert (tmp_path / "out" / "a_small.bin").read_bytes() == small
     finally:
         v2.close()
         stale.close()
