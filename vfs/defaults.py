@@ -13,6 +13,21 @@ DEFAULT_BRANCH = "main"
 DEFAULT_CACHE_BYTES = 10 * 1024**3
 
 
+def _xdg_home(variable: str, fallback: str) -> str:
+    """An XDG base directory: the variable if it holds an absolute path (the spec says
+    to ignore a relative one), else the fallback under the home directory."""
+    value = os.environ.get(variable, "")
+    return value if os.path.isabs(value) else os.path.expanduser(fallback)
+
+
 def default_cache_dir() -> str:
-    """``$VFS_CACHE_DIR`` if set, else ``~/.cache/vfs``."""
-    return os.environ.get("VFS_CACHE_DIR") or os.path.expanduser("~/.cache/vfs")
+    """``$VFS_CACHE_DIR`` if set, else ``vfs`` in ``$XDG_CACHE_HOME`` (``~/.cache``)."""
+    return os.environ.get("VFS_CACHE_DIR") or os.path.join(
+        _xdg_home("XDG_CACHE_HOME", "~/.cache"), "vfs"
+    )
+
+
+def default_store_dir() -> str:
+    """The embedded store when none is named: ``vfs/store`` in ``$XDG_DATA_HOME``
+    (``~/.local/share``)."""
+    return os.path.join(_xdg_home("XDG_DATA_HOME", "~/.local/share"), "vfs", "store")

@@ -39,3 +39,8 @@ class BackendError(VfsError):
 
 class PermissionDenied(BackendError):
     """The store refused an operation for lack of permission."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with one line on what the interrupted work left behind and how to go
+    on; the CLI prints it instead of its plain "interrupted" (exit 130)."""

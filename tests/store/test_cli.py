@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -148,9 +149,9 @@ def test_errors_name_what_is_wrong(vfs: Vfs, tmp_path: Path) -> None:
     p = vfs.run("commit", str(tmp_path / "d"), "ds", "--tag", "v1", "--allow-empty", check=False)
     assert p.returncode == 1 and "never move" in p.stderr
     (tmp_path / "full").mkdir()
-    (tmp_path / "full" / "x").write_text("x")
+    (tmp_path / "full" / "f").write_text("y")
     p = vfs.run("get", "ds", "-o", str(tmp_path / "full"), check=False)
-    assert p.returncode == 2 and "not empty" in p.stderr
+    assert p.returncode == 2 and "differs from the version; --force" in p.stderr
 
 
 def test_unreachable_s3_endpoint_fails_within_seconds(tmp_path: Path) -> None:
@@ -168,6 +169,40 @@ def test_unreachable_s3_endpoint_fails_within_seconds(tmp_path: Path) -> None:
     assert p.returncode == 1
     assert "cannot reach" in p.stderr and "supersecretvalue" not in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_a_silent_s3_endpoint_fails_a_command_within_about_15_seconds(tmp_path: Path) -> None:
+    """An endpoint that accepts connections and never answers (here: a listening
+    socket nobody accepts on; the kernel completes the handshake) took 150 s to fail
+    (5 tries of 30 s). Small requests now give up after 3 tries of 5 s, naming the
+    endpoint and the variable that raises the limit."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        vfs = Vfs("s3://some-bucket/prefix", tmp_path / "cache")
+        vfs.env.update(
+            AWS_ACCESS_KEY_ID="AKIAEXAMPLE",
+            AWS_SECRET_ACCESS_KEY="supersecretvalue",
+            VFS_S3_ENDPOINT=endpoint,
+            AWS_ENDPOINT_URL=endpoint,
+        )
+        t0 = time.monotonic()
+        p = vfs.run("ls", check=False, timeout=120)
+        took = time.monotonic() - t0
+        assert p.returncode == 1, p.stderr
+        assert took < 25, took
+        assert f"the S3 endpoint {endpoint} accepted a connection but did not answer" in p.stderr
+        assert "VFS_S3_TIMEOUT=SECONDS" in p.stderr and len(p.stderr.splitlines()) == 1
+        # The limit is the user's to set.
+        vfs.env["VFS_S3_TIMEOUT"] = "1"
+        t0 = time.monotonic()
+        p = vfs.run("log", "ds", check=False, timeout=120)
+        assert p.returncode == 1 and "waited 1 s per try" in p.stderr, p.stderr
+        assert time.monotonic() - t0 < took
+        vfs.env["VFS_S3_TIMEOUT"] = "soon"
+        p = vfs.run("ls", check=False)
+        assert p.returncode == 2 and "VFS_S3_TIMEOUT='soon'" in p.stderr, p.stderr
 
 
 @pytest.mark.s3
@@ -204,6 +239,7 @@ def test_interrupted_commit_moves_no_ref_and_resumes(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "no ref was moved" in err
+    assert len([line for line in err.splitlines() if line.startswith("vfs:")]) == 1, err
     assert not Path(store, "refs").exists() or not any(Path(store, "refs").rglob("main"))
     done_before = _index_count(store)
     assert done_before >= 1

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from vfs.backends.base import Backend, Versioned
+from vfs.defaults import default_store_dir
 from vfs.errors import UsageError
 
 if TYPE_CHECKING:
@@ -54,16 +55,14 @@ __all__ = [
 # a mount daemon obeys the test that started it.
 FAULTS_ENV = "VFS_FAULTS"
 
-DEFAULT_STORE = "~/.local/share/vfs/store"
-
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _FORMS = "use s3://bucket[/prefix], file:///absolute/path or a directory path"
 
 
 def default_store_url() -> str:
     """The store used when none is given: $VFS_STORE, else a directory in the
-    user's data home, which LocalBackend creates on first write."""
-    return os.environ.get("VFS_STORE") or os.path.expanduser(DEFAULT_STORE)
+    user's data home (XDG), which LocalBackend creates on first write."""
+    return os.environ.get("VFS_STORE") or default_store_dir()
 
 
 def open_backend(url: str) -> Backend:

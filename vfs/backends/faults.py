@@ -296,10 +296,12 @@ class FaultyBackend(Backend):
     # -- S3: throttling inside the HTTP exchange ---------------------------------------
 
     def _hook_s3(self) -> None:
-        client = getattr(self.inner, "_client", None)
-        self._s3 = client is not None
-        if client is not None:
-            client.meta.events.register("before-send.s3", self._slowdown_hook)
+        # S3Backend has two boto3 clients: transfers, and small requests.
+        clients = [getattr(self.inner, name, None) for name in ("_client", "_quick")]
+        self._s3 = clients[0] is not None
+        for client in clients:
+            if client is not None:
+                client.meta.events.register("before-send.s3", self._slowdown_hook)
 
     def _slowdown_hook(self, request: Any, **kwargs: Any) -> Any:
         """botocore's before-send: a response here replaces the HTTP round trip. Every

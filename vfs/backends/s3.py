@@ -53,7 +53,7 @@ from botocore.config import Config
 from botocore.httpsession import get_cert_path
 
 from vfs.backends.base import Backend, ObjectInfo, Versioned
-from vfs.errors import BackendError, NotFound, PermissionDenied, VfsError
+from vfs.errors import BackendError, NotFound, PermissionDenied, UsageError, VfsError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -64,11 +64,21 @@ MiB = 1 << 20
 
 # Throttling and 5xx answers are retried by botocore with backoff. A refused
 # connection is retried too, but its backoff is short (botocore scales non-throttling
-# errors down), so a closed port fails in well under a second. A black-holed address
-# costs at most _MAX_ATTEMPTS * _CONNECT_TIMEOUT seconds.
+# errors down), so a closed port fails in well under a second.
+#
+# Two clients, two bounds. Small requests (refs, config, tree pages, locations,
+# listings, deletes) go through one whose every try waits at most _QUICK_TIMEOUT
+# ($VFS_S3_TIMEOUT overrides it) for an answer, _QUICK_ATTEMPTS tries: an endpoint
+# that accepts connections and never answers fails a command in about 15 s, naming
+# itself, not in 150. Transfers (pack ranges and uploads) keep _READ_TIMEOUT of
+# silence per read and _MAX_ATTEMPTS tries: a busy server may think for a while
+# before the first byte of a 32 MiB answer.
 _MAX_ATTEMPTS = 5
 _CONNECT_TIMEOUT = 3.0
 _READ_TIMEOUT = 30.0
+_QUICK_ATTEMPTS = 3
+_QUICK_TIMEOUT = 5.0
+TIMEOUT_ENV = "VFS_S3_TIMEOUT"
 _MAX_POOL = 32
 # A presigned read URL is used for _URL_REUSE seconds of its _URL_EXPIRES, so that a
 # request sent just before the reuse ends still arrives well within its validity.
@@ -103,11 +113,25 @@ _UNREACHABLE = (
 )
 
 
-def _client_config() -> Config:
+def quick_timeout() -> float:
+    """Seconds a small request waits for an answer, per try ($VFS_S3_TIMEOUT)."""
+    raw = os.environ.get(TIMEOUT_ENV)
+    if not raw:
+        return _QUICK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise UsageError(f"{TIMEOUT_ENV}={raw!r} is not a positive number of seconds")
+    return value
+
+
+def _client_config(read_timeout: float = _READ_TIMEOUT, attempts: int = _MAX_ATTEMPTS) -> Config:
     return Config(
-        retries={"mode": "standard", "total_max_attempts": _MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": attempts},
         connect_timeout=_CONNECT_TIMEOUT,
-        read_timeout=_READ_TIMEOUT,
+        read_timeout=read_timeout,
         max_pool_connections=_MAX_POOL,
         # Virtual-hosted style needs DNS for '<bucket>.<host>'; SeaweedFS, MinIO and
         # plain IP endpoints only understand path style. AWS still accepts it.
@@ -162,8 +186,15 @@ class S3Backend(Backend):
         # A private session: boto3's default session is not safe to create clients
         # from in several threads at once.
         session = boto3.session.Session()
+        self._quick_timeout = quick_timeout()
+        # Transfers: pack ranges and uploads. Everything else goes through _quick.
         self._client: S3Client = session.client(
             "s3", endpoint_url=endpoint, config=_client_config()
+        )
+        self._quick: S3Client = session.client(
+            "s3",
+            endpoint_url=endpoint,
+            config=_client_config(self._quick_timeout, _QUICK_ATTEMPTS),
         )
         self.endpoint: str = self._client.meta.endpoint_url
         self._bucket_seen = False
@@ -176,6 +207,7 @@ class S3Backend(Backend):
 
     def close(self) -> None:
         self._client.close()
+        self._quick.close()
         if self._http is not None:
             self._http.clear()
 
@@ -209,6 +241,8 @@ class S3Backend(Backend):
                 )
                 return PermissionDenied(f"{reason} ({code or status}) for {self._where(key)}")
             return BackendError(f"S3 error {code or status} for {self._where(key)}")
+        if isinstance(exc, bce.ReadTimeoutError):
+            return BackendError(self._silent())
         if isinstance(exc, _UNREACHABLE):
             return BackendError(f"cannot reach S3 endpoint {self.endpoint}: {exc}")
         if isinstance(exc, bce.NoCredentialsError):
@@ -220,13 +254,21 @@ class S3Backend(Backend):
         detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         return BackendError(f"S3 request for {self._where(key)} failed: {detail}")
 
+    def _silent(self) -> str:
+        return (
+            f"the S3 endpoint {self.endpoint} accepted a connection but did not answer "
+            f"(waited {self._quick_timeout:g} s per try for small requests, "
+            f"{_READ_TIMEOUT:g} s for transfers); if it is only slow, raise the limit "
+            f"with {TIMEOUT_ENV}=SECONDS"
+        )
+
     def _check_bucket(self) -> None:
         """Raise if the bucket is missing. A HEAD answers a bare 404 both for a
         missing key and a missing bucket, so a 404 is checked once per backend."""
         if self._bucket_seen:
             return
         try:
-            self._client.head_bucket(Bucket=self.bucket)
+            self._quick.head_bucket(Bucket=self.bucket)
         except (bce.ClientError, bce.BotoCoreError) as exc:
             if isinstance(exc, bce.ClientError) and _error_code(exc)[1] == 404:
                 raise BackendError(
@@ -242,7 +284,7 @@ class S3Backend(Backend):
     def _head(self, key: str) -> dict[str, Any] | None:
         """The object's metadata, or None if it does not exist."""
         try:
-            return dict(self._client.head_object(Bucket=self.bucket, Key=self._key(key)))
+            return dict(self._quick.head_object(Bucket=self.bucket, Key=self._key(key)))
         except bce.ClientError as exc:
             if _error_code(exc)[1] == 404:
                 self._check_bucket()
@@ -254,8 +296,9 @@ class S3Backend(Backend):
     # -- reading --------------------------------------------------------------
 
     def _get_object(self, key: str, **kwargs: Any) -> tuple[bytes, dict[str, Any]]:
+        client = self._client if "Range" in kwargs else self._quick
         try:
-            resp = self._client.get_object(Bucket=self.bucket, Key=self._key(key), **kwargs)
+            resp = client.get_object(Bucket=self.bucket, Key=self._key(key), **kwargs)
             # read() is the one copy of the body: http.client allocates the bytes and
             # reads the socket straight into them. urllib3's readinto() is a read()
             # plus a copy, so a preallocated buffer would cost one more, not one less.
@@ -291,8 +334,13 @@ class S3Backend(Backend):
         )
         if any(answer is not None for _, answer in answers):
             return None
+        timeout = None if byte_range else self._quick_timeout  # None: the pool's (transfers)
         try:
-            resp = self._http.request("GET", signed[1], headers=headers, preload_content=True)
+            resp = self._http.request(
+                "GET", signed[1], headers=headers, preload_content=True, timeout=timeout
+            )
+        except urllib3.exceptions.ReadTimeoutError:
+            raise BackendError(self._silent()) from None
         except urllib3.exceptions.TimeoutError as exc:
             raise BackendError(f"cannot reach S3 endpoint {self.endpoint}: {exc}") from None
         except urllib3.exceptions.HTTPError:
@@ -350,8 +398,9 @@ class S3Backend(Backend):
     # -- writing --------------------------------------------------------------
 
     def put(self, key: str, data: bytes) -> None:
+        client = self._quick if len(data) < 8 * MiB else self._client
         try:
-            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+            client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         except (bce.ClientError, bce.BotoCoreError) as exc:
             raise self._error(exc, key) from exc
 
@@ -369,12 +418,14 @@ class S3Backend(Backend):
     def delete(self, key: str) -> None:
         try:
             # S3 answers 204 for a missing key too, which is what the contract wants.
-            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            self._quick.delete_object(Bucket=self.bucket, Key=self._key(key))
         except (bce.ClientError, bce.BotoCoreError) as exc:
             raise self._error(exc, key) from exc
 
     def delete_many(self, keys: Sequence[str]) -> None:
-        # DeleteObjects takes at most 1,000 keys; a missing key counts as deleted.
+        # DeleteObjects takes at most 1,000 keys; a missing key counts as deleted. It
+        # goes through the transfer client: a server may take longer than a small
+        # request's bound to delete a thousand objects.
         for start in range(0, len(keys), 1000):
             batch = keys[start : start + 1000]
             try:
@@ -395,7 +446,7 @@ class S3Backend(Backend):
     # -- listing --------------------------------------------------------------
 
     def list(self, prefix: str) -> Iterator[str]:
-        paginator = self._client.get_paginator("list_objects_v2")
+        paginator = self._quick.get_paginator("list_objects_v2")
         cut = len(self._key_prefix)
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key_prefix + prefix):
@@ -405,7 +456,7 @@ class S3Backend(Backend):
             raise self._error(exc, None) from exc
 
     def list_info(self, prefix: str) -> Iterator[ObjectInfo]:
-        paginator = self._client.get_paginator("list_objects_v2")
+        paginator = self._quick.get_paginator("list_objects_v2")
         cut = len(self._key_prefix)
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key_prefix + prefix):
@@ -418,7 +469,7 @@ class S3Backend(Backend):
     def list_dirs(self, prefix: str) -> builtins.list[str]:
         if prefix and not prefix.endswith("/"):
             raise ValueError(f"list_dirs prefix must end in '/': {prefix!r}")
-        paginator = self._client.get_paginator("list_objects_v2")
+        paginator = self._quick.get_paginator("list_objects_v2")
         full = self._key_prefix + prefix
         candidates: builtins.list[str] = []
         try:
@@ -439,7 +490,7 @@ class S3Backend(Backend):
 
     def _has_keys(self, full_prefix: str) -> bool:
         try:
-            resp = self._client.list_objects_v2(Bucket=self.bucket, Prefix=full_prefix, MaxKeys=1)
+            resp = self._quick.list_objects_v2(Bucket=self.bucket, Prefix=full_prefix, MaxKeys=1)
         except (bce.ClientError, bce.BotoCoreError) as exc:
             raise self._error(exc, None) from exc
         return bool(resp.get("KeyCount") or resp.get("Contents"))
@@ -471,11 +522,11 @@ class S3Backend(Backend):
         for attempt in range(1, _CONFLICT_RETRIES + 1):
             try:
                 if token is None:
-                    self._client.put_object(
+                    self._quick.put_object(
                         Bucket=self.bucket, Key=full_key, Body=data, IfNoneMatch="*"
                     )
                 else:
-                    self._client.put_object(
+                    self._quick.put_object(
                         Bucket=self.bucket, Key=full_key, Body=data, IfMatch=token
                     )
                 return True

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from vfs import __version__
 from vfs.cli import common
-from vfs.errors import UsageError, VfsError
+from vfs.errors import Interrupted, UsageError, VfsError
 
 log = logging.getLogger("vfs")
 
@@ -59,6 +59,7 @@ VERBS: dict[str, tuple[str, str]] = {
         "warm the chunk cache with a version, or files of it, at full bandwidth",
     ),
     "cache": ("cache", "inspect and manage the machine's chunk cache"),
+    "completion": ("completion", "print a tab-completion script for bash or zsh"),
 }
 
 
@@ -80,15 +81,48 @@ class _Parser(argparse.ArgumentParser):
         return ns, extra
 
 
+# The options every store verb takes that may also stand before the verb, as git's do
+# (`vfs --store s3://team/data ls`, `vfs -v commit ...`): the two that take a value, and -v.
+_GLOBAL_VALUED = ("--store", "--cache-dir")
+
+
+def _is_global_flag(arg: str) -> bool:
+    return arg == "--verbose" or (len(arg) > 1 and arg[0] == "-" and set(arg[1:]) == {"v"})
+
+
+def hoist_global_options(argv: Sequence[str]) -> list[str]:
+    """argv with the global options written before the verb moved to just after it,
+    where each verb's parser declares them. Anything else before the verb (--help,
+    --version, a typo) is left for argparse to answer."""
+    argv = list(argv)
+    moved: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _GLOBAL_VALUED and i + 1 < len(argv):
+            moved += argv[i : i + 2]
+            i += 2
+        elif (arg.partition("=")[0] in _GLOBAL_VALUED and "=" in arg) or _is_global_flag(arg):
+            moved.append(arg)
+            i += 1
+        else:
+            break
+    rest = argv[i:]
+    if not moved or not rest or rest[0].startswith("-"):
+        return argv
+    return [rest[0], *moved, *rest[1:]]
+
+
 def _verb(argv: Sequence[str]) -> str | None:
-    """The verb argv names: its first word that is not an option (the top-level
-    options, --help and --version, take no value)."""
+    """The verb argv names: its first word that is not an option (after
+    hoist_global_options, the top-level options before it take no value)."""
     return next((a for a in argv if not a.startswith("-")), None)
 
 
-def build_parser(chosen: str | None) -> argparse.ArgumentParser:
+def build_parser(chosen: str | None = None, all_verbs: bool = False) -> argparse.ArgumentParser:
     """The parser of `vfs`; of the verbs, only `chosen` gets its arguments (and its
-    module imported): the others are a name and a help line."""
+    module imported): the others are a name and a help line. `all_verbs` builds
+    every verb whole, for the completion script."""
     p = _Parser(
         prog="vfs",
         description=(
@@ -99,24 +133,37 @@ def build_parser(chosen: str | None) -> argparse.ArgumentParser:
         epilog=(
             "Versions are named DATASET@REF: a branch, a tag, a commit id prefix, and "
             "BRANCH~N for N commits back. A bare DATASET means DATASET@main. "
-            "The store is --store, else $VFS_STORE, else ~/.local/share/vfs/store."
+            "The store is --store, else $VFS_STORE, else $XDG_DATA_HOME/vfs/store "
+            "(~/.local/share/vfs/store by default).\n\n"
+            "examples:\n"
+            "  vfs commit ./data digits --tag v1 -m 'first labels'\n"
+            "  vfs --store s3://team-bucket/vfs log digits\n"
+            "  vfs mount digits@v1 /mnt/digits\n"
+            "  vfs COMMAND --help     # what a command takes"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=common.Formatter,
     )
     p.add_argument("--version", action="version", version=f"vfs {__version__}")
+    g = p.add_argument_group(
+        "global options", "accepted before the command too, as `vfs --store URL ls`"
+    )
+    g.add_argument("--store", metavar="URL", default=argparse.SUPPRESS, help="the store to use")
+    g.add_argument("--cache-dir", metavar="DIR", default=argparse.SUPPRESS, help="local cache")
+    g.add_argument(
+        "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output"
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, (module, help_line) in VERBS.items():
-        verb = sub.add_parser(name, help=help_line)
-        if name == chosen:
+        verb = sub.add_parser(name, help=help_line, formatter_class=common.Formatter)
+        if name == chosen or all_verbs:
             add = getattr(importlib.import_module(f"vfs.cli.{module}"), f"add_{name}")
             add(verb)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if argv is None:
-        argv = sys.argv[1:]
+    argv = hoist_global_options(sys.argv[1:] if argv is None else argv)
     args = build_parser(_verb(argv)).parse_args(argv)
     if not hasattr(args, "func"):  # argparse took another word for the verb than _verb
         args = build_parser(args.command).parse_args(argv)
@@ -130,8 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VfsError as e:
         print(f"vfs: error: {e}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("vfs: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"vfs: {e}" if isinstance(e, Interrupted) else "vfs: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK

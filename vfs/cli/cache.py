@@ -9,6 +9,7 @@ from typing import Any
 
 from vfs.cache import ChunkCache
 from vfs.cli.common import (
+    Formatter,
     add_cache_size,
     add_common,
     cache_dir,
@@ -46,7 +47,7 @@ def add_prefetch(p: argparse.ArgumentParser) -> None:
         "  python sampler.py --epoch 0 --print-order > order.txt\n"
         "  vfs prefetch imagenet@v3 --from-file order.txt"
     )
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.formatter_class = Formatter
     p.add_argument("spec", metavar="DATASET[@REF]")
     p.add_argument("paths", nargs="*", metavar="PATH")
     p.add_argument(
@@ -119,9 +120,10 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
 def add_cache(p: argparse.ArgumentParser) -> None:
     p.description = (
         "The chunk cache is shared by every mount and command on the machine (the "
-        "directory --cache-dir, else $VFS_CACHE_DIR, else ~/.cache/vfs). Its index "
-        "is LMDB, its chunks are files; every read is checked against an xxh3 "
-        "checksum and a bad entry is evicted and fetched again."
+        "directory --cache-dir, else $VFS_CACHE_DIR, else $XDG_CACHE_HOME/vfs, "
+        "~/.cache/vfs by default). Its index is LMDB; chunks live in 32 MiB segment "
+        "files written in fetch order. Every read is checked against an xxh3 "
+        "checksum, and a bad entry is evicted and fetched again."
     )
     p.epilog = (
         "examples:\n"
@@ -129,7 +131,7 @@ def add_cache(p: argparse.ArgumentParser) -> None:
         "  vfs cache pin imagenet@v3     # never evict this version's chunks\n"
         "  vfs cache prune --to 20G"
     )
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.formatter_class = Formatter
     csub = p.add_subparsers(dest="cache_command", metavar="ACTION")
     csub.required = True
     c = csub.add_parser(
@@ -143,7 +145,7 @@ def add_cache(p: argparse.ArgumentParser) -> None:
         "prune",
         help="evict least recently used unpinned chunks",
         description="Evict unpinned chunks, least recently used first, down to --to (default: "
-        "80%% of --cache-size).",
+        "80% of --cache-size).",
     )
     c.add_argument("--to", type=parse_size, default=None, metavar="SIZE", help="target size")
     add_cache_size(c)

@@ -9,7 +9,7 @@ from typing import Any
 from vfs.cli.common import add_common, cache_dir, human, open_store, print_json, show_progress
 from vfs.cli.progress import Bar
 from vfs.defaults import DEFAULT_BRANCH
-from vfs.errors import UsageError
+from vfs.errors import Interrupted, UsageError
 from vfs.ops.base import short
 from vfs.ops.commit import CommitResult, commit_dir
 from vfs.ops.rollback import rollback
@@ -86,14 +86,10 @@ def cmd_commit(args: argparse.Namespace) -> int:
             allow_empty=args.allow_empty,
         )
     except KeyboardInterrupt:
-        if bar:
-            bar.close()
-        print(
-            "vfs: commit interrupted: no ref was moved; run the same command again to "
-            "resume (uploaded packs are reused)",
-            file=sys.stderr,
-        )
-        raise
+        raise Interrupted(
+            "commit interrupted: no ref was moved; run the same command again to "
+            "resume (uploaded packs are reused)"
+        ) from None
     finally:
         if bar:
             bar.close()

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 from vfs.defaults import default_cache_dir
@@ -23,9 +24,39 @@ if TYPE_CHECKING:
     from vfs.store import Store
 
 
+class Formatter(argparse.HelpFormatter):
+    """Help text as a terminal wants it: prose paragraphs wrapped to the width,
+    paragraphs with an indented line (examples, tables) kept exactly as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out = []
+        for para in re.split(r"\n[ \t]*\n", text.strip("\n")):
+            lines = para.splitlines()
+            if any(line.startswith((" ", "\t")) for line in lines[1:]):
+                out.append("\n".join(indent + line for line in lines))
+            else:
+                words = " ".join(line.strip() for line in lines)
+                out.append(
+                    textwrap.fill(words, width, initial_indent=indent, subsequent_indent=indent)
+                )
+        return "\n\n".join(out)
+
+
+class _LogFormatter(logging.Formatter):
+    """`vfs: WARNING: ...` for vfs's own lines; a library's lines (-vv shows botocore's
+    and urllib3's) keep their logger's name, so nobody mistakes them for ours."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        name = record.name
+        who = "vfs" if name == "vfs" or name.startswith("vfs.") else name
+        return f"{who}: {record.levelname}: {super().format(record)}"
+
+
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="vfs: %(levelname)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormatter("%(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     # boto's own INFO chatter is noise to a user; -vv shows it.
     if verbose < 2:
         logging.getLogger("botocore").setLevel(logging.WARNING)
@@ -84,13 +115,14 @@ def add_common(p: argparse.ArgumentParser, json_output: bool = False) -> None:
         "--store",
         metavar="URL",
         default=None,
-        help="store: a directory or s3://bucket/prefix (default: $VFS_STORE, else ~/.local/share/vfs/store)",
+        help="store: a directory or s3://bucket/prefix (default: $VFS_STORE, else "
+        "$XDG_DATA_HOME/vfs/store, ~/.local/share/vfs/store by default)",
     )
     g.add_argument(
         "--cache-dir",
         metavar="DIR",
         default=None,
-        help="local cache (default: $VFS_CACHE_DIR, else ~/.cache/vfs)",
+        help="local cache (default: $VFS_CACHE_DIR, else $XDG_CACHE_HOME/vfs, ~/.cache/vfs by default)",
     )
     g.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
@@ -114,9 +146,59 @@ def cache_dir(args: argparse.Namespace) -> str:
     return str(args.cache_dir or default_cache_dir())
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def print_json(doc: Any) -> None:
-    json.dump(doc, sys.stdout, indent=2, ensure_ascii=False, sort_keys=False)
-    sys.stdout.write("\n")
+    """JSON on stdout, UTF-8. A name that is not UTF-8 (held with surrogateescape, as
+    os does) is written as its \\udcXX escape: exact, and json.loads then
+    os.fsencode gives the bytes back."""
+    text = json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False)
+    text = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    sys.stdout.write(text + "\n")
+
+
+# A name needs quoting in human output if it holds a control character (C0, DEL, C1)
+# or bytes that are not UTF-8 (surrogateescape).
+_NEEDS_QUOTES = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udcff]")
+_ESCAPES = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\v": "\\v",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def shown(name: str) -> str:
+    """A path as human output shows it, so that one name is one line: unchanged when
+    printable; else in double quotes with C escapes, as git's quotepath and `ls -b`
+    do (a tab is \\t, a byte that is not UTF-8 \\xff). `--json` and `-z` print
+    names exactly."""
+    if not _NEEDS_QUOTES.search(name):
+        return name
+    out = []
+    for ch in name:
+        code = ord(ch)
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch in '\\"':
+            out.append("\\" + ch)
+        elif 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or 0x7F <= code <= 0x9F:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def write_nul(text: str) -> None:
+    """One exact name and a NUL on stdout (-z): bytes that are not UTF-8 as they are."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(os.fsencode(text) + b"\0")
 
 
 def human(n: float) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vfs.cli.common import add_common, human, open_store, print_json
+from vfs.cli.common import add_common, human, open_store, print_json, shown, write_nul
 from vfs.ops.diff import Change, Summary, diff_versions
 
 
@@ -20,6 +20,12 @@ def add_diff(p: argparse.ArgumentParser) -> None:
     fmt_group = p.add_mutually_exclusive_group()
     fmt_group.add_argument("--format", choices=["text", "md", "json"], default="text")
     fmt_group.add_argument("--stat", action="store_true", help="only the summary line")
+    fmt_group.add_argument(
+        "-z",
+        dest="nul",
+        action="store_true",
+        help="'STATUS<TAB>PATH' records ended by NUL, paths exact (status: A, D or M)",
+    )
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_diff)
 
@@ -42,17 +48,22 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if fmt_name == "md":
         _diff_md(str(d.a.spec), str(d.b.spec), changes, s)
         return 0
+    if args.nul:
+        for c in changes:
+            write_nul(f"{c.status[0].upper()}\t{c.path}")
+        return 0
     if not args.stat:
         for c in changes:
             mark = {"added": "+", "removed": "-", "modified": "M"}[c.status]
             detail = human(c.new_size) if c.status != "removed" else human(c.old_size)
             if c.status == "modified":
                 detail = f"{human(c.old_size)} -> {human(c.new_size)}, {human(c.changed_bytes)} new"
-            print(f"{mark} {c.path}  ({detail})")
+            print(f"{mark} {shown(c.path)}  ({detail})")
+    # The summary goes where every verb's summary goes: stderr (data is on stdout).
     print(
         f"{s.added} added, {s.removed} removed, {s.modified} modified; "
         f"{human(s.changed_bytes)} of new content",
-        file=sys.stderr if not args.stat else sys.stdout,
+        file=sys.stderr,
     )
     return 0
 
@@ -67,7 +78,7 @@ def _diff_md(a: str, b: str, changes: list[Change], s: Summary) -> None:
         print("\n<details><summary>files</summary>\n")
         print("| status | path | old size | new size |\n|---|---|---:|---:|")
         for c in changes[:1000]:
-            print(f"| {c.status} | `{c.path}` | {c.old_size} | {c.new_size} |")
+            print(f"| {c.status} | `{shown(c.path)}` | {c.old_size} | {c.new_size} |")
         if len(changes) > 1000:
             print(f"\n… and {len(changes) - 1000} more")
         print("\n</details>")

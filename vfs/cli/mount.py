@@ -12,7 +12,14 @@ import argparse
 import sys
 import time
 
-from vfs.cli.common import add_cache_size, add_common, cache_dir, print_json, seconds
+from vfs.cli.common import (
+    Formatter,
+    add_cache_size,
+    add_common,
+    cache_dir,
+    print_json,
+    seconds,
+)
 from vfs.errors import UsageError
 
 # --- mount ---
@@ -44,7 +51,7 @@ def add_mount(p: argparse.ArgumentParser) -> None:
         "diagnostics: vfs info /mnt/data/FILE shows the version, the file's content\n"
         "id and how many of its bytes are cached; vfs info /mnt/data the daemon."
     )
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.formatter_class = Formatter
     p.add_argument("target", metavar="DATASET[@REF]")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument(
@@ -95,6 +102,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         return _mount_foreground(args, cdir)
     log_file = args.log_file or control.default_log_file(cdir, args.mountpoint)
     mnt = control.check_mountpoint(args.mountpoint)
+    control.check_fuse(args.allow_other)
     # The daemon resolves the defaults of the store and the cache size (it has this
     # process's environment and working directory), so that this process need not
     # import the store or the cache: the mount is live sooner.
@@ -127,9 +135,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 def _mount_foreground(args: argparse.Namespace, cdir: str) -> int:
     """`vfs mount --foreground`: mount and serve in this process until unmounted."""
-    from vfs.mount.control import MountOptions
+    from vfs.mount.control import MountOptions, check_fuse
     from vfs.mount.daemon import run
 
+    check_fuse(args.allow_other)
     opts = MountOptions(
         target=args.target,
         mountpoint=args.mountpoint,

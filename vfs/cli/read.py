@@ -9,6 +9,7 @@ from typing import Any
 
 from vfs.cache import ChunkCache
 from vfs.cli.common import (
+    Formatter,
     add_common,
     cache_dir,
     human,
@@ -16,7 +17,10 @@ from vfs.cli.common import (
     positive_int,
     print_json,
     show_progress,
+    shown,
+    write_nul,
 )
+from vfs.errors import Interrupted
 from vfs.ops import base, history, read
 from vfs.ops.get import get
 
@@ -35,6 +39,9 @@ def add_ls(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-R", dest="recursive", action="store_true", help="list subdirectories recursively"
     )
+    p.add_argument(
+        "-z", dest="nul", action="store_true", help="paths only, each ended by NUL, exactly"
+    )
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_ls)
 
@@ -47,10 +54,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         print_json([read.entry_doc(p, e) for p, e in rows])
         return 0
+    if args.nul:
+        for p, _ in rows:
+            write_nul(p)
+        return 0
     for p, e in rows:
-        name = p + ("/" if e.is_dir else "")
+        name = shown(p) + ("/" if e.is_dir else "")
         if e.is_symlink and args.long:
-            name += " -> " + e.target.decode("utf-8", "surrogateescape")
+            name += " -> " + shown(e.target.decode("utf-8", "surrogateescape"))
         if args.long:
             mtime = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.mtime_ns / 1e9))
             print(f"{read.mode_string(e)} {e.size:>12} {mtime} {name}")
@@ -96,15 +107,29 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 def add_get(p: argparse.ArgumentParser) -> None:
     p.description = (
-        "Write DATASET@REF (or PATH inside it) into OUT, a new or empty directory, "
-        "fetching in parallel and verifying every chunk. Never writes outside OUT."
+        "Write DATASET@REF (or PATH inside it) into OUT, fetching in parallel and "
+        "verifying every chunk. Never writes outside OUT.\n\n"
+        "Each file appears under its name only once it is complete, so an "
+        "interrupted get leaves no file with wrong bytes, and running the same get "
+        "again resumes: files already in place are checked against the version "
+        "(locally, by hash) and kept; the rest are fetched. A file in OUT that "
+        "differs from the version is refused unless --force; files the version does "
+        "not have are left alone."
     )
+    p.epilog = (
+        "examples:\n"
+        "  vfs get digits@v1 -o ./digits\n"
+        "  vfs get digits@v1 images/0001.png -o one.png\n"
+        "  vfs get digits@v2 -o ./digits --force     # turn a v1 copy into v2"
+    )
+    p.formatter_class = Formatter
     p.add_argument("spec", metavar="DATASET[@REF]")
     p.add_argument("path", nargs="?", default="", metavar="PATH")
     p.add_argument("-o", "--out", required=True, metavar="OUT")
     p.add_argument(
         "-j", "--jobs", type=positive_int, default=8, help="parallel fetches (default 8)"
     )
+    p.add_argument("-f", "--force", action="store_true", help="replace files in OUT that differ")
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_get)
 
@@ -126,8 +151,18 @@ def cmd_get(args: argparse.Namespace) -> int:
             bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
         try:
             res = get(
-                v, args.path, args.out, workers=args.jobs, on_bytes=bar.update if bar else None
+                v,
+                args.path,
+                args.out,
+                workers=args.jobs,
+                force=args.force,
+                on_bytes=bar.update if bar else None,
             )
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"get interrupted: every file under its name in {args.out} is complete; "
+                "run the same command again to fetch the rest"
+            ) from None
         finally:
             if bar:
                 bar.close()
@@ -141,13 +176,20 @@ def cmd_get(args: argparse.Namespace) -> int:
                 "dirs": res.dirs,
                 "symlinks": res.symlinks,
                 "bytes": res.bytes,
+                "kept": res.kept,
+                "kept_bytes": res.kept_bytes,
                 "seconds": round(secs, 3),
             }
         )
     else:
+        kept = (
+            f"; {res.kept} already in place and verified ({human(res.kept_bytes)})"
+            if res.kept
+            else ""
+        )
         print(
             f"{res.files} files, {res.dirs} dirs, {res.symlinks} symlinks, {human(res.bytes)} "
-            f"into {args.out} in {secs:.2f} s",
+            f"into {args.out} in {secs:.2f} s{kept}",
             file=sys.stderr,
         )
     return 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from vfs.cli.common import add_common, human, open_store, positive_int, print_json
+from vfs.cli.common import add_common, human, open_store, positive_int, print_json, shown
 from vfs.errors import UsageError
 from vfs.ops.base import resolve, short
 from vfs.ops.verify import Verifier
@@ -72,7 +72,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for d in res.damaged:
             print(f"damaged {d.key}: {d.error}")
             if d.paths:
-                print(f"  affects: {', '.join(d.paths)}")
+                print(f"  affects: {', '.join(shown(p) for p in d.paths)}")
         verdict = "all intact" if res.ok else f"{len(res.damaged)} damaged objects"
         print(
             f"verified {what}: {res.commits} commits, {res.pages} tree pages, {res.locs} "

@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -50,6 +51,8 @@ from typing import Any, NamedTuple, TypeVar
 from vfs.cache import layout
 from vfs.errors import NotFound, UsageError, VfsError
 
+FUSE_DEVICE = "/dev/fuse"
+FUSE_CONF = "/etc/fuse.conf"
 READY_TIMEOUT = 120.0  # the parent gives up on a child that neither mounts nor fails
 _M = TypeVar("_M")
 
@@ -203,7 +206,7 @@ def check_mountpoint(mountpoint: str) -> str:
     try:
         os.stat(path)
     except FileNotFoundError:
-        raise NotFound(f"mountpoint {path} does not exist; create it first (mkdir -p)") from None
+        raise UsageError(f"mountpoint {path} does not exist; create it first (mkdir -p)") from None
     except OSError as e:
         if e.errno in (errno.ENOTCONN, errno.ECONNABORTED):  # its daemon is gone
             raise UsageError(
@@ -217,6 +220,56 @@ def check_mountpoint(mountpoint: str) -> str:
     if os.listdir(path):
         raise UsageError(f"mountpoint {path} is not empty; mount on an empty directory")
     return path
+
+
+def check_fuse(allow_other: bool = False, device: str = FUSE_DEVICE) -> None:
+    """What a mount needs of this machine, each missing piece named with what to do,
+    before a daemon starts: otherwise libfuse says only "fuse_session_mount failed"
+    and the reason is in the log."""
+    try:
+        os.close(os.open(device, os.O_RDWR | os.O_CLOEXEC))
+    except FileNotFoundError:
+        raise VfsError(
+            f"{device} does not exist: load the fuse module (modprobe fuse); in a "
+            f"container, start it with --device {FUSE_DEVICE} (docs/deploy.md)"
+        ) from None
+    except PermissionError:
+        raise VfsError(
+            f"no permission to open {device}: distributions ship it as crw-rw-rw-; "
+            f"ask an administrator for chmod 0666 {device}, or mount as root"
+        ) from None
+    except OSError as e:
+        raise VfsError(f"cannot open {device}: {e.strerror}") from None
+    if os.geteuid() == 0:
+        return  # root mounts with mount(2) itself, and may always allow others
+    if shutil.which("fusermount3") is None and not os.path.exists("/usr/bin/fusermount3"):
+        raise VfsError(
+            "fusermount3 is missing, and a user who is not root mounts through it: "
+            "install fuse3 (apt install fuse3)"
+        )
+    if allow_other and not _user_allow_other():
+        raise VfsError(
+            f"--allow-other needs the line user_allow_other in {FUSE_CONF} "
+            "(an administrator adds it), or a mount as root"
+        )
+
+
+def _user_allow_other() -> bool:
+    try:
+        with open(FUSE_CONF) as f:
+            return any(line.split("#", 1)[0].strip() == "user_allow_other" for line in f)
+    except OSError:
+        return False
+
+
+def _fuse_cause(log_file: str) -> str:
+    """The last line libfuse or fusermount3 wrote to the daemon's log: why a mount
+    failed, in their words."""
+    for line in reversed(_tail(log_file, lines=20).split(" | ")):
+        for marker in ("fusermount3: ", "fuse: "):
+            if marker in line:
+                return line[line.index(marker) :].strip()
+    return ""
 
 
 def is_mounted(path: str) -> bool:
@@ -296,7 +349,11 @@ def start_daemon(options: MountOptions, mountpoint: str, log_file: str) -> Live:
     if msg is not None and msg.get("ok"):
         return _from_doc(Live, msg)
     if msg is not None:
-        raise Failure.from_doc(msg).exception()
+        exc = Failure.from_doc(msg).exception()
+        if str(exc).startswith("cannot mount"):
+            cause = _fuse_cause(log_file)
+            raise type(exc)(f"{exc}{f' ({cause})' if cause else ''}; log: {log_file}")
+        raise exc
     rc = proc.poll()
     if rc is None:
         proc.kill()

@@ -74,8 +74,9 @@ its flights fail and every reader waiting on them gets FetchError (EIO), also wi
 CORRUPT_ATTEMPTS times means the pack is damaged in the store: EIO at once, with a
 log line naming the pack's key. A stalled thread is abandoned, not killed; it keeps
 its limiter token until the stalled call returns, which bounds the threads a dead
-remote can hold. A page read that does not answer within `read_timeout` fails the
-same way.
+remote can hold. Tree pages, locations and refs are retried the same way (`meta`),
+so a remote that is away for less than `read_timeout` costs readers time, not
+errors.
 
 Shutdown: the cache writer is shielded. On unmount what it has queued (at most
 `write_behind_bytes` of chunks and PAGE_QUEUE_BYTES of pages) is written out, and a
@@ -105,7 +106,7 @@ import trio
 
 from vfs import format as fmt
 from vfs.cache.layout import packindex_dir
-from vfs.errors import BackendError, CorruptObject, NotFound
+from vfs.errors import BackendError, CorruptObject, NotFound, PermissionDenied
 from vfs.mount.windows import PackWindows
 from vfs.reader import ChunkSource, Wanted, plan_ranges
 
@@ -637,14 +638,40 @@ class Loader:
     async def meta(
         self, fn: Callable[..., _T], *args: Any, limiter: trio.CapacityLimiter | None = None
     ) -> _T:
-        """A store read in a worker thread, bounded by the read timeout."""
-        timeout = self.config.read_timeout
-        with trio.move_on_after(timeout) as scope:
-            return await trio.to_thread.run_sync(
-                partial(fn, *args), limiter=limiter or self.meta_limiter, abandon_on_cancel=True
-            )
-        assert scope.cancelled_caught
-        raise FetchError(f"the store did not answer within the read timeout of {timeout:g} s")
+        """A store read in a worker thread, retried as chunk GETs are: a try that fails
+        to reach the store or stalls past `attempt_timeout` is tried again with
+        backoff until `read_timeout` has passed, so an outage shorter than that is
+        invisible to readers. An answer (NotFound, a damaged object, a refusal) is
+        not retried."""
+        cfg = self.config
+        deadline = trio.current_time() + cfg.read_timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - trio.current_time()
+            wait = max(0.01, min(cfg.attempt_timeout, remaining))
+            try:
+                with trio.fail_after(wait):
+                    return await trio.to_thread.run_sync(
+                        partial(fn, *args),
+                        limiter=limiter or self.meta_limiter,
+                        abandon_on_cancel=True,
+                    )
+            except trio.TooSlowError:
+                why = f"no answer within {wait:g} s"
+            except PermissionDenied:
+                raise
+            except (BackendError, OSError) as e:
+                why = str(e)
+            delay = min(cfg.backoff * 2 ** (attempt - 1), 2.0)
+            if trio.current_time() + delay >= deadline:
+                raise FetchError(
+                    f"the store did not answer within the read timeout of "
+                    f"{cfg.read_timeout:g} s ({why}; {attempt} attempts)"
+                )
+            self.stats.retries += 1
+            log.warning("store read: %s; retrying in %.2f s (attempt %d)", why, delay, attempt)
+            await trio.sleep(delay)
 
     async def page(
         self, page_id: bytes, limiter: trio.CapacityLimiter | None = None

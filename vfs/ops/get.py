@@ -1,9 +1,18 @@
 """`vfs get`: materialise a version (or a part of it) as plain files, in parallel.
 
-Safety: OUT must not exist or be an empty directory, every path is built from names
-the tree decoder has already checked (no '/', '.', '..', NUL), and every file and
-symlink is created with O_EXCL / O_NOFOLLOW semantics, so nothing, not even a
-symlink that the version carries, can make us write outside OUT.
+Safety: every path is built from names the tree decoder has already checked (no '/',
+'.', '..', NUL); a directory that already exists under OUT must be a real directory
+(never a symlink), and every file and symlink is created with O_EXCL / O_NOFOLLOW
+semantics, so nothing, not even a symlink that the version carries, can make us
+write outside OUT.
+
+Interrupting is safe and a rerun resumes. A file is written under a temporary name
+beside its final one (`.vfsget.<hash of the name>`) and renamed into place only once
+every chunk of it has been verified (BLAKE3, as every read does) and written, with
+its mode and mtime. So a file under its final name is complete. A rerun into the
+same OUT keeps each file whose bytes hash to the version's chunk ids (the check reads
+the local file, no network), drops leftover temporary files, and fetches the rest.
+A file that differs from the version is refused unless `force`, which replaces it.
 
 Work is cut into units of at most UNIT_BYTES (many small files, or a slice of a big
 one) in path order, which is pack order, so one unit is usually one ranged GET.
@@ -12,6 +21,8 @@ one) in path order, which is pack order, so one unit is usually one ranged GET.
 from __future__ import annotations
 
 import os
+import stat
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +33,7 @@ from vfs.errors import UsageError
 from vfs.reader import Version, Wanted
 
 UNIT_BYTES = 16 * 1024 * 1024
+TEMP_PREFIX = ".vfsget."
 
 
 @dataclass
@@ -30,6 +42,8 @@ class GetResult:
     dirs: int
     symlinks: int
     bytes: int
+    kept: int = 0  # files (and symlinks) already in place from an earlier run, verified
+    kept_bytes: int = 0
 
 
 @dataclass
@@ -47,16 +61,75 @@ def _is_zero(data: bytes | memoryview) -> bool:
     return not bytes(data).strip(b"\0")
 
 
-def _prepare_out(out: str) -> None:
-    if os.path.lexists(out):
-        if not os.path.isdir(out) or os.path.islink(out):
-            raise UsageError(f"{out} exists and is not a directory")
-        if os.listdir(out):
-            raise UsageError(
-                f"{out} is not empty; vfs get writes only into a new or empty directory"
-            )
-    else:
-        os.makedirs(out)
+def _temp_name(final: str) -> str:
+    """The temporary name of `final`, in its directory: fixed length, whatever the
+    name's length (a name may already be 255 bytes)."""
+    head, name = os.path.split(final)
+    digest = fmt.object_id(os.fsencode(name)).hex()[:24]
+    return os.path.join(head, TEMP_PREFIX + digest)
+
+
+def _real_dir(path: str) -> bool:
+    """Whether `path` is a directory itself, not a symlink to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _make_dir(path: str) -> None:
+    if os.path.lexists(path):
+        if not _real_dir(path):
+            raise UsageError(f"{path} exists and is not a directory")
+        return
+    os.mkdir(path, 0o700)
+
+
+def _drop_leftovers(directory: str) -> None:
+    """Remove the temporary files an interrupted get left in `directory`."""
+    with os.scandir(directory) as it:
+        for d in it:
+            if d.name.startswith(TEMP_PREFIX) and d.is_file(follow_symlinks=False):
+                os.unlink(d.path)
+
+
+def _same_file(path: str, e: fmt.Entry) -> bool:
+    """Whether the regular file at `path` holds exactly the entry's bytes: its size,
+    then each chunk's BLAKE3 against the chunk ids the version names."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != e.size:
+            return False
+        pos = 0
+        for ref in e.chunks:  # a chunk is at most 4 MiB: one read, one hash
+            block = os.pread(fd, ref.length, pos)
+            if len(block) != ref.length or fmt.chunk_id(block) != ref.id:
+                return False
+            pos += ref.length
+        return True
+    finally:
+        os.close(fd)
+
+
+def _existing(path: str, e: fmt.Entry, force: bool) -> bool:
+    """For an entry whose final name is taken: True to keep what is there (it is the
+    entry's content), False to write it anew (nothing there, or `force`)."""
+    if not os.path.lexists(path):
+        return False
+    if e.is_symlink:
+        if os.path.islink(path) and os.fsencode(os.readlink(path)) == e.target:
+            return True
+    elif _same_file(path, e):
+        return True
+    if _real_dir(path):
+        raise UsageError(f"{path} is a directory; the version has a file there")
+    if force:
+        return False
+    raise UsageError(f"{path} exists and differs from the version; --force replaces such files")
 
 
 def _create_file(path: str, size: int) -> None:
@@ -72,64 +145,91 @@ def _finish(path: str, e: fmt.Entry) -> None:
     os.utime(path, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
 
 
+def _link(final: str, target: bytes) -> None:
+    """A symlink at `final`, replacing a file there atomically (rename over it)."""
+    temp = _temp_name(final)
+    os.symlink(target, temp)
+    os.replace(temp, final)
+
+
 def get(
     version: Version,
     path: str,
     out: str,
     *,
     workers: int = 8,
+    force: bool = False,
     on_bytes: Callable[[int], None] | None = None,
 ) -> GetResult:
+    """Write `path` of `version` into `out` (a directory, created if missing; or, for
+    one file, its new name). Resumes into an `out` that an interrupted get left."""
     found = version.stat(path)
+    result = GetResult(0, 0, 0, 0)
+    dirs: list[tuple[str, fmt.Entry]] = []
+    entries: list[tuple[str, tree.Found]] = []
     if found is not None and not found.entry.is_dir:
         # One file or symlink: OUT is its new name, or a directory to put it in.
         dest = (
             os.path.join(out, found.entry.name.decode("utf-8", "surrogateescape"))
-            if os.path.isdir(out)
+            if _real_dir(out)
             else out
         )
-        if os.path.lexists(dest):
-            raise UsageError(f"{dest} already exists")
-        entries = [(dest, found)]
-        dirs: list[tuple[str, fmt.Entry]] = []
+        entries.append((dest, found))
     else:
-        _prepare_out(out)
-        entries = []
-        dirs = []
+        _make_dir(out)
+        _drop_leftovers(out)
         for rel, f in version.walk(path):
             p = os.path.join(out, os.fsdecode(rel))
             if f.entry.is_dir:
-                os.mkdir(p, 0o700)
+                _make_dir(p)
+                _drop_leftovers(p)
                 dirs.append((p, f.entry))
             else:
                 entries.append((p, f))
+    result.dirs = len(dirs)
 
-    slices: list[_Slice] = []
-    result = GetResult(0, len(dirs), 0, 0)
-    group: list[tuple[str, tree.Found]] = []
+    todo: list[tuple[str, tree.Found]] = []
     for p, f in entries:
         e = f.entry
-        if e.is_symlink:
-            os.symlink(e.target, p)
+        if _existing(p, e, force):
+            result.kept += 1
+            result.kept_bytes += e.size if not e.is_symlink else 0
+            if on_bytes and not e.is_symlink:
+                on_bytes(e.size)
+        elif e.is_symlink:
+            _link(p, e.target)
             result.symlinks += 1
-            continue
-        _create_file(p, e.size)
+        else:
+            todo.append((p, f))
+
+    slices: list[_Slice] = []
+    # A file's slices still to write; at 0 it is finished and renamed into place.
+    remaining: dict[str, int] = {}
+    entry_of: dict[str, fmt.Entry] = {}
+    for p, f in todo:
+        e = f.entry
+        temp = _temp_name(p)
+        if os.path.lexists(temp):  # a leftover of a single-file get
+            os.unlink(temp)
+        _create_file(temp, e.size)
         result.files += 1
         result.bytes += e.size
-        wanted = version.wanted(f)
+        entry_of[temp] = e
+        first = len(slices)
         offset = 0
         cur: list[Wanted] = []
         cur_bytes = 0
-        for w in wanted:
+        for w in version.wanted(f):
             if cur and cur_bytes + w.ref.length > UNIT_BYTES:
-                slices.append(_Slice(p, offset, cur))
+                slices.append(_Slice(temp, offset, cur))
                 offset += cur_bytes
                 cur, cur_bytes = [], 0
             cur.append(w)
             cur_bytes += w.ref.length
         if cur:
-            slices.append(_Slice(p, offset, cur))
-        group.append((p, f))
+            slices.append(_Slice(temp, offset, cur))
+        remaining[temp] = len(slices) - first
+    final_of = {_temp_name(p): p for p, _ in todo}
 
     # Small files' slices side by side in path order form one unit of fetching.
     units: list[list[_Slice]] = []
@@ -142,9 +242,21 @@ def get(
         units[-1].append(s)
         unit_bytes += size
 
+    lock = threading.Lock()
+
+    def done(temp: str) -> None:
+        _finish(temp, entry_of[temp])
+        os.replace(temp, final_of[temp])
+
+    stop = threading.Event()  # set on an interrupt: units in flight write no more
+
     def run(unit: list[_Slice]) -> None:
+        if stop.is_set():
+            return
         got = version.chunks.fetch([w for s in unit for w in s.wanted])
         for s in unit:
+            if stop.is_set():
+                return
             fd = os.open(s.path, os.O_WRONLY | os.O_NOFOLLOW)
             try:
                 pos = s.offset
@@ -155,15 +267,33 @@ def get(
                     pos += len(data)
             finally:
                 os.close(fd)
+            with lock:
+                remaining[s.path] -= 1
+                last = remaining[s.path] == 0
+            if last:
+                done(s.path)
             if on_bytes:
                 on_bytes(pos - s.offset)
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vfs-get") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vfs-get")
+    try:
+        for temp, left in remaining.items():
+            if left == 0:  # empty files have no slices
+                done(temp)
         for _ in pool.map(run, units):
             pass
+    except BaseException:
+        # Interrupted or failed: let the units in flight end, start no other. What
+        # is under a final name is complete; the temporary files of the rest go (a
+        # rerun would drop them too).
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for temp in remaining:
+            if os.path.lexists(temp):
+                os.unlink(temp)
+        raise
+    pool.shutdown(wait=True)
 
-    for p, f in group:
-        _finish(p, f.entry)
     for p, e in reversed(dirs):  # children first, so their writes don't bump our mtime
         _finish(p, e)
     return result

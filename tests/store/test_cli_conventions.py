@@ -1,0 +1,211 @@
+"""The command line's conventions, as a git or DVC user expects them: global options
+before the verb, `python -m vfs`, XDG directories, help that fits a terminal, log
+lines that name their logger, and shell completion."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vfs.cli import VERBS, build_parser, hoist_global_options
+from vfs.cli.common import setup_logging
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vfs", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VFS_NO_PROGRESS": "1", **(env or {})},
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    (d / "a").mkdir(parents=True)
+    (d / "a" / "x.txt").write_text("x\n")
+    return d
+
+
+def test_global_options_are_accepted_before_the_verb(tmp_path: Path, data: Path) -> None:
+    store = str(tmp_path / "store")
+    env = {"VFS_CACHE_DIR": str(tmp_path / "cache")}
+    p = run("--store", store, "commit", str(data), "ds", env=env)
+    assert p.returncode == 0, p.stderr
+    for argv in (
+        ["--store", store, "ls"],
+        [f"--store={store}", "-v", "ls"],
+        ["-vv", "--store", store, "--cache-dir", str(tmp_path / "c2"), "log", "ds"],
+        ["ls", "--store", store],
+    ):
+        p = run(*argv, env=env)
+        assert p.returncode == 0, (argv, p.stderr)
+        assert ("commit " if "log" in argv else "ds ") in p.stdout, argv
+    # -vv before the verb reaches the verb's parser.
+    argv = hoist_global_options(["-vv", "--store", store, "ls"])
+    args = build_parser("ls").parse_args(argv)
+    assert (args.verbose, args.store) == (2, store)
+
+
+def test_hoisting_moves_only_what_comes_before_the_verb() -> None:
+    assert hoist_global_options(["--store", "S", "-vv", "ls", "ds"]) == [
+        "ls",
+        "--store",
+        "S",
+        "-vv",
+        "ds",
+    ]
+    # a dataset called like an option value is not taken for the verb
+    assert hoist_global_options(["--store", "ls", "log", "x"]) == ["log", "--store", "ls", "x"]
+    # after the verb, and anything argparse should answer, stays where it is
+    assert hoist_global_options(["ls", "--store", "S"]) == ["ls", "--store", "S"]
+    assert hoist_global_options(["--store", "S", "--help"]) == ["--store", "S", "--help"]
+    assert hoist_global_options(["--bogus", "ls"]) == ["--bogus", "ls"]
+
+
+def test_python_dash_m_vfs_is_the_cli() -> None:
+    p = run("--version")
+    assert p.returncode == 0 and p.stdout.startswith("vfs "), p.stderr
+
+
+def test_xdg_directories_are_honoured(tmp_path: Path, data: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("VFS_STORE", "VFS_CACHE_DIR")}
+    env |= {
+        "XDG_DATA_HOME": str(tmp_path / "xdata"),
+        "XDG_CACHE_HOME": str(tmp_path / "xcache"),
+        "HOME": str(tmp_path / "home"),
+        "VFS_NO_PROGRESS": "1",
+    }
+    p = subprocess.run(
+        [sys.executable, "-m", "vfs", "commit", str(data), "ds"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "xdata" / "vfs" / "store" / "config").is_file()
+    assert (tmp_path / "xcache" / "vfs").is_dir()  # the commit's stat cache lives there
+    assert not (tmp_path / "home").exists()
+
+
+def test_help_fits_an_80_column_terminal() -> None:
+    env = {"COLUMNS": "80"}
+    verbs = ["", *VERBS, "cache prune"]
+    for verb in verbs:
+        p = run(*verb.split(), "--help", env=env)
+        assert p.returncode == 0, (verb, p.stderr)
+        long_lines = [line for line in p.stdout.splitlines() if len(line) > 80]
+        assert not long_lines, (verb, long_lines)
+        assert "%%" not in p.stdout, verb
+
+
+def test_log_lines_name_their_logger() -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    stream = io.StringIO()
+    try:
+        root.handlers.clear()
+        setup_logging(2)
+        root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+        logging.getLogger("vfs.ops.commit").info("ours")
+        logging.getLogger("botocore.endpoint").debug("theirs")
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    assert stream.getvalue().splitlines() == ["vfs: INFO: ours", "botocore.endpoint: DEBUG: theirs"]
+
+
+def _bash_complete(script: str, words: list[str], cwd: Path) -> list[str]:
+    line = " ".join(words)
+    prog = (
+        f"source {script}\n"
+        f"COMP_WORDS=({' '.join(repr(w) for w in words)}); COMP_CWORD={len(words) - 1}\n"
+        f"COMP_LINE={line!r}; COMP_POINT={len(line)}\n"
+        "_shtab_vfs; printf '%s\\n' \"${COMPREPLY[@]}\"\n"
+    )
+    p = subprocess.run(["bash", "-c", prog], capture_output=True, text=True, cwd=cwd, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return [w for w in p.stdout.splitlines() if w]
+
+
+def test_bash_completion_knows_verbs_options_and_local_paths(tmp_path: Path) -> None:
+    script = tmp_path / "vfs.bash"
+    p = run("completion", "bash")
+    assert p.returncode == 0, p.stderr
+    script.write_text(p.stdout)
+    (tmp_path / "mydata").mkdir()
+    assert _bash_complete(str(script), ["vfs", "co"], tmp_path) == ["commit", "completion"]
+    assert _bash_complete(str(script), ["vfs", "cache", "p"], tmp_path) == ["prune", "pin"]
+    assert "--tag" in _bash_complete(str(script), ["vfs", "commit", "--t"], tmp_path)
+    assert _bash_complete(str(script), ["vfs", "commit", "myd"], tmp_path) == ["mydata"]
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
+def test_zsh_completion_is_valid_zsh(tmp_path: Path) -> None:
+    p = run("completion", "zsh")
+    assert p.returncode == 0, p.stderr
+    (tmp_path / "_vfs").write_text(p.stdout)
+    check = subprocess.run(["zsh", "-n", str(tmp_path / "_vfs")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_every_verb_builds_for_the_completion_script() -> None:
+    parser = build_parser(all_verbs=True)
+    assert parser.parse_args(["cache", "stats"]).command == "cache"
+
+
+def test_odd_names_are_escaped_for_people_and_exact_for_programs(tmp_path: Path) -> None:
+    env = {"VFS_STORE": str(tmp_path / "store"), "VFS_CACHE_DIR": str(tmp_path / "cache")}
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok.txt").write_text("1")
+    assert run("commit", str(src), "ds", "--tag", "v1", env=env).returncode == 0
+    odd = [b"a\tb", b"new\nline", b"\xff\xfe.bin", b"esc\x1b[31mred"]
+    for name in odd:
+        (Path(os.fsdecode(bytes(src))) / os.fsdecode(name)).write_text("x")
+    assert run("commit", str(src), "ds", "--tag", "v2", env=env).returncode == 0
+
+    p = run("ls", "ds@v2", env=env)
+    assert p.stdout.splitlines() == [
+        '"a\\tb"',
+        '"esc\\x1b[31mred"',
+        '"new\\nline"',
+        "ok.txt",
+        '"\\xff\\xfe.bin"',
+    ], p.stdout
+    raw = subprocess.run(
+        [sys.executable, "-m", "vfs", "ls", "ds@v2", "-z"],
+        capture_output=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+    assert sorted(raw.stdout.split(b"\0")[:-1]) == sorted([*odd, b"ok.txt"])
+    p = run("ls", "ds@v2", "--json", env=env)
+    assert sorted(os.fsencode(d["path"]) for d in json.loads(p.stdout)) == sorted([*odd, b"ok.txt"])
+
+    p = run("diff", "ds@v1", "ds@v2", env=env)
+    assert len(p.stdout.splitlines()) == 4 and '+ "new\\nline"' in p.stdout, p.stdout
+    assert p.stderr.startswith("4 added, 0 removed"), p.stderr
+    p = run("diff", "ds@v1", "ds@v2", "--stat", env=env)
+    assert p.stdout == "" and p.stderr.startswith("4 added"), (p.stdout, p.stderr)
+    raw = subprocess.run(
+        [sys.executable, "-m", "vfs", "diff", "ds@v1", "ds@v2", "-z"],
+        capture_output=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+    assert sorted(raw.stdout.split(b"\0")[:-1]) == sorted(b"A\t" + n for n in odd)

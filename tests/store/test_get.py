@@ -1,0 +1,150 @@
+"""`vfs get` as a user runs it (a subprocess): interrupted, it leaves no file with
+wrong bytes under its final name; run again, it resumes; a differing file is refused
+unless --force (issue 14, item 1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.treegen import snapshot_fs
+from vfs.backends import FAULTS_ENV
+from vfs.backends.faults import Fault, FaultControl
+from vfs.ops.get import TEMP_PREFIX
+
+MiB = 1024 * 1024
+
+
+class Vfs:
+    def __init__(self, tmp: Path, faults: Path | None = None) -> None:
+        self.env = {
+            **os.environ,
+            "VFS_STORE": str(tmp / "store"),
+            "VFS_CACHE_DIR": str(tmp / "cache"),
+            "VFS_NO_PROGRESS": "1",
+        }
+        if faults is not None:
+            self.env[FAULTS_ENV] = str(faults)
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "vfs", *args]
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run(
+            self.argv(*args), capture_output=True, text=True, env=self.env, timeout=120
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(f"vfs {' '.join(args)} exited {p.returncode}: {p.stderr}")
+        return p
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    d = tmp_path / "src"
+    (d / "sub").mkdir(parents=True)
+    for i in range(12):
+        (d / f"part{i:02}.bin").write_bytes(os.urandom(6 * MiB + i))
+    (d / "sub" / "small.txt").write_text("small\n")
+    (d / "empty").write_bytes(b"")
+    os.symlink("sub/small.txt", d / "link")
+    return d
+
+
+def _final_files(out: Path) -> list[Path]:
+    return [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(TEMP_PREFIX)]
+
+
+def test_interrupted_get_leaves_only_complete_files_and_resumes(tmp_path: Path, src: Path) -> None:
+    control = FaultControl(tmp_path / "faults")
+    vfs = Vfs(tmp_path, tmp_path / "faults")
+    # Small packs, so the six files are fetched by several requests, one unit each.
+    vfs.env["VFS_PACK_TARGET"] = str(4 * MiB)
+    vfs.run("commit", str(src), "big")
+    # Every chunk read now takes a while: the get is slow enough to interrupt mid-way.
+    control.set(Fault("latency", ops=("get_range",), key="packs/", seconds=0.4))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*vfs.argv("get", "big", "-o", str(out), "-j", "1")],
+        env=vfs.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.name.startswith("part") for p in _final_files(out) if out.exists()):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == [
+        f"vfs: get interrupted: every file under its name in {out} is complete; "
+        "run the same command again to fetch the rest"
+    ], err
+    parts = sorted(p.name for p in out.glob("part*"))
+    assert 0 < len(parts) < 12, parts  # interrupted between the first file and the last
+    for p in out.glob("part*"):  # whatever has its final name is the source's bytes
+        assert p.read_bytes() == (src / p.name).read_bytes(), p.name
+    assert not [p for p in out.rglob(TEMP_PREFIX + "*")], "temporary files were left"
+
+    control.set()
+    doc = json.loads(vfs.run("get", "big", "-o", str(out), "--json").stdout)
+    assert doc["kept"] >= len(parts)  # what was in place was verified and kept
+    assert doc["files"] + doc["symlinks"] + doc["kept"] == 15, doc  # 14 files, 1 symlink
+    assert snapshot_fs(out) == snapshot_fs(src)
+
+    # A third run fetches nothing: everything is in place.
+    doc = json.loads(vfs.run("get", "big", "-o", str(out), "--json").stdout)
+    assert doc["files"] == 0 and doc["bytes"] == 0, doc
+    assert snapshot_fs(out) == snapshot_fs(src)
+
+
+def test_a_differing_file_is_refused_unless_force(tmp_path: Path, src: Path) -> None:
+    vfs = Vfs(tmp_path)
+    vfs.run("commit", str(src), "ds")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("not the version's\n")
+    (out / "sub").mkdir()
+    (out / "sub" / "small.txt").write_text("edited\n")
+    p = vfs.run("get", "ds", "-o", str(out), check=False)
+    assert p.returncode == 2, p.stderr
+    assert "small.txt exists and differs from the version; --force" in p.stderr
+    assert (out / "sub" / "small.txt").read_text() == "edited\n"
+    vfs.run("get", "ds", "-o", str(out), "--force")
+    assert (out / "sub" / "small.txt").read_text() == "small\n"
+    assert (out / "mine.txt").read_text() == "not the version's\n"  # left alone
+    (out / "mine.txt").unlink()
+    assert snapshot_fs(out) == snapshot_fs(src)
+
+    # One file: its new name is refused the same way, and kept when equal.
+    one = tmp_path / "one.txt"
+    one.write_text("other\n")
+    p = vfs.run("get", "ds", "sub/small.txt", "-o", str(one), check=False)
+    assert p.returncode == 2 and "--force" in p.stderr, p.stderr
+    vfs.run("get", "ds", "sub/small.txt", "-o", str(one), "--force")
+    assert one.read_text() == "small\n"
+    vfs.run("get", "ds", "sub/small.txt", "-o", str(one))
+
+
+def test_a_symlink_where_the_version_has_a_directory_is_never_followed(
+    tmp_path: Path, src: Path
+) -> None:
+    vfs = Vfs(tmp_path)
+    vfs.run("commit", str(src), "ds")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(outside, out / "sub")
+    p = vfs.run("get", "ds", "-o", str(out), "--force", check=False)
+    assert p.returncode == 2 and "sub exists and is not a directory" in p.stderr, p.stderr
+    assert list(outside.iterdir()) == []
