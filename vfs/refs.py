@@ -7,9 +7,11 @@ the branch; `ds@tags/X` and `ds@heads/X` say which explicitly.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 
+from vfs import reflog
 from vfs.defaults import DEFAULT_BRANCH
 from vfs.errors import AmbiguousRef, NotFound, UsageError
 from vfs.names import check_name
@@ -38,6 +40,13 @@ class Resolved:
 
 def parse_spec(text: str) -> Spec:
     dataset, at, ref = text.partition("@")
+    if not at and "~" in dataset:  # git's `main~1`, written without the branch
+        base, _, steps = dataset.partition("~")
+        if steps.isdigit() or steps == "":
+            raise UsageError(
+                f"invalid version {text!r}: did you mean {base}@{DEFAULT_BRANCH}~{steps or 1}? "
+                "(~N follows a ref: DATASET@REF~N)"
+            )
     check_name(dataset, "dataset")
     if not at:
         return Spec(dataset, DEFAULT_BRANCH)
@@ -92,10 +101,28 @@ def _resolve_ref(store: Store, spec: Spec) -> tuple[bytes, str | None]:
     if _HEX.fullmatch(ref):
         return _resolve_prefix(store, ds, ref), None
     if not store.dataset_exists(ds):
-        raise NotFound(f"no dataset {ds!r} in {store.url}")
+        raise no_dataset(store, ds)
     if not spec.explicit:
-        raise NotFound(f"dataset {ds!r} has no branch {ref!r}")
-    raise NotFound(f"{ds} has no branch, tag or commit {ref!r}")
+        raise NotFound(f"dataset {ds!r} has no branch {ref!r}{_suggest(store, ds, ref)}")
+    short_hex = (
+        "; a commit id prefix needs at least 4 hex digits"
+        if re.fullmatch(r"[0-9a-f]{1,3}", ref)
+        else ""
+    )
+    raise NotFound(
+        f"{ds} has no branch, tag or commit {ref!r}{short_hex}{_suggest(store, ds, ref)}"
+    )
+
+
+def _suggest(store: Store, ds: str, ref: str) -> str:
+    """ "; did you mean 'main'?" for a near miss, and the dataset's refs."""
+    names = [*store.refs(ds, HEADS), *store.refs(ds, TAGS)]
+    if not names:
+        return ""
+    close = difflib.get_close_matches(ref, names, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    listed = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    return f"{hint} ({ds} has: {listed})"
 
 
 def _is_name(ref: str) -> bool:
@@ -106,8 +133,22 @@ def _is_name(ref: str) -> bool:
     return True
 
 
+def no_dataset(store: Store, ds: str) -> NotFound:
+    """The error for a dataset with no refs: it says so if the dataset was removed."""
+    if reflog.has_entries(store, ds):
+        return NotFound(
+            f"dataset {ds!r} has no refs left (removed?); `vfs reflog {ds}` lists the ids "
+            f"they held, and `vfs branch {ds}@ID main` brings one back"
+        )
+    close = difflib.get_close_matches(ds, store.datasets(), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else " (vfs ls lists the datasets)"
+    return NotFound(f"no dataset {ds!r} in {store.url}{hint}")
+
+
 def _resolve_prefix(store: Store, ds: str, prefix: str) -> bytes:
-    if not store.dataset_exists(ds):
+    # A dataset whose refs are all deleted still has its ref log: its commits can be
+    # named by id, which is how a removed dataset is restored.
+    if not store.dataset_exists(ds) and not reflog.has_entries(store, ds):
         raise NotFound(f"no dataset {ds!r} in {store.url}")
     matches = []
     for oid in store.find_objects(prefix):
@@ -128,4 +169,4 @@ def short(commit: bytes) -> str:
     return commit.hex()[:12]
 
 
-__all__ = ["DEFAULT_BRANCH", "Resolved", "Spec", "parse_spec", "resolve", "short"]
+__all__ = ["DEFAULT_BRANCH", "Resolved", "Spec", "no_dataset", "parse_spec", "resolve", "short"]

@@ -9,6 +9,7 @@ The store gives backend keys their meaning (see docs/format.md, "Layout"):
     index/<2 hex>/<pack id>        a copy of that index, for writers and verify
     refs/<dataset>/heads/<branch>  a commit id, moved by compare-and-swap
     refs/<dataset>/tags/<tag>      a commit id, created once, never moved
+    reflog/<dataset>/<ns>-<rand>   one ref change: who, when, old and new id (vfs/reflog.py)
 
 Concurrency: Store is shared by threads. The page and commit caches are guarded by
 a lock; everything else is immutable or lives in the backend.
@@ -30,13 +31,19 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vfs import format as fmt
+from vfs import perms, reflog
 from vfs.backends import Backend, default_store_url, metadata_stack, open_backend
 from vfs.backends.metadata import BlobCache
 from vfs.chunker import PARAMS as CHUNKER_PARAMS
+from vfs.defaults import DEFAULT_BRANCH
 from vfs.errors import CorruptObject, NotFound, RefConflict, UsageError
 from vfs.names import check_name
+
+if TYPE_CHECKING:
+    from vfs.cache.offline import OfflineRefs
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +128,7 @@ class Store:
         self._commits = LRU(1024)
         self._pack_indexes = LRU(PACK_INDEX_CACHE_ENTRIES, _entries_count)
         self.meta = metadata_stack(backend)
+        self.offline: OfflineRefs | None = None  # see go_offline
 
     def use_cache(self, cache: BlobCache) -> None:
         """Read tree pages, commits and locations through the machine's chunk cache
@@ -327,9 +335,11 @@ class Store:
     def _keep_pack_index(path: str, entries: list[fmt.PackEntry]) -> None:
         tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            modes = perms.make_dirs(os.path.dirname(path))
             with open(tmp, "wb") as f:
                 f.write(fmt.encode_pack_index(entries))
+                if modes.shared:
+                    perms.set_mode(f.fileno(), modes.file)
             os.replace(tmp, path)
         except OSError as e:  # a copy on disk only saves a GET next time
             log.debug("cannot keep pack index %s: %s", path, e)
@@ -345,16 +355,28 @@ class Store:
         return data
 
     # --- refs ---
+    # Every ref change goes through the methods below, and each appends its ref log
+    # entry (vfs/reflog.py) once the change succeeded, so that no caller forgets one.
 
     def _ref_key(self, dataset: str, kind: str, name: str) -> str:
         check_name(dataset, "dataset")
         check_name(name, "tag" if kind == TAGS else "branch")
         return f"refs/{dataset}/{kind}/{name}"
 
+    def go_offline(self, recorded: OfflineRefs) -> None:
+        """Answer refs from what the cache's pins recorded, without asking the
+        backend: a mount of pinned versions while the store cannot be reached."""
+        self._check_config(recorded.config)
+        self.offline = recorded
+
     def datasets(self) -> list[str]:
+        if self.offline is not None:
+            return self.offline.datasets()
         return sorted(d for d in self.backend.list_dirs("refs/"))
 
     def refs(self, dataset: str, kind: str) -> dict[str, bytes]:
+        if self.offline is not None:
+            return self.offline.listing(dataset, kind)
         prefix = f"refs/{dataset}/{kind}/"
         out = {}
         for key in self.backend.list(prefix):
@@ -369,6 +391,9 @@ class Store:
 
     def read_ref(self, dataset: str, kind: str, name: str) -> RefValue | None:
         key = self._ref_key(dataset, kind, name)
+        if self.offline is not None:
+            commit = self.offline.ref(dataset, kind, name)
+            return RefValue(commit, "") if commit is not None else None
         try:
             v = self.backend.get_versioned(key)
         except NotFound:
@@ -385,13 +410,31 @@ class Store:
         except ValueError:
             raise CorruptObject(f"ref {key} does not hold a commit id") from None
 
-    def set_branch(self, dataset: str, name: str, commit: bytes, expected: RefValue | None) -> bool:
+    def set_branch(
+        self,
+        dataset: str,
+        name: str,
+        commit: bytes,
+        expected: RefValue | None,
+        action: str = "commit",
+    ) -> bool:
         """Move a branch from `expected` (None: create it) to `commit`. False if the
-        branch changed meanwhile: the caller re-reads and decides."""
+        branch changed meanwhile: the caller re-reads and decides. A move that
+        happened is recorded in the ref log as `action`."""
         key = self._ref_key(dataset, HEADS, name)
-        return self.backend.put_if(
+        moved = self.backend.put_if(
             key, commit.hex().encode() + b"\n", expected.token if expected else None
         )
+        if moved:
+            reflog.append(
+                self,
+                dataset,
+                f"{HEADS}/{name}",
+                expected.commit if expected else None,
+                commit,
+                action,
+            )
+        return moved
 
     def create_tag(self, dataset: str, name: str, commit: bytes) -> None:
         key = self._ref_key(dataset, TAGS, name)
@@ -400,20 +443,84 @@ class Store:
             if current and current.commit == commit:
                 return
             raise RefConflict(f"tag {dataset}@{name} already exists; tags never move")
+        reflog.append(self, dataset, f"{TAGS}/{name}", None, commit, "tag")
 
-    def delete_branch(self, dataset: str, name: str) -> None:
-        if self.read_ref(dataset, HEADS, name) is None:
+    def delete_ref(
+        self, dataset: str, kind: str, name: str, expected: RefValue, action: str = "delete"
+    ) -> None:
+        """Delete a branch or tag if it still holds `expected`; RefConflict if it
+        changed, NotFound if it is gone. Recorded in the ref log as `action`.
+
+        A compare-and-swap: the backend deletes only if the ref is unchanged since
+        `expected` was read (Backend.delete_if: under the ref's flock on local disk,
+        DELETE with If-Match on S3). The re-read before it gives the error its
+        message, and covers an S3 server that would ignore If-Match."""
+        kind_name = "tag" if kind == TAGS else "branch"
+        current = self.read_ref(dataset, kind, name)
+        if current is None:
+            raise NotFound(f"no {kind_name} {dataset}@{name}")
+        if current.token != expected.token or not self.backend.delete_if(
+            self._ref_key(dataset, kind, name), expected.token
+        ):
+            now = self.read_ref(dataset, kind, name)
+            held = f"now {now.commit.hex()[:12]}" if now else "now deleted"
+            raise RefConflict(
+                f"{kind_name} {dataset}@{name} changed while deleting it ({held}); "
+                "nothing deleted, look again"
+            )
+        reflog.append(self, dataset, f"{kind}/{name}", current.commit, None, action)
+
+    def delete_branch(self, dataset: str, name: str) -> bytes:
+        """Delete a branch, whatever it holds; return the commit it held."""
+        current = self.read_ref(dataset, HEADS, name)
+        if current is None:
             raise NotFound(f"no branch {dataset}@{name}")
-        self.backend.delete(self._ref_key(dataset, HEADS, name))
+        self.delete_ref(dataset, HEADS, name, current)
+        return current.commit
+
+    def delete_tag(self, dataset: str, name: str) -> bytes:
+        """Delete a tag; return the commit it held."""
+        current = self.read_ref(dataset, TAGS, name)
+        if current is None:
+            raise NotFound(f"no tag {dataset}@{name}")
+        self.delete_ref(dataset, TAGS, name, current)
+        return current.commit
+
+    def delete_dataset(self, dataset: str) -> dict[str, bytes]:
+        """Delete every ref of a dataset, each with a ref log entry "rm"; return
+        what they held ("heads/NAME" or "tags/NAME" -> commit). Its objects stay
+        until gc finds them unreachable and older than its grace period."""
+        # Tags first and the default branch last: an rm cut short leaves a dataset
+        # that `vfs ls` still shows and a bare name still reads.
+        order = [(TAGS, name) for name in self.refs(dataset, TAGS)]
+        order += sorted(
+            ((HEADS, name) for name in self.refs(dataset, HEADS)),
+            key=lambda ref: ref[1] == DEFAULT_BRANCH,
+        )
+        gone: dict[str, bytes] = {}
+        for kind, name in order:
+            current = self.read_ref(dataset, kind, name)
+            if current is None:
+                continue  # deleted meanwhile, by someone who logged it
+            self.delete_ref(dataset, kind, name, current, "rm")
+            gone[f"{kind}/{name}"] = current.commit
+        return gone
 
     def dataset_exists(self, dataset: str) -> bool:
+        """Whether the dataset has a ref now (a removed dataset has none, but keeps
+        its ref log: reflog.has_entries)."""
         check_name(dataset, "dataset")
+        if self.offline is not None:
+            return dataset in self.offline.commits
         return any(True for _ in self.backend.list(f"refs/{dataset}/"))
 
     def find_objects(self, hex_prefix: str) -> list[bytes]:
         """Object ids starting with a hex prefix (at least 4 digits)."""
         if len(hex_prefix) < 4:
             raise UsageError("an id prefix needs at least 4 hex digits")
+        if self.offline is not None:
+            pinned = set().union(*self.offline.commits.values())
+            return sorted(c for c in pinned if c.hex().startswith(hex_prefix))
         out = []
         for key in self.backend.list(f"objects/{hex_prefix[:2]}/{hex_prefix}"):
             name = key.rsplit("/", 1)[-1]

@@ -295,6 +295,9 @@ _VERBS = [
     "cache unpin",
     "cache verify",
     "cache clear",
+    "rm",
+    "reflog",
+    "completion",
     "nonsense",
 ]
 

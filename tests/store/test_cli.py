@@ -308,7 +308,7 @@ def test_switch_umount_and_help_import_no_heavy_module(tmp_path: Path) -> None:
     out = json.loads(p.stdout)
     assert "ds@v2 (cdcdcdcdcdcd), was abababababab" in p.stderr
     # switched; not mounted; not on a vfs mount; no mountpoint
-    assert out["rc"] == [0, 2, 2, 1], p.stderr
+    assert out["rc"] == [0, 2, 2, 2], p.stderr
     assert "is not on a vfs mount" in p.stderr
     assert out["client"] == []
     # The parent of `vfs mount` starts the daemon (python -m vfs.mount.daemon) without

@@ -209,3 +209,31 @@ def test_odd_names_are_escaped_for_people_and_exact_for_programs(tmp_path: Path)
         timeout=60,
     )
     assert sorted(raw.stdout.split(b"\0")[:-1]) == sorted(b"A\t" + n for n in odd)
+
+
+def test_log_n_counts_as_git_does(tmp_path: Path, data: Path) -> None:
+    env = {"VFS_STORE": str(tmp_path / "store"), "VFS_CACHE_DIR": str(tmp_path / "cache")}
+    for i in range(3):
+        (data / "a" / "x.txt").write_text(f"{i}\n")
+        assert run("commit", str(data), "ds", env=env).returncode == 0
+    assert run("log", "ds", "-n", "0", env=env).stdout == ""
+    assert run("log", "ds", "-n", "2", env=env).stdout.count("commit ") == 2
+    assert run("log", "ds", env=env).stdout.count("commit ") == 3
+    assert run("reflog", "ds", "-n", "0", env=env).stdout == ""
+    assert len(run("reflog", "ds", env=env).stdout.splitlines()) == 3
+
+
+def test_wrong_names_get_a_suggestion(tmp_path: Path, data: Path) -> None:
+    env = {"VFS_STORE": str(tmp_path / "store"), "VFS_CACHE_DIR": str(tmp_path / "cache")}
+    assert run("commit", str(data), "mydata", "--tag", "v1", env=env).returncode == 0
+    for argv, says, code in (
+        (["log", "mydata@mian"], "did you mean 'main'? (mydata has: main, v1)", 1),
+        (["log", "mydata@91"], "a commit id prefix needs at least 4 hex digits", 1),
+        (["diff", "mydata~1", "mydata"], "did you mean mydata@main~1?", 2),
+        (["log", "mydatta"], "no dataset 'mydatta'", 1),
+        (["log", "mydatta"], "did you mean 'mydata'?", 1),
+        (["log", "mydata@v2"], "(mydata has: main, v1)", 1),
+    ):
+        p = run(*argv, env=env)
+        assert p.returncode == code and says in p.stderr, (argv, p.stderr)
+        assert len(p.stderr.splitlines()) == 1, p.stderr

@@ -17,6 +17,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from vfs.errors import NotFound
+
 
 @dataclass(frozen=True)
 class Versioned:
@@ -106,6 +108,19 @@ class Backend(ABC):
         token None, only if it does not exist. True if written, False if the
         condition failed (somebody else wrote first). Atomic against every other
         put_if on the same key, from any process or machine."""
+
+    def delete_if(self, key: str, token: str) -> bool:
+        """Delete only if the object is unchanged since `token` was read. True if
+        deleted, False if it changed or is gone. Atomic against put_if on the same
+        key where a backend overrides this; this default only re-reads first, so a
+        write landing between its read and its delete is lost."""
+        try:
+            if self.get_versioned(key).token != token:
+                return False
+        except NotFound:
+            return False
+        self.delete(key)
+        return True
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and threads."""

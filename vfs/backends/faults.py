@@ -75,6 +75,7 @@ OPS = (
     "delete_many",
     "get_versioned",
     "put_if",
+    "delete_if",
 )
 _READS = frozenset({"get", "get_range", "get_versioned"})
 CONTROL_FILE = "faults.json"
@@ -384,6 +385,9 @@ class FaultyBackend(Backend):
 
     def put_if(self, key: str, data: bytes, token: str | None) -> bool:
         return bool(self._call("put_if", key, self.inner.put_if, key, data, token))
+
+    def delete_if(self, key: str, token: str) -> bool:
+        return bool(self._call("delete_if", key, self.inner.delete_if, key, token))
 
     def close(self) -> None:
         self.inner.close()

@@ -38,6 +38,7 @@ from typing import BinaryIO
 
 import xxhash
 
+from vfs import perms
 from vfs.backends.base import Backend, ObjectInfo, Versioned
 from vfs.errors import BackendError, NotFound, PermissionDenied, VfsError
 
@@ -47,13 +48,10 @@ TMP_PREFIX = ".tmp-"
 LOCK_DIR = ".locks"
 _COPY_BUFSIZE = 1 << 20
 
-# Objects get the permissions a plain open() would give them. mkstemp creates 0600,
-# which would make a store shared by a group unreadable to everyone but the writer.
-# The umask can only be read by setting it, so read it once, at import, before any
-# worker thread exists.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
+# Objects get the permissions a plain open() would give them (mkstemp creates 0600,
+# which would make a store unreadable to everyone but the writer), and in a store
+# shared by a group (its root group-writable or setgid) everything is made usable by
+# every member, whatever the writer's umask: vfs.perms has the rule.
 
 
 def content_token(data: bytes) -> str:
@@ -119,13 +117,13 @@ class LocalBackend(Backend):
         path = self._path(key)
         directory = os.path.dirname(path)
         try:
-            os.makedirs(directory, exist_ok=True)
+            modes = perms.make_dirs(directory)
             fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=directory)
         except OSError as exc:
             raise _map_oserror(exc, directory, None) from exc
         try:
             with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), _FILE_MODE)
+                os.fchmod(f.fileno(), modes.file)
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())
@@ -299,19 +297,25 @@ class LocalBackend(Backend):
         # Named by a hash so that any key maps to one flat, fixed-length file name.
         return os.path.join(self.root, LOCK_DIR, xxhash.xxh3_128_hexdigest(key.encode()) + ".lock")
 
-    def put_if(self, key: str, data: bytes, token: str | None) -> bool:
-        path = self._path(key)
+    def _open_lock(self, key: str) -> int:
         lock_path = self._lock_path(key)
         try:
-            os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+            modes = perms.make_dirs(os.path.dirname(lock_path))
             lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as exc:
             raise _map_oserror(exc, lock_path, None) from exc
+        if modes.shared:  # the next member must open it for writing too
+            perms.set_mode(lock_fd, modes.file)
+        return lock_fd
+
+    def put_if(self, key: str, data: bytes, token: str | None) -> bool:
+        path = self._path(key)
+        lock_fd = self._open_lock(key)
         try:
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX)
             except OSError as exc:
-                raise _map_oserror(exc, lock_path, None) from exc
+                raise _map_oserror(exc, self._lock_path(key), None) from exc
             try:
                 current: str | None = self.get_versioned(key).token
             except NotFound:
@@ -324,4 +328,23 @@ class LocalBackend(Backend):
             return True
         finally:
             # Closing the descriptor releases the flock.
+            os.close(lock_fd)
+
+    def delete_if(self, key: str, token: str) -> bool:
+        # Under the same per-key flock as put_if, so the two are atomic to each other.
+        lock_fd = self._open_lock(key)
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise _map_oserror(exc, self._lock_path(key), None) from exc
+            try:
+                current = self.get_versioned(key).token
+            except NotFound:
+                return False
+            if current != token:
+                return False
+            self.delete(key)
+            return True
+        finally:
             os.close(lock_fd)

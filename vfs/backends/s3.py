@@ -544,3 +544,19 @@ class S3Backend(Backend):
             except bce.BotoCoreError as exc:
                 raise self._error(exc, key) from exc
         return False
+
+    def delete_if(self, key: str, token: str) -> bool:
+        # DeleteObject with If-Match: SeaweedFS (4.x) answers 412 to a stale ETag and
+        # keeps the object (checked by tests/store/test_refs_guard.py). A server that
+        # ignored the header would delete unconditionally; Store.delete_ref re-reads
+        # the ref first for that case.
+        try:
+            self._quick.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=token)
+            return True
+        except bce.ClientError as exc:
+            code, status = _error_code(exc)
+            if status in (404, 412) or code in ("PreconditionFailed", "NoSuchKey"):
+                return False
+            raise self._error(exc, key) from exc
+        except bce.BotoCoreError as exc:
+            raise self._error(exc, key) from exc

@@ -18,6 +18,8 @@ names what lives inside it, and says who writes each part::
                                   by pack id
     <root>/spool/                 packs being written by a commit       vfs.ops.commit, vfs.packer
     <root>/logs/mount-*.log       the mount daemons' logs               vfs.mount.control
+    <root>/offline/<24 hex>.json  per store: its config and the refs    vfs.cache.offline
+                                  that pinned versions were pinned by
 
 A new folder of the cache directory gets its name here first. (The mount daemons'
 control sockets live in the runtime directory, not here: see vfs.mount.control.)
@@ -35,6 +37,7 @@ __all__ = [
     "index_dir",
     "legacy_data_dir",
     "logs_dir",
+    "offline_dir",
     "packindex_dir",
     "parse_segment_name",
     "segment_name",
@@ -74,6 +77,10 @@ def spool_dir(root: str) -> str:
 
 def logs_dir(root: str) -> str:
     return os.path.join(root, "logs")
+
+
+def offline_dir(root: str) -> str:
+    return os.path.join(root, "offline")
 
 
 def segment_name(seg: int) -> str:

@@ -20,6 +20,7 @@ import lmdb
 import xxhash
 
 from vfs import format as fmt
+from vfs import perms
 from vfs.cache import layout, lmdbenv
 
 __all__ = ["StatCache"]
@@ -40,9 +41,12 @@ def _sig(st: os.stat_result) -> tuple[int, int, int, int, int]:
 class StatCache:
     def __init__(self, cache_dir: str, store_url: str) -> None:
         path = layout.statcache_dir(cache_dir)
-        os.makedirs(path, exist_ok=True)
+        modes = perms.make_dirs(path)
         # Never released: the environment stays open for the process, as it always has.
         self._env = lmdbenv.acquire(path, _SPEC, _no_setup)
+        if modes.shared:  # every member of the group commits through it
+            for name in ("data.mdb", "lock.mdb"):
+                perms.set_mode(os.path.join(path, name), modes.file)
         self._prefix = xxhash.xxh3_64_digest(store_url.encode())
         self._pending: dict[bytes, bytes] = {}
 

@@ -41,8 +41,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "cat": ("read", "write a file of a version to stdout"),
     "get": ("read", "materialise a version as plain files"),
     "diff": ("diff", "files added, removed and modified between two versions"),
-    "tag": ("history", "list tags, or tag a version"),
+    "tag": ("history", "list, create or delete tags"),
     "branch": ("history", "list, create or delete branches"),
+    "rm": ("refs", "delete a dataset (its refs; restorable by id until gc)"),
+    "reflog": ("refs", "every change of a dataset's refs: when, who, old and new id"),
     "show": ("show", "print the stored objects behind a version, decoded"),
     "rollback": ("commit", "make an old version current again, keeping history"),
     "verify": ("verify", "read every object of a version and report the damaged ones"),
@@ -176,6 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except VfsError as e:
         print(f"vfs: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except PermissionError as e:  # e.g. a shared directory a member cannot write
+        where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+        print(f"vfs: error: permission denied: {where or e}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as e:  # a local file system said no: one line, never a traceback
+        where = f": {e.filename}" if e.filename else ""
+        print(f"vfs: error: {e.strerror or e}{where}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt as e:
         print(f"vfs: {e}" if isinstance(e, Interrupted) else "vfs: interrupted", file=sys.stderr)

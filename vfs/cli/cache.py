@@ -161,11 +161,17 @@ def add_cache(p: argparse.ArgumentParser) -> None:
     c.set_defaults(func=cmd_cache_clear)
     c = csub.add_parser(
         "pin",
-        help="protect a version's chunks from eviction",
-        description="Pin every chunk of DATASET@REF: cached or not yet, they are never "
-        "evicted until unpinned. Pinning fetches nothing (see vfs prefetch).",
+        help="keep a version whole in the cache, for use offline",
+        description="Pin DATASET@REF: fetch what the cache lacks of it (every chunk, "
+        "tree page and locations object), and never evict any of it until unpinned. "
+        "The store's config and the ref are recorded too, so that `vfs mount "
+        "DATASET@REF` works while the store cannot be reached.",
     )
     c.add_argument("spec", metavar="DATASET@REF")
+    c.add_argument(
+        "-j", "--jobs", type=positive_int, default=8, help="parallel requests (default 8)"
+    )
+    add_cache_size(c)
     add_common(c, json_output=True)
     c.set_defaults(func=cmd_cache_pin)
     c = csub.add_parser(
@@ -236,17 +242,38 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
 
 def cmd_cache_pin(args: argparse.Namespace) -> int:
     store = open_store(args)
+    bar: Any = None
     try:
         with _open_cache(args) as cache:
-            res = pin.pin(store, cache, args.spec)
+            if show_progress() and not args.json:
+                from tqdm import tqdm
+
+                bar = tqdm(unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
+            res = pin.pin(
+                store,
+                cache,
+                args.spec,
+                jobs=args.jobs,
+                on_total=(lambda n: bar.reset(total=n)) if bar is not None else None,
+                on_bytes=bar.update if bar is not None else None,
+            )
     finally:
+        if bar is not None:
+            bar.close()
         store.close()
     if args.json:
-        print_json({"pin": res.name, "chunks": res.chunks, "metadata": res.metadata})
+        print_json(
+            {
+                "pin": res.name,
+                "chunks": res.chunks,
+                "metadata": res.metadata,
+                "bytes_fetched": res.bytes_fetched,
+            }
+        )
     else:
         print(
             f"pinned {args.spec} as {res.name} ({res.chunks} chunks, {res.metadata} metadata "
-            "objects)",
+            f"objects; fetched {human(res.bytes_fetched)}); usable offline",
             file=sys.stderr,
         )
     return 0

@@ -79,7 +79,7 @@ def positive_int(text: str) -> int:
 
 
 def count_int(text: str) -> int:
-    """An argparse type: a whole number of at least 0 (0 meaning no limit)."""
+    """An argparse type: a whole number of at least 0 (a count, as `-n 0`)."""
     return _whole_number(text, 0, "must not be negative")
 
 

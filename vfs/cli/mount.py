@@ -130,6 +130,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
             f"(daemon pid {doc['pid']}, log {log_file})",
             file=sys.stderr,
         )
+        if doc.get("offline"):
+            print(
+                "offline: the store cannot be reached; serving the versions pinned in "
+                f"the cache ({doc['offline']})",
+                file=sys.stderr,
+            )
     return 0
 
 

@@ -48,6 +48,7 @@ import sys
 import time
 from typing import Any, NamedTuple, TypeVar
 
+from vfs import perms
 from vfs.cache import layout
 from vfs.errors import NotFound, UsageError, VfsError
 
@@ -110,6 +111,7 @@ class Live(NamedTuple):
     version: str | None  # the commit shown at the root; None for every version
     label: str
     seconds: float
+    offline: str = ""  # why the store could not be reached, if the mount serves pins
 
     def to_doc(self) -> dict[str, Any]:
         return _ok(self)
@@ -325,7 +327,7 @@ def start_daemon(options: MountOptions, mountpoint: str, log_file: str) -> Live:
     """Start a daemon detached (`python -m vfs.mount.daemon`, with `options` and a
     ready pipe) and wait until it reports the mount live or fails (VfsError with its
     message)."""
-    os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
+    perms.make_dirs(os.path.dirname(log_file) or ".")
     r, w = os.pipe()
     cmd = [sys.executable, "-m", "vfs.mount.daemon", options._replace(ready_fd=w).to_json()]
     try:

@@ -84,7 +84,7 @@ class _Notifier:
 
 def run(opts: MountOptions) -> int:
     """Mount and serve until unmounted or signalled (the daemon, or --foreground)."""
-    from vfs.cache import ChunkCache
+    from vfs.cache import ChunkCache, offline
     from vfs.store import Store
 
     opts = opts.resolved()
@@ -96,11 +96,25 @@ def run(opts: MountOptions) -> int:
     try:
         mnt = check_mountpoint(opts.mountpoint)
         store = Store.open(opts.store_url)
+        offline_why = ""
         try:
             store.check_config()
         except BackendError as e:
-            store.close()
-            raise BackendError(f"cannot reach the store {opts.store_url}: {e}") from None
+            recorded = offline.load(opts.cache_dir, store.url)
+            if recorded is None:
+                store.close()
+                raise BackendError(f"cannot reach the store {opts.store_url}: {e}") from None
+            # The cache's pins recorded the store's config and the refs they were
+            # pinned by: serve those versions from the cache, asking the store nothing
+            # that the cache holds (no timeouts waited out).
+            store.go_offline(recorded)
+            offline_why = str(e)
+            log.warning(
+                "the store %s cannot be reached (%s): serving the versions pinned in "
+                "the cache, offline",
+                opts.store_url,
+                e,
+            )
         cache = ChunkCache(opts.cache_dir, opts.cache_size)
         store.use_cache(cache)  # pinned versions stay readable while the store is away
     except BaseException as e:
@@ -108,7 +122,7 @@ def run(opts: MountOptions) -> int:
         raise
     try:
         try:
-            trio.run(_serve, opts, mnt, store, cache, notify)
+            trio.run(_serve, opts, mnt, store, cache, notify, offline_why)
         except BaseExceptionGroup as group:
             raise _sole(group) from None
     except BaseException as e:
@@ -193,7 +207,9 @@ def _log_to_file() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-async def _serve(opts: MountOptions, mnt: str, store: Any, cache: Any, notify: _Notifier) -> None:
+async def _serve(
+    opts: MountOptions, mnt: str, store: Any, cache: Any, notify: _Notifier, offline_why: str
+) -> None:
     from vfs.mount import fuse
     from vfs.mount.core import FsCore
     from vfs.mount.loader import FetchConfig
@@ -221,7 +237,7 @@ async def _serve(opts: MountOptions, mnt: str, store: Any, cache: Any, notify: _
             log.info("%s: mounted %s from %s", mnt, opts.target, opts.store_url)
             try:
                 async with trio.open_nursery() as inner:
-                    inner.start_soon(_when_live, core, mnt, notify, t0)
+                    inner.start_soon(_when_live, core, mnt, notify, t0, offline_why)
                     inner.start_soon(trio.serve_listeners, _control_handler(core), [listener])
                     inner.start_soon(_watch_signals, mnt)
                     await fuse.serve()
@@ -234,7 +250,9 @@ async def _serve(opts: MountOptions, mnt: str, store: Any, cache: Any, notify: _
         nursery.cancel_scope.cancel()
 
 
-async def _when_live(core: Any, mnt: str, notify: _Notifier, t0: float) -> None:
+async def _when_live(
+    core: Any, mnt: str, notify: _Notifier, t0: float, offline_why: str = ""
+) -> None:
     from vfs.mount import fuse
 
     with trio.fail_after(60):
@@ -249,6 +267,7 @@ async def _when_live(core: Any, mnt: str, notify: _Notifier, t0: float) -> None:
         version=view.commit.hex() if view is not None else None,
         label=view.label if view is not None else f"{core.dataset} (every version)",
         seconds=round(time.monotonic() - t0, 3),
+        offline=offline_why,
     )
     log.info("%s: live after %.3f s", mnt, time.monotonic() - t0)
     if not notify.send(live):

@@ -113,7 +113,9 @@ class InodeTable:
         """A record at a number the caller chooses (the root)."""
         if self.find(ino) >= 0:
             raise ValueError(f"inode {ino} exists")
-        return self._add(ino, int.from_bytes(key[:8], "little"), int.from_bytes(key[8:16], "little"))
+        return self._add(
+            ino, int.from_bytes(key[:8], "little"), int.from_bytes(key[8:16], "little")
+        )
 
     def _add(self, ino: int, hi: int, lo: int) -> int:
         if (self._used + self._gone + 1) * 3 > (self._mask + 1) * 2:
@@ -226,6 +228,18 @@ class InodeTable:
 
     def nbytes(self) -> int:
         """Memory held by the arrays (not the page ids)."""
-        arrays = (self.ino, self.key_hi, self.key_lo, self.parent, self.kind, self.leaf,
-                  self.pos, self.view, self.lookups, self.opens, self._free, self._index)
+        arrays = (
+            self.ino,
+            self.key_hi,
+            self.key_lo,
+            self.parent,
+            self.kind,
+            self.leaf,
+            self.pos,
+            self.view,
+            self.lookups,
+            self.opens,
+            self._free,
+            self._index,
+        )
         return sum(a.buffer_info()[1] * a.itemsize for a in arrays)

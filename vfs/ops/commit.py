@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from vfs import chunker, leases, packer
+from vfs import chunker, leases, packer, perms
 from vfs import format as fmt
 from vfs.cache import layout
 from vfs.cache.statcache import StatCache
@@ -143,7 +143,7 @@ def load_known_chunks(store: Store, cache_dir: str, workers: int = 16) -> dict[b
     """
     ids = list(store.pack_ids())
     local = layout.packindex_dir(cache_dir)
-    os.makedirs(local, exist_ok=True)
+    perms.make_dirs(local)
 
     def load(pack_id: bytes) -> list[fmt.PackEntry]:
         return store.local_pack_index(pack_id, local)
@@ -350,7 +350,7 @@ def _commit_dir(
     nworkers = workers or max(8, 2 * (os.cpu_count() or 2))
     pool = ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="vfs-chunk")
     writer = packer.PackWriter(store, spool_dir=layout.spool_dir(cache_dir))
-    os.makedirs(writer.spool_dir, exist_ok=True)
+    perms.make_dirs(writer.spool_dir)
     packer.clean_spool(writer.spool_dir)
     bytes_read = 0
     new_chunks = 0
@@ -489,6 +489,7 @@ def commit_and_move(
     branch: str,
     head: RefValue | None,
     template: fmt.Commit,
+    action: str = "commit",
     check: Callable[[], None] | None = None,
 ) -> tuple[bytes, bytes | None, int]:
     """Write the commit on top of the branch head and move the branch to it.
@@ -512,7 +513,7 @@ def commit_and_move(
         cid = store.put_commit(c)
         if check is not None:
             check()  # the commit's lease: gc must not have judged it expired
-        if store.set_branch(dataset, branch, cid, head):
+        if store.set_branch(dataset, branch, cid, head, action):
             return cid, head.commit if head else None, attempt
         head = store.read_ref(dataset, HEADS, branch)
         log.info("branch %s@%s moved during commit; committing on top of it", dataset, branch)

@@ -26,7 +26,6 @@ touched by the thread that drives it.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -34,9 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from vfs import format as fmt
-from vfs import leases
+from vfs import leases, reflog
 from vfs.backends.base import ObjectInfo
-from vfs.errors import MissingObject, VfsError
+from vfs.errors import MissingObject, NotFound, VfsError
 from vfs.store import HEADS, TAGS, Store
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ log = logging.getLogger(__name__)
 DEFAULT_GRACE = 24 * 3600.0
 DEFAULT_WAIT = 300.0
 DEFAULT_REPACK_BELOW = 0.5
-REFLOG = "reflog/"
+REFLOG = f"{reflog.PREFIX}/"
 DELETE_BATCH = 1000
 # The kinds of garbage, in the order the sweep deletes them.
 KINDS = ("index", "packs", "locs", "objects", "reflog")
@@ -132,23 +131,6 @@ def reflog_time(key: str, mtime: float) -> float:
     return int(stamp) / 1e9 if stamp.isdigit() else mtime
 
 
-def reflog_ids(data: bytes) -> list[bytes]:
-    """The commit ids a ref-log entry names (old and new)."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        return []
-    if not isinstance(doc, dict):
-        return []
-    out = []
-    for k in ("old", "new"):
-        v = doc.get(k)
-        oid = _hex_id(v) if isinstance(v, str) else None
-        if oid is not None:
-            out.append(oid)
-    return out
-
-
 class Marker:
     """The live set: what the refs and young ref-log entries reach."""
 
@@ -174,9 +156,13 @@ class Marker:
         for info in self.store.backend.list_info(REFLOG):
             if reflog_time(info.key, info.mtime) >= cutoff:
                 try:
-                    logged.extend(reflog_ids(self.store.backend.get(info.key)))
-                except VfsError as e:
-                    log.debug("ref-log entry %s: %s", info.key, e)
+                    data = self.store.backend.get(info.key)
+                except NotFound:  # another gc removed it meanwhile
+                    continue
+                # A damaged entry stops gc (CorruptObject): the ids it protects are
+                # unknown, so nothing may be judged unreachable.
+                entry = reflog.decode(info.key, data)
+                logged.extend(i for i in (entry.old, entry.new) if i is not None)
         return refs, logged
 
     def walk(self, refs: Iterable[bytes], logged: Iterable[bytes] = ()) -> None:

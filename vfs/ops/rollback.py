@@ -48,5 +48,5 @@ def rollback(
         files=old.files,
         bytes=old.bytes,
     )
-    cid, _, _ = commit_and_move(store, r.spec.dataset, branch, head, template)
+    cid, _, _ = commit_and_move(store, r.spec.dataset, branch, head, template, "rollback")
     return RollbackResult(cid, r.spec.dataset, branch, old.tree, r.commit, str(r.spec))
