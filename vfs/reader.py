@@ -51,6 +51,7 @@ MAX_RANGE = 16 * 1024 * 1024
 class Wanted:
     ref: fmt.ChunkRef
     loc: fmt.Location
+    leaf: bytes = b""  # the leaf page whose locations placed it ("" for a pack window)
 
 
 def place(found: tree.Found, locs: dict[bytes, fmt.Location]) -> list[Wanted]:
@@ -63,7 +64,7 @@ def place(found: tree.Found, locs: dict[bytes, fmt.Location]) -> list[Wanted]:
             raise CorruptObject(
                 f"locations of tree {found.leaf.hex()[:16]} do not place chunk {c.id.hex()[:16]}"
             )
-        out.append(Wanted(c, loc))
+        out.append(Wanted(c, loc, found.leaf))
     return out
 
 
@@ -153,6 +154,7 @@ class ChunkSource:
         self.verify_threads = verify_threads
         self.bytes_fetched = 0
         self.requests = 0
+        self.relocations = 0  # times fetch found a pack gone and placed chunks again
 
     def fetch_span(
         self, span: Span, cache: bool = True, optional: Container[bytes] = ()
@@ -211,7 +213,33 @@ class ChunkSource:
         for w in wanted:
             if w.ref.id not in out:
                 missing.setdefault(w.ref.id, w)
-        spans = plan_ranges(missing.values())
+        try:
+            self._fetch_spans(plan_ranges(missing.values()), parallel, out)
+        except NotFound:
+            # A pack is gone: gc repacked its live chunks elsewhere and rewrote the
+            # leaves' locations. Ours may be old (memory, the machine's cache), so
+            # fetch them again from the store, past every cache, and retry once.
+            left = [w for cid, w in missing.items() if cid not in out]
+            if not left or any(not w.leaf for w in left):
+                raise
+            self.relocations += 1
+            fresh = {leaf: self.store.fetch_locs(leaf) for leaf in {w.leaf for w in left}}
+            again = []
+            for w in left:
+                loc = fresh[w.leaf].get(w.ref.id)
+                if loc is None:
+                    raise CorruptObject(
+                        f"locations of tree {w.leaf.hex()[:16]} do not place chunk "
+                        f"{w.ref.id.hex()[:16]}"
+                    ) from None
+                again.append(Wanted(w.ref, loc, w.leaf))
+            log.info("a pack is gone; placed %d chunks again from fresh locations", len(again))
+            self._fetch_spans(plan_ranges(again), parallel, out)
+        return out
+
+    def _fetch_spans(
+        self, spans: list[Span], parallel: bool, out: dict[bytes, fmt.ChunkBytes]
+    ) -> None:
         if parallel and len(spans) > 1:
             with ThreadPoolExecutor(
                 max_workers=self.workers, thread_name_prefix="vfs-fetch"
@@ -221,7 +249,6 @@ class ChunkSource:
         else:
             for span in spans:
                 out.update(self.fetch_span(span))
-        return out
 
 
 class Version:
@@ -303,7 +330,9 @@ class VersionFile(io.RawIOBase):
         self.version = version
         self.entry = found.entry
         self.name = found.entry.name.decode("utf-8", "surrogateescape")
+        self._found = found
         self._wanted = version.wanted(found)
+        self._relocations = version.chunks.relocations
         self._ends = list(accumulate(c.length for c in found.entry.chunks))
         self._pos = 0
         self._held: dict[int, fmt.ChunkBytes] = {}
@@ -337,6 +366,11 @@ class VersionFile(io.RawIOBase):
             # A reader moving forward gets the next few chunks in the same request.
             batch = self._wanted[i : i + 4]
             got = self.version.chunks.fetch(batch)
+            if self.version.chunks.relocations != self._relocations:
+                # The fetch found a pack gone and placed chunks again: the store now
+                # holds the fresh locations in memory, so place the file by them.
+                self._relocations = self.version.chunks.relocations
+                self._wanted = self.version.wanted(self._found)
             self._held = {i + k: got[w.ref.id] for k, w in enumerate(batch)}
             data = self._held[i]
         return data

@@ -67,6 +67,11 @@ class Metadata(ABC):
     def load_locs(self, key: str, leaf_id: bytes, what: str) -> dict[bytes, fmt.Location]:
         """A leaf page's locations, decoded. MissingObject if the store has none."""
 
+    @abstractmethod
+    def reload_locs(self, key: str, leaf_id: bytes, what: str) -> dict[bytes, fmt.Location]:
+        """Like load_locs, but from the store's backend whatever a layer keeps: the
+        kept copy may name a pack that gc repacked and deleted."""
+
 
 class BackendMetadata(Metadata):
     """The bottom layer: metadata read from the store's backend."""
@@ -86,6 +91,9 @@ class BackendMetadata(Metadata):
 
     def load_locs(self, key: str, leaf_id: bytes, what: str) -> dict[bytes, fmt.Location]:
         return fmt.decode_locs(self.fetch_locs(key, what), what)
+
+    def reload_locs(self, key: str, leaf_id: bytes, what: str) -> dict[bytes, fmt.Location]:
+        return self.load_locs(key, leaf_id, what)
 
     def fetch_locs(self, key: str, what: str) -> bytes:
         """A leaf page's locations, as canonical bytes (for a layer that keeps them)."""
@@ -126,4 +134,13 @@ class MetadataCache(Metadata):
         canonical = self.inner.fetch_locs(key, what)
         locs = fmt.decode_locs(canonical, what)
         self.cache.put(ckey, canonical)
+        return locs
+
+    def reload_locs(self, key: str, leaf_id: bytes, what: str) -> dict[bytes, fmt.Location]:
+        canonical = self.inner.fetch_locs(key, what)
+        locs = fmt.decode_locs(canonical, what)
+        # The chunk cache keeps the first copy of a key of the same size (it has no
+        # replace), so an old copy may stay there: each process that reads it then
+        # pays one failed pack GET before it reloads (vfs/reader.py).
+        self.cache.put(locs_cache_key(leaf_id), canonical)
         return locs

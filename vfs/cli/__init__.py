@@ -49,6 +49,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "show": ("show", "print the stored objects behind a version, decoded"),
     "rollback": ("commit", "make an old version current again, keeping history"),
     "verify": ("verify", "read every object of a version and report the damaged ones"),
+    "gc": (
+        "gc",
+        "delete what no ref reaches, repacking mostly-dead packs; safe while others commit",
+    ),
     "mount": ("mount", "mount a version (or every version) read-only, fetched lazily"),
     "switch": ("mount", "show another version in a running mount, in place"),
     "umount": ("mount", "unmount a vfs mount (also one whose daemon died)"),

@@ -14,18 +14,21 @@ a worker thread through the loader.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 from bisect import bisect_left, bisect_right
 
 from vfs import format as fmt
 from vfs.mount.errors import BadHandle, InvalidArgument, IsADirectory, ReadOnly
-from vfs.mount.loader import Loader
+from vfs.mount.loader import Loader, PackGone
 from vfs.mount.namespace import Namespace
 from vfs.mount.readahead import Readahead
 from vfs.mount.versions import View
 from vfs.reader import Wanted, place
 from vfs.store import LRU, Store
 from vfs.tree import Found
+
+log = logging.getLogger(__name__)
 
 # The layouts of files opened lately (OpenFiles._layout), weighed by chunk: about 100
 # bytes each once placed, so this holds ~3 MB, or 16,000 small files.
@@ -87,11 +90,13 @@ class _Layout:
     """Where a file's bytes are: its entry, its chunks placed in packs, and the end
     offset of each chunk. Immutable, like the leaf page it comes from."""
 
-    __slots__ = ("ends", "entry", "wanted")
+    __slots__ = ("ends", "entry", "key", "leaf", "wanted")
 
-    def __init__(self, entry: fmt.Entry, wanted: list[Wanted]) -> None:
+    def __init__(self, entry: fmt.Entry, wanted: list[Wanted], leaf: bytes, key: bytes) -> None:
         self.entry = entry
         self.wanted = wanted
+        self.leaf = leaf
+        self.key = key  # in the layout LRU
         ends, pos = [], 0
         for w in wanted:
             pos += w.ref.length
@@ -164,8 +169,18 @@ class OpenFiles:
             wanted = place(found, locs)
         else:
             wanted = await self.loader.meta(view.version.wanted, found)
-        layout = _Layout(found.entry, wanted)
+        layout = _Layout(found.entry, wanted, leaf, key)
         self._layouts.put(key, layout)
+        return layout
+
+    async def _relocate(self, f: _File) -> _Layout:
+        """The file's layout placed again by its leaf's locations fresh from the store,
+        past the memory and the machine's cache: gc repacked a pack they named."""
+        old = f.layout
+        locs = await self.loader.meta(self.store.fetch_locs, old.leaf)
+        layout = _Layout(old.entry, place(Found(old.entry, old.leaf), locs), old.leaf, old.key)
+        self._layouts.put(old.key, layout)
+        f.layout = layout
         return layout
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
@@ -189,7 +204,14 @@ class OpenFiles:
             lo = bisect_right(lay.ends, window[0])
             hi = bisect_left(lay.ends, window[1])
             ahead = lay.wanted[max(lo, last + 1) : hi + 1]
-        got = await self.loader.get(lay.wanted[first : last + 1], ahead)
+        try:
+            got = await self.loader.get(lay.wanted[first : last + 1], ahead)
+        except PackGone as e:
+            # Once per read: a second miss means the store lost the pack for real.
+            log.info("%s; reloading the locations of the file's directory page", e)
+            lay = await self._relocate(f)
+            ahead = []
+            got = await self.loader.get(lay.wanted[first : last + 1])
         parts = []
         for i in range(first, last + 1):
             data = got[lay.wanted[i].ref.id]

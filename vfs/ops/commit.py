@@ -28,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from vfs import chunker, packer, perms
+from vfs import chunker, leases, packer, perms
 from vfs import format as fmt
 from vfs.cache import layout
 from vfs.cache.statcache import StatCache
@@ -350,6 +350,52 @@ def commit_dir(
     allow_empty: bool = False,
     exclude: list[str] | None = None,
 ) -> CommitResult:
+    """Commit the directory `src` as a new version of `dataset` (see _commit_dir).
+    The commit holds a lease (vfs/leases.py) from before it reads the store's pack
+    indexes until its ref moved, so that a running gc deletes nothing this commit
+    comes to reference; it waits while a gc holds the store's lock."""
+    shown = progress or Progress()
+
+    def waiting(text: str) -> None:
+        log.warning("%s", text)
+        shown.phase(text)
+
+    with leases.CommitLease(store.backend, on_wait=waiting) as lease:
+        return _commit_dir(
+            store,
+            src,
+            dataset,
+            lease=lease,
+            message=message,
+            branch=branch,
+            tag=tag,
+            meta=meta,
+            author=author,
+            cache_dir=cache_dir,
+            progress=shown,
+            workers=workers,
+            allow_empty=allow_empty,
+            exclude=exclude,
+        )
+
+
+def _commit_dir(
+    store: Store,
+    src: str,
+    dataset: str,
+    *,
+    lease: leases.CommitLease,
+    message: str = "",
+    branch: str = "main",
+    tag: str | None = None,
+    meta: dict[str, str] | None = None,
+    author: str | None = None,
+    cache_dir: str,
+    progress: Progress | None = None,
+    workers: int | None = None,
+    allow_empty: bool = False,
+    exclude: list[str] | None = None,
+) -> CommitResult:
     """Snapshot `src` as a new version of `dataset` on `branch`, leaving out what its
     `.vfsignore` files and the `exclude` patterns ignore (vfs/ignore.py) and a store
     kept inside it. The `exclude` patterns are recorded in the commit's meta as
@@ -370,6 +416,7 @@ def commit_dir(
     rules = Rules.from_excludes(exclude or ())
 
     store.ensure_config()
+    lease.acquire()
     if tag is not None and store.read_ref(dataset, TAGS, tag) is not None:
         raise RefConflict(f"tag {dataset}@{tag} already exists; tags never move")
     head = store.read_ref(dataset, HEADS, branch)
@@ -511,6 +558,7 @@ def commit_dir(
             files=nfiles,
             bytes=nbytes,
         ),
+        check=lease.check,
     )
     if tag is not None:
         store.create_tag(dataset, tag, commit_id)
@@ -531,6 +579,7 @@ def commit_and_move(
     head: RefValue | None,
     template: fmt.Commit,
     action: str = "commit",
+    check: Callable[[], None] | None = None,
 ) -> tuple[bytes, bytes | None, int]:
     """Write the commit on top of the branch head and move the branch to it.
 
@@ -551,6 +600,8 @@ def commit_and_move(
             template.bytes,
         )
         cid = store.put_commit(c)
+        if check is not None:
+            check()  # the commit's lease: gc must not have judged it expired
         if store.set_branch(dataset, branch, cid, head, action):
             return cid, head.commit if head else None, attempt
         head = store.read_ref(dataset, HEADS, branch)
