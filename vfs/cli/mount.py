@@ -102,13 +102,14 @@ def cmd_mount(args: argparse.Namespace) -> int:
     cdir = cache_dir(args)
     if args.foreground:
         return _mount_foreground(args, cdir)
-    # A local store is checked here, before a daemon is started, with the daemon's
-    # own words (vfs/storecheck.py imports nothing heavy); an S3 store is checked by
-    # the daemon, which reports the same line before the mount goes live.
-    check_local(args.store or default_store_url())
-    log_file = args.log_file or control.default_log_file(cdir, args.mountpoint)
+    # The command line first (the mountpoint), then the machine: a local store is
+    # checked here, before a daemon is started, with the daemon's own words
+    # (vfs/storecheck.py imports nothing heavy); an S3 store is checked by the daemon,
+    # which reports the same line before the mount goes live.
     mnt = control.check_mountpoint(args.mountpoint)
+    check_local(args.store or default_store_url())
     control.check_fuse(args.allow_other)
+    log_file = args.log_file or control.default_log_file(cdir, args.mountpoint)
     # The daemon resolves the defaults of the store and the cache size (it has this
     # process's environment and working directory), so that this process need not
     # import the store or the cache: the mount is live sooner.
