@@ -474,9 +474,15 @@ def test_a_young_ref_log_entry_keeps_a_deleted_branch_until_the_grace_passes(
     entries = _backdate_reflog(store, 2 * 86400)
     assert entries >= 3
     freed = gc_op.gc(store, grace=3600)
-    assert freed.freed["reflog"].objects == entries
+    # Past the grace period the entries keep nothing alive, but stay as history...
+    assert freed.freed["reflog"].objects == 0
     assert freed.freed["packs"].objects >= 1 and freed.freed["objects"].objects >= 2
-    assert not list(store.backend.list("reflog/"))
     assert not store.has_object(dead)
+    assert len(list(store.backend.list("reflog/"))) == entries
     _verify_all(store)
+    # ...until they are older than REFLOG_KEEP (90 days).
+    _backdate_reflog(store, 91 * 86400)
+    expired = gc_op.gc(store, grace=3600)
+    assert expired.freed["reflog"].objects == entries
+    assert not list(store.backend.list("reflog/"))
     store.close()

@@ -13,7 +13,9 @@ The phases (docs/format.md, "Garbage collection", holds the safety argument):
 5. **repack** (vfs/ops/repack.py) the live packs that are mostly dead, then
    **sweep**: delete what is unreached and older than the grace period, pack indexes
    first (so no writer dedups against a pack about to go), then packs, locations,
-   objects, and ref-log entries past the grace period.
+   objects, and ref-log entries older than 90 days (REFLOG_KEEP) and the grace
+   period; younger entries past the grace period are kept as history but no longer
+   keep their ids alive.
 
 Everything listed later than the mark's listing, and everything younger than the grace
 period, is kept whatever the walk says: that protects writers without a lease and
@@ -41,6 +43,10 @@ from vfs.store import HEADS, TAGS, Store
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE = 24 * 3600.0
+# Ref-log entries are history (`vfs reflog`): one older than the grace period stops
+# keeping its ids alive, but the entry itself, ~200 bytes, stays this long (git keeps
+# its reflogs 90 days too), and longer if the grace period is longer.
+REFLOG_KEEP = 90 * 86400.0
 DEFAULT_WAIT = 300.0
 DEFAULT_REPACK_BELOW = 0.5
 REFLOG = f"{reflog.PREFIX}/"
@@ -253,16 +259,22 @@ def list_objects(store: Store) -> dict[str, ObjectInfo]:
 
 
 def garbage(
-    listing: dict[str, ObjectInfo], marker: Marker, cutoff: float, now: float
+    listing: dict[str, ObjectInfo],
+    marker: Marker,
+    cutoff: float,
+    now: float,
+    reflog_cutoff: float | None = None,
 ) -> tuple[dict[str, list[ObjectInfo]], int]:
     """The objects to delete, by kind in sweep order, and how many unreached ones are
-    kept for being younger than the grace period."""
+    kept for being younger than the grace period. Ref-log entries go once older than
+    `reflog_cutoff` (default: the grace period's cutoff)."""
+    reflog_cutoff = cutoff if reflog_cutoff is None else reflog_cutoff
     out: dict[str, list[ObjectInfo]] = {k: [] for k in KINDS}
     young = 0
     for key, info in listing.items():
         kind = key.partition("/")[0]
         if kind == "reflog":
-            if reflog_time(key, info.mtime) < cutoff:
+            if reflog_time(key, info.mtime) < reflog_cutoff:
                 out["reflog"].append(info)
             continue
         if marker.is_live(key):
@@ -363,7 +375,9 @@ def gc(
             progress.phase("repacking")
             repack(store, marker, listing, cutoff, repack_below, report, dry_run, lock)
 
-        doomed, report.kept_young = garbage(listing, marker, cutoff, now)
+        doomed, report.kept_young = garbage(
+            listing, marker, cutoff, now, now - max(grace, REFLOG_KEEP)
+        )
         report.live_commits = len(marker.commits)
         report.live_pages = len(marker.pages)
         report.live_packs = len(marker.packs)
