@@ -298,6 +298,8 @@ _VERBS = [
     "rm",
     "reflog",
     "completion",
+    "gc",
+    "init",
     "nonsense",
 ]
 
