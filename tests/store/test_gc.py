@@ -18,15 +18,18 @@ import pytest
 import trio
 
 from tests.support.core import read_all, run_core, walk_path
+from vfs import format as fmt
 from vfs import leases, tree
 from vfs.backends.base import Backend
 from vfs.backends.faults import Fault, FaultControl
+from vfs.backends.metadata import locs_cache_key
 from vfs.cache import ChunkCache
 from vfs.errors import VfsError
 from vfs.leases import GcLock, GcRunning, LeaseLost
 from vfs.ops import gc as gc_op
 from vfs.ops.commit import Progress, commit_dir
 from vfs.ops.get import get
+from vfs.ops.prefetch import warm
 from vfs.ops.verify import Verifier
 from vfs.reader import Version
 from vfs.store import HEADS, TAGS, Store
@@ -166,6 +169,14 @@ def test_repack_keeps_every_version_readable_through_stale_locations(
     v = Version(stale, "ds", head.commit)  # chunks not cached: they come from packs
     assert v.read_file("a_small.bin") == small
     old_packs = {k for k in _listing(store) if k.startswith("packs/")}
+    # Another machine's cache that holds the old locations but no chunk yet.
+    other_cache = ChunkCache(tmp_path / "chunks-other")
+    other = Store.open(store.url)
+    other.use_cache(other_cache)
+    leaves = [p.id for p in tree.pages(other, v.root) if p.kind == fmt.LEAF]
+    for leaf in leaves:
+        other.get_locs(leaf)
+    other.close()
 
     report = gc_op.gc(store, grace=0)
     assert report.packs_repacked >= 1 and report.packs_written >= 1
@@ -185,10 +196,27 @@ def test_repack_keeps_every_version_readable_through_stale_locations(
         finally:
             v3.close()
         assert (tmp_path / "out" / "a_small.bin").read_bytes() == small
+        # The reload replaced the machine's copy: the next process reads fresh ones.
+        for leaf in leaves:
+            kept = chunk_cache.get(locs_cache_key(leaf))
+            assert kept is not None
+            assert fmt.decode_locs(kept) == store.fetch_locs(leaf)
+        # `vfs prefetch` through a cache holding old locations recovers as reads do.
+        again = Store.open(store.url)
+        again.use_cache(other_cache)
+        try:
+            warmed = warm(Version(again, "ds", head.commit, other_cache), [""])
+            assert warmed.bytes_fetched >= len(small)
+            found = v.stat("a_small.bin")
+            assert found is not None
+            assert other_cache.get(v.wanted(found)[0].ref.id) == small
+        finally:
+            again.close()
     finally:
         v2.close()
         stale.close()
         chunk_cache.close()
+        other_cache.close()
     _verify_all(store)
     assert _unreachable_bytes(store) == 0
 

@@ -42,6 +42,8 @@ class BlobCache(Protocol):
 
     def put(self, key: bytes, data: bytes, /) -> None: ...
 
+    def replace(self, key: bytes, data: bytes, /) -> None: ...
+
 
 def locs_cache_key(leaf_id: bytes) -> bytes:
     """The chunk cache key of a leaf page's locations: not its id (the page has that),
@@ -139,8 +141,5 @@ class MetadataCache(Metadata):
     def reload_locs(self, key: str, leaf_id: bytes, what: str) -> dict[bytes, fmt.Location]:
         canonical = self.inner.fetch_locs(key, what)
         locs = fmt.decode_locs(canonical, what)
-        # The chunk cache keeps the first copy of a key of the same size (it has no
-        # replace), so an old copy may stay there: each process that reads it then
-        # pays one failed pack GET before it reloads (vfs/reader.py).
-        self.cache.put(locs_cache_key(leaf_id), canonical)
+        self.cache.replace(locs_cache_key(leaf_id), canonical)  # the old copy is stale
         return locs
