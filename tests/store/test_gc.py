@@ -257,6 +257,7 @@ def test_committer_waits_for_a_live_gc_lock(
 ) -> None:
     cache = str(tmp_path / "cache")
     src = _write(tmp_path / "src", {"a": b"1"})
+    store.init()  # a gc runs only on a store: its lock never lands in a bare directory
     lock = GcLock(store.backend)
     lock.acquire()
     done: list[bytes] = []
