@@ -406,6 +406,9 @@ def test_gc_in_a_loop_beside_four_committers(
         finally:
             s.close()
 
+    first = Store.open(s3_url)
+    first.init()  # gc, which may run before the first commit, needs a store
+    first.close()
     threads = [threading.Thread(target=committer, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
@@ -442,6 +445,7 @@ def test_gc_in_a_loop_beside_four_committers(
 
 
 def test_gc_refuses_while_a_commit_never_finishes(store: Store) -> None:
+    store.init()
     lease = leases.Lease(store.backend, f"{leases.COMMIT_PREFIX}stuck")
     assert lease.create()
     with pytest.raises(VfsError, match="gave up after waiting"):
