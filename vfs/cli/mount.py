@@ -88,8 +88,25 @@ def add_mount(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--log-file", metavar="FILE", help="daemon log (default: CACHE_DIR/logs/mount-*.log)"
     )
+    p.add_argument(
+        "--locked",
+        action="store_true",
+        help="mount the exact version the nearest vfs.lock (here or above) records for "
+        "DATASET, from the store it names unless --store is given (see vfs lock)",
+    )
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_mount)
+
+
+def _apply_lock(args: argparse.Namespace) -> None:
+    """With --locked, replace args.target by DATASET@<full id> from vfs.lock, and
+    take the lock's store unless --store named one."""
+    if not args.locked:
+        return
+    from vfs import lock
+
+    args.target, entry = lock.locked_spec(args.target)
+    args.store = args.store or entry.store
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
@@ -99,6 +116,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     if args.read_timeout <= 0:
         raise UsageError("--read-timeout must be positive")
+    _apply_lock(args)
     cdir = cache_dir(args)
     if args.foreground:
         return _mount_foreground(args, cdir)
