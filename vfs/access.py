@@ -86,14 +86,24 @@ def load(path: str) -> Record:
     return from_doc(doc, path)
 
 
+def _text(record: Record) -> str:
+    """The document with one line per file, for people who open the file."""
+    dump = json.dumps  # ASCII: a name that is not UTF-8 is its \\udcXX escape
+    versions = []
+    for v, files in record.items():
+        rows = [f"   {dump(p)}: {dump([[s, e] for s, e in r])}" for p, r in files.items()]
+        versions.append(f"  {dump(v)}: {{\n" + ",\n".join(rows) + "\n  }")
+    body = ",\n".join(versions)
+    return f'{{"format": {dump(FORMAT)},\n "versions": {{\n{body}\n }}\n}}\n'
+
+
 def save(record: Record, path: str) -> None:
     """Write `record` to `path` atomically (a temp file beside it, then rename)."""
     d = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(to_doc(record), f, indent=1)
-            f.write("\n")
+            f.write(_text(record))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -115,3 +115,40 @@ def test_a_missing_input_fails_before_anything_is_read(
         assert not store.dataset_exists("m")
     finally:
         store.close()
+
+
+def test_access_record_object_is_canonical_and_checked(tmp_path: Path) -> None:
+    from vfs import access
+    from vfs import format as fmt
+    from vfs.errors import CorruptObject, VfsError
+
+    rec = access.AccessRecorder()
+    commit = bytes(range(32))
+    rec.add("ds", commit, "a/b\udcff", 10, 5)  # a name that is not UTF-8
+    rec.add("ds", commit, "a/b\udcff", 15, 5)  # sequential: one range
+    rec.add("ds", commit, "a/b\udcff", 0, 3)
+    rec.add("ds", commit, "c", 2, 2)
+    rec.add("ds", commit, "c", 0, 3)  # overlapping: merged
+    rec.add("ds", commit, "d", 0, 0)  # nothing read: nothing recorded
+    version = f"ds@{commit.hex()}"
+    want = {version: {"a/b\udcff": [(0, 3), (10, 20)], "c": [(0, 4)]}}
+    assert rec.record() == want
+    rec.save(str(tmp_path / "r.json"))
+    assert access.load(str(tmp_path / "r.json")) == want
+    # The stored object: its golden bytes.
+    blob = fmt.encode_access(want)
+    assert blob == (
+        b'VACR\x01{"format":"vfs-access/1","versions":{"' + version.encode() + b'":'
+        b'{"a/b\\udcff":[[0,3],[10,20]],"c":[[0,4]]}}}'
+    )
+    assert fmt.decode_access(blob) == want
+    for bad in (
+        blob.replace(b"[10,20]", b"[3,20]"),  # touching: should have been merged
+        blob.replace(b"[10,20]", b"[20,10]"),
+        blob.replace(b'"format":', b'"format": '),  # not canonical
+    ):
+        with pytest.raises(CorruptObject):
+            fmt.decode_access(bad)
+    (tmp_path / "bad.json").write_text('{"format": "vfs-access/1", "versions": {"x": {}}}')
+    with pytest.raises(VfsError, match="not a vfs-access/1 access record"):
+        access.load(str(tmp_path / "bad.json"))

@@ -127,6 +127,7 @@ def draw_chart(groups: list[Group], title: str, path: str) -> None:
 
         matplotlib.use("Agg")  # no display: CI runners have none
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise VfsError(
             "vfs report draws changes.png with matplotlib, which is not installed: "
@@ -144,6 +145,8 @@ def draw_chart(groups: list[Group], title: str, path: str) -> None:
                 ax.barh(names, vals, left=left, color=_COLORS[status], label=status)
                 left = [x + v for x, v in zip(left, vals, strict=True)]
             ax.set_xlabel("files" if what == "files" else "MiB (modified: new content)")
+            if what == "files":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(axis="x", alpha=0.3)
         axes[0].legend(loc="lower right", fontsize="small")
         fig.suptitle(title, fontsize="medium")
