@@ -135,3 +135,29 @@ def test_access_record_is_written_on_sigterm(mounts: Mounts) -> None:
         time.sleep(0.05)
     (files,) = access.load(str(record)).values()
     assert files == {"sub/small.txt": [(0, 6)]}
+
+
+def test_mount_locked_reads_the_locked_version_after_the_branch_moved(mounts: Mounts) -> None:
+    _data(mounts)
+    project = mounts.tmp / "project"
+    (project / "deep").mkdir(parents=True)
+
+    def vfs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vfs", *args],
+            cwd=cwd,
+            env=mounts.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+
+    vfs("lock", "ds@main", cwd=project)
+    src = mounts.tmp / "src"
+    (src / "sub" / "small.txt").write_bytes(b"moved on\n")
+    vfs("commit", str(src), "ds", cwd=project)
+    mnt = mounts.mountpoint("locked")
+    vfs("mount", "--locked", "ds", str(mnt), cwd=project / "deep")
+    assert (mnt / "sub" / "small.txt").read_bytes() == b"small\n"
+    mounts.cli("umount", str(mnt))
