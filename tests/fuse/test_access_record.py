@@ -106,7 +106,8 @@ def test_access_record_matches_what_a_script_read(mounts: Mounts) -> None:
     model = mounts.tmp / "model"
     model.mkdir()
     (model / "weights").write_bytes(b"w")
-    mounts.cli("commit", str(model), "resnet", "--input", "ds@v1", "--access-record", str(record))
+    # No --input: the versions the record read are the model's inputs.
+    mounts.cli("commit", str(model), "resnet", "--access-record", str(record))
     doc = json.loads(mounts.cli("show", "resnet", "--inputs", "--json").stdout)
     (v,) = doc["versions"]
     assert v["version"] == f"ds@{commit}" and v["tags"] == ["v1"]
@@ -121,6 +122,7 @@ def test_access_record_matches_what_a_script_read(mounts: Mounts) -> None:
     # The record is an object the commit names: gc must keep it.
     meta = json.loads(mounts.cli("show", "resnet", "--json").stdout)["meta"]
     assert meta["vfs.access"] == doc["access_record"]
+    assert meta["vfs.input.0"] == f"ds@{commit}" and "vfs.input.1" not in meta
 
 
 def test_access_record_is_written_on_sigterm(mounts: Mounts) -> None:

@@ -8,6 +8,8 @@ here (vfs/ops/commit.py stores whatever meta it is given):
     vfs.access           the 64-hex id of an access record object (kind VACR,
                          docs/format.md): the files and byte ranges the run read.
                          A reference: gc must keep the object while the commit lives.
+                         The versions it read are inputs too (vfs.input.*), named
+                         by --input or not.
     git.rev, git.dirty   the code's revision: the committed directory's work tree,
                          else the working directory's (then git.from = "cwd")
 
@@ -82,25 +84,42 @@ def code_rev(src: str) -> dict[str, str]:
     return {**here, "git.from": "cwd"} if here else {}
 
 
-def put_access_record(store: Store, files: list[str]) -> bytes:
-    """Store the union of the access record files as one object; its id."""
-    if not files:
-        raise UsageError("no access record file given")
-    record = access.merge(access.load(f) for f in files)
-    return store.put_object(fmt.encode_access(record))
+def _read_versions(store: Store, record: access.Record, named: list[Input]) -> list[Input]:
+    """The versions an access record read that `named` lacks, as inputs of this store:
+    what a run read is what its result was made from. A version this store does not
+    have (it came from another store) must be named with --input STORE::DS@REF."""
+    have = {i.spec for i in named}
+    out = []
+    for version in record:
+        if version in have:
+            continue
+        dataset, _, hexid = version.rpartition("@")
+        commit = bytes.fromhex(hexid)
+        if not store.has_object(commit):
+            raise UsageError(
+                f"the access record read {dataset}@{hexid[:12]}, which is not in "
+                f"{store.url}: name it with --input STORE_URL::{dataset}@{hexid[:12]}"
+            )
+        out.append(Input(dataset, commit))
+    return out
 
 
 def commit_meta(
     store: Store, src: str, inputs: list[str], access_records: list[str]
 ) -> dict[str, str]:
-    """The lineage metadata of a commit of `src` (see the module docstring)."""
+    """The lineage metadata of a commit of `src` (see the module docstring). The
+    versions an access record read are inputs too, named or not."""
     meta = code_rev(src)
-    for n, i in enumerate(resolve_inputs(store, inputs)):
+    named = resolve_inputs(store, inputs)
+    record = access.merge(access.load(f) for f in access_records) if access_records else None
+    if record is not None:
+        named += _read_versions(store, record, named)
+    for n, i in enumerate(named):
         meta[f"{INPUT}{n}"] = i.spec
         if i.store:
             meta[f"{INPUT}{n}.store"] = i.store
-    if access_records:
-        meta[ACCESS] = put_access_record(store, access_records).hex()
+    if record is not None:
+        meta[ACCESS] = store.put_object(fmt.encode_access(record)).hex()
     return meta
 
 
