@@ -120,9 +120,14 @@ class AccessRecorder:
         # (dataset, commit, path) -> [start0, end0, start1, end1, ...] in arrival order
         self._ranges: dict[tuple[str, bytes, str], list[int]] = {}
 
-    def add(self, dataset: str, commit: bytes, path: str, offset: int, length: int) -> None:
+    def add(self, dataset: str, commit: bytes | str, path: str, offset: int, length: int) -> None:
+        """Record that `length` bytes of `path` (relative to the version's root, '/'-
+        separated) were read at `offset` in the version `commit` (its 32-byte id, or
+        64 hex digits) of `dataset`."""
         if length <= 0:
             return
+        if isinstance(commit, str):
+            commit = bytes.fromhex(commit)
         key = (dataset, commit, path)
         end = offset + length
         with self._lock:
