@@ -20,6 +20,7 @@ import trio
 from tests.support.core import read_all, run_core, walk_path
 from vfs import format as fmt
 from vfs import leases, tree
+from vfs.access import AccessRecorder
 from vfs.backends.base import Backend
 from vfs.backends.faults import Fault, FaultControl
 from vfs.backends.metadata import locs_cache_key
@@ -27,6 +28,7 @@ from vfs.cache import ChunkCache
 from vfs.errors import VfsError
 from vfs.leases import GcLock, GcRunning, LeaseLost
 from vfs.ops import gc as gc_op
+from vfs.ops import lineage
 from vfs.ops.commit import Progress, commit_dir
 from vfs.ops.get import get
 from vfs.ops.prefetch import warm
@@ -519,3 +521,21 @@ def test_a_young_ref_log_entry_keeps_a_deleted_branch_until_the_grace_passes(
     assert expired.freed["reflog"].objects == entries
     assert not list(store.backend.list("reflog/"))
     store.close()
+
+
+def test_an_access_record_a_commit_attaches_survives_gc(store: Store, tmp_path: Path) -> None:
+    """A model version's access record (an object only its commit's meta names,
+    `vfs.access`) is live as long as the commit is."""
+    cache = str(tmp_path / "cache")
+    data = _write(tmp_path / "data", {"a.bin": os.urandom(1000), "b.bin": os.urandom(10)})
+    ds = commit_dir(store, str(data), "ds", cache_dir=cache)
+    recorder = AccessRecorder()
+    recorder.add("ds", ds.commit, "a.bin", 0, 1000)
+    recorder.save(str(tmp_path / "run.json"))
+    model = _write(tmp_path / "model", {"w": b"weights"})
+    meta = lineage.commit_meta(store, str(model), [], [str(tmp_path / "run.json")])
+    commit_dir(store, str(model), "model", meta=meta, cache_dir=cache)
+
+    gc_op.gc(store, grace=0)
+    _, versions = lineage.inputs_read(store, "model")
+    assert [f.path for v in versions for f in v.files] == ["a.bin"]

@@ -42,6 +42,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "cat": ("read", "write a file of a version to stdout"),
     "get": ("read", "materialise a version as plain files"),
     "diff": ("diff", "files added, removed and modified between two versions"),
+    "report": ("report", "a Markdown report and a chart of what changed, for a pull request"),
+    "lock": ("lock", "write vfs.lock (exact version ids, for git) or check it"),
     "tag": ("history", "list, create or delete tags"),
     "branch": ("history", "list, create or delete branches"),
     "rm": ("refs", "delete a dataset (its refs; restorable by id until gc)"),

@@ -38,6 +38,7 @@ from vfs import format as fmt
 from vfs import leases, reflog
 from vfs.backends.base import ObjectInfo
 from vfs.errors import MissingObject, NotFound, VfsError
+from vfs.ops.lineage import ACCESS
 from vfs.store import HEADS, TAGS, Store
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,8 @@ class Marker:
         self.pages: set[bytes] = set()
         self.leaves: set[bytes] = set()
         self.packs: set[bytes] = set()
+        # other objects a live commit's meta names: its access record (`vfs.access`)
+        self.attached: set[bytes] = set()
         # pack -> chunk -> where a live leaf places it (for repack)
         self.pack_chunks: dict[bytes, dict[bytes, fmt.Location]] = {}
         # leaf -> the packs its locations name (for repack's rewrite)
@@ -209,6 +212,9 @@ class Marker:
                     continue
                 self.commits.add(cid)
                 trees.append(c.tree)
+                attached = _hex_id(c.meta.get(ACCESS, ""))
+                if attached is not None:  # docs/format.md: the access record (VACR)
+                    self.attached.add(attached)
                 nxt.extend(p for p in c.parents if p not in self.commits)
             frontier = list(dict.fromkeys(nxt))
         return trees
@@ -241,7 +247,7 @@ class Marker:
         if oid is None:
             return True  # not a name vfs writes: never ours to delete
         if kind == "objects":
-            return oid in self.commits or oid in self.pages
+            return oid in self.commits or oid in self.pages or oid in self.attached
         if kind == "locs":
             return oid in self.leaves
         if kind in ("packs", "index"):
