@@ -300,6 +300,8 @@ _VERBS = [
     "completion",
     "gc",
     "init",
+    "lock",
+    "report",
     "nonsense",
 ]
 
