@@ -34,6 +34,7 @@ MAGIC_TREE = b"VTRE"
 MAGIC_COMMIT = b"VCMT"
 MAGIC_LOCS = b"VLOC"
 MAGIC_PACK_INDEX = b"VPIX"
+MAGIC_ACCESS = b"VACR"
 PACK_TRAILER = b"VFSPACK1"
 
 ID_LEN = 32
@@ -562,6 +563,64 @@ def decode_commit(canonical: bytes, what: str = "commit") -> Commit:
     if encode_commit(c) != canonical:
         raise CorruptObject(f"{what}: not in canonical form")
     return c
+
+
+# --- access records ------------------------------------------------------------------------
+
+ACCESS_FORMAT = "vfs-access/1"
+_HEX64 = frozenset("0123456789abcdef")
+
+
+def check_access(doc: object) -> dict[str, dict[str, list[tuple[int, int]]]]:
+    """The versions of an access record's document, checked (vfs/access.py has the
+    format): raises ValueError, TypeError, KeyError or AttributeError if malformed."""
+    if not isinstance(doc, dict) or doc.get("format") != ACCESS_FORMAT:
+        raise ValueError(f"format is not {ACCESS_FORMAT!r}")
+    out: dict[str, dict[str, list[tuple[int, int]]]] = {}
+    for version, files in doc["versions"].items():
+        dataset, _, commit = version.rpartition("@")
+        if not dataset or len(commit) != 2 * ID_LEN or not set(commit) <= _HEX64:
+            raise ValueError(f"version {version!r} is not DATASET@<64 hex digits>")
+        out[version] = {}
+        for path, ranges in files.items():
+            if not isinstance(path, str) or not path or path.startswith("/"):
+                raise ValueError(f"bad path {path!r}")
+            pairs = []
+            last = -1
+            for start, end in ranges:
+                ints = type(start) is int and type(end) is int
+                if not (ints and last < start < end):  # after a range ending at e: > e
+                    raise ValueError(f"{path}: ranges not sorted, merged and half-open")
+                last = end
+                pairs.append((start, end))
+            out[version][path] = pairs
+    return out
+
+
+def encode_access(versions: dict[str, dict[str, list[tuple[int, int]]]]) -> bytes:
+    """An access record as a stored object: its document, sorted, compact, ASCII
+    (a name that is not UTF-8 is a \\udcXX escape, exact after json.loads)."""
+    doc = {
+        "format": ACCESS_FORMAT,
+        "versions": {
+            v: {p: [[s, e] for s, e in r] for p, r in files.items()}
+            for v, files in versions.items()
+        },
+    }
+    return _header(MAGIC_ACCESS) + json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_access(
+    canonical: bytes, what: str = "access record"
+) -> dict[str, dict[str, list[tuple[int, int]]]]:
+    body = _body(canonical, MAGIC_ACCESS, what)
+    try:
+        out = check_access(json.loads(bytes(body)))
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise CorruptObject(f"{what}: malformed ({e})") from None
+    if encode_access(out) != canonical:
+        raise CorruptObject(f"{what}: not in canonical form")
+    return out
 
 
 def _hex32(s: object) -> bytes:

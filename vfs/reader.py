@@ -53,6 +53,7 @@ MAX_RANGE = 16 * 1024 * 1024
 class Wanted:
     ref: fmt.ChunkRef
     loc: fmt.Location
+    leaf: bytes = b""  # the leaf page whose locations placed it ("" for a pack window)
 
 
 def place(found: tree.Found, locs: dict[bytes, fmt.Location]) -> list[Wanted]:
@@ -65,7 +66,7 @@ def place(found: tree.Found, locs: dict[bytes, fmt.Location]) -> list[Wanted]:
             raise CorruptObject(
                 f"locations of tree {found.leaf.hex()[:16]} do not place chunk {c.id.hex()[:16]}"
             )
-        out.append(Wanted(c, loc))
+        out.append(Wanted(c, loc, found.leaf))
     return out
 
 
@@ -158,6 +159,7 @@ class ChunkSource:
         # Fetches already on their way for these ids (an order prefetch, vfs.api.order):
         # fetch() waits for them rather than asking the store a second time.
         self.in_flight: Callable[[Iterable[bytes]], list[Future[object]]] | None = None
+        self.relocations = 0  # times fetch found a pack gone and placed chunks again
 
     def fetch_span(
         self, span: Span, cache: bool = True, optional: Container[bytes] = ()
@@ -222,7 +224,33 @@ class ChunkSource:
                 wait_futures(coming)
                 out.update(self.cache.get_many(missing))
                 missing = {k: w for k, w in missing.items() if k not in out}
-        spans = plan_ranges(missing.values())
+        try:
+            self._fetch_spans(plan_ranges(missing.values()), parallel, out)
+        except NotFound:
+            # A pack is gone: gc repacked its live chunks elsewhere and rewrote the
+            # leaves' locations. Ours may be old (memory, the machine's cache), so
+            # fetch them again from the store, past every cache, and retry once.
+            left = [w for cid, w in missing.items() if cid not in out]
+            if not left or any(not w.leaf for w in left):
+                raise
+            self.relocations += 1
+            fresh = {leaf: self.store.fetch_locs(leaf) for leaf in {w.leaf for w in left}}
+            again = []
+            for w in left:
+                loc = fresh[w.leaf].get(w.ref.id)
+                if loc is None:
+                    raise CorruptObject(
+                        f"locations of tree {w.leaf.hex()[:16]} do not place chunk "
+                        f"{w.ref.id.hex()[:16]}"
+                    ) from None
+                again.append(Wanted(w.ref, loc, w.leaf))
+            log.info("a pack is gone; placed %d chunks again from fresh locations", len(again))
+            self._fetch_spans(plan_ranges(again), parallel, out)
+        return out
+
+    def _fetch_spans(
+        self, spans: list[Span], parallel: bool, out: dict[bytes, fmt.ChunkBytes]
+    ) -> None:
         if parallel and len(spans) > 1:
             with ThreadPoolExecutor(
                 max_workers=self.workers, thread_name_prefix="vfs-fetch"
@@ -232,7 +260,6 @@ class ChunkSource:
         else:
             for span in spans:
                 out.update(self.fetch_span(span))
-        return out
 
 
 class Version:
@@ -315,7 +342,9 @@ class VersionFile(io.RawIOBase):
         self.version = version
         self.entry = found.entry
         self.name = found.entry.name.decode("utf-8", "surrogateescape")
+        self._found = found
         self._wanted = version.wanted(found)
+        self._relocations = version.chunks.relocations
         self._ends = list(accumulate(c.length for c in found.entry.chunks))
         self._pos = 0
         self._held: dict[int, fmt.ChunkBytes] = {}
@@ -349,6 +378,11 @@ class VersionFile(io.RawIOBase):
             # A reader moving forward gets the next few chunks in the same request.
             batch = self._wanted[i : i + 4]
             got = self.version.chunks.fetch(batch)
+            if self.version.chunks.relocations != self._relocations:
+                # The fetch found a pack gone and placed chunks again: the store now
+                # holds the fresh locations in memory, so place the file by them.
+                self._relocations = self.version.chunks.relocations
+                self._wanted = self.version.wanted(self._found)
             self._held = {i + k: got[w.ref.id] for k, w in enumerate(batch)}
             data = self._held[i]
         return data

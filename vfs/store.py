@@ -292,6 +292,23 @@ class Store:
         assert isinstance(locs, dict)
         return locs
 
+    def locs_key(self, leaf_id: bytes) -> str:
+        return _fan("locs", leaf_id.hex())
+
+    def fetch_locs(self, leaf_id: bytes) -> dict[bytes, fmt.Location]:
+        """A leaf's locations from the backend itself, past every cache: after a
+        repack moved its chunks (vfs gc), a cached copy may name a deleted pack. The
+        fresh copy replaces the one in memory and is offered to the metadata cache."""
+        what = f"locations of tree {leaf_id.hex()[:16]}"
+        locs = self.meta.reload_locs(self.locs_key(leaf_id), leaf_id, what)
+        self._locs.put(leaf_id, locs)
+        return locs
+
+    def replace_locs(self, leaf_id: bytes, locs: dict[bytes, fmt.Location]) -> None:
+        """Overwrite a leaf's locations (repack): they are part of no id."""
+        self.backend.put(self.locs_key(leaf_id), fmt.seal(fmt.encode_locs(locs)))
+        self._locs.put(leaf_id, locs)
+
     def put_commit(self, c: fmt.Commit) -> bytes:
         return self.put_object(fmt.encode_commit(c))
 

@@ -298,6 +298,10 @@ _VERBS = [
     "rm",
     "reflog",
     "completion",
+    "gc",
+    "init",
+    "lock",
+    "report",
     "nonsense",
 ]
 

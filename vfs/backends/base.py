@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from vfs.errors import NotFound
@@ -29,6 +29,17 @@ class Versioned:
 
     data: bytes
     token: str
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A listed object: its key, size in bytes, and last modification time (seconds
+    since the epoch, as the backend's clock saw the write). gc judges an object's age
+    by `mtime`, never by its contents."""
+
+    key: str
+    size: int
+    mtime: float
 
 
 class Backend(ABC):
@@ -67,6 +78,10 @@ class Backend(ABC):
         """Every key that starts with `prefix`, in no promised order."""
 
     @abstractmethod
+    def list_info(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Like list, with each object's size and modification time."""
+
+    @abstractmethod
     def list_dirs(self, prefix: str) -> builtins.list[str]:
         """The distinct next path segments below `prefix` (which ends in '/'),
         like S3's CommonPrefixes: for 'refs/' the dataset names."""
@@ -74,6 +89,12 @@ class Backend(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove an object; removing a missing key is not an error."""
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove many objects (a backend may batch them: S3 takes 1,000 a request).
+        Missing keys are not an error; nothing is promised about order or atomicity."""
+        for key in keys:
+            self.delete(key)
 
     # Conditional writes: the compare-and-swap that refs are built on.
 

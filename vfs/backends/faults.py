@@ -15,7 +15,7 @@ backend (local or S3) and, per request, applies the faults a `FaultControl` list
     corrupt   serve the bytes with one byte flipped (get, get_range)
 
 A fault matches by operation (`ops`: get, get_range, put, put_file, exists, size,
-list, list_dirs, delete, get_versioned, put_if; empty means all) and by key prefix,
+list, list_info, list_dirs, delete, delete_many, get_versioned, put_if; empty means all) and by key prefix,
 fires with probability `prob`, and at most `times` times per process (None: always).
 
 Control goes through a directory, so a test can steer a daemon in another process:
@@ -57,7 +57,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vfs.backends.base import Backend, Versioned
+from vfs.backends.base import Backend, ObjectInfo, Versioned
 from vfs.errors import BackendError, NotFound
 
 KINDS = ("latency", "stall", "error", "notfound", "slowdown", "truncate", "corrupt")
@@ -69,8 +69,10 @@ OPS = (
     "exists",
     "size",
     "list",
+    "list_info",
     "list_dirs",
     "delete",
+    "delete_many",
     "get_versioned",
     "put_if",
     "delete_if",
@@ -360,12 +362,22 @@ class FaultyBackend(Backend):
         self._before("list", prefix)
         return self.inner.list(prefix)
 
+    def list_info(self, prefix: str) -> Iterator[ObjectInfo]:
+        self._before("list_info", prefix)
+        return self.inner.list_info(prefix)
+
     def list_dirs(self, prefix: str) -> builtins.list[str]:
         out: builtins.list[str] = self._call("list_dirs", prefix, self.inner.list_dirs, prefix)
         return out
 
     def delete(self, key: str) -> None:
         self._call("delete", key, self.inner.delete, key)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        # Faults match key by key, as a batch of single deletes would see them.
+        for key in keys:
+            self._before("delete", key)
+        self._call("delete_many", keys[0] if keys else "", self.inner.delete_many, keys)
 
     def get_versioned(self, key: str) -> Versioned:
         v: Versioned = self._call("get_versioned", key, self.inner.get_versioned, key)

@@ -39,7 +39,7 @@ from typing import BinaryIO
 import xxhash
 
 from vfs import perms
-from vfs.backends.base import Backend, Versioned
+from vfs.backends.base import Backend, ObjectInfo, Versioned
 from vfs.errors import BackendError, NotFound, PermissionDenied, VfsError
 
 log = logging.getLogger(__name__)
@@ -224,6 +224,12 @@ class LocalBackend(Backend):
     def list(self, prefix: str) -> Iterator[str]:
         directory, dir_key = self._dir_of_prefix(prefix)
         yield from (k for k in self._walk(directory, dir_key, prefix) if k.startswith(prefix))
+
+    def list_info(self, prefix: str) -> Iterator[ObjectInfo]:
+        for key in self.list(prefix):
+            st = self._stat(key)
+            if st is not None:  # else deleted since it was listed
+                yield ObjectInfo(key, st.st_size, st.st_mtime)
 
     def _walk(self, directory: str, dir_key: str, prefix: str = "") -> Iterator[str]:
         """Every key below `directory` (whose key prefix is `dir_key`), depth first,

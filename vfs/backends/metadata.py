@@ -42,6 +42,8 @@ class BlobCache(Protocol):
 
     def put(self, key: bytes, data: bytes, /) -> None: ...
 
+    def replace(self, key: bytes, data: bytes, /) -> None: ...
+
 
 def locs_cache_key(leaf_id: bytes) -> bytes:
     """The chunk cache key of a leaf page's locations: not its id (the page has that),
@@ -67,6 +69,11 @@ class Metadata(ABC):
     def load_locs(self, key: str, leaf_id: bytes, what: str) -> dict[bytes, fmt.Location]:
         """A leaf page's locations, decoded. MissingObject if the store has none."""
 
+    @abstractmethod
+    def reload_locs(self, key: str, leaf_id: bytes, what: str) -> dict[bytes, fmt.Location]:
+        """Like load_locs, but from the store's backend whatever a layer keeps: the
+        kept copy may name a pack that gc repacked and deleted."""
+
 
 class BackendMetadata(Metadata):
     """The bottom layer: metadata read from the store's backend."""
@@ -86,6 +93,9 @@ class BackendMetadata(Metadata):
 
     def load_locs(self, key: str, leaf_id: bytes, what: str) -> dict[bytes, fmt.Location]:
         return fmt.decode_locs(self.fetch_locs(key, what), what)
+
+    def reload_locs(self, key: str, leaf_id: bytes, what: str) -> dict[bytes, fmt.Location]:
+        return self.load_locs(key, leaf_id, what)
 
     def fetch_locs(self, key: str, what: str) -> bytes:
         """A leaf page's locations, as canonical bytes (for a layer that keeps them)."""
@@ -126,4 +136,10 @@ class MetadataCache(Metadata):
         canonical = self.inner.fetch_locs(key, what)
         locs = fmt.decode_locs(canonical, what)
         self.cache.put(ckey, canonical)
+        return locs
+
+    def reload_locs(self, key: str, leaf_id: bytes, what: str) -> dict[bytes, fmt.Location]:
+        canonical = self.inner.fetch_locs(key, what)
+        locs = fmt.decode_locs(canonical, what)
+        self.cache.replace(locs_cache_key(leaf_id), canonical)  # the old copy is stale
         return locs

@@ -39,7 +39,7 @@ import builtins
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +52,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.httpsession import get_cert_path
 
-from vfs.backends.base import Backend, Versioned
+from vfs.backends.base import Backend, ObjectInfo, Versioned
 from vfs.errors import BackendError, NotFound, PermissionDenied, UsageError, VfsError
 
 if TYPE_CHECKING:
@@ -422,6 +422,27 @@ class S3Backend(Backend):
         except (bce.ClientError, bce.BotoCoreError) as exc:
             raise self._error(exc, key) from exc
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        # DeleteObjects takes at most 1,000 keys; a missing key counts as deleted. It
+        # goes through the transfer client: a server may take longer than a small
+        # request's bound to delete a thousand objects.
+        for start in range(0, len(keys), 1000):
+            batch = keys[start : start + 1000]
+            try:
+                resp = self._client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": self._key(k)} for k in batch], "Quiet": True},
+                )
+            except (bce.ClientError, bce.BotoCoreError) as exc:
+                raise self._error(exc, batch[0] if batch else None) from exc
+            errors = resp.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise BackendError(
+                    f"{self.url}: cannot delete {len(errors)} objects, first "
+                    f"{first.get('Key')}: {first.get('Code')} {first.get('Message')}"
+                )
+
     # -- listing --------------------------------------------------------------
 
     def list(self, prefix: str) -> Iterator[str]:
@@ -431,6 +452,17 @@ class S3Backend(Backend):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key_prefix + prefix):
                 for obj in page.get("Contents", []):
                     yield obj["Key"][cut:]
+        except (bce.ClientError, bce.BotoCoreError) as exc:
+            raise self._error(exc, None) from exc
+
+    def list_info(self, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self._quick.get_paginator("list_objects_v2")
+        cut = len(self._key_prefix)
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key_prefix + prefix):
+                for obj in page.get("Contents", []):
+                    mtime = obj["LastModified"].timestamp()
+                    yield ObjectInfo(obj["Key"][cut:], int(obj["Size"]), mtime)
         except (bce.ClientError, bce.BotoCoreError) as exc:
             raise self._error(exc, None) from exc
 

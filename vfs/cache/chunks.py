@@ -347,6 +347,22 @@ class ChunkCache:
         finally:
             self._writer.done(lease)
 
+    def replace(self, key: bytes, data: bytes) -> None:
+        """Put `data` under a key whose cached bytes went stale: a leaf page's
+        locations after gc repacked their chunks. Never for a chunk id, whose bytes
+        never change. The old entry goes first (put_many keeps an entry of the same
+        size), then the new bytes are added like any put."""
+        _check_id(key)
+        dbs = self._live().dbs
+
+        def drop(txn: lmdb.Transaction[bytes], counters: ix.Counters, dropped: list[int]) -> None:
+            raw = txn.get(key, db=dbs.entries)
+            if raw is not None:
+                ix.remove_entry(txn, dbs, counters, key, ix.Entry.unpack(raw))
+
+        self._write(self._take_pending(), drop)
+        self.put(key, data)
+
     def pin(self, name: str, chunk_ids: Iterable[bytes]) -> None:
         """Add ids to the pin set `name`. A pinned id is never evicted, whether it is
         cached now or later, until every pin set holding it is unpinned."""

@@ -6,12 +6,21 @@ import argparse
 import sys
 from typing import Any
 
-from vfs.cli.common import add_common, cache_dir, human, open_store, print_json, show_progress
+from vfs.cli.common import (
+    Formatter,
+    add_common,
+    cache_dir,
+    human,
+    open_store,
+    print_json,
+    show_progress,
+)
 from vfs.cli.progress import Bar
 from vfs.defaults import DEFAULT_BRANCH
 from vfs.errors import Interrupted, UsageError
 from vfs.ops.base import short
 from vfs.ops.commit import CommitResult, commit_dir
+from vfs.ops.lineage import commit_meta
 from vfs.ops.rollback import rollback
 
 # --- commit ---
@@ -26,12 +35,21 @@ def add_commit(p: argparse.ArgumentParser) -> None:
         "Paths matched by a .vfsignore file (gitignore syntax, in DIR or any directory "
         "below it) or by --exclude are left out, and so is a store kept inside DIR. "
         "The first commit to a store creates it, in an absent or empty directory only "
-        "(see vfs init)."
+        "(see vfs init).\n\n"
+        "Lineage: --input records the exact id of each version the content was made "
+        "from, and --access-record attaches the files and byte ranges a run read "
+        "(vfs mount --record-access FILE); vfs show DATASET@REF --lineage and --inputs "
+        "print them back. The code's git revision is recorded from DIR's work tree, "
+        "else from the working directory's."
     )
     p.epilog = (
-        "examples: vfs commit ./data imagenet -m 'relabel' --tag v3 ; "
-        "vfs commit ./data imagenet --exclude '*.tmp' --exclude '/scratch/'"
+        "examples:\n"
+        "  vfs commit ./data imagenet -m 'relabel' --tag v3\n"
+        "  vfs commit ./data imagenet --exclude '*.tmp' --exclude '/scratch/'\n"
+        "  vfs commit ./model resnet --input imagenet@v3 --input labels@v2 \\\n"
+        "      --access-record run.access.json --tag v1"
     )
+    p.formatter_class = Formatter
     p.add_argument("dir", metavar="DIR")
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("-m", "--message", default="", help="what changed")
@@ -50,6 +68,22 @@ def add_commit(p: argparse.ArgumentParser) -> None:
         metavar="PATTERN",
         help="leave out paths matching PATTERN (gitignore syntax, relative to DIR; "
         "repeatable; wins over .vfsignore files; recorded in the commit as vfs.exclude)",
+    )
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="DATASET@REF",
+        help="a version this content was made from, recorded by its full id "
+        "(repeatable; STORE_URL::DATASET@REF for another store)",
+    )
+    p.add_argument(
+        "--access-record",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="attach the access record FILE of the run that made this content "
+        "(written by vfs mount --record-access; repeatable: the records are merged)",
     )
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_commit)
@@ -87,6 +121,14 @@ def _commit_json(r: CommitResult) -> dict[str, Any]:
 
 def cmd_commit(args: argparse.Namespace) -> int:
     store = open_store(args, for_write=True)
+    meta = _parse_meta(args.meta)
+    try:
+        # Inputs are resolved, and a record stored, before any data is read: a typo
+        # in --input fails at once. The user's --meta wins over what lineage adds.
+        meta = commit_meta(store, args.dir, args.input, args.access_record) | meta
+    except BaseException:
+        store.close()
+        raise
     bar = Bar() if show_progress() and not args.json else None
     try:
         r = commit_dir(
@@ -96,7 +138,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
             message=args.message,
             branch=args.branch,
             tag=args.tag,
-            meta=_parse_meta(args.meta),
+            meta=meta,
             cache_dir=cache_dir(args),
             progress=bar,
             allow_empty=args.allow_empty,

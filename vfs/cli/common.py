@@ -58,9 +58,9 @@ def setup_logging(verbose: int) -> None:
     handler.setFormatter(_LogFormatter("%(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     # boto's own INFO chatter is noise to a user; -vv shows it.
-    if verbose < 2:
-        logging.getLogger("botocore").setLevel(logging.WARNING)
-        logging.getLogger("boto3").setLevel(logging.WARNING)
+    quiet = logging.WARNING if verbose < 2 else logging.NOTSET  # NOTSET: the root's level
+    for name in ("botocore", "boto3"):
+        logging.getLogger(name).setLevel(quiet)
 
 
 def _whole_number(text: str, minimum: int, rule: str) -> int:

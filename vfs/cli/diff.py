@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from vfs.cli.common import add_common, human, open_store, print_json, shown, write_nul
-from vfs.ops.diff import Change, Summary, diff_versions
+from vfs.ops.diff import Change, Summary, VersionDiff, diff_versions
 
 
 def add_diff(p: argparse.ArgumentParser) -> None:
@@ -14,7 +14,10 @@ def add_diff(p: argparse.ArgumentParser) -> None:
         "Compare version A with version B. B may be written @REF for the same dataset. "
         "Unchanged directories are skipped without being read."
     )
-    p.epilog = "example: vfs diff imagenet@v2 @v3 --format md"
+    p.epilog = (
+        "examples: vfs diff imagenet@v2 @v3 --format md ; "
+        "vfs diff imagenet@main @candidate --exit-code --stat || echo changed"
+    )
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
     fmt_group = p.add_mutually_exclusive_group()
@@ -26,6 +29,12 @@ def add_diff(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="'STATUS<TAB>PATH' records ended by NUL, paths exact (status: A, D or M)",
     )
+    p.add_argument(
+        "--exit-code",
+        action="store_true",
+        help="exit 1 if the versions differ, 0 if not, as git diff --exit-code "
+        "(an error still exits 1, or 2 for a usage error)",
+    )
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_diff)
 
@@ -33,6 +42,11 @@ def add_diff(p: argparse.ArgumentParser) -> None:
 def cmd_diff(args: argparse.Namespace) -> int:
     store = open_store(args)
     d = diff_versions(store, args.a, args.b)
+    _print_diff(args, d)
+    return 1 if args.exit_code and d.changes else 0
+
+
+def _print_diff(args: argparse.Namespace, d: VersionDiff) -> None:
     changes, s = d.changes, d.summary
     fmt_name = "json" if args.json else args.format
     if fmt_name == "json":
@@ -44,14 +58,14 @@ def cmd_diff(args: argparse.Namespace) -> int:
                 "changes": [c.to_json() for c in changes],
             }
         )
-        return 0
+        return
     if fmt_name == "md":
         _diff_md(str(d.a.spec), str(d.b.spec), changes, s)
-        return 0
+        return
     if args.nul:
         for c in changes:
             write_nul(f"{c.status[0].upper()}\t{c.path}")
-        return 0
+        return
     if not args.stat:
         for c in changes:
             mark = {"added": "+", "removed": "-", "modified": "M"}[c.status]
@@ -65,7 +79,6 @@ def cmd_diff(args: argparse.Namespace) -> int:
         f"{human(s.changed_bytes)} of new content",
         file=sys.stderr,
     )
-    return 0
 
 
 def _diff_md(a: str, b: str, changes: list[Change], s: Summary) -> None:

@@ -88,8 +88,31 @@ def add_mount(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--log-file", metavar="FILE", help="daemon log (default: CACHE_DIR/logs/mount-*.log)"
     )
+    p.add_argument(
+        "--record-access",
+        metavar="FILE",
+        help="at unmount, write to FILE which files and byte ranges were read through "
+        "the mount (JSON; attach it to a model with vfs commit --access-record FILE)",
+    )
+    p.add_argument(
+        "--locked",
+        action="store_true",
+        help="mount the exact version the nearest vfs.lock (here or above) records for "
+        "DATASET, from the store it names unless --store is given (see vfs lock)",
+    )
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_mount)
+
+
+def _apply_lock(args: argparse.Namespace) -> None:
+    """With --locked, replace args.target by DATASET@<full id> from vfs.lock, and
+    take the lock's store unless --store named one."""
+    if not args.locked:
+        return
+    from vfs import lock
+
+    args.target, entry = lock.locked_spec(args.target)
+    args.store = args.store or entry.store
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
@@ -99,16 +122,18 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     if args.read_timeout <= 0:
         raise UsageError("--read-timeout must be positive")
+    _apply_lock(args)
     cdir = cache_dir(args)
     if args.foreground:
         return _mount_foreground(args, cdir)
-    # A local store is checked here, before a daemon is started, with the daemon's
-    # own words (vfs/storecheck.py imports nothing heavy); an S3 store is checked by
-    # the daemon, which reports the same line before the mount goes live.
-    check_local(args.store or default_store_url())
-    log_file = args.log_file or control.default_log_file(cdir, args.mountpoint)
+    # The command line first (the mountpoint), then the machine: a local store is
+    # checked here, before a daemon is started, with the daemon's own words
+    # (vfs/storecheck.py imports nothing heavy); an S3 store is checked by the daemon,
+    # which reports the same line before the mount goes live.
     mnt = control.check_mountpoint(args.mountpoint)
+    check_local(args.store or default_store_url())
     control.check_fuse(args.allow_other)
+    log_file = args.log_file or control.default_log_file(cdir, args.mountpoint)
     # The daemon resolves the defaults of the store and the cache size (it has this
     # process's environment and working directory), so that this process need not
     # import the store or the cache: the mount is live sooner.
@@ -123,6 +148,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         xattrs=args.xattrs,
         log_file=log_file,
         verbose=args.verbose,
+        record_access=_record_path(args),
     )
     t0 = time.monotonic()
     live = control.start_daemon(options, mnt, log_file)
@@ -160,8 +186,25 @@ def _mount_foreground(args: argparse.Namespace, cdir: str) -> int:
         read_timeout=args.read_timeout,
         allow_other=args.allow_other,
         xattrs=args.xattrs,
+        record_access=_record_path(args),
     )
     return run(opts)
+
+
+def _record_path(args: argparse.Namespace) -> str | None:
+    """--record-access as an absolute path (the daemon may run elsewhere), checked
+    now: a record that cannot be written at unmount is lost."""
+    import os
+
+    if args.record_access is None:
+        return None
+    path = os.path.abspath(args.record_access)
+    d = os.path.dirname(path)
+    if not os.path.isdir(d) or not os.access(d, os.W_OK):
+        raise UsageError(f"--record-access {args.record_access}: cannot write in {d}")
+    if os.path.isdir(path):
+        raise UsageError(f"--record-access {args.record_access}: is a directory")
+    return path
 
 
 # --- switch, umount ---

@@ -130,11 +130,22 @@ def add_get(p: argparse.ArgumentParser) -> None:
         "-j", "--jobs", type=positive_int, default=8, help="parallel fetches (default 8)"
     )
     p.add_argument("-f", "--force", action="store_true", help="replace files in OUT that differ")
+    p.add_argument(
+        "--locked",
+        action="store_true",
+        help="get the exact version the nearest vfs.lock (here or above) records for "
+        "DATASET, from the store it names unless --store is given (see vfs lock)",
+    )
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_get)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    if args.locked:
+        from vfs import lock
+
+        args.spec, entry = lock.locked_spec(args.spec)
+        args.store = args.store or entry.store
     store = open_store(args)
     r = base.resolve(store, args.spec)
     cache = ChunkCache(cache_dir(args))

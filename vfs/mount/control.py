@@ -77,6 +77,9 @@ class MountOptions(NamedTuple):
     ready_fd: int | None = None
     verbose: int = 0  # the count of -v; 2 or more: the daemon logs at DEBUG
     xattrs: bool = False  # serve the user.vfs.* extended attributes (costs `ls -l` dearly)
+    # An absolute path: write which files and byte ranges were read there at unmount
+    # (vfs/access.py has the format).
+    record_access: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(self._asdict())

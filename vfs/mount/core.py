@@ -31,6 +31,7 @@ import trio
 
 from vfs import format as fmt
 from vfs import refs
+from vfs.access import AccessRecorder
 from vfs.errors import NotFound, UsageError
 from vfs.mount.errors import NoAttribute, XattrsOff
 from vfs.mount.files import OpenFiles
@@ -43,6 +44,20 @@ from vfs.store import Store
 log = logging.getLogger(__name__)
 
 _KINDS = {fmt.FILE: "file", fmt.DIR: "directory", fmt.SYMLINK: "symlink"}
+
+
+async def _save_when_done(recorder: AccessRecorder, path: str) -> None:
+    """Wait until the mount's nursery is cancelled (it is when the mount ends, however
+    it ends), then write the access record. Written on the trio thread: nothing else
+    runs then, and the file is small (merged ranges, not one entry per read)."""
+    try:
+        await trio.sleep_forever()
+    finally:
+        try:
+            recorder.save(path)
+            log.info("access record written to %s", path)
+        except OSError as e:
+            log.error("cannot write the access record %s: %s", path, e)
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,7 @@ class FsCore:
         loader: Loader,
         config: CoreConfig,
         view: View | None,
+        recorder: AccessRecorder | None = None,
     ) -> None:
         self.store = store
         self.dataset = dataset
@@ -86,7 +102,7 @@ class FsCore:
         self.xattr_requests = 0  # getxattr and listxattr requests answered, served or not
         self.versions = Versions(store, dataset, loader, config.ref_ttl)
         ns = self.namespace = Namespace(dataset, loader, self.versions, config, view)
-        files = self.files = OpenFiles(store, ns, loader)
+        files = self.files = OpenFiles(store, ns, loader, recorder)
         # The handlers, bound once (see the module docstring).
         self.getattr = ns.getattr
         self.lookup = ns.lookup
@@ -110,18 +126,25 @@ class FsCore:
         cache: Any = None,
         config: CoreConfig | None = None,
         fetch: FetchConfig | None = None,
+        access_record: str | None = None,
     ) -> FsCore:
         """`DS@REF` mounts that version, `DS` every version. Reads the commit and the
-        root page (or only checks that the dataset exists): O(1) in the version's size."""
+        root page (or only checks that the dataset exists): O(1) in the version's size.
+        With `access_record`, the ranges each read serves are recorded and written to
+        that file when `nursery` ends (unmount, a signal, or a failure)."""
         config = config or CoreConfig()
         loader = Loader(store, cache, nursery, fetch, meta_threads=config.meta_threads)
         spec = refs.parse_spec(target)
+        recorder = None
+        if access_record is not None:
+            recorder = AccessRecorder()
+            nursery.start_soon(_save_when_done, recorder, access_record)
         if "@" not in target:
             if not await trio.to_thread.run_sync(store.dataset_exists, spec.dataset):
                 raise NotFound(f"no dataset {spec.dataset!r} in {store.url}")
-            return cls(store, spec.dataset, loader, config, None)
+            return cls(store, spec.dataset, loader, config, None, recorder)
         view = await trio.to_thread.run_sync(load_view, store, spec)
-        return cls(store, spec.dataset, loader, config, view)
+        return cls(store, spec.dataset, loader, config, view, recorder)
 
     def statfs(self) -> FsStats:
         view = self.current

@@ -226,6 +226,7 @@ async def _serve(
             fetch=FetchConfig(
                 read_timeout=opts.read_timeout, attempt_timeout=min(10.0, opts.read_timeout / 3)
             ),
+            access_record=opts.record_access,
         )
         ctl = control_path(mnt)
         core.extra_info = {"pid": os.getpid(), "control": ctl, "log": opts.log_file or ""}

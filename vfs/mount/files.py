@@ -6,6 +6,10 @@ says where a file's bytes are: its chunks placed in packs and the end offset of 
 chunk. An open file keeps the version it was opened in: a switch does not change
 what an open file reads. The bytes come from the loader (vfs/mount/loader.py).
 
+With an access recorder (`vfs mount --record-access`), an open file also carries
+its (dataset, commit, path), found once at open by walking its parents up to the
+version's root, and each read served adds its range: a dict lookup and an append.
+
 Concurrency: every method runs on the trio thread, so the tables change only between
 awaits and need no lock; placing an entry whose locations are not in memory runs in
 a worker thread through the loader.
@@ -14,18 +18,22 @@ a worker thread through the loader.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 from bisect import bisect_left, bisect_right
 
 from vfs import format as fmt
+from vfs.access import AccessRecorder
 from vfs.mount.errors import BadHandle, InvalidArgument, IsADirectory, ReadOnly
-from vfs.mount.loader import Loader
-from vfs.mount.namespace import Namespace
+from vfs.mount.loader import Loader, PackGone
+from vfs.mount.namespace import ROOT, Namespace
 from vfs.mount.readahead import Readahead
 from vfs.mount.versions import View
 from vfs.reader import Wanted, place
 from vfs.store import LRU, Store
 from vfs.tree import Found
+
+log = logging.getLogger(__name__)
 
 # The layouts of files opened lately (OpenFiles._layout), weighed by chunk: about 100
 # bytes each once placed, so this holds ~3 MB, or 16,000 small files.
@@ -87,11 +95,13 @@ class _Layout:
     """Where a file's bytes are: its entry, its chunks placed in packs, and the end
     offset of each chunk. Immutable, like the leaf page it comes from."""
 
-    __slots__ = ("ends", "entry", "wanted")
+    __slots__ = ("ends", "entry", "key", "leaf", "wanted")
 
-    def __init__(self, entry: fmt.Entry, wanted: list[Wanted]) -> None:
+    def __init__(self, entry: fmt.Entry, wanted: list[Wanted], leaf: bytes, key: bytes) -> None:
         self.entry = entry
         self.wanted = wanted
+        self.leaf = leaf
+        self.key = key  # in the layout LRU
         ends, pos = [], 0
         for w in wanted:
             pos += w.ref.length
@@ -107,23 +117,29 @@ class _File:
     """An open file. Its layout is fixed at open: a switch does not change what an
     open file reads."""
 
-    __slots__ = ("ino", "layout", "readahead")
+    __slots__ = ("ino", "layout", "readahead", "recorded")
 
-    def __init__(self, ino: int, layout: _Layout, ra: Readahead) -> None:
+    def __init__(
+        self, ino: int, layout: _Layout, ra: Readahead, recorded: tuple[str, bytes, str] | None
+    ) -> None:
         self.ino = ino
         self.layout = layout
         self.readahead = ra
+        self.recorded = recorded  # (dataset, commit, path) when reads are recorded
 
 
 class OpenFiles:
     """The open files of one mount, by file handle."""
 
-    __slots__ = ("_files", "_layouts", "loader", "ns", "store")
+    __slots__ = ("_files", "_layouts", "loader", "ns", "recorder", "store")
 
-    def __init__(self, store: Store, ns: Namespace, loader: Loader) -> None:
+    def __init__(
+        self, store: Store, ns: Namespace, loader: Loader, recorder: AccessRecorder | None = None
+    ) -> None:
         self.store = store
         self.ns = ns
         self.loader = loader
+        self.recorder = recorder
         self._files: dict[int, _File] = {}
         self._layouts = LRU(LAYOUT_CACHE_CHUNKS, weigh=_layout_weight)
 
@@ -142,8 +158,11 @@ class OpenFiles:
             raise InvalidArgument(f"inode {ino} is not a regular file")
         view = self.ns.versions.views[t.view[r]]
         layout = await self._layout(leaf, t.pos[r], view)
+        recorded = None
+        if self.recorder is not None:
+            recorded = (self.ns.dataset, view.commit, await self._path_of(ino))
         fh = self.ns.new_fh()
-        self._files[fh] = _File(ino, layout, Readahead(self.loader.config))
+        self._files[fh] = _File(ino, layout, Readahead(self.loader.config), recorded)
         t.opens[self.ns.rec(ino)] += 1
         return fh
 
@@ -164,9 +183,35 @@ class OpenFiles:
             wanted = place(found, locs)
         else:
             wanted = await self.loader.meta(view.version.wanted, found)
-        layout = _Layout(found.entry, wanted)
+        layout = _Layout(found.entry, wanted, leaf, key)
         self._layouts.put(key, layout)
         return layout
+
+    async def _relocate(self, f: _File) -> _Layout:
+        """The file's layout placed again by its leaf's locations fresh from the store,
+        past the memory and the machine's cache: gc repacked a pack they named."""
+        old = f.layout
+        locs = await self.loader.meta(self.store.fetch_locs, old.leaf)
+        layout = _Layout(old.entry, place(Found(old.entry, old.leaf), locs), old.leaf, old.key)
+        self._layouts.put(old.key, layout)
+        f.layout = layout
+        return layout
+
+    async def _path_of(self, ino: int) -> str:
+        """The path of an open inode from its version's root: the names of it and its
+        parents, read from their leaf pages (in memory: the kernel just looked them
+        up). Stops at the root, or at an @REF directory of a multi-version mount."""
+        t = self.ns.table
+        names = []
+        while ino != ROOT:
+            r = self.ns.rec(ino)
+            leaf = t.leaf_id(r)
+            if leaf is None:
+                break
+            page = await self.loader.page(leaf)
+            names.append(page.entry(t.pos[r]).name)
+            ino = t.parent[r]
+        return b"/".join(reversed(names)).decode("utf-8", "surrogateescape")
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         return b"".join(await self.read_parts(fh, offset, size))
@@ -181,6 +226,9 @@ class OpenFiles:
         end = min(offset + size, total)
         if offset >= end:
             return []
+        if f.recorded is not None:
+            assert self.recorder is not None
+            self.recorder.add(*f.recorded, offset, end - offset)
         first = bisect_right(lay.ends, offset)
         last = bisect_left(lay.ends, end)  # the chunk holding byte end-1
         ahead: list[Wanted] = []
@@ -189,7 +237,14 @@ class OpenFiles:
             lo = bisect_right(lay.ends, window[0])
             hi = bisect_left(lay.ends, window[1])
             ahead = lay.wanted[max(lo, last + 1) : hi + 1]
-        got = await self.loader.get(lay.wanted[first : last + 1], ahead)
+        try:
+            got = await self.loader.get(lay.wanted[first : last + 1], ahead)
+        except PackGone as e:
+            # Once per read: a second miss means the store lost the pack for real.
+            log.info("%s; reloading the locations of the file's directory page", e)
+            lay = await self._relocate(f)
+            ahead = []
+            got = await self.loader.get(lay.wanted[first : last + 1])
         parts = []
         for i in range(first, last + 1):
             data = got[lay.wanted[i].ref.id]

@@ -142,6 +142,12 @@ class FetchError(BackendError):
     """Chunks that could not be fetched within the read-timeout bound (EIO)."""
 
 
+class PackGone(FetchError):
+    """A pack the locations name is not in the store: `vfs gc` may have moved its live
+    chunks into new packs and rewritten the locations (vfs/ops/repack.py). The caller
+    fetches the leaf's locations again and retries (vfs/mount/files.py)."""
+
+
 @dataclass(frozen=True)
 class FetchConfig:
     read_timeout: float = 30.0
@@ -185,13 +191,14 @@ class FetchStats:
 
 
 class _Flight:
-    __slots__ = ("data", "done", "error", "placed_by_index", "started")
+    __slots__ = ("data", "done", "error", "gone", "placed_by_index", "started")
 
     def __init__(self) -> None:
         self.started = trio.current_time()
         self.done = trio.Event()
         self.data: fmt.ChunkBytes | None = None
         self.error: str | None = None
+        self.gone = False  # it failed because its pack is not in the store
         # It failed where a pack index (a window), not the version, placed the chunk:
         # a reader waiting on it fetches the chunk again by its own location.
         self.placed_by_index = False
@@ -330,7 +337,7 @@ class Loader:
                         if flight.error is None:
                             break
                         if flight.started >= began and not flight.placed_by_index:
-                            raise FetchError(flight.error)
+                            raise (PackGone if flight.gone else FetchError)(flight.error)
                         # It failed before this read began (in an outage that may be
                         # over): fetch again, within this read's own time.
                         flight = self._again(w)
@@ -589,7 +596,7 @@ class Loader:
             self.stats.failures += 1
             log.warning("%s", e)
             for w in span.items:
-                self._fail(w.ref.id, mine[w.ref.id], str(e))
+                self._fail(w.ref.id, mine[w.ref.id], str(e), isinstance(e, PackGone))
             return
         finally:
             if held:
@@ -851,7 +858,7 @@ class Loader:
             except trio.TooSlowError:
                 why = f"no answer within {min(cfg.attempt_timeout, remaining):g} s"
             except NotFound as e:  # the store lacks the pack: retrying will not help
-                raise FetchError(f"{what}: {e}") from None
+                raise PackGone(f"{what}: {e}") from None
             except CorruptObject as e:
                 # A bad answer may be a glitch on the way (retry it), but the same bad
                 # bytes again mean a damaged object: fail now, not at the read timeout.
@@ -914,10 +921,11 @@ class Loader:
         del self._mem_buffers[id(data.obj)]
         return held.size
 
-    def _fail(self, cid: bytes, flight: _Flight, error: str) -> None:
+    def _fail(self, cid: bytes, flight: _Flight, error: str, gone: bool = False) -> None:
         if flight.done.is_set():
             return
         if self._flights.get(cid) is flight:
             del self._flights[cid]
         flight.error = error
+        flight.gone = gone
         flight.done.set()

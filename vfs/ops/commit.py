@@ -28,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from vfs import chunker, packer, perms
+from vfs import chunker, leases, packer, perms
 from vfs import format as fmt
 from vfs.cache import layout
 from vfs.cache.statcache import StatCache
@@ -354,174 +354,188 @@ def commit_dir(
     `.vfsignore` files and the `exclude` patterns ignore (vfs/ignore.py) and a store
     kept inside it. The `exclude` patterns are recorded in the commit's meta as
     `vfs.exclude` (a JSON list), so that a version says what shaped it; the
-    `.vfsignore` files are committed with the tree and need no record."""
-    t0 = time.monotonic()
+    `.vfsignore` files are committed with the tree and need no record.
+
+    The commit holds a lease (vfs/leases.py) from before it reads the store's pack
+    indexes until its ref moved, so that a running gc deletes nothing this commit
+    comes to reference; it waits while a gc holds the store's lock."""
     progress = progress or Progress()
-    check_name(dataset, "dataset")
-    check_name(branch, "branch")
-    if tag is not None:
-        check_name(tag, "tag")
-    if not os.path.exists(src):
-        raise NotFound(f"no such directory: {src}")
-    if not os.path.isdir(src):
-        raise UsageError(f"not a directory: {src}")
-    if not os.access(src, os.R_OK | os.X_OK):
-        raise VfsError(f"cannot read directory {src}: permission denied")
-    rules = Rules.from_excludes(exclude or ())
 
-    store.ensure_config()
-    if tag is not None and store.read_ref(dataset, TAGS, tag) is not None:
-        raise RefConflict(f"tag {dataset}@{tag} already exists; tags never move")
-    head = store.read_ref(dataset, HEADS, branch)
+    def waiting(text: str) -> None:
+        log.warning("%s", text)
+        progress.phase(text)
 
-    warnings: list[str] = []
-    progress.phase("scanning")
-    scan = _scan(os.fsencode(os.path.abspath(src)), warnings, rules, _store_dir(store))
-    root, files = scan.tree, scan.files
-    total_bytes = sum(f.st.st_size for f in files)
-    progress.scanned(len(files), total_bytes)
-
-    progress.phase("indexing store")
-    known = load_known_chunks(store, cache_dir)
-    statcache = StatCache(cache_dir, store.url)
-    # More threads than cores: reading many small files is I/O-bound (on a cold
-    # page cache each read waits on the disk), and hashing and zstd release the GIL.
-    nworkers = workers or max(8, 2 * (os.cpu_count() or 2))
-    pool = ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="vfs-chunk")
-    writer = packer.PackWriter(store, spool_dir=layout.spool_dir(cache_dir))
-    perms.make_dirs(writer.spool_dir)
-    packer.clean_spool(writer.spool_dir)
-    bytes_read = 0
-    new_chunks = 0
-    closed = False
-    try:
-        progress.phase("committing")
-        window: deque[tuple[_File, Future[list[_Hashed]]]] = deque()
-
-        def drain(limit: int) -> None:
-            nonlocal new_chunks
-            while len(window) > limit:
-                owner, fut = window.popleft()
-                try:
-                    hashed = fut.result()
-                except OSError as e:
-                    raise _read_error(owner.path, e) from None
-                for cid, length, codec, stored in hashed:
-                    if stored is not None and not writer.has(cid):
-                        writer.add(cid, length, codec, stored)
-                        new_chunks += 1
-                    owner.chunks.append(fmt.ChunkRef(cid, length))
-                    owner.done += length
-                if owner.done == owner.st.st_size:
-                    statcache.record(owner.path, owner.st, tuple(owner.chunks))
-                    progress.advance(1, 0)
-
-        for f in files:
-            size = f.st.st_size
-            cached = statcache.lookup(f.path, f.st)
-            if cached is not None and all(c.id in known or writer.has(c.id) for c in cached):
-                f.chunks = list(cached)
-                progress.advance(1, size)
-                continue
-            if size == 0:
-                progress.advance(1, 0)
-                continue
-            if size <= chunker.MIN_SIZE:
-                window.append((f, pool.submit(_read_small, f.path, size, known)))
-                bytes_read += size
-                progress.advance(0, size)
-                drain(WINDOW)
-                continue
-            try:
-                for piece in chunker.chunk_file(f.path, size):
-                    data = bytes(piece)
-                    window.append((f, pool.submit(_hash_one, data, known)))
-                    bytes_read += len(data)
-                    progress.advance(0, len(data))
-                    drain(WINDOW)
-            except OSError as e:
-                raise _read_error(f.path, e) from None
-        drain(0)
-        progress.phase("uploading")
-        writer.close()
-        closed = True
-        for f in files:
-            got = sum(c.length for c in f.chunks)
-            if got != f.st.st_size:
-                raise VfsError(f"{os.fsdecode(f.path)} changed while being committed; commit again")
-
-        def locate(cid: bytes) -> fmt.Location:
-            loc = writer.locations.get(cid) or known.get(cid)
-            if loc is None:  # cannot happen: every chunk was packed or known
-                raise VfsError(f"internal error: chunk {cid.hex()} has no location")
-            return loc
-
-        progress.phase("writing trees")
-        sink = _TreeSink()
-        tree_id, nbytes, nfiles = _build_tree(root, sink, locate)
-        if head is None or store.get_commit(head.commit).tree != tree_id:
-            sink.write(store)
-    finally:
-        if not closed:
-            writer.abort()
-        pool.shutdown(wait=True, cancel_futures=True)
-        statcache.flush()
-
-    base = dict(
-        dataset=dataset,
-        branch=branch,
-        files=nfiles,
-        bytes=nbytes,
-        bytes_read=bytes_read,
-        new_chunks=new_chunks,
-        bytes_uploaded=writer.bytes_uploaded,
-        packs=writer.packs_written,
-        warnings=warnings,
-        ignored=scan.ignored,
-    )
-    if head is not None and not allow_empty and store.get_commit(head.commit).tree == tree_id:
+    with leases.CommitLease(store.backend, on_wait=waiting) as lease:
+        t0 = time.monotonic()
+        check_name(dataset, "dataset")
+        check_name(branch, "branch")
         if tag is not None:
-            store.create_tag(dataset, tag, head.commit)
-        return CommitResult(
-            commit=head.commit,
-            tree=tree_id,
-            parent=head.commit,
-            seconds=time.monotonic() - t0,
-            unchanged=True,
-            **base,  # type: ignore[arg-type]
-        )
+            check_name(tag, "tag")
+        if not os.path.exists(src):
+            raise NotFound(f"no such directory: {src}")
+        if not os.path.isdir(src):
+            raise UsageError(f"not a directory: {src}")
+        if not os.access(src, os.R_OK | os.X_OK):
+            raise VfsError(f"cannot read directory {src}: permission denied")
+        rules = Rules.from_excludes(exclude or ())
 
-    all_meta = git_info(src)
-    if exclude:
-        all_meta["vfs.exclude"] = json.dumps(list(exclude), ensure_ascii=False)
-    all_meta.update(meta or {})
-    progress.phase("writing commit")
-    commit_id, parent, rebased = commit_and_move(
-        store,
-        dataset,
-        branch,
-        head,
-        fmt.Commit(
-            tree=tree_id,
-            parents=(),
-            author=author or default_author(),
-            time=utc_now(),
-            message=message,
-            meta=all_meta,
+        store.ensure_config()
+        lease.acquire()
+        if tag is not None and store.read_ref(dataset, TAGS, tag) is not None:
+            raise RefConflict(f"tag {dataset}@{tag} already exists; tags never move")
+        head = store.read_ref(dataset, HEADS, branch)
+
+        warnings: list[str] = []
+        progress.phase("scanning")
+        scan = _scan(os.fsencode(os.path.abspath(src)), warnings, rules, _store_dir(store))
+        root, files = scan.tree, scan.files
+        total_bytes = sum(f.st.st_size for f in files)
+        progress.scanned(len(files), total_bytes)
+
+        progress.phase("indexing store")
+        known = load_known_chunks(store, cache_dir)
+        statcache = StatCache(cache_dir, store.url)
+        # More threads than cores: reading many small files is I/O-bound (on a cold
+        # page cache each read waits on the disk), and hashing and zstd release the GIL.
+        nworkers = workers or max(8, 2 * (os.cpu_count() or 2))
+        pool = ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="vfs-chunk")
+        writer = packer.PackWriter(store, spool_dir=layout.spool_dir(cache_dir))
+        perms.make_dirs(writer.spool_dir)
+        packer.clean_spool(writer.spool_dir)
+        bytes_read = 0
+        new_chunks = 0
+        closed = False
+        try:
+            progress.phase("committing")
+            window: deque[tuple[_File, Future[list[_Hashed]]]] = deque()
+
+            def drain(limit: int) -> None:
+                nonlocal new_chunks
+                while len(window) > limit:
+                    owner, fut = window.popleft()
+                    try:
+                        hashed = fut.result()
+                    except OSError as e:
+                        raise _read_error(owner.path, e) from None
+                    for cid, length, codec, stored in hashed:
+                        if stored is not None and not writer.has(cid):
+                            writer.add(cid, length, codec, stored)
+                            new_chunks += 1
+                        owner.chunks.append(fmt.ChunkRef(cid, length))
+                        owner.done += length
+                    if owner.done == owner.st.st_size:
+                        statcache.record(owner.path, owner.st, tuple(owner.chunks))
+                        progress.advance(1, 0)
+
+            for f in files:
+                size = f.st.st_size
+                cached = statcache.lookup(f.path, f.st)
+                if cached is not None and all(c.id in known or writer.has(c.id) for c in cached):
+                    f.chunks = list(cached)
+                    progress.advance(1, size)
+                    continue
+                if size == 0:
+                    progress.advance(1, 0)
+                    continue
+                if size <= chunker.MIN_SIZE:
+                    window.append((f, pool.submit(_read_small, f.path, size, known)))
+                    bytes_read += size
+                    progress.advance(0, size)
+                    drain(WINDOW)
+                    continue
+                try:
+                    for piece in chunker.chunk_file(f.path, size):
+                        data = bytes(piece)
+                        window.append((f, pool.submit(_hash_one, data, known)))
+                        bytes_read += len(data)
+                        progress.advance(0, len(data))
+                        drain(WINDOW)
+                except OSError as e:
+                    raise _read_error(f.path, e) from None
+            drain(0)
+            progress.phase("uploading")
+            writer.close()
+            closed = True
+            for f in files:
+                got = sum(c.length for c in f.chunks)
+                if got != f.st.st_size:
+                    raise VfsError(
+                        f"{os.fsdecode(f.path)} changed while being committed; commit again"
+                    )
+
+            def locate(cid: bytes) -> fmt.Location:
+                loc = writer.locations.get(cid) or known.get(cid)
+                if loc is None:  # cannot happen: every chunk was packed or known
+                    raise VfsError(f"internal error: chunk {cid.hex()} has no location")
+                return loc
+
+            progress.phase("writing trees")
+            sink = _TreeSink()
+            tree_id, nbytes, nfiles = _build_tree(root, sink, locate)
+            if head is None or store.get_commit(head.commit).tree != tree_id:
+                sink.write(store)
+        finally:
+            if not closed:
+                writer.abort()
+            pool.shutdown(wait=True, cancel_futures=True)
+            statcache.flush()
+
+        base = dict(
+            dataset=dataset,
+            branch=branch,
             files=nfiles,
             bytes=nbytes,
-        ),
-    )
-    if tag is not None:
-        store.create_tag(dataset, tag, commit_id)
-    return CommitResult(
-        commit=commit_id,
-        tree=tree_id,
-        parent=parent,
-        seconds=time.monotonic() - t0,
-        rebased=rebased,
-        **base,  # type: ignore[arg-type]
-    )
+            bytes_read=bytes_read,
+            new_chunks=new_chunks,
+            bytes_uploaded=writer.bytes_uploaded,
+            packs=writer.packs_written,
+            warnings=warnings,
+            ignored=scan.ignored,
+        )
+        if head is not None and not allow_empty and store.get_commit(head.commit).tree == tree_id:
+            if tag is not None:
+                store.create_tag(dataset, tag, head.commit)
+            return CommitResult(
+                commit=head.commit,
+                tree=tree_id,
+                parent=head.commit,
+                seconds=time.monotonic() - t0,
+                unchanged=True,
+                **base,  # type: ignore[arg-type]
+            )
+
+        all_meta = git_info(src)
+        if exclude:
+            all_meta["vfs.exclude"] = json.dumps(list(exclude), ensure_ascii=False)
+        all_meta.update(meta or {})
+        progress.phase("writing commit")
+        commit_id, parent, rebased = commit_and_move(
+            store,
+            dataset,
+            branch,
+            head,
+            fmt.Commit(
+                tree=tree_id,
+                parents=(),
+                author=author or default_author(),
+                time=utc_now(),
+                message=message,
+                meta=all_meta,
+                files=nfiles,
+                bytes=nbytes,
+            ),
+            check=lease.check,
+        )
+        if tag is not None:
+            store.create_tag(dataset, tag, commit_id)
+        return CommitResult(
+            commit=commit_id,
+            tree=tree_id,
+            parent=parent,
+            seconds=time.monotonic() - t0,
+            rebased=rebased,
+            **base,  # type: ignore[arg-type]
+        )
 
 
 def commit_and_move(
@@ -531,6 +545,7 @@ def commit_and_move(
     head: RefValue | None,
     template: fmt.Commit,
     action: str = "commit",
+    check: Callable[[], None] | None = None,
 ) -> tuple[bytes, bytes | None, int]:
     """Write the commit on top of the branch head and move the branch to it.
 
@@ -551,6 +566,8 @@ def commit_and_move(
             template.bytes,
         )
         cid = store.put_commit(c)
+        if check is not None:
+            check()  # the commit's lease: gc must not have judged it expired
         if store.set_branch(dataset, branch, cid, head, action):
             return cid, head.commit if head else None, attempt
         head = store.read_ref(dataset, HEADS, branch)

@@ -93,7 +93,10 @@ def warm(
     source = ChunkSource(version.store, cache)
 
     def fetch(span: Span) -> int:
-        got = source.fetch_span(span)  # verified and cached; the bytes are dropped here
+        try:
+            got = source.fetch_span(span)  # verified and cached; the bytes are dropped here
+        except NotFound:  # its pack is gone (gc repacked it): fresh locations, once
+            got = source.fetch(span.items)
         n = sum(len(v) for v in got.values())
         if on_bytes is not None:
             on_bytes(n)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vfs import format as fmt
-from vfs import refs
+from vfs import leases, refs
 from vfs.defaults import DEFAULT_BRANCH
 from vfs.errors import NotFound
 from vfs.names import check_name
@@ -30,7 +30,17 @@ class RollbackResult:
 def rollback(
     store: Store, spec: str, branch: str = DEFAULT_BRANCH, message: str | None = None
 ) -> RollbackResult:
-    """Commit the tree of the version `spec` names on top of `branch`."""
+    """Commit the tree of the version `spec` names on top of `branch`. Like a commit,
+    it holds a lease until its ref moved: the old tree may be reachable from no ref,
+    and a gc must not delete it meanwhile (vfs/leases.py)."""
+    with leases.CommitLease(store.backend) as lease:
+        lease.acquire()
+        return _rollback(store, spec, branch, message, lease)
+
+
+def _rollback(
+    store: Store, spec: str, branch: str, message: str | None, lease: leases.CommitLease
+) -> RollbackResult:
     r = refs.resolve(store, spec)
     branch = check_name(branch, "branch")
     old = store.get_commit(r.commit)
@@ -48,5 +58,7 @@ def rollback(
         files=old.files,
         bytes=old.bytes,
     )
-    cid, _, _ = commit_and_move(store, r.spec.dataset, branch, head, template, "rollback")
+    cid, _, _ = commit_and_move(
+        store, r.spec.dataset, branch, head, template, "rollback", check=lease.check
+    )
     return RollbackResult(cid, r.spec.dataset, branch, old.tree, r.commit, str(r.spec))

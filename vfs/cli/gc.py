@@ -1,0 +1,140 @@
+"""The `vfs gc` verb: parse, call vfs.ops.gc, print the report."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from vfs.cli.common import add_common, human, open_store, print_json, seconds, show_progress
+from vfs.ops import gc as gc_op
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration(text: str) -> float:
+    """An argparse type: seconds, or a number with s, m, h, d or w (`24h`, `0`)."""
+    m = _DURATION.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (say 24h, 30m, 7d or 0)")
+    return float(m.group(1)) * _UNIT[m.group(2).lower()]
+
+
+def fraction(text: str) -> float:
+    try:
+        f = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= f <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text!r}")
+    return f
+
+
+def add_gc(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Delete the objects no ref of the store reaches (packs, pack indexes, tree "
+        "pages, locations, commits) and the ref-log entries older than the grace "
+        "period. Reachability is always judged over the whole store, every dataset at "
+        "once (datasets share chunks), so gc takes no dataset argument. Nothing "
+        "younger than the grace period is deleted, and a deleted branch or tag can be "
+        "restored from the ref log until the grace period has passed. A live pack "
+        "whose live share is under --repack-below has its live chunks copied into new "
+        "packs first (no version id changes). gc is safe while others commit: it marks "
+        "without a lock, then takes the store's gc lock, waits for running commits "
+        "to finish, and deletes; commits started meanwhile wait for it. It can be "
+        "interrupted at any point; a rerun finishes the job."
+    )
+    p.epilog = (
+        "examples: vfs gc --dry-run; vfs gc; vfs gc --grace 0 (only when nobody else "
+        "writes to the store); vfs gc --no-repack --json"
+    )
+    p.add_argument(
+        "--grace",
+        type=duration,
+        default=gc_op.DEFAULT_GRACE,
+        metavar="DURATION",
+        help="keep everything younger than this (default 24h; 0 for none)",
+    )
+    p.add_argument(
+        "-n", "--dry-run", action="store_true", help="report what would be freed; change nothing"
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--repack-below",
+        type=fraction,
+        default=gc_op.DEFAULT_REPACK_BELOW,
+        metavar="FRACTION",
+        help="repack live packs whose live bytes are under this share (default 0.5)",
+    )
+    g.add_argument("--no-repack", action="store_true", help="never repack")
+    p.add_argument(
+        "--wait",
+        type=seconds,
+        default=gc_op.DEFAULT_WAIT,
+        metavar="SECONDS",
+        help="how long to wait for running commits before giving up (default 300)",
+    )
+    add_common(p, json_output=True)
+    p.set_defaults(func=cmd_gc)
+
+
+class _Progress(gc_op.Progress):
+    def __init__(self) -> None:
+        self.tty = show_progress()
+
+    def phase(self, text: str) -> None:
+        if text.startswith("waiting"):
+            print(f"vfs gc: {text}", file=sys.stderr)
+        elif self.tty:
+            sys.stderr.write(f"\r\033[Kvfs gc: {text}")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    progress = _Progress()
+    try:
+        report = gc_op.gc(
+            store,
+            grace=args.grace,
+            dry_run=args.dry_run,
+            repack_below=None if args.no_repack else args.repack_below,
+            wait=args.wait,
+            progress=progress,
+        )
+    finally:
+        progress.done()
+        store.close()
+    if args.json:
+        print_json(report.to_json())
+        return 0
+    verb = "would free" if report.dry_run else "freed"
+    print(
+        f"gc {verb} {report.objects_freed} objects, {human(report.bytes_freed)} "
+        f"({report.bytes_freed} bytes) in {report.seconds:.2f} s"
+        + (" (dry run: nothing changed)" if report.dry_run else ""),
+        file=sys.stderr,
+    )
+    for kind, f in report.freed.items():
+        if f.objects:
+            print(f"  {kind:8} {f.objects:8} objects  {human(f.bytes):>10}", file=sys.stderr)
+    if report.packs_repacked:
+        print(
+            f"  repack{' (would)' if report.dry_run else ''}: {report.packs_repacked} packs, "
+            f"{human(report.bytes_rewritten)} of live chunks moved into "
+            f"{report.packs_written} new packs, {report.locs_rewritten} locations rewritten",
+            file=sys.stderr,
+        )
+    print(
+        f"  live: {report.live_commits} commits, {report.live_pages} tree pages, "
+        f"{report.live_packs} packs; {report.kept_young} unreached objects younger "
+        "than the grace period kept",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,92 @@
+"""The `vfs lock` verb: write or check vfs.lock, the exact versions a project reads."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vfs import lock
+from vfs.cli.common import Formatter, add_common, open_store, print_json
+from vfs.errors import UsageError
+
+
+def add_lock(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Resolve each DATASET@REF to its full version id and write them to vfs.lock "
+        "(TOML, one table per dataset: the ref as written, the id, the store, the "
+        "time), a file meant for git. `vfs mount --locked DS MNT` and `vfs get "
+        "--locked DS` then read exactly those ids, found through the nearest vfs.lock "
+        "in the working directory or above, so a rerun months later reads identical "
+        "bytes. Locking a dataset again updates its entry and keeps the others.\n\n"
+        "--check exits 1, listing them, when a locked ref now names another version "
+        "(0 when none has moved): for CI."
+    )
+    p.epilog = (
+        "examples:\n"
+        "  vfs lock imagenet@v3 labels@main\n"
+        "  vfs lock --check            # exit 1 if labels@main moved since\n"
+        "  vfs mount --locked imagenet /mnt/imagenet"
+    )
+    p.formatter_class = Formatter
+    p.add_argument("specs", nargs="*", metavar="DATASET@REF")
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="the lock file (default: ./vfs.lock to write; to --check, the nearest "
+        "vfs.lock in the working directory or above)",
+    )
+    p.add_argument("--check", action="store_true", help="exit 1 if a locked ref has moved")
+    add_common(p, json_output=True)
+    p.set_defaults(func=cmd_lock)
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from vfs.ops.lock import check, lock_specs
+
+    if args.check:
+        if args.specs:
+            raise UsageError("--check takes no DATASET@REF: it checks the whole lock file")
+        path = args.output or lock.find()
+        moved = check(lock.read(path))
+        if args.json:
+            print_json(
+                {
+                    "lock": path,
+                    "moved": [
+                        {
+                            "dataset": m.entry.dataset,
+                            "ref": m.entry.ref,
+                            "locked": m.entry.commit,
+                            "now": m.now,
+                            "error": m.why or None,
+                        }
+                        for m in moved
+                    ],
+                }
+            )
+        for m in moved:
+            now = m.now[:12] if m.now else f"gone ({m.why})"
+            print(
+                f"{m.entry.dataset}@{m.entry.ref}: locked {m.entry.commit[:12]}, now {now}",
+                file=sys.stderr if args.json else sys.stdout,
+            )
+        if not moved:
+            print(f"{path}: no locked ref has moved", file=sys.stderr)
+        return 1 if moved else 0
+    if not args.specs:
+        raise UsageError("name at least one DATASET@REF to lock (or --check)")
+    path = args.output or lock.LOCK_FILE
+    store = open_store(args)
+    try:
+        new = lock_specs(store, args.specs, path)
+    finally:
+        store.close()
+    if args.json:
+        print_json({"lock": path, "locked": {n: vars(e) for n, e in new.items()}})
+    else:
+        for e in new.values():
+            print(f"{e.dataset}@{e.ref}\t{e.commit}")
+        print(f"wrote {path}", file=sys.stderr)
+    return 0

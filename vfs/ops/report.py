@@ -1,0 +1,173 @@
+"""`vfs report`: what changed between two versions, as a pull-request comment.
+
+Writes DIR/report.md (Markdown: the totals, a table by top-level directory, the
+changed files) and DIR/changes.png (files and bytes by top-level directory, added,
+removed and modified), as CML posts them. matplotlib draws the chart; it is the
+optional extra `report` (pip install 'vfs[report]') and imported only here, only
+when a chart is drawn.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from vfs.errors import VfsError
+from vfs.ops.diff import ADDED, MODIFIED, REMOVED, Change, VersionDiff, diff_versions
+from vfs.store import Store
+
+REPORT_MD = "report.md"
+CHART_PNG = "changes.png"
+ROOT_FILES = "(top level)"  # the group of files directly in the version's root
+MAX_FILES_LISTED = 500
+STATUSES = (ADDED, REMOVED, MODIFIED)
+_COLORS = {ADDED: "#2da44e", REMOVED: "#cf222e", MODIFIED: "#bf8700"}
+
+
+@dataclass
+class Group:
+    """The changes under one top-level directory, by status."""
+
+    name: str
+    files: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    bytes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+
+
+@dataclass
+class Report:
+    diff: VersionDiff
+    groups: list[Group]
+    markdown: str  # the path of report.md
+    chart: str | None  # the path of changes.png; None with chart=False
+
+
+def _bytes(c: Change) -> int:
+    """What a change weighs: an added file its size, a removed one its old size, a
+    modified one its new content (what storing it cost)."""
+    if c.status == ADDED:
+        return c.new_size
+    if c.status == REMOVED:
+        return c.old_size
+    return c.changed_bytes
+
+
+def group_changes(changes: list[Change]) -> list[Group]:
+    """The changes by top-level directory, the largest (in bytes) first."""
+    groups: dict[str, Group] = {}
+    for c in changes:
+        top, slash, _ = c.path.partition("/")
+        g = groups.setdefault(top if slash else ROOT_FILES, Group(top if slash else ROOT_FILES))
+        g.files[c.status] += 1
+        g.bytes[c.status] += _bytes(c)
+    return sorted(groups.values(), key=lambda g: (-sum(g.bytes.values()), g.name))
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _cell(text: str) -> str:
+    """A path in a Markdown table cell: code, with what would break the table escaped."""
+    safe = text.encode("utf-8", "backslashreplace").decode().replace("|", "\\|")
+    return "`" + safe.replace("`", "'").replace("\n", "\\n") + "`"
+
+
+def markdown(d: VersionDiff, groups: list[Group], chart: bool) -> str:
+    s = d.summary
+    a, b = str(d.a.spec), str(d.b.spec)
+    lines = [
+        f"### Data changes: `{a}` → `{b}`",
+        "",
+        f"`{d.a.commit.hex()[:12]}` → `{d.b.commit.hex()[:12]}`",
+        "",
+    ]
+    if not d.changes:
+        lines.append("No changes: both versions hold the same files.")
+        return "\n".join(lines) + "\n"
+    lines += [
+        "| | files | bytes |",
+        "|---|---:|---:|",
+        f"| added | {s.added} | {_human(s.bytes_added)} |",
+        f"| removed | {s.removed} | {_human(s.bytes_removed)} |",
+        f"| modified | {s.modified} | {_human(sum(g.bytes[MODIFIED] for g in groups))} "
+        "new content |",
+        "",
+    ]
+    if chart:
+        lines += [f"![files and bytes changed by top-level directory]({CHART_PNG})", ""]
+    lines += [
+        "| directory | added | removed | modified | bytes added | bytes removed | bytes modified |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for g in groups:
+        name = g.name if g.name == ROOT_FILES else _cell(g.name + "/")
+        lines.append(
+            f"| {name} | {g.files[ADDED]} | {g.files[REMOVED]} | {g.files[MODIFIED]} | "
+            f"{_human(g.bytes[ADDED])} | {_human(g.bytes[REMOVED])} | "
+            f"{_human(g.bytes[MODIFIED])} |"
+        )
+    lines += ["", "<details><summary>changed files</summary>", ""]
+    lines += ["| status | path | old size | new size |", "|---|---|---:|---:|"]
+    for c in d.changes[:MAX_FILES_LISTED]:
+        lines.append(f"| {c.status} | {_cell(c.path)} | {c.old_size} | {c.new_size} |")
+    if len(d.changes) > MAX_FILES_LISTED:
+        lines += ["", f"… and {len(d.changes) - MAX_FILES_LISTED} more (vfs diff {a} {b})"]
+    lines += ["", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+def draw_chart(groups: list[Group], title: str, path: str) -> None:
+    """Two horizontal stacked bar charts, files and bytes by top-level directory."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display: CI runners have none
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        raise VfsError(
+            "vfs report draws changes.png with matplotlib, which is not installed: "
+            "pip install 'vfs[report]' (or pass --no-chart for the Markdown alone)"
+        ) from None
+    shown = groups[:20]  # the largest; a chart of hundreds of bars says nothing
+    names = [g.name for g in shown][::-1]
+    height = 1.2 + 0.35 * len(names)
+    fig, axes = plt.subplots(1, 2, figsize=(11, height), sharey=True)
+    try:
+        for ax, what, unit in ((axes[0], "files", 1), (axes[1], "bytes", 1024 * 1024)):
+            left = [0.0] * len(names)
+            for status in STATUSES:
+                vals = [getattr(g, what)[status] / unit for g in shown][::-1]
+                ax.barh(names, vals, left=left, color=_COLORS[status], label=status)
+                left = [x + v for x, v in zip(left, vals, strict=True)]
+            ax.set_xlabel("files" if what == "files" else "MiB (modified: new content)")
+            if what == "files":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(axis="x", alpha=0.3)
+        axes[0].legend(loc="lower right", fontsize="small")
+        fig.suptitle(title, fontsize="medium")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+
+
+def report(store: Store, a: str, b: str, out_dir: str, chart: bool = True) -> Report:
+    """Compare `a` with `b` (b may be '@REF') and write the report into `out_dir`."""
+    d = diff_versions(store, a, b)
+    groups = group_changes(d.changes)
+    os.makedirs(out_dir, exist_ok=True)
+    png = os.path.join(out_dir, CHART_PNG) if chart and d.changes else None
+    if png is not None:
+        draw_chart(groups, f"{d.a.spec} → {d.b.spec}", png)
+    md = os.path.join(out_dir, REPORT_MD)
+    text = markdown(d, groups, png is not None)
+    tmp = md + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, md)
+    return Report(d, groups, md, png)
