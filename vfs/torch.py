@@ -46,7 +46,8 @@ else:
 class VfsDataset(Dataset[Any], Generic[_T]):
     """The files below `root` of a version, in sorted path order. `ds[i]` is
     (path, bytes), or transform(bytes) when a transform is given (a picklable
-    callable, for spawn workers). `spec` is `dataset@ref` or an open vfs.Version."""
+    callable, for spawn workers). `spec` is `dataset@ref` or an open vfs.Version;
+    `locked=True` reads the version the nearest vfs.lock pins (vfs.open_version)."""
 
     def __init__(
         self,
@@ -55,8 +56,14 @@ class VfsDataset(Dataset[Any], Generic[_T]):
         transform: Callable[[bytes], _T] | None = None,
         store: str | None = None,
         cache_dir: str | None = None,
+        *,
+        locked: bool | str = False,
     ) -> None:
-        self.version = spec if isinstance(spec, Version) else open_version(spec, store, cache_dir)
+        self.version = (
+            spec
+            if isinstance(spec, Version)
+            else open_version(spec, store, cache_dir, locked=locked)
+        )
         self.root = root
         self.paths = sorted(self.version.files(root))
         self.transform = transform

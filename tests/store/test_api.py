@@ -233,3 +233,39 @@ def test_docs_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             if mod in ("pandas", "pyarrow", "torch", "fsspec"):
                 pytest.importorskip(mod)
         exec(compile(block, str(DOCS), "exec"), ns)
+
+
+def test_locked_reads_what_the_lock_file_pins(
+    committed: Committed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vfs lock ds@main` in a project, then main moves: locked=True still reads
+    the locked version, from the store the lock names (issue 13, item 4)."""
+    from vfs.ops.commit import commit_dir
+    from vfs.ops.lock import lock_specs
+    from vfs.store import Store
+    from vfs.torch import VfsDataset
+
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    store = Store.open(committed.store_url)
+    try:
+        lock_specs(store, ["ds@main"], str(project / "vfs.lock"))
+        first = vfs.open_version(
+            "ds@main", store=committed.store_url, cache_dir=committed.cache_dir
+        )
+        (committed.src / "labels.csv").write_text("moved\n")
+        commit_dir(store, str(committed.src), "ds", cache_dir=committed.cache_dir)
+    finally:
+        store.close()
+    monkeypatch.chdir(project / "src")  # the lock is found above, as git finds .git
+    monkeypatch.delenv("VFS_STORE", raising=False)
+    v = vfs.open_version("ds", cache_dir=committed.cache_dir, locked=True)
+    assert v.spec == first.spec and v.store_url.removeprefix("file://") == committed.store_url
+    assert v.read_text("labels.csv") != "moved\n"
+    assert vfs.open_version("ds@main", store=committed.store_url).read_text("labels.csv") == (
+        "moved\n"
+    )
+    ds: VfsDataset[object] = VfsDataset("ds", cache_dir=committed.cache_dir, locked=str(project))
+    assert ds.version.spec == first.spec
+    with pytest.raises(UsageError):
+        vfs.open_version("ds@v3", locked=True)  # a ref other than the locked one

@@ -502,15 +502,32 @@ def _reopen_file(version: Version, path: str, pos: int) -> File:
 
 
 def open_version(
-    spec: str, store: str | Store | None = None, cache_dir: str | None = None
+    spec: str,
+    store: str | Store | None = None,
+    cache_dir: str | None = None,
+    *,
+    locked: bool | str = False,
 ) -> Version:
     """The version `dataset@ref` names (a tag, a branch, an id or its prefix, or a bare
     dataset for its default branch), resolved now to its commit id: later moves of
     the ref do not change what this Version reads.
 
     `store` is a store URL (s3://bucket/prefix or a directory), else $VFS_STORE, else
-    the default store (a Store names its URL; this process opens its own). `cache_dir` is the machine's chunk cache ($VFS_CACHE_DIR, else
-    ~/.cache/vfs) unless given; pass "" to read without a cache."""
+    the default store (a Store names its URL; this process opens its own). `cache_dir`
+    is the machine's chunk cache ($VFS_CACHE_DIR, else ~/.cache/vfs) unless given;
+    pass "" to read without a cache.
+
+    `locked=True` reads the version the nearest vfs.lock (in the working directory or
+    above; a str names the directory to search from) pins for the dataset, from the
+    store the lock names unless `store` is given: `vfs lock DS@REF` wrote it, and a
+    rerun months later reads identical bytes."""
+    if locked:
+        from vfs import lock
+
+        start = locked if isinstance(locked, str) else None
+        spec, entry = lock.locked_spec(spec, start)
+        if store is None:
+            store = entry.store
     url = store.url if isinstance(store, Store) else str(store or default_store_url())
     cdir: str | None = default_cache_dir() if cache_dir is None else (cache_dir or None)
     if cdir is not None:
