@@ -47,7 +47,8 @@ class VfsDataset(Dataset[Any], Generic[_T]):
     """The files below `root` of a version, in sorted path order. `ds[i]` is
     (path, bytes), or transform(bytes) when a transform is given (a picklable
     callable, for spawn workers). `spec` is `dataset@ref` or an open vfs.Version;
-    `locked=True` reads the version the nearest vfs.lock pins (vfs.open_version)."""
+    `locked=True` reads the version the nearest vfs.lock pins, and
+    `record_access=FILE` records what the run read, in every worker (vfs.open_version)."""
 
     def __init__(
         self,
@@ -58,11 +59,12 @@ class VfsDataset(Dataset[Any], Generic[_T]):
         cache_dir: str | None = None,
         *,
         locked: bool | str = False,
+        record_access: str | None = None,
     ) -> None:
         self.version = (
             spec
             if isinstance(spec, Version)
-            else open_version(spec, store, cache_dir, locked=locked)
+            else open_version(spec, store, cache_dir, locked=locked, record_access=record_access)
         )
         self.root = root
         self.paths = sorted(self.version.files(root))

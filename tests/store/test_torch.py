@@ -178,3 +178,32 @@ def test_an_epoch_cut_short_stops_its_prefetch(committed: Committed, tmp_path: P
     it.close()  # as a loader that breaks out of its epoch does
     assert pf.wait(60)  # stopped, not waiting for a reader that will not come
     assert pf.bytes_fetched < sum(ds.version.stat(p).st_size for p in ds.paths)
+
+
+def test_record_access_from_spawn_workers(committed: Committed, tmp_path: Path) -> None:
+    """record_access=FILE: the files a loader's workers read, and only those, with
+    their byte ranges, merged from every worker into one record (issue 13, item 6)."""
+    from vfs import access
+
+    rec = tmp_path / "run.access.json"
+    rec.write_text("left by an earlier run\n")
+    ds: VfsDataset[Any] = VfsDataset(
+        "ds@v3",
+        root="images",
+        store=committed.store_url,
+        cache_dir=committed.cache_dir,
+        record_access=str(rec),
+    )
+    picked = list(range(0, len(ds), 3))
+    loader = DataLoader(
+        ds, sampler=picked, batch_size=None, num_workers=2, multiprocessing_context="spawn"
+    )
+    assert sorted(p for p, _ in loader) == [ds.paths[i] for i in picked]
+    with ds.version.open("big.bin") as f:  # the parent's own reads count too
+        f.seek(1000)
+        f.read(500)
+    ds.version.close()
+    got = access.load(str(rec))
+    want = {ds.paths[i]: [(0, (committed.src / ds.paths[i]).stat().st_size)] for i in picked}
+    want["big.bin"] = [(1000, 1500)]
+    assert got == {ds.version.spec: dict(sorted(want.items()))}

@@ -130,6 +130,64 @@ def _close_handles() -> None:
             log.debug("closing %s", h.store.url, exc_info=True)
 
 
+# -- access records --------------------------------------------------------------------
+
+
+class _Recording:
+    """This process's share of an access record (vfs.access): the ranges its Versions
+    read, merged into the record file when the process ends or a Version closes. Every
+    process of a run (DataLoader workers, spawned or forked) merges its own share
+    under an flock, so none overwrites another's."""
+
+    def __init__(self, path: str) -> None:
+        from multiprocessing.util import Finalize
+
+        from vfs.access import AccessRecorder
+
+        self.path = path
+        self.pid = os.getpid()
+        self.recorder = AccessRecorder()
+        # multiprocessing runs these finalizers in its children too, where atexit
+        # handlers are skipped (they leave through os._exit).
+        Finalize(self, self.save, exitpriority=10)
+
+    def save(self) -> None:
+        import fcntl
+
+        from vfs import access
+
+        if self.pid != os.getpid():
+            return
+        mine = self.recorder.record()
+        with open(f"{self.path}.lock", "a") as lk:
+            fcntl.flock(lk, fcntl.LOCK_EX)
+            have = access.load(self.path) if os.path.exists(self.path) else {}
+            access.save(access.merge([have, mine]), self.path)
+
+
+_recordings: dict[str, _Recording] = {}
+
+
+def _recording(path: str) -> _Recording:
+    with _handles_lock:
+        r = _recordings.get(path)
+        if r is None or r.pid != os.getpid():
+            r = _recordings[path] = _Recording(path)
+        return r
+
+
+def start_record(path: str) -> str:
+    """Begin the access record of a run at `path`: an empty record (the file of an
+    earlier run is replaced), into which every process of this run then merges."""
+    from vfs import access
+
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise IsADirectory(f"record_access {path}: is a directory", path)
+    access.save({}, path)
+    return path
+
+
 # -- stat ----------------------------------------------------------------------------
 
 _KIND_BITS = {fmt.DIR: stat_mod.S_IFDIR, fmt.FILE: stat_mod.S_IFREG, fmt.SYMLINK: stat_mod.S_IFLNK}
@@ -187,11 +245,19 @@ class Version:
     it; the store and cache stay open for other Versions until the process ends.
     """
 
-    def __init__(self, store_url: str, dataset: str, commit_id: bytes, cache_dir: str | None):
+    def __init__(
+        self,
+        store_url: str,
+        dataset: str,
+        commit_id: bytes,
+        cache_dir: str | None,
+        record_access: str | None = None,
+    ):
         self.store_url = store_url
         self.dataset = dataset
         self.commit_id = commit_id
         self.cache_dir = cache_dir
+        self.record_access = record_access
         self._lock = threading.Lock()
         self._reader: ReaderVersion | None = None
         self._pid = 0
@@ -205,12 +271,22 @@ class Version:
             "dataset": self.dataset,
             "commit_id": self.commit_id,
             "cache_dir": self.cache_dir,
+            "record_access": self.record_access,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]  # reopening in a new process is construction
-            state["store_url"], state["dataset"], state["commit_id"], state["cache_dir"]
+            state["store_url"],
+            state["dataset"],
+            state["commit_id"],
+            state["cache_dir"],
+            state.get("record_access"),
         )
+
+    def _note_read(self, path: str, offset: int, length: int) -> None:
+        if self.record_access is not None and length > 0:
+            rec = _recording(self.record_access)
+            rec.recorder.add(self.dataset, self.commit_id, path, offset, length)
 
     def __repr__(self) -> str:
         return f"<vfs.Version {self.spec} of {self.store_url}>"
@@ -229,6 +305,8 @@ class Version:
             if self._reader is not None:
                 self._reader.chunks.in_flight = None
             self._reader = None
+        if self.record_access is not None:
+            _recording(self.record_access).save()
 
     @property
     def id(self) -> str:
@@ -462,6 +540,7 @@ class File(io.RawIOBase):
             inner = self._reader()
             inner.seek(self._pos)
             n = inner.readinto(b)
+            self.version._note_read(self.path, self._pos, n)
             self._pos += n
             return n
 
@@ -507,6 +586,7 @@ def open_version(
     cache_dir: str | None = None,
     *,
     locked: bool | str = False,
+    record_access: str | None = None,
 ) -> Version:
     """The version `dataset@ref` names (a tag, a branch, an id or its prefix, or a bare
     dataset for its default branch), resolved now to its commit id: later moves of
@@ -520,7 +600,12 @@ def open_version(
     `locked=True` reads the version the nearest vfs.lock (in the working directory or
     above; a str names the directory to search from) pins for the dataset, from the
     store the lock names unless `store` is given: `vfs lock DS@REF` wrote it, and a
-    rerun months later reads identical bytes."""
+    rerun months later reads identical bytes.
+
+    `record_access=FILE` writes which files, and which byte ranges, this run read
+    (vfs.access; `vfs commit --access-record FILE` attaches it to a model): FILE is
+    started empty now, and every process that reads through this Version (pickled
+    into workers too) merges its ranges into it when it closes the Version or ends."""
     if locked:
         from vfs import lock
 
@@ -535,4 +620,5 @@ def open_version(
     h = _handle(url, cdir)
     h.store.check_config()
     r = refs.resolve(h.store, spec)
-    return Version(url, r.spec.dataset, r.commit, cdir)
+    rec = start_record(record_access) if record_access is not None else None
+    return Version(url, r.spec.dataset, r.commit, cdir, rec)
