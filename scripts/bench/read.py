@@ -4,6 +4,7 @@ The fairness rules are in rows.py."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -11,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .ctx import DATASET, MB, Ctx, attempt, measure
-from .env import Mount
+from .env import PY, ROOT, Mount
 from .report import Row
 from .work import (
     dd_read,
@@ -400,3 +401,75 @@ def row_find(ctx: Ctx, row: Row) -> None:
             + ", ".join(f"{k} {v:,}" for k, v in counts.items())
             + "; fresh mount, empty cache dir, page caches dropped"
         )
+
+
+# -- the Python API (issue 13) ----------------------------------------------------------------
+
+
+def _api_files(ctx: Ctx, sample: list[str], cache: Path, threads: int, passes: int, hint: bool) -> float:
+    """Files/s of the last of `passes` reads of `sample` through vfs.open_version in a
+    new process (scripts/bench/apijob.py), with `cache` as its chunk cache."""
+    listing = ctx.bench.fresh("api-list") / "paths.txt"
+    listing.write_text("".join(f"{p}\n" for p in sample))
+    cmd = [
+        PY, "-m", "scripts.bench.apijob", f"{DATASET}@v1", "--list", str(listing),
+        "--cache-dir", str(cache), "--threads", str(threads), "--passes", str(passes),
+    ]  # fmt: skip
+    if hint:
+        cmd.append("--hint")
+    p = ctx.bench.run(cmd, cwd=ROOT)
+    last = json.loads(p.stdout.strip().splitlines()[-1])["passes"][-1]
+    return float(last["files"]) / float(last["seconds"])
+
+
+def row_api_cold(ctx: Ctx, row: Row) -> None:
+    ctx.ensure_v1()
+    sample = ctx.small_sample()
+
+    def api(hint: bool) -> float:
+        cache = ctx.bench.fresh("api-cache")
+        try:
+            ctx.bench.drop_caches()
+            return _api_files(ctx, sample, cache, threads=8, passes=1, hint=hint)
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+
+    def mount() -> float:
+        with cold_mount(ctx, "vfs") as root:
+            secs, _ = read_files([str(root / p) for p in sample], threads=8)
+            return len(sample) / secs
+
+    for _ in range(ctx.reps):
+        measure(row.vfs, lambda: api(True))
+        measure(row.baseline("API, no hint"), lambda: api(False))
+        measure(row.baseline("vfs mount"), mount)
+    row.notes.append(
+        f"the small-file sample ({len(sample)} files, shuffled), 8 threads, an empty cache "
+        "and dropped page caches each time; vfs: Version.read_bytes with the order handed "
+        "to Version.prefetch first (what OrderHintSampler does), in a new process"
+    )
+
+
+def row_api_warm(ctx: Ctx, row: Row) -> None:
+    ctx.ensure_v1()
+    sample = ctx.small_sample()
+    b = ctx.bench
+    cache = b.fresh("api-warm-cache")
+    try:
+        for _ in range(ctx.reps):
+            # Two passes in one process: the first fills the cache, the second is timed.
+            measure(row.vfs, lambda: _api_files(ctx, sample, cache, 1, 2, hint=False))
+            with b.mounted(b.mount_vfs(f"{DATASET}@v1", cache)) as m:
+
+                def warm_mount(root: Path = m.path) -> float:
+                    read_files([str(root / p) for p in sample], threads=1)  # warm
+                    secs, _ = read_files([str(root / p) for p in sample], threads=1)
+                    return len(sample) / secs
+
+                measure(row.baseline("vfs mount"), warm_mount)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    row.notes.append(
+        "the same sample, 1 thread, second pass of one process (the first filled the "
+        "machine's chunk cache); the mount's second pass is served by the page cache"
+    )

@@ -28,6 +28,8 @@ from .ctx import Ctx
 from .epoch import row_epoch_cold, row_epoch_warm
 from .meta import row_ls_l, row_overfetch
 from .read import (
+    row_api_cold,
+    row_api_warm,
     row_cache_read,
     row_cold_read,
     row_find,
@@ -314,6 +316,31 @@ ROWS: tuple[RowSpec, ...] = (
             _g("≤ 3× local disk", "ratio<=", 3.0, "local disk"),
             _g("≤ the best peer", "ratio<=", 1.0, "rclone", "JuiceFS"),
         ),
+    ),
+    RowSpec(
+        "api_cold",
+        row_api_cold,
+        19,
+        lambda spec, quick: (
+            f"Python API, {500 if quick else 2000:,} small files cold, shuffled, 8 threads, "
+            "with the order hint"
+        ),
+        "higher",
+        "fraction",
+        "files/s",
+        ("API, no hint", "vfs mount"),
+        (_g("≥ the mount's cold rate", "ratio>=", 1.0, "vfs mount"),),
+    ),
+    RowSpec(
+        "api_warm",
+        row_api_warm,
+        20,
+        lambda spec, quick: "Python API, the same files warm, 1 thread",
+        "higher",
+        "fraction",
+        "files/s",
+        ("vfs mount",),
+        (_g("≥ 0.8× the mount's warm rate", "ratio>=", 0.8, "vfs mount"),),
     ),
 )
 
