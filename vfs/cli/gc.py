@@ -6,7 +6,15 @@ import argparse
 import re
 import sys
 
-from vfs.cli.common import add_common, human, open_store, print_json, seconds, show_progress
+from vfs.cli.common import (
+    Formatter,
+    add_common,
+    human,
+    open_store,
+    print_json,
+    seconds,
+    show_progress,
+)
 from vfs.ops import gc as gc_op
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
@@ -34,8 +42,8 @@ def fraction(text: str) -> float:
 def add_gc(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Delete the objects no ref of the store reaches (packs, pack indexes, tree "
-        "pages, locations, commits) and the ref-log entries older than the grace "
-        "period. Reachability is always judged over the whole store, every dataset at "
+        "pages, locations, commits), and ref-log entries older than 90 days and the "
+        "grace period. Reachability is always judged over the whole store, every dataset at "
         "once (datasets share chunks), so gc takes no dataset argument. Nothing "
         "younger than the grace period is deleted, and a deleted branch or tag can be "
         "restored from the ref log until the grace period has passed. A live pack "
@@ -46,9 +54,13 @@ def add_gc(p: argparse.ArgumentParser) -> None:
         "interrupted at any point; a rerun finishes the job."
     )
     p.epilog = (
-        "examples: vfs gc --dry-run; vfs gc; vfs gc --grace 0 (only when nobody else "
-        "writes to the store); vfs gc --no-repack --json"
+        "examples:\n"
+        "  vfs gc --dry-run          # what would go, and what stays live\n"
+        "  vfs gc                    # keeps the last 24 h, and deleted refs that long\n"
+        "  vfs gc --grace 0          # only when nobody else writes to the store\n"
+        "  vfs gc --no-repack --json"
     )
+    p.formatter_class = Formatter
     p.add_argument(
         "--grace",
         type=duration,
