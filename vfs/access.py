@@ -20,11 +20,11 @@ place, anything else appends; sorting and merging wait for save.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterable
 
 from vfs import format as fmt
+from vfs import perms
 from vfs.errors import VfsError
 
 FORMAT = fmt.ACCESS_FORMAT
@@ -98,18 +98,8 @@ def _text(record: Record) -> str:
 
 
 def save(record: Record, path: str) -> None:
-    """Write `record` to `path` atomically (a temp file beside it, then rename)."""
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(_text(record))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write `record` to `path` atomically."""
+    perms.write_file(path, _text(record))
 
 
 class AccessRecorder:

@@ -27,6 +27,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 
+from vfs import perms
 from vfs.errors import NotFound, UsageError, VfsError
 
 LOCK_FILE = "vfs.lock"
@@ -103,18 +104,8 @@ def read(path: str) -> dict[str, Locked]:
 
 
 def write(path: str, entries: dict[str, Locked]) -> None:
-    """Write atomically: a temp file in the same directory, then rename."""
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(dumps(entries))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write atomically."""
+    perms.write_file(path, dumps(entries))
 
 
 def find(start: str | None = None) -> str:

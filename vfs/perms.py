@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import tempfile
 from typing import NamedTuple
 
 # The umask can only be read by setting it: read it once, at import, before any
@@ -101,3 +102,22 @@ def share_file(path: str | int, directory: str) -> None:
     modes = modes_in(directory)
     if modes.shared:
         set_mode(path, modes.file)
+
+
+def write_file(path: str, text: str) -> None:
+    """Write a small text file (a lock file, an access record, a report) atomically:
+    a temporary file beside it, fsynced, renamed over it, with the mode vfs gives a
+    file in that directory. A reader sees the old file or the new one, never a part."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), modes_in(directory).file)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

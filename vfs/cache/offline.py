@@ -22,7 +22,6 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -56,16 +55,7 @@ def _load(path: str) -> dict[str, Any]:
 
 
 def _save(path: str, doc: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".offline-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), perms.modes_in(os.path.dirname(path)).file)
-            json.dump(doc, f, sort_keys=True, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    perms.write_file(path, json.dumps(doc, sort_keys=True, indent=1))
 
 
 def remember(

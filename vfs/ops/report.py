@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from vfs import perms
 from vfs.errors import VfsError
 from vfs.ops.diff import ADDED, MODIFIED, REMOVED, Change, VersionDiff, diff_versions
 from vfs.store import Store
@@ -166,8 +167,5 @@ def report(store: Store, a: str, b: str, out_dir: str, chart: bool = True) -> Re
         draw_chart(groups, f"{d.a.spec} → {d.b.spec}", png)
     md = os.path.join(out_dir, REPORT_MD)
     text = markdown(d, groups, png is not None)
-    tmp = md + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, md)
+    perms.write_file(md, text)
     return Report(d, groups, md, png)
