@@ -19,13 +19,15 @@ place, anything else appends; sorting and merging wait for save.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import threading
 from collections.abc import Iterable
 
 from vfs import format as fmt
 from vfs import perms
-from vfs.errors import VfsError
+from vfs.errors import IsADirectory, VfsError
 
 FORMAT = fmt.ACCESS_FORMAT
 
@@ -140,3 +142,55 @@ class AccessRecorder:
 
     def save(self, path: str) -> None:
         save(self.record(), path)
+
+
+# -- one record shared by the processes of a run ---------------------------------------
+
+
+class SharedRecord:
+    """This process's share of an access record file: the ranges its readers read,
+    merged into the file when the process ends (or `save` is called). Every process of
+    a run (DataLoader workers, spawned or forked) merges its own share under an flock,
+    so none overwrites another's."""
+
+    def __init__(self, path: str) -> None:
+        from multiprocessing.util import Finalize
+
+        self.path = path
+        self.pid = os.getpid()
+        self.recorder = AccessRecorder()
+        # multiprocessing runs these finalizers in its children too, where atexit
+        # handlers are skipped (they leave through os._exit).
+        Finalize(self, self.save, exitpriority=10)
+
+    def save(self) -> None:
+        if self.pid != os.getpid():
+            return
+        mine = self.recorder.record()
+        with open(f"{self.path}.lock", "a") as lk:
+            fcntl.flock(lk, fcntl.LOCK_EX)
+            have = load(self.path) if os.path.exists(self.path) else {}
+            save(merge([have, mine]), self.path)
+
+
+_shared: dict[str, SharedRecord] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_record(path: str) -> SharedRecord:
+    """This process's share of the record at `path` (a new one after a fork)."""
+    with _shared_lock:
+        r = _shared.get(path)
+        if r is None or r.pid != os.getpid():
+            r = _shared[path] = SharedRecord(path)
+        return r
+
+
+def start_record(path: str) -> str:
+    """Begin the access record of a run at `path`: an empty record (the file of an
+    earlier run is replaced), into which every process of the run then merges."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise IsADirectory(f"record_access {path}: is a directory", path)
+    save({}, path)
+    return path

@@ -43,8 +43,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vfs import access, refs, tree
 from vfs import format as fmt
-from vfs import refs, tree
 from vfs.backends import default_store_url
 from vfs.defaults import default_cache_dir
 from vfs.errors import IsADirectory, NotADirectory, PathNotFound, VfsError
@@ -128,64 +128,6 @@ def _close_handles() -> None:
             h.close()
         except Exception:  # at exit, a cache that cannot flush must not hide others
             log.debug("closing %s", h.store.url, exc_info=True)
-
-
-# -- access records --------------------------------------------------------------------
-
-
-class _Recording:
-    """This process's share of an access record (vfs.access): the ranges its Versions
-    read, merged into the record file when the process ends or a Version closes. Every
-    process of a run (DataLoader workers, spawned or forked) merges its own share
-    under an flock, so none overwrites another's."""
-
-    def __init__(self, path: str) -> None:
-        from multiprocessing.util import Finalize
-
-        from vfs.access import AccessRecorder
-
-        self.path = path
-        self.pid = os.getpid()
-        self.recorder = AccessRecorder()
-        # multiprocessing runs these finalizers in its children too, where atexit
-        # handlers are skipped (they leave through os._exit).
-        Finalize(self, self.save, exitpriority=10)
-
-    def save(self) -> None:
-        import fcntl
-
-        from vfs import access
-
-        if self.pid != os.getpid():
-            return
-        mine = self.recorder.record()
-        with open(f"{self.path}.lock", "a") as lk:
-            fcntl.flock(lk, fcntl.LOCK_EX)
-            have = access.load(self.path) if os.path.exists(self.path) else {}
-            access.save(access.merge([have, mine]), self.path)
-
-
-_recordings: dict[str, _Recording] = {}
-
-
-def _recording(path: str) -> _Recording:
-    with _handles_lock:
-        r = _recordings.get(path)
-        if r is None or r.pid != os.getpid():
-            r = _recordings[path] = _Recording(path)
-        return r
-
-
-def start_record(path: str) -> str:
-    """Begin the access record of a run at `path`: an empty record (the file of an
-    earlier run is replaced), into which every process of this run then merges."""
-    from vfs import access
-
-    path = os.path.abspath(path)
-    if os.path.isdir(path):
-        raise IsADirectory(f"record_access {path}: is a directory", path)
-    access.save({}, path)
-    return path
 
 
 # -- stat ----------------------------------------------------------------------------
@@ -285,7 +227,7 @@ class Version:
 
     def _note_read(self, path: str, offset: int, length: int) -> None:
         if self.record_access is not None and length > 0:
-            rec = _recording(self.record_access)
+            rec = access.shared_record(self.record_access)
             rec.recorder.add(self.dataset, self.commit_id, path, offset, length)
 
     def __repr__(self) -> str:
@@ -306,7 +248,7 @@ class Version:
                 self._reader.chunks.in_flight = None
             self._reader = None
         if self.record_access is not None:
-            _recording(self.record_access).save()
+            access.shared_record(self.record_access).save()
 
     @property
     def id(self) -> str:
@@ -620,5 +562,5 @@ def open_version(
     h = _handle(url, cdir)
     h.store.check_config()
     r = refs.resolve(h.store, spec)
-    rec = start_record(record_access) if record_access is not None else None
+    rec = access.start_record(record_access) if record_access is not None else None
     return Version(url, r.spec.dataset, r.commit, cdir, rec)
