@@ -663,15 +663,7 @@ class Loader:
                 raise
             except (BackendError, OSError) as e:
                 why = str(e)
-            delay = min(cfg.backoff * 2 ** (attempt - 1), 2.0)
-            if trio.current_time() + delay >= deadline:
-                raise FetchError(
-                    f"the store did not answer within the read timeout of "
-                    f"{cfg.read_timeout:g} s ({why}; {attempt} attempts)"
-                )
-            self.stats.retries += 1
-            log.warning("store read: %s; retrying in %.2f s (attempt %d)", why, delay, attempt)
-            await trio.sleep(delay)
+            await self._back_off("store read", why, attempt, deadline)
 
     async def page(
         self, page_id: bytes, limiter: trio.CapacityLimiter | None = None
@@ -870,15 +862,22 @@ class Loader:
                     ) from None
             except (BackendError, OSError) as e:
                 why = str(e)
-            delay = min(cfg.backoff * 2 ** (attempt - 1), 2.0)
-            if trio.current_time() + delay >= deadline:
-                raise FetchError(
-                    f"{what}: {why}; gave up after {attempt} attempts "
-                    f"(read timeout {cfg.read_timeout:g} s)"
-                )
-            self.stats.retries += 1
-            log.warning("%s: %s; retrying in %.2f s (attempt %d)", what, why, delay, attempt)
-            await trio.sleep(delay)
+            await self._back_off(what, why, attempt, deadline)
+
+    async def _back_off(self, what: str, why: str, attempt: int, deadline: float) -> None:
+        """After failed try number `attempt` of a store read (a chunk span, a page, the
+        locations): wait the backoff, or FetchError if that would pass `deadline` (the
+        read timeout after the first try). The one retry rule of the mount."""
+        cfg = self.config
+        delay = min(cfg.backoff * 2 ** (attempt - 1), 2.0)
+        if trio.current_time() + delay >= deadline:
+            raise FetchError(
+                f"{what}: {why}; gave up after {attempt} attempts "
+                f"(read timeout {cfg.read_timeout:g} s)"
+            )
+        self.stats.retries += 1
+        log.warning("%s: %s; retrying in %.2f s (attempt %d)", what, why, delay, attempt)
+        await trio.sleep(delay)
 
     def _resolve(
         self, cid: bytes, flight: _Flight, data: fmt.ChunkBytes, keep: bool = True
