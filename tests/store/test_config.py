@@ -98,9 +98,7 @@ def test_layers_override_in_order_and_say_where_each_value_comes_from(project: P
     assert _origins(project, "--user")["core.store"][0] == "s3://user-bucket/vfs"
     assert "core.remote" not in _origins(project, "--project")
     assert project.run("config", "get", "core.store").stdout == "s3://local-bucket/vfs\n"
-    assert project.run("config", "get", "--user", "core.store").stdout == (
-        "s3://user-bucket/vfs\n"
-    )
+    assert project.run("config", "get", "--user", "core.store").stdout == ("s3://user-bucket/vfs\n")
     # unset takes the local value away: the project's shows again.
     project.run("config", "unset", "--local", "core.store")
     assert project.run("config", "get", "core.store").stdout == "s3://project-bucket/vfs\n"
@@ -230,7 +228,9 @@ def test_settings_api_for_other_verbs(project: Project, monkeypatch: pytest.Monk
     assert s.remote("shelf").url == str(project.tmp / "shelf")
     with pytest.raises(UsageError, match=r"did you mean team\?.*the remotes are shelf, team"):
         s.remote("tema")
-    assert s.store("team") == config.StoreTarget("s3://b/p", "http://127.0.0.1:9", "team", "--store")
+    assert s.store("team") == config.StoreTarget(
+        "s3://b/p", "http://127.0.0.1:9", "team", "--store"
+    )
     assert config.split_remote("team:ds@v1") == ("team", "ds@v1")
     (project.root / "vfs.toml").write_text('[remote.team]\nurl = "s3://b/p"\n')
     with pytest.raises(UsageError, match="no default remote"):
