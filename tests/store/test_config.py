@@ -91,7 +91,7 @@ def test_layers_override_in_order_and_say_where_each_value_comes_from(project: P
 
     project.run("config", "set", "--local", "core.store", "s3://local-bucket/vfs")
     assert _origins(project)["core.store"] == ("s3://local-bucket/vfs", local)
-    env_rows = _origins_env(project, VFS_STORE="s3://env-bucket/vfs")
+    env_rows = _origins_env(project, "s3://env-bucket/vfs")
     assert env_rows["core.store"] == ("s3://env-bucket/vfs", "env VFS_STORE")
 
     # One file at a time; and get prints the value in effect.
@@ -106,8 +106,8 @@ def test_layers_override_in_order_and_say_where_each_value_comes_from(project: P
     assert project.run("config", "get", "core.cache_dir", check=False).returncode == 1
 
 
-def _origins_env(project: Project, **env: str) -> dict[str, tuple[str, str]]:
-    out = project.run("config", "list", "--show-origin", **env).stdout
+def _origins_env(project: Project, store: str) -> dict[str, tuple[str, str]]:
+    out = project.run("config", "list", "--show-origin", VFS_STORE=store).stdout
     return {
         kv.partition("=")[0]: (kv.partition("=")[2], origin)
         for origin, _, kv in (line.partition("\t") for line in out.splitlines())
