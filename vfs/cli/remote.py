@@ -25,7 +25,7 @@ def add_remote(p: argparse.ArgumentParser) -> None:
     )
     p.epilog = (
         "examples:\n"
-        "  vfs remote add team s3://team-bucket/vfs --endpoint-url http://minio:9000 --default\n"
+        "  vfs remote add team s3://team/vfs --endpoint-url http://s3.lan:9000 --default\n"
         "  vfs remote add laptop ~/vfs-store --user\n"
         "  vfs remote list\n"
         "  vfs ls team:\n"
@@ -42,7 +42,7 @@ def add_remote(p: argparse.ArgumentParser) -> None:
         "nor exist yet (--check probes it first). A relative directory is written "
         "relative to the file, so a committed vfs.toml means the same for every clone."
     )
-    a.epilog = "example: vfs remote add team s3://team-bucket/vfs --endpoint-url http://s3.lan:8333"
+    a.epilog = "example: vfs remote add team s3://team/vfs --endpoint-url http://s3.lan:8333"
     a.add_argument("name", metavar="NAME")
     a.add_argument("url", metavar="URL")
     a.add_argument("--endpoint-url", metavar="URL", help="the S3 endpoint, when not AWS's")
