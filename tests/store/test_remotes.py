@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -211,3 +213,28 @@ def test_mount_of_a_remote_version(s3_project: Project) -> None:
             subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
     assert not os.listdir(mnt)
     assert "no dataset" in p.fails("mount", "team:", str(mnt))
+
+
+@pytest.mark.s3
+def test_api_opens_a_remote_version_and_its_pickle_keeps_the_endpoint(
+    s3_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vfs
+
+    p = s3_project
+    for name in (*_ENDPOINT_VARS, "VFS_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", p.env["XDG_CONFIG_HOME"])
+    monkeypatch.chdir(p.root)
+    with vfs.open_version("team:ds@v1", cache_dir="") as v:
+        assert v.read_text("a.txt") == "one\n"
+        blob = pickle.dumps(v)
+    with vfs.open_version("ds@v2", store="team", cache_dir="") as v2:
+        assert v2.read_text("a.txt") == "two\n"
+    # A worker elsewhere, with no config and no endpoint in its environment, reads it.
+    worker = subprocess.run(
+        [sys.executable, "-c", "import pickle, sys; print(pickle.load(sys.stdin.buffer)"
+         ".read_text('a.txt'), end='')"],
+        input=blob, capture_output=True, env=p.env, cwd="/", timeout=120,
+    )  # fmt: skip
+    assert worker.returncode == 0 and worker.stdout == b"one\n", worker.stderr
