@@ -322,15 +322,15 @@ class Settings:
         except UsageError as e:
             raise UsageError(f"core.remote ({self.origin('core.remote')}): {e}") from None
 
-    def store(self, flag: str | None = None) -> StoreTarget:
+    def store(self, flag: str | None = None, create: bool = False) -> StoreTarget:
         """The store: `flag` (--store), else $VFS_STORE, else core.store, else the
         default directory (see resolve_store)."""
         if flag:
-            return self._target(flag, self.cwd, "--store")
+            return self._target(flag, self.cwd, "--store", create)
         v = self.values.get("core.store")
         if v is None:
             return StoreTarget(default_store_dir())
-        return self._target(v.text, v.base_dir, v.origin)
+        return self._target(v.text, v.base_dir, v.origin, create)
 
     def cache_dir(self, flag: str | None = None) -> str:
         if flag:
@@ -338,7 +338,7 @@ class Settings:
         v = self.values.get("core.cache_dir")
         return _as_path_or_url(v.text, v.base_dir) if v else default_cache_dir()
 
-    def _target(self, text: str, base_dir: str, origin: str) -> StoreTarget:
+    def _target(self, text: str, base_dir: str, origin: str, create: bool) -> StoreTarget:
         if not _is_name(text):
             return StoreTarget(_as_path_or_url(text, base_dir), None, None, origin)
         remotes = self.remotes()
@@ -352,7 +352,7 @@ class Settings:
                     text,
                 )
             return StoreTarget(r.url, r.endpoint_url, r.name, origin)
-        if os.path.exists(os.path.join(base_dir, text)):
+        if create or os.path.exists(os.path.join(base_dir, text)):
             return StoreTarget(_as_path_or_url(text, base_dir), None, None, origin)
         raise UsageError(
             f"{unknown_remote(text, list(remotes))}; for a new local store directory "
@@ -396,20 +396,23 @@ def load(cwd: str | None = None) -> Settings:
     return Settings(here, [(s, p) for s, p in files if os.path.isfile(p)])
 
 
-def resolve_store(flag: str | None = None, cwd: str | None = None) -> StoreTarget:
+def resolve_store(
+    flag: str | None = None, cwd: str | None = None, create: bool = False
+) -> StoreTarget:
     """The store a command uses: --store (`flag`), else $VFS_STORE, else core.store,
     else $XDG_DATA_HOME/vfs/store. Each may be a URL, a path, or a remote's name:
 
     * a URL (s3://..., file://...) or a path with a '/' (or '.', '~') is that store;
     * a bare word names the remote of that name (a directory of the same name is
       then ./NAME); a bare word no remote has is a directory if one exists, else an
-      error listing the remotes, so a mistyped name never becomes a new store.
+      error listing the remotes, so a mistyped name never becomes a new store (but
+      with `create`, for `vfs init NAME`, which says it wants one: the directory).
 
     A URL or path given by flag or environment loads no config file."""
     text, origin = (flag, "--store") if flag else (os.environ.get("VFS_STORE"), "$VFS_STORE")
     if text and not _is_name(text):
         return StoreTarget(text, None, None, origin)
-    return load(cwd).store(flag)
+    return load(cwd).store(flag, create)
 
 
 def split_remote(text: str) -> tuple[str | None, str]:

@@ -113,6 +113,9 @@ def test_store_flag_env_and_core_store_take_a_remote_name(project: Project) -> N
     line = project.fails("commit", str(src), "ds", "--store", "shelv")
     assert "unknown remote 'shelv' (did you mean shelf?)" in line and "./shelv" in line
     assert not (project.root / "shelv").exists()
+    # ...except by `vfs init NAME`, which asks for a new store.
+    project.run("init", "newstore")
+    assert (project.root / "newstore" / "config").is_file()
 
 
 def test_unknown_remote_is_one_line_exit_2(project: Project) -> None:

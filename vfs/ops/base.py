@@ -35,11 +35,11 @@ __all__ = [
 ]
 
 
-def store_target(spec: str | None) -> config.StoreTarget:
+def store_target(spec: str | None, create: bool = False) -> config.StoreTarget:
     """The store a command names (`spec`: --store's value, a URL, a path or a remote's
     name), else $VFS_STORE, else core.store of the config, else the default directory;
     with the S3 endpoint a remote names (vfs.config.resolve_store has the rules)."""
-    return config.resolve_store(spec)
+    return config.resolve_store(spec, create=create)
 
 
 def store_url(url: str | None) -> str:
@@ -47,10 +47,11 @@ def store_url(url: str | None) -> str:
     return store_target(url).url
 
 
-def open_store(url: str | None, for_write: bool = False) -> Store:
-    """Open the store `url` names (see store_target); a store to read from must have a
-    config this version reads."""
-    return open_target(store_target(url), for_write)
+def open_store(url: str | None, for_write: bool = False, create: bool = False) -> Store:
+    """Open the store `url` names (see store_target; `create`: a bare word no remote
+    has is a new directory); a store to read from must have a config this version
+    reads."""
+    return open_target(store_target(url, create), for_write)
 
 
 def open_spec(

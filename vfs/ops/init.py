@@ -23,7 +23,9 @@ class InitResult:
 
 
 def init_store(url: str | None) -> InitResult:
-    store = open_store(url, for_write=True)  # a remote's endpoint too
+    # A remote's name opens the remote (with its endpoint); `vfs init NAME` of a bare
+    # word that names no remote means a new directory NAME.
+    store = open_store(url, for_write=True, create=True)
     try:
         return InitResult(where(store.url), store.init())
     finally:
