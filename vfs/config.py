@@ -114,6 +114,10 @@ class Remote(NamedTuple):
     endpoint_url: str | None
     origin: str
 
+    def target(self) -> StoreTarget:
+        """What opens this remote's store: vfs.ops.base.open_target(remote.target())."""
+        return StoreTarget(self.url, self.endpoint_url, self.name, f"remote {self.name}")
+
 
 class StoreTarget(NamedTuple):
     """The store a command uses: what Store.open needs, and how it was chosen."""
@@ -343,7 +347,6 @@ class Settings:
             return StoreTarget(_as_path_or_url(text, base_dir), None, None, origin)
         remotes = self.remotes()
         if text in remotes:
-            r = remotes[text]
             if os.path.isdir(os.path.join(base_dir, text)):
                 log.warning(
                     "%r is a remote and a directory here: using the remote (write ./%s "
@@ -351,7 +354,7 @@ class Settings:
                     text,
                     text,
                 )
-            return StoreTarget(r.url, r.endpoint_url, r.name, origin)
+            return remotes[text].target()._replace(origin=origin)
         if create or os.path.exists(os.path.join(base_dir, text)):
             return StoreTarget(_as_path_or_url(text, base_dir), None, None, origin)
         raise UsageError(
@@ -445,8 +448,7 @@ def spec_target(
     if flag:
         raise UsageError("a REMOTE: part names the store already: drop --store")
     (name,) = remotes
-    remote = load().remote(name)
-    return StoreTarget(remote.url, remote.endpoint_url, name, f"{name}:"), rests
+    return load().remote(name).target(), rests
 
 
 def resolve_cache_dir(flag: str | None = None, cwd: str | None = None) -> str:
