@@ -19,8 +19,8 @@ relative to that file's directory, so a committed vfs.toml means the same store 
 every clone, wherever the command runs from.
 
 A store is named by a URL, a path, or a remote name (resolve_store has the rule). The
-CLI's light paths pay for none of this unless they need it: an explicit URL or path
-loads no file, tomllib is imported only when a file exists, tomlkit only to write one.
+CLI's light paths pay for none of this unless they need it: an explicit path
+loads no file (an s3:// URL does, for the endpoint of a remote with that URL), tomllib is imported only when a file exists, tomlkit only to write one.
 Standard library only at import time.
 """
 
@@ -336,6 +336,18 @@ class Settings:
             return StoreTarget(default_store_dir())
         return self._target(v.text, v.base_dir, v.origin, create)
 
+    def with_endpoint(self, target: StoreTarget) -> StoreTarget:
+        """`target` with the endpoint of the remote whose URL it is, if it has none:
+        an S3 URL recorded by URL alone (vfs.lock, a script) reaches the bucket as
+        the remote does."""
+        if target.endpoint_url or not target.url.startswith("s3://"):
+            return target
+        url = target.url.rstrip("/")
+        for r in self.remotes().values():
+            if r.endpoint_url and r.url.rstrip("/") == url:
+                return target._replace(endpoint_url=r.endpoint_url, remote=r.name)
+        return target
+
     def cache_dir(self, flag: str | None = None) -> str:
         if flag:
             return flag
@@ -344,7 +356,9 @@ class Settings:
 
     def _target(self, text: str, base_dir: str, origin: str, create: bool) -> StoreTarget:
         if not _is_name(text):
-            return StoreTarget(_as_path_or_url(text, base_dir), None, None, origin)
+            return self.with_endpoint(
+                StoreTarget(_as_path_or_url(text, base_dir), None, None, origin)
+            )
         remotes = self.remotes()
         if text in remotes:
             if os.path.isdir(os.path.join(base_dir, text)):
@@ -405,16 +419,18 @@ def resolve_store(
     """The store a command uses: --store (`flag`), else $VFS_STORE, else core.store,
     else $XDG_DATA_HOME/vfs/store. Each may be a URL, a path, or a remote's name:
 
-    * a URL (s3://..., file://...) or a path with a '/' (or '.', '~') is that store;
+    * a URL (s3://..., file://...) or a path with a '/' (or '.', '~') is that store,
+      and an s3:// URL that is a remote's URL gets that remote's endpoint;
     * a bare word names the remote of that name (a directory of the same name is
       then ./NAME); a bare word no remote has is a directory if one exists, else an
       error listing the remotes, so a mistyped name never becomes a new store (but
       with `create`, for `vfs init NAME`, which says it wants one: the directory).
 
-    A URL or path given by flag or environment loads no config file."""
+    A path or file:// URL given by flag or environment loads no config file."""
     text, origin = (flag, "--store") if flag else (os.environ.get("VFS_STORE"), "$VFS_STORE")
     if text and not _is_name(text):
-        return StoreTarget(text, None, None, origin)
+        target = StoreTarget(text, None, None, origin)
+        return load(cwd).with_endpoint(target) if text.startswith("s3://") else target
     return load(cwd).store(flag, create)
 
 

@@ -160,6 +160,9 @@ def s3_project(s3_url: str, seaweed: SeaweedServer, tmp_path: Path) -> Project:
     local = _tree(tmp_path / "local-src", {"mine.txt": "mine\n"})
     p.run("config", "set", "core.store", "./local-store")
     p.run("commit", str(local), "mine")
+    # Without the remote's endpoint the bucket is out of reach (boto3 would ask AWS):
+    # so what the tests do next reaches it through endpoint_url alone.
+    assert p.run("ls", "--store", s3_url, check=False, VFS_S3_TIMEOUT="2").returncode != 0
     p.run("remote", "add", "team", s3_url, "--endpoint-url", seaweed.endpoint)
     return p
 
@@ -169,10 +172,6 @@ def test_registry_verbs_read_a_remote_by_name_leaving_the_default_store(
     s3_project: Project, s3_url: str
 ) -> None:
     p = s3_project
-    # Without the remote's endpoint the bucket is out of reach (boto3 would ask AWS):
-    # so what follows reaches it through endpoint_url alone.
-    assert p.run("ls", "--store", s3_url, check=False, VFS_S3_TIMEOUT="2").returncode != 0
-
     listing = p.run("ls", "team:").stdout
     assert listing.startswith("ds ") and "tags: v1, v2" in listing and "mine" not in listing
     docs = json.loads(p.run("ls", "team:", "--json").stdout)
@@ -193,8 +192,13 @@ def test_registry_verbs_read_a_remote_by_name_leaving_the_default_store(
     )
     p.run("get", "team:ds@v2", "a.txt", "-o", str(p.tmp / "one.txt"))
     assert (p.tmp / "one.txt").read_text() == "two\n"
-    # --store NAME is the same store.
+    # --store NAME is the same store; and so is its URL, which takes the remote's
+    # endpoint (a vfs.lock records a store by URL).
     assert p.run("cat", "ds@v2", "a.txt", "--store", "team").stdout == "two\n"
+    assert p.run("cat", "ds@v2", "a.txt", "--store", s3_url + "/").stdout == "two\n"
+    p.run("lock", "ds@v1", "--store", "team")
+    p.run("get", "ds", "--locked", "-o", str(p.tmp / "locked"))
+    assert (p.tmp / "locked" / "a.txt").read_text() == "one\n"
 
 
 @pytest.mark.s3
