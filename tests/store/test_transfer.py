@@ -134,6 +134,10 @@ def test_push_to_s3_then_pull_into_another_laptop(seaweed: SeaweedServer, tmp_pa
     assert ref(other, "ds", "main") == bytes.fromhex(v2)
     log = vfs_json("--store", other, "log", "ds")
     assert [d["id"] for d in log] == [v2, v1]  # the history came along
+    assert ref(other, "ds", "v1", TAGS) is None  # a branch was pulled, not its tags
+    tagged = vfs_json("--store", other, "pull", "ds", "--from", team, "--tags")
+    assert tagged["tags"] == ["v1"] and tagged["objects"] == 0
+    assert ref(other, "ds", "v1", TAGS) == bytes.fromhex(v1)
     verified(other)
     got = tmp_path / "got"
     vfs("--store", other, "get", "ds@main", "-o", str(got))

@@ -155,6 +155,11 @@ def _add_transfer(p: argparse.ArgumentParser, verb: str) -> None:
         default=None,
         help="set this branch on the other side instead of REF's own name",
     )
+    p.add_argument(
+        "--tags",
+        action="store_true",
+        help="also every tag of DATASET that names a version of REF's history",
+    )
     _add_jobs(p)
     add_common(p, json_output=True)
 
@@ -180,6 +185,7 @@ def _run_transfer(args: argparse.Namespace, src: Store, dst: Store, verb: str) -
             args.spec,
             verb=verb,
             as_branch=args.as_branch,
+            tags=args.tags,
             jobs=args.jobs,
             progress=_bar(args),
         )
@@ -190,16 +196,18 @@ def _run_transfer(args: argparse.Namespace, src: Store, dst: Store, verb: str) -
     if args.json:
         print_json(doc)
     ref = f"{res.dataset}@{res.name}"
-    if res.up_to_date:
+    if res.old == res.commit:
         print(f"{verb}: {ref} is already {short(res.commit)} on {res.destination}", file=sys.stderr)
-        return 0
-    moved = (
-        f"{short(res.old)}..{short(res.commit)}"
-        if res.old
-        else f"new {res.kind} at {short(res.commit)}"
-    )
-    print(f"{verb}: {ref} {moved} on {res.destination}", file=sys.stderr)
-    print(_summary(verb, doc), file=sys.stderr)
+    else:
+        moved = (
+            f"{short(res.old)}..{short(res.commit)}"
+            if res.old
+            else f"new {res.kind} at {short(res.commit)}"
+        )
+        print(f"{verb}: {ref} {moved} on {res.destination}", file=sys.stderr)
+        print(_summary(verb, doc), file=sys.stderr)
+    if res.tags:
+        print(f"{verb}: tags created: {', '.join(res.tags)}", file=sys.stderr)
     return 0
 
 

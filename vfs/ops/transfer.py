@@ -110,6 +110,7 @@ class TransferResult:
     source: str
     destination: str
     stats: Stats
+    tags: list[str] = field(default_factory=list)  # with tags=True: the tags created
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +119,7 @@ class TransferResult:
             "commit": self.commit.hex(),
             "old": self.old.hex() if self.old else None,
             "up_to_date": self.up_to_date,
+            "tags": self.tags,
             "from": self.source,
             "to": self.destination,
             **self.stats.to_json(),
@@ -336,28 +338,39 @@ def transfer(
     *,
     verb: str,
     as_branch: str | None = None,
+    tags: bool = False,
     jobs: int = DEFAULT_JOBS,
     progress: Progress | None = None,
 ) -> TransferResult:
     """Copy the version `spec` names on `src` to `dst` and set the same-named branch
     (fast-forward only) or tag there. `verb` ("push" or "pull") words the messages and
-    is the ref log's action."""
+    is the ref log's action. With `tags`, every tag of the dataset that names a
+    commit of the version's history is created on `dst` too (after the ref: the
+    objects are all there by then)."""
     t0 = time.monotonic()
     progress = progress or Progress()
     src.check_config()
-    dst.check_config()
     r = resolve(src, spec)
+    if verb == "pull":
+        dst.ensure_config()  # this side: made a store if nothing is there, as commit does
+    else:
+        dst.check_config()  # the other side: a mistyped name must not become a store
     ds = r.spec.dataset
     kind, name = _target(r, src, as_branch)
     refkind = HEADS if kind == "branch" else TAGS
     current = dst.read_ref(ds, refkind, name)
 
-    def result(old: bytes | None, up_to_date: bool, stats: Stats) -> TransferResult:
+    def result(
+        old: bytes | None, up_to_date: bool, stats: Stats, history: set[bytes]
+    ) -> TransferResult:
+        sent = _send_tags(src, dst, ds, history) if tags else []
         stats.seconds = time.monotonic() - t0
-        return TransferResult(ds, kind, name, r.commit, old, up_to_date, src.url, dst.url, stats)
+        return TransferResult(
+            ds, kind, name, r.commit, old, up_to_date and not sent, src.url, dst.url, stats, sent
+        )
 
     if current is not None and current.commit == r.commit:
-        return result(r.commit, True, Stats())
+        return result(r.commit, True, Stats(), _history(src, r.commit) if tags else set())
     if current is not None and kind == "tag":
         raise RefConflict(
             f"{verb} rejected: tag {ds}@{name} is {short(current.commit)} on {dst.url}, "
@@ -388,7 +401,42 @@ def transfer(
     finally:
         lease.release()
         progress.close()
-    return result(current.commit if current else None, False, stats)
+    return result(current.commit if current else None, False, stats, marker.commits)
+
+
+def _history(store: Store, commit: bytes) -> set[bytes]:
+    """`commit` and all its ancestors (commits only)."""
+    seen: set[bytes] = set()
+    todo = [commit]
+    while todo:
+        cid = todo.pop()
+        if cid not in seen:
+            seen.add(cid)
+            todo.extend(store.get_commit(cid).parents)
+    return seen
+
+
+def _send_tags(src: Store, dst: Store, ds: str, history: set[bytes]) -> list[str]:
+    """Create on `dst` the tags of `ds` on `src` that name a commit of `history`
+    (whose objects `dst` has); a tag `dst` holds at another commit is left alone."""
+    sent = []
+    for name, cid in src.refs(ds, TAGS).items():
+        if cid not in history:
+            continue
+        have = dst.read_ref(ds, TAGS, name)
+        if have is None:
+            dst.create_tag(ds, name, cid)
+            sent.append(name)
+        elif have.commit != cid:
+            log.warning(
+                "tag %s@%s is %s on %s, not %s: left alone (tags never move)",
+                ds,
+                name,
+                short(have.commit),
+                dst.url,
+                short(cid),
+            )
+    return sent
 
 
 def _diverged(
