@@ -26,10 +26,11 @@ PACK = 64 * 1024  # small packs: many objects from little data
 
 
 def vfs(
-    *args: str, env: dict[str, str] | None = None, check: bool = True
+    *args: str, env: dict[str, str] | None = None, check: bool = True, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     p = subprocess.run(
         [sys.executable, "-m", "vfs", *args],
+        cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT), "VFS_PACK_TARGET": str(PACK), **(env or {})},
         capture_output=True,
         text=True,
@@ -249,11 +250,15 @@ def test_an_imported_model_still_names_the_dataset_version_it_was_trained_on(
     model = commit(registry, weights, "resnet", "--tag", "v1", "--input", "digits@v1")
 
     team = new_store(str(tmp_path / "team"))
-    vfs("--store", team, "import", "resnet@v1", "--from", registry)
+    # REMOTE:DATASET@REF, the remote part opened as --store would open it (here the
+    # directory "registry" in the working directory), and recorded by its name.
+    out = vfs("--store", team, "import", "registry:resnet@v1", cwd=tmp_path).stderr
+    assert f"imported from registry:resnet@v1 (commit {model[:12]})" in out
     doc = vfs_json("--store", team, "show", "resnet")
     assert doc["meta"]["vfs.input.0"] == f"digits@{data}"
     assert doc["meta"]["vfs.input.0.store"] == Store.open(registry).url
     assert doc["imported_from"]["commit"] == model
+    assert doc["imported_from"]["remote"] == "registry"
     lineage = vfs_json("--store", team, "show", "resnet", "--lineage")
     # ... and the lineage reads the dataset in the registry, where it lives.
     [dataset] = lineage["inputs"]
