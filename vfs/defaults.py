@@ -5,6 +5,7 @@ file after the cache directory). Standard library only."""
 from __future__ import annotations
 
 import os
+import re
 
 # The branch a commit goes to, and that a bare DATASET names.
 DEFAULT_BRANCH = "main"
@@ -31,3 +32,18 @@ def default_store_dir() -> str:
     """The embedded store when none is named: ``vfs/store`` in ``$XDG_DATA_HOME``
     (``~/.local/share``)."""
     return os.path.join(_xdg_home("XDG_DATA_HOME", "~/.local/share"), "vfs", "store")
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """'10G', '512MiB', '1.5T', '4096' -> bytes (binary units); ValueError otherwise."""
+    m = _SIZE.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"not a size: {text!r} (try 10G, 512M or a byte count)")
+    n = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    if n <= 0:
+        raise ValueError(f"a size must be positive: {text!r}")
+    return n

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, TypeVar
 from vfs import format as fmt
 from vfs import refs, tree
 from vfs.errors import CorruptObject, IsADirectory, NotFound, UsageError
-from vfs.store import Store
+from vfs.store import LRU, Store
 
 if TYPE_CHECKING:
     from vfs.cache import ChunkCache
@@ -160,6 +160,10 @@ class ChunkSource:
         # fetch() waits for them rather than asking the store a second time.
         self.in_flight: Callable[[Iterable[bytes]], list[Future[object]]] | None = None
         self.relocations = 0  # times fetch found a pack gone and placed chunks again
+        # Chunks this process read lately, by id, weighed by their length: the page
+        # cache of a reader that is not a mount (vfs.api gives one per process). A
+        # chunk id is its content's hash, so one memory serves every version.
+        self.memory: LRU | None = None
 
     def fetch_span(
         self, span: Span, cache: bool = True, optional: Container[bytes] = ()
@@ -212,6 +216,15 @@ class ChunkSource:
     ) -> dict[bytes, fmt.ChunkBytes]:
         wanted = list(wanted)
         out: dict[bytes, fmt.ChunkBytes] = {}
+        memory = self.memory
+        if memory is not None:
+            for w in wanted:
+                hit = memory.get(w.ref.id)
+                if hit is not None:
+                    out[w.ref.id] = hit  # type: ignore[assignment]  # only chunk bytes go in
+            if len(out) == len({w.ref.id for w in wanted}):
+                return out
+            wanted = [w for w in wanted if w.ref.id not in out]
         if self.cache is not None:
             out.update(self.cache.get_many(w.ref.id for w in wanted))
         missing: dict[bytes, Wanted] = {}
@@ -246,6 +259,11 @@ class ChunkSource:
                 again.append(Wanted(w.ref, loc, w.leaf))
             log.info("a pack is gone; placed %d chunks again from fresh locations", len(again))
             self._fetch_spans(plan_ranges(again), parallel, out)
+        if memory is not None:
+            for w in wanted:
+                data = out[w.ref.id]
+                # A view of a GET's buffer would keep the whole buffer alive: keep a copy.
+                memory.put(w.ref.id, data if isinstance(data, bytes) else bytes(data))
         return out
 
     def _fetch_spans(

@@ -16,7 +16,14 @@ import pytest
 
 import vfs
 from tests.store.apidata import Committed, commit_v3
-from vfs.errors import IsADirectory, NotADirectory, NotFound, PathNotFound, UsageError
+from vfs.errors import (
+    IsADirectory,
+    MissingObject,
+    NotADirectory,
+    NotFound,
+    PathNotFound,
+    UsageError,
+)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
@@ -196,9 +203,12 @@ def test_threads_share_a_version_and_a_file(committed: Committed) -> None:
     assert f.tell() == 64 * 1024
 
 
-def test_reads_fill_and_then_use_the_shared_cache(committed: Committed, tmp_path: Path) -> None:
+def test_reads_fill_and_then_use_the_shared_cache(
+    committed: Committed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from vfs.cache import ChunkCache
 
+    monkeypatch.setenv("VFS_API_MEMORY", "0")  # else the second reads come from memory
     cache_dir = str(tmp_path / "fresh-cache")
     v = vfs.open_version("ds@v3", store=committed.store_url, cache_dir=cache_dir)
     for p in v.files("images"):
@@ -211,6 +221,29 @@ def test_reads_fill_and_then_use_the_shared_cache(committed: Committed, tmp_path
     assert w.reader.chunks.requests == 0  # every chunk came from the cache
     with ChunkCache(cache_dir) as c:
         assert c.stats().entries >= 40
+
+
+@pytest.mark.parametrize("budget", ["64M", "0"])
+def test_second_reads_come_from_the_process_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: str
+) -> None:
+    """Chunks read once stay in the process's memory (VFS_API_MEMORY, 0 for none), as
+    the page cache keeps them for a mount: with the store gone and no disk cache, a
+    second read still answers; without the memory it must go to the store and fails."""
+    monkeypatch.setenv("VFS_API_MEMORY", budget)
+    store = tmp_path / "store"
+    c = commit_v3(str(store), tmp_path)
+    v = vfs.open_version("ds@v3", store=c.store_url, cache_dir="")
+    paths = v.files("images")
+    want = {p: v.read_bytes(p) for p in paths}
+    store.rename(tmp_path / "store-gone")
+    if budget == "0":
+        with pytest.raises(MissingObject):
+            v.read_bytes(paths[0])
+        return
+    for p in paths:
+        assert v.read_bytes(p) == want[p] == (c.src / p).read_bytes()
+    assert v.stat(paths[0]).st_size == len(want[paths[0]])  # names are remembered too
 
 
 def test_docs_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -245,3 +245,18 @@ def test_api_opens_a_remote_version_and_its_pickle_keeps_the_endpoint(
         input=blob, capture_output=True, env=p.env, cwd="/", timeout=120,
     )  # fmt: skip
     assert worker.returncode == 0 and worker.stdout == b"one\n", worker.stderr
+
+
+def test_push_and_pull_go_to_the_default_remote_when_none_is_named(project: Project) -> None:
+    src = _tree(project.tmp / "src", {"a.txt": "pushed\n"})
+    project.run("config", "set", "core.store", "./local")
+    project.run("commit", str(src), "ds", "--tag", "v1")
+    project.run("remote", "add", "shelf", "./shelf")
+    assert "vfs remote add NAME URL --default" in project.fails("push", "ds@main")
+    project.run("config", "set", "core.remote", "shelf")
+    project.run("init", "./shelf")
+    project.run("push", "ds@main")
+    assert project.run("cat", "shelf:ds@main", "a.txt").stdout == "pushed\n"
+    project.run("config", "set", "core.store", "./other")
+    project.run("pull", "ds@main")
+    assert project.run("cat", "ds@main", "a.txt").stdout == "pushed\n"

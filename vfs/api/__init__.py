@@ -45,10 +45,11 @@ from typing import TYPE_CHECKING, Any
 
 from vfs import access, config, refs, tree
 from vfs import format as fmt
+from vfs.defaults import parse_size
 from vfs.errors import IsADirectory, NotADirectory, PathNotFound, VfsError
 from vfs.reader import Version as ReaderVersion
 from vfs.reader import VersionFile
-from vfs.store import Store
+from vfs.store import LRU, Store
 
 if TYPE_CHECKING:
     from vfs.api.order import OrderPrefetch
@@ -72,6 +73,10 @@ class _Handle:
         self.pid = os.getpid()
         self.store = Store.open(url, endpoint_url)
         self.cache_dir = cache_dir
+        # Chunks read lately, kept in this process (ChunkSource.memory): what the page
+        # cache is to a mount, so that a second epoch reads memory, not the disk cache.
+        budget = memory_budget()
+        self.memory: LRU | None = LRU(budget, len) if budget else None  # type: ignore[arg-type]
         self.cache: ChunkCache | None = None
         self._cache_tried = cache_dir is None
         self._lock = threading.Lock()
@@ -100,6 +105,27 @@ class _Handle:
         if self.cache is not None:
             self.cache.close()
         self.store.close()
+
+
+# Paths whose entries a Version remembers (about 300 bytes each with a few chunks).
+NAMES_REMEMBERED = 1 << 16
+MEMORY_ENV = "VFS_API_MEMORY"
+DEFAULT_MEMORY = 256 << 20
+
+
+def memory_budget() -> int:
+    """Bytes of chunks each process keeps in memory: $VFS_API_MEMORY (a size: 512M,
+    2G, 0 for none), else 256 MiB."""
+    text = os.environ.get(MEMORY_ENV)
+    if not text:
+        return DEFAULT_MEMORY
+    if text.strip() == "0":
+        return 0
+    try:
+        return parse_size(text)
+    except ValueError:
+        log.warning("ignoring %s=%r: not a size (try 512M)", MEMORY_ENV, text)
+        return DEFAULT_MEMORY
 
 
 _handles: dict[tuple[str, str | None, str | None], _Handle] = {}
@@ -205,6 +231,7 @@ class Version:
         self._pid = 0
         self._handle: _Handle | None = None
         self._prefetch: OrderPrefetch | None = None
+        self._names = LRU(NAMES_REMEMBERED)  # path -> tree.Found, see _lookup
 
     # pickling: the names, never the open store
     def __getstate__(self) -> dict[str, Any]:
@@ -272,9 +299,11 @@ class Version:
             if self._reader is None or self._pid != os.getpid():
                 h = _handle(self.store_url, self.cache_dir, self.endpoint_url)
                 self._reader = ReaderVersion(h.store, self.dataset, self.commit_id, h.cache)
+                self._reader.chunks.memory = h.memory
                 self._handle = h
                 self._pid = os.getpid()
                 self._prefetch = None  # a parent's threads did not come through fork()
+                self._names = LRU(NAMES_REMEMBERED)  # nor did its lock
             return self._reader
 
     def _reading(self) -> ReaderVersion:
@@ -289,19 +318,30 @@ class Version:
     def _found(self, path: str) -> tree.Found | None:
         """The entry at `path`; None for the root. Raises the OSError a POSIX
         filesystem would."""
-        r = self.reader
         parts = tree.split_path(_clean(path))
-        found: tree.Found | None = None
+        return self._lookup(parts) if parts else None
+
+    def _lookup(self, parts: list[bytes]) -> tree.Found:
+        """The entry at the path `parts` (not empty), from the memory of names this
+        process looked up (a version never changes, so an answer stays true), else
+        its parent's directory: what the dentry cache is to a mount."""
+        r = self.reader
+        key = b"/".join(parts)
+        hit = self._names.get(key)
+        if hit is not None:
+            return hit  # type: ignore[return-value]  # only Found goes in
         top = r.root
-        for i, name in enumerate(parts):
-            if found is not None and not found.entry.is_dir:
-                here = _name(b"/".join(parts[:i]))
+        if len(parts) > 1:
+            parent = self._lookup(parts[:-1])
+            if not parent.entry.is_dir:
+                here = _name(b"/".join(parts[:-1]))
                 raise NotADirectory(f"not a directory: {here}", here)
-            found = tree.DirView(r.store, top).lookup(name)
-            if found is None:
-                here = _name(b"/".join(parts[: i + 1]))
-                raise PathNotFound(f"no such file or directory: {here}", here)
-            top = found.entry.tree
+            top = parent.entry.tree
+        found = tree.DirView(r.store, top).lookup(parts[-1])
+        if found is None:
+            here = _name(key)
+            raise PathNotFound(f"no such file or directory: {here}", here)
+        self._names.put(key, found)
         return found
 
     def _dir(self, path: str) -> bytes:

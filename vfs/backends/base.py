@@ -122,5 +122,11 @@ class Backend(ABC):
         self.delete(key)
         return True
 
+    def copy_from(self, source: Backend, key: str) -> bool:
+        """Copy `source`'s object `key` to the same key here without its bytes passing
+        through this process (S3's CopyObject), if this pair of backends can; False
+        (nothing done) if it cannot, and the caller copies by get and put."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and threads."""

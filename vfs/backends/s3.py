@@ -415,6 +415,29 @@ class S3Backend(Backend):
         except (bce.ClientError, bce.BotoCoreError, S3UploadFailedError) as exc:
             raise self._error(exc, key) from exc
 
+    def copy_from(self, source: Backend, key: str) -> bool:
+        """Server-side copy (CopyObject) from another bucket or prefix of the same
+        endpoint, with this backend's credentials; False for any other source, and
+        when those credentials may not read the source (the caller then streams the
+        bytes with the source's own). A copy is as atomic as a PUT."""
+        if not isinstance(source, S3Backend) or source.endpoint != self.endpoint:
+            return False
+        try:
+            self._client.copy_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                CopySource={"Bucket": source.bucket, "Key": source._key(key)},
+            )
+        except (bce.ClientError, bce.BotoCoreError) as exc:
+            err = self._error(exc, key)
+            if isinstance(err, PermissionDenied):
+                log.info("server-side copy of %s refused (%s); copying through", key, err)
+                return False
+            if isinstance(err, NotFound):
+                raise NotFound(f"no such object: {source._where(key)}") from exc
+            raise err from exc
+        return True
+
     def delete(self, key: str) -> None:
         try:
             # S3 answers 204 for a missing key too, which is what the contract wants.

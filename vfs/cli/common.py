@@ -18,6 +18,8 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING, Any
 
+from vfs import defaults
+
 if TYPE_CHECKING:
     from vfs.store import Store
 
@@ -92,19 +94,12 @@ def seconds(text: str) -> float:
     return s
 
 
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?", re.IGNORECASE)
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
 def parse_size(text: str) -> int:
     """'10G', '512MiB', '1.5T', '4096' -> bytes (binary units)."""
-    m = _SIZE.fullmatch(text.strip())
-    if m is None:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 10G, 512M or a byte count)")
-    n = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"a size must be positive: {text!r}")
-    return n
+    try:
+        return defaults.parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_common(p: argparse.ArgumentParser, json_output: bool = False) -> None:

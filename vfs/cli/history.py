@@ -38,6 +38,8 @@ def cmd_log(args: argparse.Namespace) -> int:
         print(f"Author: {d['author']}")
         print(f"Date:   {d['time']}")
         print(f"Files:  {d['files']} ({human(d['bytes'])})")
+        if d.get("imported_from"):
+            print(f"Source: {history.source_line(d['imported_from'])}")
         for k, v in sorted(d["meta"].items()):
             print(f"Meta:   {k}={v}")
         print()

@@ -181,13 +181,21 @@ class Marker:
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vfs-gc") as pool:
             trees = self._walk_commits(pool, list(refs), strict=True)
             trees += self._walk_commits(pool, list(logged), strict=False)
-            leaves = self._walk_pages(pool, trees)
-            for leaf, locs in zip(leaves, pool.map(self.store.get_locs, leaves), strict=True):
-                packs = frozenset(loc.pack for loc in locs.values())
-                self.leaf_packs[leaf] = packs
-                self.packs.update(packs)
-                for cid, loc in locs.items():
-                    self.pack_chunks.setdefault(loc.pack, {})[cid] = loc
+            self._walk_leaves(pool, self._walk_pages(pool, trees))
+
+    def walk_trees(self, tops: Iterable[bytes]) -> None:
+        """Mark the directory trees `tops` (root page ids) and what they reach, without
+        any commit: what `vfs import` copies (vfs/ops/transfer.py)."""
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vfs-gc") as pool:
+            self._walk_leaves(pool, self._walk_pages(pool, list(tops)))
+
+    def _walk_leaves(self, pool: ThreadPoolExecutor, leaves: list[bytes]) -> None:
+        for leaf, locs in zip(leaves, pool.map(self.store.get_locs, leaves), strict=True):
+            packs = frozenset(loc.pack for loc in locs.values())
+            self.leaf_packs[leaf] = packs
+            self.packs.update(packs)
+            for cid, loc in locs.items():
+                self.pack_chunks.setdefault(loc.pack, {})[cid] = loc
 
     def _walk_commits(
         self, pool: ThreadPoolExecutor, ids: list[bytes], strict: bool

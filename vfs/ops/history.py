@@ -30,9 +30,30 @@ def ref_names(store: Store, dataset: str) -> dict[bytes, list[str]]:
     return names
 
 
+# The meta keys of an imported version (`vfs import`, docs/format.md): where it came from.
+SOURCE = "vfs.source."
+SOURCE_FIELDS = ("store", "remote", "dataset", "ref", "commit")
+
+
+def source_of(meta: dict[str, str]) -> dict[str, str] | None:
+    """Where an imported version came from (store, remote if one was named, dataset,
+    ref as given, commit id), or None for a version that was not imported."""
+    if f"{SOURCE}commit" not in meta:
+        return None
+    return {k: meta[f"{SOURCE}{k}"] for k in SOURCE_FIELDS if f"{SOURCE}{k}" in meta}
+
+
+def source_line(src: dict[str, str]) -> str:
+    """'imported from team:imagenet@v3 (commit abcd1234) at s3://team/vfs'."""
+    remote = f"{src['remote']}:" if src.get("remote") else ""
+    name = f"{remote}{src.get('dataset', '?')}@{src.get('ref', '?')}"
+    return f"imported from {name} (commit {src['commit'][:12]}) at {src.get('store', '?')}"
+
+
 def commit_doc(cid: bytes, c: fmt.Commit, names: dict[bytes, list[str]]) -> dict[str, Any]:
-    """A commit as `vfs log --json` and `vfs show` print it."""
-    return {
+    """A commit as `vfs log --json` and `vfs show` print it; an imported one also
+    says where from (`imported_from`)."""
+    doc: dict[str, Any] = {
         "id": cid.hex(),
         "parents": [p.hex() for p in c.parents],
         "tree": c.tree.hex(),
@@ -44,6 +65,10 @@ def commit_doc(cid: bytes, c: fmt.Commit, names: dict[bytes, list[str]]) -> dict
         "bytes": c.bytes,
         "refs": names.get(cid, []),
     }
+    src = source_of(c.meta)
+    if src is not None:
+        doc["imported_from"] = src
+    return doc
 
 
 def log_docs(store: Store, spec: str, max_count: int | None = None) -> list[dict[str, Any]]:

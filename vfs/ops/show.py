@@ -11,7 +11,7 @@ from typing import Any
 
 from vfs import format as fmt
 from vfs.ops.base import resolve, version_of
-from vfs.ops.history import commit_doc
+from vfs.ops.history import commit_doc, source_line, source_of
 from vfs.store import Store
 
 
@@ -37,11 +37,12 @@ def entry_doc(e: fmt.Entry) -> dict[str, Any]:
 def show(store: Store, spec: str, path: str | None) -> Iterator[Any]:
     """Yield a title line naming the object, then the object as a JSON document: the
     commit of `spec`; with `path`, the tree page of that directory or the file's
-    entry. The title comes first, so that it is out before decoding can fail."""
+    entry. An imported commit's title says where it came from. The title comes first, so that it is out before decoding can fail."""
     r = resolve(store, spec)
     c = store.get_commit(r.commit)
     if path is None:
-        yield f"commit {r.commit.hex()}"
+        src = source_of(c.meta)
+        yield f"commit {r.commit.hex()}" + (f"\n{source_line(src)}" if src else "")
         yield commit_doc(r.commit, c, {}) | {"refs": None}
         return
     v = version_of(store, r)
