@@ -14,6 +14,7 @@ import pytest
 from vfs.backends import Backend
 from vfs.backends.local import LocalBackend
 from vfs.backends.s3 import S3Backend
+from vfs.config import CEILING_ENV
 from vfs.testing.seaweed import SeaweedServer
 
 BACKENDS = ["local", pytest.param("s3", marks=pytest.mark.s3)]
@@ -26,6 +27,24 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "allow_error_log: the test expects ERROR records from the vfs loggers"
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_ambient_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite reads no user's config file (an empty XDG_CONFIG_HOME) and no
+    vfs.toml above its temporary directories or the repository (vfs/config.py)."""
+    saved = {name: os.environ.get(name) for name in ("XDG_CONFIG_HOME", CEILING_ENV)}
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg-config"))
+    repo = Path(__file__).resolve().parent.parent
+    os.environ[CEILING_ENV] = f"{tmp_path_factory.getbasetemp().parent}:{repo.parent}"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,8 @@ def _read_only(*_: object, **__: object) -> NoReturn:
 
 class VfsFileSystem(AbstractFileSystem):
     """Versions of a store's datasets, read-only. Storage options: `store` (a store
-    URL; else $VFS_STORE, else the default store) and `cache_dir` (the chunk cache;
+    URL or a remote's name; else $VFS_STORE, else core.store of vfs.toml, else the
+    default store) and `cache_dir` (the chunk cache;
     else $VFS_CACHE_DIR, else ~/.cache/vfs; "" for none)."""
 
     protocol = "vfs"

@@ -137,8 +137,10 @@ class Store:
         self.meta = metadata_stack(self.backend, cache)
 
     @classmethod
-    def open(cls, url: str | None = None) -> Store:
-        return cls(open_backend(url or default_store_url()))
+    def open(cls, url: str | None = None, endpoint_url: str | None = None) -> Store:
+        """The store at `url` ($VFS_STORE or the default directory if None);
+        `endpoint_url`: the S3 endpoint, for a remote that names its own."""
+        return cls(open_backend(url or default_store_url(), endpoint_url))
 
     def close(self) -> None:
         self.backend.close()

@@ -149,7 +149,11 @@ def test_bash_completion_knows_verbs_options_and_local_paths(tmp_path: Path) -> 
     assert p.returncode == 0, p.stderr
     script.write_text(p.stdout)
     (tmp_path / "mydata").mkdir()
-    assert _bash_complete(str(script), ["vfs", "co"], tmp_path) == ["commit", "completion"]
+    assert _bash_complete(str(script), ["vfs", "co"], tmp_path) == [
+        "commit",
+        "config",
+        "completion",
+    ]
     assert _bash_complete(str(script), ["vfs", "cache", "p"], tmp_path) == ["prune", "pin"]
     assert "--tag" in _bash_complete(str(script), ["vfs", "commit", "--t"], tmp_path)
     assert _bash_complete(str(script), ["vfs", "commit", "myd"], tmp_path) == ["mydata"]

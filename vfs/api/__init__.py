@@ -43,10 +43,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vfs import access, refs, tree
+from vfs import access, config, refs, tree
 from vfs import format as fmt
-from vfs.backends import default_store_url
-from vfs.defaults import default_cache_dir, parse_size
+from vfs.defaults import parse_size
 from vfs.errors import IsADirectory, NotADirectory, PathNotFound, VfsError
 from vfs.reader import Version as ReaderVersion
 from vfs.reader import VersionFile
@@ -70,9 +69,9 @@ class _Handle:
     file bytes, not before: a process that only resolves and lists (the parent of a
     forking DataLoader) leaves the cache for its forked children to open."""
 
-    def __init__(self, url: str, cache_dir: str | None) -> None:
+    def __init__(self, url: str, cache_dir: str | None, endpoint_url: str | None = None) -> None:
         self.pid = os.getpid()
-        self.store = Store.open(url)
+        self.store = Store.open(url, endpoint_url)
         self.cache_dir = cache_dir
         # Chunks read lately, kept in this process (ChunkSource.memory): what the page
         # cache is to a mount, so that a second epoch reads memory, not the disk cache.
@@ -129,16 +128,16 @@ def memory_budget() -> int:
         return DEFAULT_MEMORY
 
 
-_handles: dict[tuple[str, str | None], _Handle] = {}
+_handles: dict[tuple[str, str | None, str | None], _Handle] = {}
 _handles_lock = threading.Lock()
 
 
-def _handle(url: str, cache_dir: str | None) -> _Handle:
-    key = (url, cache_dir)
+def _handle(url: str, cache_dir: str | None, endpoint_url: str | None = None) -> _Handle:
+    key = (url, cache_dir, endpoint_url)
     with _handles_lock:
         h = _handles.get(key)
         if h is None or h.pid != os.getpid():
-            h = _handles[key] = _Handle(url, cache_dir)
+            h = _handles[key] = _Handle(url, cache_dir, endpoint_url)
         return h
 
 
@@ -219,8 +218,10 @@ class Version:
         commit_id: bytes,
         cache_dir: str | None,
         record_access: str | None = None,
+        endpoint_url: str | None = None,  # a remote's S3 endpoint (vfs.config)
     ):
         self.store_url = store_url
+        self.endpoint_url = endpoint_url
         self.dataset = dataset
         self.commit_id = commit_id
         self.cache_dir = cache_dir
@@ -240,6 +241,7 @@ class Version:
             "commit_id": self.commit_id,
             "cache_dir": self.cache_dir,
             "record_access": self.record_access,
+            "endpoint_url": self.endpoint_url,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -249,6 +251,7 @@ class Version:
             state["commit_id"],
             state["cache_dir"],
             state.get("record_access"),
+            state.get("endpoint_url"),
         )
 
     def _note_read(self, path: str, offset: int, length: int) -> None:
@@ -294,7 +297,7 @@ class Version:
             return r
         with self._lock:
             if self._reader is None or self._pid != os.getpid():
-                h = _handle(self.store_url, self.cache_dir)
+                h = _handle(self.store_url, self.cache_dir, self.endpoint_url)
                 self._reader = ReaderVersion(h.store, self.dataset, self.commit_id, h.cache)
                 self._reader.chunks.memory = h.memory
                 self._handle = h
@@ -573,10 +576,12 @@ def open_version(
     dataset for its default branch), resolved now to its commit id: later moves of
     the ref do not change what this Version reads.
 
-    `store` is a store URL (s3://bucket/prefix or a directory), else $VFS_STORE, else
-    the default store (a Store names its URL; this process opens its own). `cache_dir`
-    is the machine's chunk cache ($VFS_CACHE_DIR, else ~/.cache/vfs) unless given;
-    pass "" to read without a cache.
+    `store` is a store URL (s3://bucket/prefix or a directory) or a remote's name, else
+    $VFS_STORE, else core.store of vfs.toml, else the default store (a Store names its
+    URL; this process opens its own); `spec` may name a remote's store itself,
+    REMOTE:DATASET@REF (docs/config.md). `cache_dir` is the machine's chunk cache
+    ($VFS_CACHE_DIR, else core.cache_dir, else ~/.cache/vfs) unless given; pass "" to
+    read without a cache.
 
     `locked=True` reads the version the nearest vfs.lock (in the working directory or
     above; a str names the directory to search from) pins for the dataset, from the
@@ -594,12 +599,16 @@ def open_version(
         spec, entry = lock.locked_spec(spec, start)
         if store is None:
             store = entry.store
-    url = store.url if isinstance(store, Store) else str(store or default_store_url())
-    cdir: str | None = default_cache_dir() if cache_dir is None else (cache_dir or None)
+    if isinstance(store, Store):
+        url, endpoint = store.url, None
+    else:
+        target, (rest,) = config.spec_target(store, [spec])
+        url, endpoint, spec = target.url, target.endpoint_url, str(rest)
+    cdir: str | None = config.resolve_cache_dir() if cache_dir is None else (cache_dir or None)
     if cdir is not None:
         cdir = os.path.abspath(cdir)
-    h = _handle(url, cdir)
+    h = _handle(url, cdir, endpoint)
     h.store.check_config()
     r = refs.resolve(h.store, spec)
     rec = access.start_record(record_access) if record_access is not None else None
-    return Version(url, r.spec.dataset, r.commit, cdir, rec)
+    return Version(url, r.spec.dataset, r.commit, cdir, rec, endpoint)

@@ -3,7 +3,7 @@
 A Store reads through two stacks, each built by one function of this module
 (after restic's internal/backend: each layer is a type, and one place stacks them):
 
-    open_backend(url)           key level, a Backend (base.py) wrapping a Backend:
+    open_backend(url, endpoint_url)   key level, a Backend (base.py) wrapping a Backend:
         FaultyBackend           only when $VFS_FAULTS names a fault control directory
                                 (faults.py, imported only then; tests set it)
         S3Backend | LocalBackend
@@ -18,8 +18,9 @@ key-level layer goes into open_backend.
 
 Accepted store URLs:
 
-* ``s3://bucket`` or ``s3://bucket/some/prefix``: S3Backend (endpoint from
-  VFS_S3_ENDPOINT or boto3's own configuration);
+* ``s3://bucket`` or ``s3://bucket/some/prefix``: S3Backend (endpoint from the
+  caller's endpoint_url, a remote's in vfs.toml, else VFS_S3_ENDPOINT or boto3's own
+  configuration);
 * ``file:///absolute/path``: LocalBackend;
 * a plain filesystem path (relative paths and ``~`` are expanded): LocalBackend.
 """
@@ -45,6 +46,7 @@ __all__ = [
     "FAULTS_ENV",
     "Backend",
     "Versioned",
+    "check_url",
     "default_store_url",
     "metadata_stack",
     "open_backend",
@@ -65,9 +67,10 @@ def default_store_url() -> str:
     return os.environ.get("VFS_STORE") or default_store_dir()
 
 
-def open_backend(url: str) -> Backend:
-    """The backend stack for a store URL; UsageError for anything not understood."""
-    backend = _real_backend(url)
+def open_backend(url: str, endpoint_url: str | None = None) -> Backend:
+    """The backend stack for a store URL; UsageError for anything not understood.
+    `endpoint_url` is the S3 endpoint (a remote's), for s3:// URLs only."""
+    backend = _real_backend(url, endpoint_url)
     control = os.environ.get(FAULTS_ENV)
     if control:
         # Imported here, as the real backends are, so that a process not told to inject
@@ -89,28 +92,38 @@ def metadata_stack(backend: Backend, cache: BlobCache | None = None) -> Metadata
     return bottom if cache is None else MetadataCache(bottom, cache)
 
 
-def _real_backend(url: str) -> Backend:
+def check_url(url: str, endpoint_url: str | None = None) -> str:
+    """`url` checked against the accepted forms, without opening anything: "s3" or
+    "local". UsageError for anything not understood (`vfs remote add` checks with it)."""
     if not url or not url.strip():
         raise UsageError(f"empty store URL: {_FORMS}")
     if url.startswith("s3://"):
-        bucket, _, prefix = url[len("s3://") :].partition("/")
-        if not bucket:
+        if not url[len("s3://") :].partition("/")[0]:
             raise UsageError(f"store URL {url!r} has no bucket: {_FORMS}")
+        return "s3"
+    if endpoint_url:
+        raise UsageError(f"an endpoint URL is for s3:// stores only, not {url!r}")
+    if url.startswith("file:"):
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost") or not unquote(parts.path).startswith("/"):
+            raise UsageError(f"store URL {url!r} is not file:///absolute/path")
+        return "local"
+    if _SCHEME.match(url):
+        raise UsageError(f"unsupported store URL {url!r}: {_FORMS}")
+    return "local"
+
+
+def _real_backend(url: str, endpoint_url: str | None = None) -> Backend:
+    kind = check_url(url, endpoint_url)
+    if kind == "s3":
+        bucket, _, prefix = url[len("s3://") :].partition("/")
         # Imported here so that local-only use does not pay for importing boto3.
         from vfs.backends.s3 import S3Backend
 
         log.debug("opening S3 store bucket=%s prefix=%s", bucket, prefix)
-        return S3Backend(bucket, prefix.strip("/"))
-    if url.startswith("file:"):
-        parts = urlsplit(url)
-        path = unquote(parts.path)
-        if parts.netloc not in ("", "localhost") or not path.startswith("/"):
-            raise UsageError(f"store URL {url!r} is not file:///absolute/path")
-        from vfs.backends.local import LocalBackend
-
-        return LocalBackend(os.path.normpath(path))
-    if _SCHEME.match(url):
-        raise UsageError(f"unsupported store URL {url!r}: {_FORMS}")
+        return S3Backend(bucket, prefix.strip("/"), endpoint_url)
     from vfs.backends.local import LocalBackend
 
+    if url.startswith("file:"):
+        return LocalBackend(os.path.normpath(unquote(urlsplit(url).path)))
     return LocalBackend(os.path.abspath(os.path.expanduser(url)))

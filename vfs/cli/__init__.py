@@ -68,6 +68,8 @@ VERBS: dict[str, tuple[str, str]] = {
         "warm the chunk cache with a version, or files of it, at full bandwidth",
     ),
     "cache": ("cache", "inspect and manage the machine's chunk cache"),
+    "config": ("config", "get, set and list settings (vfs.toml, vfs.local.toml, user file)"),
+    "remote": ("remote", "add, list and remove named stores (team buckets, registries)"),
     "completion": ("completion", "print a tab-completion script for bash or zsh"),
 }
 
@@ -142,12 +144,15 @@ def build_parser(chosen: str | None = None, all_verbs: bool = False) -> argparse
         epilog=(
             "Versions are named DATASET@REF: a branch, a tag, a commit id prefix, and "
             "BRANCH~N for N commits back. A bare DATASET means DATASET@main. "
-            "The store is --store, else $VFS_STORE, else $XDG_DATA_HOME/vfs/store "
-            "(~/.local/share/vfs/store by default).\n\n"
+            "The store is --store (a URL, a directory or a remote's name), else "
+            "$VFS_STORE, else core.store of vfs.toml (vfs config), else "
+            "$XDG_DATA_HOME/vfs/store (~/.local/share/vfs/store by default). "
+            "REMOTE:DATASET@REF names a version in a remote's store.\n\n"
             "examples:\n"
             "  vfs commit ./data digits --tag v1 -m 'first labels'\n"
             "  vfs --store s3://team-bucket/vfs log digits\n"
             "  vfs mount digits@v1 /mnt/digits\n"
+            "  vfs remote add team s3://team-bucket/vfs && vfs ls team:\n"
             "  vfs COMMAND --help     # what a command takes"
         ),
         formatter_class=common.Formatter,

@@ -19,7 +19,6 @@ import textwrap
 from typing import TYPE_CHECKING, Any
 
 from vfs import defaults
-from vfs.defaults import default_cache_dir
 
 if TYPE_CHECKING:
     from vfs.store import Store
@@ -109,14 +108,16 @@ def add_common(p: argparse.ArgumentParser, json_output: bool = False) -> None:
         "--store",
         metavar="URL",
         default=None,
-        help="store: a directory or s3://bucket/prefix (default: $VFS_STORE, else "
+        help="store: a directory, s3://bucket/prefix or a remote's name (default: "
+        "$VFS_STORE, else core.store of vfs.toml (see vfs config), else "
         "$XDG_DATA_HOME/vfs/store, ~/.local/share/vfs/store by default)",
     )
     g.add_argument(
         "--cache-dir",
         metavar="DIR",
         default=None,
-        help="local cache (default: $VFS_CACHE_DIR, else $XDG_CACHE_HOME/vfs, ~/.cache/vfs by default)",
+        help="local cache (default: $VFS_CACHE_DIR, else core.cache_dir of vfs.toml, else "
+        "$XDG_CACHE_HOME/vfs, ~/.cache/vfs by default)",
     )
     g.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
@@ -136,8 +137,21 @@ def open_store(args: argparse.Namespace, for_write: bool = False) -> Store:
     return base.open_store(args.store, for_write)
 
 
+def open_spec_store(args: argparse.Namespace, *names: str) -> Store:
+    """The store the version arguments `names` of args read from: --store's, or the
+    remote a REMOTE: part names (`vfs ls team:ds@v1`), which is then taken off them."""
+    from vfs.ops import base
+
+    store, rests = base.open_spec(args.store, [getattr(args, n) for n in names])
+    for name, rest in zip(names, rests, strict=True):
+        setattr(args, name, rest)
+    return store
+
+
 def cache_dir(args: argparse.Namespace) -> str:
-    return str(args.cache_dir or default_cache_dir())
+    from vfs.config import resolve_cache_dir
+
+    return resolve_cache_dir(args.cache_dir)
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vfs.cli.common import add_common, human, open_store, print_json, shown, write_nul
+from vfs.cli.common import add_common, human, open_spec_store, print_json, shown, write_nul
 from vfs.ops.diff import Change, Summary, VersionDiff, diff_versions
 
 
 def add_diff(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Compare version A with version B. B may be written @REF for the same dataset. "
-        "Unchanged directories are skipped without being read."
+        "Unchanged directories are skipped without being read. Versions of a remote's "
+        "store are written REMOTE:DATASET@REF (both sides in that store)."
     )
     p.epilog = (
         "examples: vfs diff imagenet@v2 @v3 --format md ; "
@@ -40,7 +41,7 @@ def add_diff(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    store = open_spec_store(args, "a", "b")
     d = diff_versions(store, args.a, args.b)
     _print_diff(args, d)
     return 1 if args.exit_code and d.changes else 0

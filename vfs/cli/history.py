@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vfs.cli.common import add_common, count_int, human, open_store, print_json
+from vfs.cli.common import add_common, count_int, human, open_spec_store, open_store, print_json
 from vfs.errors import UsageError
 from vfs.ops import history
 from vfs.ops.base import short
@@ -15,15 +15,19 @@ from vfs.ops.base import short
 
 
 def add_log(p: argparse.ArgumentParser) -> None:
-    p.description = "Commits reachable from DATASET[@REF], newest first (first parents)."
-    p.add_argument("spec", metavar="DATASET[@REF]")
+    p.description = (
+        "Commits reachable from DATASET[@REF], newest first (first parents). "
+        "REMOTE:DATASET[@REF] reads a remote's store."
+    )
+    p.epilog = "examples: vfs log digits; vfs log digits@v2 -n 5; vfs log team:digits"
+    p.add_argument("spec", metavar="[REMOTE:]DATASET[@REF]")
     p.add_argument("-n", "--max-count", type=count_int, default=None, help="show at most N commits")
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_log)
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    store = open_spec_store(args, "spec")
     docs = history.log_docs(store, args.spec, args.max_count)
     if args.json:
         print_json(docs)

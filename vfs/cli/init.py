@@ -13,7 +13,8 @@ from vfs.ops.init import init_store
 def add_init(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Create a store at STORE (a directory or s3://bucket/prefix; default: --store, "
-        "else $VFS_STORE, else ~/.local/share/vfs/store) by writing its config. A first "
+        "else $VFS_STORE, else core.store, else ~/.local/share/vfs/store; a remote's name "
+        "names the remote) by writing its config. A first "
         "commit does this by itself in an absent or empty directory; init is needed to "
         "put a store in a directory that holds other files, and says so. Running it on "
         "a store changes nothing."

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from vfs.cli.common import (
     Formatter,
@@ -21,6 +22,9 @@ from vfs.cli.common import (
     seconds,
 )
 from vfs.errors import UsageError
+
+if TYPE_CHECKING:
+    from vfs.config import StoreTarget
 
 # --- mount ---
 
@@ -46,13 +50,14 @@ def add_mount(p: argparse.ArgumentParser) -> None:
         "examples:\n"
         "  vfs mount imagenet@v3 /mnt/data\n"
         "  vfs mount imagenet /mnt/versions && ls /mnt/versions/@v2/train\n"
+        "  vfs mount team:imagenet@v3 /mnt/team   # from the remote team's store\n"
         "  vfs switch /mnt/data v4      # new lookups see v4 within milliseconds\n"
         "  vfs umount /mnt/data\n\n"
         "diagnostics: vfs info /mnt/data/FILE shows the version, the file's content\n"
         "id and how many of its bytes are cached; vfs info /mnt/data the daemon."
     )
     p.formatter_class = Formatter
-    p.add_argument("target", metavar="DATASET[@REF]")
+    p.add_argument("target", metavar="[REMOTE:]DATASET[@REF]")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument(
         "-f", "--foreground", action="store_true", help="serve in this process (Ctrl-C unmounts)"
@@ -115,8 +120,20 @@ def _apply_lock(args: argparse.Namespace) -> None:
     args.store = args.store or entry.store
 
 
+def _store_target(args: argparse.Namespace) -> StoreTarget:
+    """The store to mount from (--store, a REMOTE: part of the target, the config),
+    resolved here, where the working directory is the user's; the target loses its
+    REMOTE: part. vfs.config imports nothing heavy."""
+    from vfs.config import spec_target
+
+    target, (rest,) = spec_target(args.store, [args.target])
+    if not rest:
+        raise UsageError(f"{args.target!r} names a store but no dataset: REMOTE:DATASET[@REF]")
+    args.target = rest
+    return target
+
+
 def cmd_mount(args: argparse.Namespace) -> int:
-    from vfs.backends import default_store_url
     from vfs.mount import control
     from vfs.storecheck import check_local
 
@@ -124,14 +141,15 @@ def cmd_mount(args: argparse.Namespace) -> int:
         raise UsageError("--read-timeout must be positive")
     _apply_lock(args)
     cdir = cache_dir(args)
+    store = _store_target(args)
     if args.foreground:
-        return _mount_foreground(args, cdir)
+        return _mount_foreground(args, cdir, store)
     # The command line first (the mountpoint), then the machine: a local store is
     # checked here, before a daemon is started, with the daemon's own words
     # (vfs/storecheck.py imports nothing heavy); an S3 store is checked by the daemon,
     # which reports the same line before the mount goes live.
     mnt = control.check_mountpoint(args.mountpoint)
-    check_local(args.store or default_store_url())
+    check_local(store.url)
     control.check_fuse(args.allow_other)
     log_file = args.log_file or control.default_log_file(cdir, args.mountpoint)
     # The daemon resolves the defaults of the store and the cache size (it has this
@@ -140,7 +158,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
     options = control.MountOptions(
         target=args.target,
         mountpoint=mnt,
-        store_url=args.store or None,
+        store_url=store.url,
+        endpoint_url=store.endpoint_url,
         cache_dir=cdir,
         cache_size=args.cache_size,
         read_timeout=args.read_timeout,
@@ -171,7 +190,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mount_foreground(args: argparse.Namespace, cdir: str) -> int:
+def _mount_foreground(args: argparse.Namespace, cdir: str, store: StoreTarget) -> int:
     """`vfs mount --foreground`: mount and serve in this process until unmounted."""
     from vfs.mount.control import MountOptions, check_fuse
     from vfs.mount.daemon import run
@@ -180,7 +199,8 @@ def _mount_foreground(args: argparse.Namespace, cdir: str) -> int:
     opts = MountOptions(
         target=args.target,
         mountpoint=args.mountpoint,
-        store_url=args.store or None,
+        store_url=store.url,
+        endpoint_url=store.endpoint_url,
         cache_dir=cdir,
         cache_size=args.cache_size,
         read_timeout=args.read_timeout,

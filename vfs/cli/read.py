@@ -13,7 +13,7 @@ from vfs.cli.common import (
     add_common,
     cache_dir,
     human,
-    open_store,
+    open_spec_store,
     positive_int,
     print_json,
     show_progress,
@@ -29,11 +29,16 @@ from vfs.ops.get import get
 
 def add_ls(p: argparse.ArgumentParser) -> None:
     p.description = (
-        "With no argument: the datasets in the store with their branches and tags. "
-        "With DATASET@REF: the entries at PATH in that version."
+        "With no argument: the datasets in the store with their branches, tags and "
+        "sizes. With DATASET@REF: the entries at PATH in that version. REMOTE: (a "
+        "remote's name and a colon) reads another store, leaving the default alone: "
+        "`vfs ls team:` lists the datasets of the remote team."
     )
-    p.epilog = "examples: vfs ls; vfs ls imagenet@v3 train -l; vfs ls imagenet -R"
-    p.add_argument("spec", nargs="?", metavar="DATASET[@REF]")
+    p.epilog = (
+        "examples: vfs ls; vfs ls imagenet@v3 train -l; vfs ls imagenet -R; vfs ls team:; "
+        "vfs ls team:imagenet@v3"
+    )
+    p.add_argument("spec", nargs="?", metavar="[REMOTE:]DATASET[@REF]")
     p.add_argument("path", nargs="?", default="", metavar="PATH")
     p.add_argument("-l", dest="long", action="store_true", help="long listing: mode, size, mtime")
     p.add_argument(
@@ -47,8 +52,8 @@ def add_ls(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    if args.spec is None:
+    store = open_spec_store(args, "spec")
+    if not args.spec:
         return _ls_datasets(args, history.datasets(store), store.url)
     rows = read.entries(store, args.spec, args.path, args.recursive)
     if args.json:
@@ -89,14 +94,14 @@ def _ls_datasets(args: argparse.Namespace, docs: list[dict[str, Any]], url: str)
 
 def add_cat(p: argparse.ArgumentParser) -> None:
     p.description = "Write PATH of DATASET@REF to stdout."
-    p.add_argument("spec", metavar="DATASET[@REF]")
+    p.add_argument("spec", metavar="[REMOTE:]DATASET[@REF]")
     p.add_argument("path", metavar="PATH")
     add_common(p)
     p.set_defaults(func=cmd_cat)
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    store = open_spec_store(args, "spec")
     with read.open_file(store, args.spec, args.path) as f:
         out = sys.stdout.buffer
         while block := f.read(4 * 1024 * 1024):
@@ -120,10 +125,11 @@ def add_get(p: argparse.ArgumentParser) -> None:
         "examples:\n"
         "  vfs get digits@v1 -o ./digits\n"
         "  vfs get digits@v1 images/0001.png -o one.png\n"
-        "  vfs get digits@v2 -o ./digits --force     # turn a v1 copy into v2"
+        "  vfs get digits@v2 -o ./digits --force     # turn a v1 copy into v2\n"
+        "  vfs get team:digits@v1 -o ./digits       # from the remote team's store"
     )
     p.formatter_class = Formatter
-    p.add_argument("spec", metavar="DATASET[@REF]")
+    p.add_argument("spec", metavar="[REMOTE:]DATASET[@REF]")
     p.add_argument("path", nargs="?", default="", metavar="PATH")
     p.add_argument("-o", "--out", required=True, metavar="OUT")
     p.add_argument(
@@ -146,7 +152,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
         args.spec, entry = lock.locked_spec(args.spec)
         args.store = args.store or entry.store
-    store = open_store(args)
+    store = open_spec_store(args, "spec")
     r = base.resolve(store, args.spec)
     cache = ChunkCache(cache_dir(args))
     store.use_cache(cache)

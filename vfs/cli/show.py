@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from vfs.cli.common import Formatter, add_common, human, open_store, print_json, shown
+from vfs.cli.common import Formatter, add_common, human, open_spec_store, print_json, shown
 from vfs.errors import UsageError
 
 if TYPE_CHECKING:
@@ -28,10 +28,11 @@ def add_show(p: argparse.ArgumentParser) -> None:
         "examples:\n"
         "  vfs show imagenet@v3 train/0001.jpg\n"
         "  vfs show resnet@v1 --lineage\n"
-        "  vfs show resnet@v1 --inputs --json"
+        "  vfs show resnet@v1 --inputs --json\n"
+        "  vfs show team:imagenet@v3            # in the remote team's store"
     )
     p.formatter_class = Formatter
-    p.add_argument("spec", metavar="DATASET[@REF]")
+    p.add_argument("spec", metavar="[REMOTE:]DATASET[@REF]")
     p.add_argument("path", nargs="?", default=None, metavar="PATH")
     what = p.add_mutually_exclusive_group()
     what.add_argument(
@@ -47,7 +48,7 @@ def add_show(p: argparse.ArgumentParser) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     if (args.lineage or args.inputs) and args.path is not None:
         raise UsageError("--lineage and --inputs take no PATH")
-    store = open_store(args)
+    store = open_spec_store(args, "spec")
     try:
         if args.lineage:
             return _lineage(store, args)

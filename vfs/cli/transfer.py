@@ -73,18 +73,21 @@ def _bar(args: argparse.Namespace) -> Progress | None:
 
 
 def _other_store(args: argparse.Namespace, flag: str, for_write: bool) -> Store:
-    """The store on the other side, named by --to or --from: a store URL, or (with
-    the project config) a remote name; open_store resolves both."""
+    """The store on the other side, named by --to or --from: a store URL or a remote
+    name (open_store resolves both), else the default remote (core.remote)."""
+    from vfs import config
     from vfs.ops import base
 
     where = getattr(args, flag)
-    # The default remote (core.remote in the project config) is wired here: until then
-    # the other side must be named.
-    if where is None:
+    if where is not None:
+        return base.open_store(where, for_write=for_write)
+    settings = config.load()
+    if settings.get("core.remote") is None:
         raise UsageError(
-            f"say which store to {args.command} {'to' if flag == 'to' else 'from'}: --{flag} REMOTE_OR_URL"
+            f"say which store to {args.command} {'to' if flag == 'to' else 'from'}: "
+            f"--{flag} REMOTE_OR_URL, or set a default with `vfs remote add NAME URL --default`"
         )
-    return base.open_store(where, for_write=for_write)
+    return base.open_target(settings.default_remote().target(), for_write=for_write)
 
 
 def _add_jobs(p: argparse.ArgumentParser) -> None:
@@ -147,7 +150,8 @@ def _add_transfer(p: argparse.ArgumentParser, verb: str) -> None:
         dest=flag,
         metavar="REMOTE_OR_URL",
         default=None,
-        help=f"the store to {verb} {side}: a remote name or a store URL",
+        help=f"the store to {verb} {side}: a remote name or a store URL (default: the "
+        "default remote, core.remote; see vfs remote)",
     )
     p.add_argument(
         "--as-branch",

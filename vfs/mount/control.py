@@ -70,6 +70,7 @@ class MountOptions(NamedTuple):
     # None: the default, resolved by the daemon (it has the parent's environment and
     # working directory), so that `vfs mount` need not import the store or the cache.
     store_url: str | None = None
+    endpoint_url: str | None = None  # the S3 endpoint of a remote that names one
     cache_size: int | None = None
     read_timeout: float = 30.0
     allow_other: bool = False

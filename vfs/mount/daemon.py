@@ -95,7 +95,7 @@ def run(opts: MountOptions) -> int:
     _tune_malloc()
     try:
         mnt = check_mountpoint(opts.mountpoint)
-        store = Store.open(opts.store_url)
+        store = Store.open(opts.store_url, opts.endpoint_url)
         offline_why = ""
         try:
             store.check_config()

@@ -6,10 +6,11 @@ holds no state: each call opens or resolves afresh.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from vfs.backends import default_store_url
+from vfs import config
+from vfs.config import split_remote
 from vfs.reader import Version
 from vfs.refs import Resolved, resolve, short
 from vfs.store import Store
@@ -19,33 +20,60 @@ if TYPE_CHECKING:
 
 # resolve and short are the store layer's own (vfs.refs): named here so that a verb's
 # caller resolves a spec and prints an id without importing the store layer.
-__all__ = ["Resolved", "open_store", "resolve", "short", "split_remote", "store_url", "version_of"]
+# split_remote is vfs.config's (light: the parent of `vfs mount` needs it too).
+__all__ = [
+    "Resolved",
+    "open_spec",
+    "open_store",
+    "open_target",
+    "resolve",
+    "short",
+    "split_remote",
+    "store_target",
+    "store_url",
+    "version_of",
+]
 
-_REMOTE_PREFIX = re.compile(r"([A-Za-z0-9_][A-Za-z0-9._+-]*):(?!//)(.*)", re.DOTALL)
+
+def store_target(spec: str | None, create: bool = False) -> config.StoreTarget:
+    """The store a command names (`spec`: --store's value, a URL, a path or a remote's
+    name), else $VFS_STORE, else core.store of the config, else the default directory;
+    with the S3 endpoint a remote names (vfs.config.resolve_store has the rules)."""
+    return config.resolve_store(spec, create=create)
 
 
 def store_url(url: str | None) -> str:
-    """The store a command uses: `url` if given, else $VFS_STORE, else the default."""
-    return str(url or default_store_url())
+    """The URL of the store a command uses (see store_target)."""
+    return store_target(url).url
 
 
-def open_store(url: str | None, for_write: bool = False) -> Store:
-    """Open the store; a store to read from must have a config this version reads."""
-    store = Store.open(store_url(url))
+def open_store(url: str | None, for_write: bool = False, create: bool = False) -> Store:
+    """Open the store `url` names (see store_target; `create`: a bare word no remote
+    has is a new directory); a store to read from must have a config this version
+    reads."""
+    return open_target(store_target(url, create), for_write)
+
+
+def open_spec(
+    url: str | None, specs: Sequence[str | None], for_write: bool = False
+) -> tuple[Store, list[str | None]]:
+    """The store that `specs` (DATASET@REF, or REMOTE:DATASET@REF) are read from, and
+    the specs without their remote part (vfs.config.spec_target has the rules): a
+    remote part names the remote's store for this command only."""
+    target, rests = config.spec_target(url, specs)
+    return open_target(target, for_write), rests
+
+
+def open_target(target: config.StoreTarget, for_write: bool = False) -> Store:
+    """Open a resolved store (URL and endpoint); to read, it must be a store."""
+    store = Store.open(target.url, target.endpoint_url)
     if not for_write:
-        store.check_config()
+        try:
+            store.check_config()
+        except BaseException:
+            store.close()
+            raise
     return store
-
-
-def split_remote(text: str) -> tuple[str | None, str]:
-    """`REMOTE:DATASET@REF` -> ("REMOTE", "DATASET@REF"); a spec without a remote part
-    -> (None, text). `REMOTE:` alone names the remote's store (rest ""). A URL is not a
-    remote part: `s3://b/p` stays whole, as ':' followed by '//' is a scheme. Remote,
-    dataset and ref names cannot hold ':' (vfs.names), so the split is unambiguous."""
-    m = _REMOTE_PREFIX.fullmatch(text)
-    if m is None:
-        return None, text
-    return m.group(1), m.group(2)
 
 
 def version_of(store: Store, r: Resolved, cache: ChunkCache | None = None) -> Version:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vfs.ops.base import store_url
-from vfs.store import Store
+from vfs.ops.base import open_store
 from vfs.storecheck import Place, where
 
 
@@ -24,7 +23,9 @@ class InitResult:
 
 
 def init_store(url: str | None) -> InitResult:
-    store = Store.open(store_url(url))
+    # A remote's name opens the remote (with its endpoint); `vfs init NAME` of a bare
+    # word that names no remote means a new directory NAME.
+    store = open_store(url, for_write=True, create=True)
     try:
         return InitResult(where(store.url), store.init())
     finally:

@@ -94,7 +94,7 @@ def unpin(cache: ChunkCache, spec: str, store_url: str | None) -> str:
     the store at `store_url`. Return the pin's name."""
     pins = cache.pins()
     name = spec
-    store = Store.open(base.store_url(store_url))  # no round trip unless it must resolve
+    store = base.open_store(store_url, for_write=True)  # no round trip unless it must resolve
     try:
         if name not in pins:
             name, _ = pin_name(store, spec)
