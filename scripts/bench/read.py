@@ -406,7 +406,9 @@ def row_find(ctx: Ctx, row: Row) -> None:
 # -- the Python API (issue 13) ----------------------------------------------------------------
 
 
-def _api_files(ctx: Ctx, sample: list[str], cache: Path, threads: int, passes: int, hint: bool) -> float:
+def _api_files(
+    ctx: Ctx, sample: list[str], cache: Path, threads: int, passes: int, hint: bool
+) -> float:
     """Files/s of the last of `passes` reads of `sample` through vfs.open_version in a
     new process (scripts/bench/apijob.py), with `cache` as its chunk cache."""
     listing = ctx.bench.fresh("api-list") / "paths.txt"
