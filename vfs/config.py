@@ -518,7 +518,20 @@ def _save_doc(path: str, doc: Any) -> None:
     from vfs.perms import write_file
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_file(path, tomlkit.dumps(doc))
+    write_file(path, _spaced(tomlkit.dumps(doc)))
+
+
+def _spaced(text: str) -> str:
+    """`text` with a blank line before each table header that follows a key line.
+    tomlkit glues a table added after a super-table to its last sub-table
+    (`url = ...` then `[core]` on the next line); a header under a comment is left as
+    written."""
+    out: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("[") and out and out[-1].strip() and not out[-1].startswith(("#", "[")):
+            out.append("\n")
+        out.append(line)
+    return "".join(out)
 
 
 def set_value(path: str, key: str, value: str) -> None:

@@ -260,3 +260,37 @@ def test_push_and_pull_go_to_the_default_remote_when_none_is_named(project: Proj
     project.run("config", "set", "core.store", "./other")
     project.run("pull", "ds@main")
     assert project.run("cat", "ds@main", "a.txt").stdout == "pushed\n"
+
+
+def test_remote_add_keeps_vfs_toml_readable(project: Project) -> None:
+    # tomlkit glued a table added after [remote.NAME] to its last line: `url = ...`
+    # then `[core]` on the next line
+    project.run("remote", "add", "team", "s3://team-bucket/walk", "--default")
+    project.run("remote", "add", "registry", "s3://registry/walk")
+    project.run("config", "set", "core.cache_dir", "./cache")
+    assert (project.root / "vfs.toml").read_text() == (
+        '[remote.team]\nurl = "s3://team-bucket/walk"\n\n'
+        '[remote.registry]\nurl = "s3://registry/walk"\n\n'
+        '[core]\nremote = "team"\ncache_dir = "./cache"\n'
+    )
+
+
+def test_a_refused_push_names_the_remote_in_its_recipe(project: Project) -> None:
+    # The commands a refusal suggests name the other store as the user does: the
+    # default remote's name, not its URL.
+    project.run("config", "set", "core.store", "./local")
+    project.run("remote", "add", "shelf", "./shelf", "--default")
+    project.run("init", "./shelf")
+    project.run("commit", str(_tree(project.tmp / "a", {"f": "1"})), "ds")
+    project.run("push", "ds")
+    project.run("commit", str(_tree(project.tmp / "b", {"f": "2"})), "ds")
+    project.run("--store", "shelf", "commit", str(_tree(project.tmp / "c", {"f": "3"})), "ds")
+    p = project.run("push", "ds", check=False)
+    assert p.returncode == 1, p.stderr
+    err = p.stderr
+    assert "vfs pull ds@main --from shelf --as-branch theirs" in err
+    assert "vfs push ds@theirs --to shelf --as-branch main" in err
+    p = project.run("pull", "ds", check=False)
+    assert p.returncode == 1, p.stderr
+    err = p.stderr
+    assert "pull rejected" in err and "--from shelf --as-branch theirs" in err
