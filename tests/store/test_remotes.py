@@ -294,3 +294,19 @@ def test_a_refused_push_names_the_remote_in_its_recipe(project: Project) -> None
     assert p.returncode == 1, p.stderr
     err = p.stderr
     assert "pull rejected" in err and "--from shelf --as-branch theirs" in err
+
+
+@pytest.mark.s3
+def test_lineage_reads_an_input_in_a_remote_at_its_endpoint(
+    s3_project: Project, s3_url: str
+) -> None:
+    # An input recorded by URL (vfs.input.0.store) is read at the endpoint of the
+    # remote with that URL, as every verb reads a store named by URL: commit --input
+    # resolves it there, and show --lineage reads it there.
+    p = s3_project
+    model = _tree(p.tmp / "model", {"w.bin": "weights\n"})
+    p.run("commit", str(model), "clf", "--input", f"{s3_url}::ds@v1", VFS_S3_TIMEOUT="5")
+    doc = json.loads(p.run("show", "clf", "--lineage", "--json", VFS_S3_TIMEOUT="5").stdout)
+    (node,) = doc["inputs"]
+    assert node["store"] == s3_url and "error" not in node, node
+    assert node["tags"] == ["v1"]
