@@ -310,3 +310,17 @@ def test_lineage_reads_an_input_in_a_remote_at_its_endpoint(
     (node,) = doc["inputs"]
     assert node["store"] == s3_url and "error" not in node, node
     assert node["tags"] == ["v1"]
+
+
+@pytest.mark.s3
+def test_a_url_in_a_remotes_bucket_takes_its_endpoint(s3_project: Project, s3_url: str) -> None:
+    # s3://BUCKET/other beside the remote's s3://BUCKET/store is on the same server:
+    # a mistyped prefix says "no vfs store", not "cannot reach s3.amazonaws.com".
+    p = s3_project
+    bucket = s3_url[len("s3://") :].partition("/")[0]
+    typo = f"s3://{bucket}/stroe"
+    out = p.run("push", "mine", "--to", typo, check=False, VFS_S3_TIMEOUT="5")
+    assert out.returncode == 1 and f"no vfs store at {typo}" in out.stderr, out.stderr
+    p.run("init", f"s3://{bucket}/scratch", VFS_S3_TIMEOUT="5")
+    p.run("push", "mine", "--to", f"s3://{bucket}/scratch", VFS_S3_TIMEOUT="5")
+    assert p.run("--store", f"s3://{bucket}/scratch", "cat", "mine", "mine.txt").stdout == "mine\n"
