@@ -339,13 +339,24 @@ class Settings:
     def with_endpoint(self, target: StoreTarget) -> StoreTarget:
         """`target` with the endpoint of the remote whose URL it is, if it has none:
         an S3 URL recorded by URL alone (vfs.lock, a script) reaches the bucket as
-        the remote does."""
+        the remote does. An S3 URL in a remote's bucket under another prefix
+        (s3://team-bucket/scratch beside the remote's s3://team-bucket/walk) gets
+        that bucket's endpoint too, when the remotes in that bucket agree on one: the
+        bucket lives on that server, and asking AWS for it only fails."""
         if target.endpoint_url or not target.url.startswith("s3://"):
             return target
         url = target.url.rstrip("/")
+        bucket = url[len("s3://") :].partition("/")[0]
+        in_bucket = set()
         for r in self.remotes().values():
-            if r.endpoint_url and r.url.rstrip("/") == url:
+            if not r.endpoint_url or not r.url.startswith("s3://"):
+                continue
+            if r.url.rstrip("/") == url:
                 return target._replace(endpoint_url=r.endpoint_url, remote=r.name)
+            if r.url[len("s3://") :].partition("/")[0] == bucket:
+                in_bucket.add(r.endpoint_url)
+        if len(in_bucket) == 1:
+            return target._replace(endpoint_url=in_bucket.pop())
         return target
 
     def cache_dir(self, flag: str | None = None) -> str:
@@ -518,7 +529,20 @@ def _save_doc(path: str, doc: Any) -> None:
     from vfs.perms import write_file
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_file(path, tomlkit.dumps(doc))
+    write_file(path, _spaced(tomlkit.dumps(doc)))
+
+
+def _spaced(text: str) -> str:
+    """`text` with a blank line before each table header that follows a key line.
+    tomlkit glues a table added after a super-table to its last sub-table
+    (`url = ...` then `[core]` on the next line); a header under a comment is left as
+    written."""
+    out: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("[") and out and out[-1].strip() and not out[-1].startswith(("#", "[")):
+            out.append("\n")
+        out.append(line)
+    return "".join(out)
 
 
 def set_value(path: str, key: str, value: str) -> None:

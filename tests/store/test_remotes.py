@@ -260,3 +260,67 @@ def test_push_and_pull_go_to_the_default_remote_when_none_is_named(project: Proj
     project.run("config", "set", "core.store", "./other")
     project.run("pull", "ds@main")
     assert project.run("cat", "ds@main", "a.txt").stdout == "pushed\n"
+
+
+def test_remote_add_keeps_vfs_toml_readable(project: Project) -> None:
+    # tomlkit glued a table added after [remote.NAME] to its last line: `url = ...`
+    # then `[core]` on the next line
+    project.run("remote", "add", "team", "s3://team-bucket/walk", "--default")
+    project.run("remote", "add", "registry", "s3://registry/walk")
+    project.run("config", "set", "core.cache_dir", "./cache")
+    assert (project.root / "vfs.toml").read_text() == (
+        '[remote.team]\nurl = "s3://team-bucket/walk"\n\n'
+        '[remote.registry]\nurl = "s3://registry/walk"\n\n'
+        '[core]\nremote = "team"\ncache_dir = "./cache"\n'
+    )
+
+
+def test_a_refused_push_names_the_remote_in_its_recipe(project: Project) -> None:
+    # The commands a refusal suggests name the other store as the user does: the
+    # default remote's name, not its URL.
+    project.run("config", "set", "core.store", "./local")
+    project.run("remote", "add", "shelf", "./shelf", "--default")
+    project.run("init", "./shelf")
+    project.run("commit", str(_tree(project.tmp / "a", {"f": "1"})), "ds")
+    project.run("push", "ds")
+    project.run("commit", str(_tree(project.tmp / "b", {"f": "2"})), "ds")
+    project.run("--store", "shelf", "commit", str(_tree(project.tmp / "c", {"f": "3"})), "ds")
+    p = project.run("push", "ds", check=False)
+    assert p.returncode == 1, p.stderr
+    err = p.stderr
+    assert "vfs pull ds@main --from shelf --as-branch theirs" in err
+    assert "vfs push ds@theirs --to shelf --as-branch main" in err
+    p = project.run("pull", "ds", check=False)
+    assert p.returncode == 1, p.stderr
+    err = p.stderr
+    assert "pull rejected" in err and "--from shelf --as-branch theirs" in err
+
+
+@pytest.mark.s3
+def test_lineage_reads_an_input_in_a_remote_at_its_endpoint(
+    s3_project: Project, s3_url: str
+) -> None:
+    # An input recorded by URL (vfs.input.0.store) is read at the endpoint of the
+    # remote with that URL, as every verb reads a store named by URL: commit --input
+    # resolves it there, and show --lineage reads it there.
+    p = s3_project
+    model = _tree(p.tmp / "model", {"w.bin": "weights\n"})
+    p.run("commit", str(model), "clf", "--input", f"{s3_url}::ds@v1", VFS_S3_TIMEOUT="5")
+    doc = json.loads(p.run("show", "clf", "--lineage", "--json", VFS_S3_TIMEOUT="5").stdout)
+    (node,) = doc["inputs"]
+    assert node["store"] == s3_url and "error" not in node, node
+    assert node["tags"] == ["v1"]
+
+
+@pytest.mark.s3
+def test_a_url_in_a_remotes_bucket_takes_its_endpoint(s3_project: Project, s3_url: str) -> None:
+    # s3://BUCKET/other beside the remote's s3://BUCKET/store is on the same server:
+    # a mistyped prefix says "no vfs store", not "cannot reach s3.amazonaws.com".
+    p = s3_project
+    bucket = s3_url[len("s3://") :].partition("/")[0]
+    typo = f"s3://{bucket}/stroe"
+    out = p.run("push", "mine", "--to", typo, check=False, VFS_S3_TIMEOUT="5")
+    assert out.returncode == 1 and f"no vfs store at {typo}" in out.stderr, out.stderr
+    p.run("init", f"s3://{bucket}/scratch", VFS_S3_TIMEOUT="5")
+    p.run("push", "mine", "--to", f"s3://{bucket}/scratch", VFS_S3_TIMEOUT="5")
+    assert p.run("--store", f"s3://{bucket}/scratch", "cat", "mine", "mine.txt").stdout == "mine\n"

@@ -72,22 +72,24 @@ def _bar(args: argparse.Namespace) -> Progress | None:
     return Bar() if show_progress() and not args.json else None
 
 
-def _other_store(args: argparse.Namespace, flag: str, for_write: bool) -> Store:
+def _other_store(args: argparse.Namespace, flag: str, for_write: bool) -> tuple[Store, str]:
     """The store on the other side, named by --to or --from: a store URL or a remote
-    name (open_store resolves both), else the default remote (core.remote)."""
+    name (open_store resolves both), else the default remote (core.remote); and the
+    name to give it in the commands a message suggests (as the user would type it)."""
     from vfs import config
     from vfs.ops import base
 
     where = getattr(args, flag)
     if where is not None:
-        return base.open_store(where, for_write=for_write)
+        return base.open_store(where, for_write=for_write), where
     settings = config.load()
     if settings.get("core.remote") is None:
         raise UsageError(
             f"say which store to {args.command} {'to' if flag == 'to' else 'from'}: "
             f"--{flag} REMOTE_OR_URL, or set a default with `vfs remote add NAME URL --default`"
         )
-    return base.open_target(settings.default_remote().target(), for_write=for_write)
+    remote = settings.default_remote()
+    return base.open_target(remote.target(), for_write=for_write), remote.name
 
 
 def _add_jobs(p: argparse.ArgumentParser) -> None:
@@ -178,7 +180,9 @@ def add_pull(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_pull)
 
 
-def _run_transfer(args: argparse.Namespace, src: Store, dst: Store, verb: str) -> int:
+def _run_transfer(
+    args: argparse.Namespace, src: Store, dst: Store, verb: str, other_name: str
+) -> int:
     from vfs.ops.base import short
     from vfs.ops.transfer import transfer
 
@@ -192,6 +196,7 @@ def _run_transfer(args: argparse.Namespace, src: Store, dst: Store, verb: str) -
             tags=args.tags,
             jobs=args.jobs,
             progress=_bar(args),
+            other_name=other_name,
         )
     finally:
         src.close()
@@ -217,12 +222,13 @@ def _run_transfer(args: argparse.Namespace, src: Store, dst: Store, verb: str) -
 
 def cmd_push(args: argparse.Namespace) -> int:
     src = open_store(args)
-    return _run_transfer(args, src, _other_store(args, "to", for_write=True), "push")
+    dst, name = _other_store(args, "to", for_write=True)
+    return _run_transfer(args, src, dst, "push", name)
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    src = _other_store(args, "from", for_write=False)
-    return _run_transfer(args, src, open_store(args, for_write=True), "pull")
+    src, name = _other_store(args, "from", for_write=False)
+    return _run_transfer(args, src, open_store(args, for_write=True), "pull", name)
 
 
 # --- import, update ---

@@ -53,8 +53,18 @@ def _split(text: str) -> tuple[str | None, str]:
     return (url, spec) if sep else (None, text)
 
 
+def _open(url: str) -> Store:
+    """The store at `url` (or a remote's name), reached at the endpoint the config
+    gives it: an input recorded as s3://registry/walk is read at the endpoint of the
+    remote with that URL, as every verb reads it (vfs.config.resolve_store)."""
+    from vfs.ops.base import store_target
+
+    target = store_target(url)
+    return Store.open(target.url, target.endpoint_url)
+
+
 def resolve_inputs(
-    store: Store, texts: list[str], open_store: Callable[[str], Store] = Store.open
+    store: Store, texts: list[str], open_store: Callable[[str], Store] = _open
 ) -> list[Input]:
     """Each `[STORE_URL::]DATASET[@REF]` resolved to its full commit id."""
     out = []
@@ -181,7 +191,7 @@ class _Stores:
             return self.home
         s = self.opened.get(url)
         if s is None:
-            s = self.opened[url] = Store.open(url)
+            s = self.opened[url] = _open(url)
         return s
 
     def close(self) -> None:

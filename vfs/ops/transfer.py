@@ -341,12 +341,14 @@ def transfer(
     tags: bool = False,
     jobs: int = DEFAULT_JOBS,
     progress: Progress | None = None,
+    other_name: str | None = None,
 ) -> TransferResult:
     """Copy the version `spec` names on `src` to `dst` and set the same-named branch
     (fast-forward only) or tag there. `verb` ("push" or "pull") words the messages and
     is the ref log's action. With `tags`, every tag of the dataset that names a
     commit of the version's history is created on `dst` too (after the ref: the
-    objects are all there by then)."""
+    objects are all there by then). `other_name` is how the user named the other
+    store (a remote's name); the commands a refusal suggests use it (else its URL)."""
     t0 = time.monotonic()
     progress = progress or Progress()
     src.check_config()
@@ -381,7 +383,7 @@ def transfer(
     marker = Marker(src, workers=jobs)
     marker.walk([r.commit])
     if current is not None and current.commit not in marker.commits:
-        raise _diverged(verb, ds, name, current.commit, r.commit, src, dst)
+        raise _diverged(verb, ds, name, current.commit, r.commit, src, dst, other_name)
 
     lease = take_lease(dst, progress)
     try:
@@ -397,7 +399,7 @@ def transfer(
                 if current is not None and current.commit == r.commit:
                     break
                 if current is not None and current.commit not in marker.commits:
-                    raise _diverged(verb, ds, name, current.commit, r.commit, src, dst)
+                    raise _diverged(verb, ds, name, current.commit, r.commit, src, dst, other_name)
     finally:
         lease.release()
         progress.close()
@@ -440,12 +442,19 @@ def _send_tags(src: Store, dst: Store, ds: str, history: set[bytes]) -> list[str
 
 
 def _diverged(
-    verb: str, ds: str, name: str, theirs: bytes, ours: bytes, src: Store, dst: Store
+    verb: str,
+    ds: str,
+    name: str,
+    theirs: bytes,
+    ours: bytes,
+    src: Store,
+    dst: Store,
+    other_name: str | None = None,
 ) -> VfsError:
     """git's non-fast-forward, in vfs's terms. There is no merge, but a version is a
     whole snapshot: committing the combined directory on top of the other side's head
     and sending that is a fast-forward."""
-    other = dst.url if verb == "push" else src.url
+    other = other_name or (dst.url if verb == "push" else src.url)
     return RefConflict(
         f"{verb} rejected: {ds}@{name} on {dst.url} is at {short(theirs)}, which is not "
         f"in the history of {short(ours)}: both sides have new commits, and nothing was "
