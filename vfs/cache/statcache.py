@@ -7,8 +7,9 @@ It lives in ``<root>/statcache/`` (vfs.cache.layout).
 
 Concurrency: its LMDB environment comes from the process's one registry
 (vfs.cache.lmdbenv: LMDB forbids opening one twice) and stays open for the life of
-the process; writes are batched into one transaction per commit. A StatCache itself
-is used by one thread at a time.
+the process; writes are batched (one transaction per STATCACHE_FLUSH records of a
+commit). `record` and `flush` run on one thread (the committer); `lookup_many` may
+run on any thread (a read transaction of its own).
 """
 
 from __future__ import annotations
@@ -55,7 +56,22 @@ class StatCache:
 
     def lookup(self, path: bytes, st: os.stat_result) -> tuple[fmt.ChunkRef, ...] | None:
         key = self._key(path)
-        v = self._env.run(lambda txn: txn.get(key), write=False)
+        return self._decode(self._env.run(lambda txn: txn.get(key), write=False), st)
+
+    def lookup_many(
+        self, items: list[tuple[bytes, os.stat_result]]
+    ) -> list[tuple[fmt.ChunkRef, ...] | None]:
+        """`lookup` of each (path, stat) in one read transaction."""
+        keys = [self._key(p) for p, _ in items]
+
+        def fn(txn: lmdb.Transaction[bytes]) -> list[bytes | None]:
+            return [txn.get(k) for k in keys]
+
+        got = self._env.run(fn, write=False)
+        return [self._decode(v, st) for v, (_, st) in zip(got, items, strict=True)]
+
+    @staticmethod
+    def _decode(v: bytes | None, st: os.stat_result) -> tuple[fmt.ChunkRef, ...] | None:
         if v is None or len(v) < _HEAD.size or (len(v) - _HEAD.size) % _REF.size:
             return None
         if _HEAD.unpack_from(v) != _sig(st):
@@ -66,6 +82,10 @@ class StatCache:
         self._pending[self._key(path)] = _HEAD.pack(*_sig(st)) + b"".join(
             _REF.pack(c.id, c.length) for c in chunks
         )
+
+    def pending(self) -> int:
+        """Records not yet written."""
+        return len(self._pending)
 
     def flush(self) -> None:
         if not self._pending:

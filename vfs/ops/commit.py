@@ -5,10 +5,14 @@ tree pages, then the commit, then the ref by compare-and-swap. Whatever stops us
 before the ref moves leaves the dataset as it was, and a rerun skips every chunk that
 already sits in an indexed pack.
 
-The pipeline: one thread walks the files in path order and cuts them into chunks;
-a pool hashes (and, for new chunks, compresses) them; results are taken back in
-order so packs fill in path order. A window bounds the chunks in flight, and with
-them the memory.
+The pipeline streams (docs/architecture.md, "Commit"): one thread walks the tree
+depth-first in name order (a pool stats each directory's names a few batches ahead)
+and cuts files into chunks; a pool hashes (and, for new chunks, compresses) them;
+results are taken back in order so packs fill in path order. A directory is finished
+bottom-up as soon as its files are hashed: its tree pages wait only for the packs they
+refer to, then are written. A window bounds the chunks in flight; only the open
+path's directories and bounded queues stay in memory, whatever the file count.
+Which chunks the store holds comes from an LMDB index in the cache (vfs.cache.known).
 """
 
 from __future__ import annotations
@@ -24,20 +28,21 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from vfs import chunker, leases, packer, perms
 from vfs import format as fmt
 from vfs.cache import layout
+from vfs.cache.known import KnownChunks
 from vfs.cache.statcache import StatCache
 from vfs.errors import NotFound, RefConflict, UsageError, VfsError
 from vfs.ignore import IGNORE_FILE, Rules
 from vfs.names import check_name
 from vfs.store import HEADS, TAGS, RefValue, Store
 from vfs.storecheck import local_root
-from vfs.tree import write_dir
+from vfs.tree import DirBuilder, DirView
 
 log = logging.getLogger(__name__)
 
@@ -79,95 +84,18 @@ class CommitResult:
 
 
 @dataclass
-class _File:
-    path: bytes
-    st: os.stat_result
-    chunks: list[fmt.ChunkRef] = field(default_factory=list)
-    done: int = 0  # bytes of `chunks`, kept as they arrive (summing each time is quadratic)
+class Snapshot:
+    """A directory chunked, packed and uploaded with its tree pages (snapshot_tree)."""
 
-
-@dataclass
-class _Dir:
-    path: bytes
-    st: os.stat_result
-    files: dict[bytes, _File] = field(default_factory=dict)
-    dirs: dict[bytes, _Dir] = field(default_factory=dict)
-    links: dict[bytes, tuple[os.stat_result, bytes]] = field(default_factory=dict)
-
-
-@dataclass
-class _Scan:
-    tree: _Dir
-    files: list[_File]  # in path order: the order chunks land in packs
-    ignored: int  # entries left out by the rules or as the store; an ignored dir counts once
-
-
-def _scan(
-    root: bytes, warnings: list[str], rules: Rules, store_dir: tuple[int, int] | None = None
-) -> _Scan:
-    """Walk `root` without following symlinks, leaving out what `rules` ignore
-    (without entering an ignored directory) and the directory whose (device, inode) is
-    `store_dir`: a store kept inside the committed directory."""
-    files: list[_File] = []
-    ignored = 0
-
-    def visit(path: bytes, st: os.stat_result, rel: str, rules: Rules) -> _Dir:
-        nonlocal ignored
-        node = _Dir(path, st)
-        try:
-            with os.scandir(path) as it:
-                children = sorted(it, key=lambda d: d.name)
-        except OSError as e:
-            raise VfsError(f"cannot read directory {os.fsdecode(path)}: {e.strerror}") from None
-        ignore_file = next(
-            (
-                d.path
-                for d in children
-                if d.name == IGNORE_FILE and d.is_file(follow_symlinks=False)
-            ),
-            None,
-        )
-        rules = rules.enter(rel, ignore_file)
-        for d in children:
-            name = d.name
-            try:
-                fmt.check_name(name)
-            except VfsError as e:
-                raise UsageError(f"cannot commit {os.fsdecode(d.path)}: {e}") from None
-            try:
-                cst = d.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # removed while we walked: it was never in this snapshot
-            is_dir = stat.S_ISDIR(cst.st_mode)
-            child_rel = rel + os.fsdecode(name)
-            if rules.ignored(child_rel, is_dir):
-                ignored += 1
-                continue
-            if is_dir:
-                if store_dir == (cst.st_dev, cst.st_ino):
-                    log.info("not committing %s: it is the store", os.fsdecode(d.path))
-                    ignored += 1
-                    continue
-                node.dirs[name] = visit(d.path, cst, child_rel + "/", rules)
-            elif stat.S_ISREG(cst.st_mode):
-                f = _File(d.path, cst)
-                node.files[name] = f
-                files.append(f)
-            elif stat.S_ISLNK(cst.st_mode):
-                node.links[name] = (cst, os.readlink(d.path))
-            else:
-                msg = f"skipped {os.fsdecode(d.path)}: not a regular file, directory or symlink"
-                log.warning("%s", msg)
-                warnings.append(msg)
-        return node
-
-    # Files are appended depth-first in name order: the order a reader walking the
-    # tree meets them, so a directory read front to back is one range of its packs.
-    root_st = os.stat(root)
-    if store_dir == (root_st.st_dev, root_st.st_ino):
-        raise UsageError(f"{os.fsdecode(root)} is the store itself; commit a data directory")
-    tree = visit(root, root_st, "", rules)
-    return _Scan(tree, files, ignored)
+    tree: bytes  # the directory's tree id, as a one-machine commit gives it
+    files: int
+    bytes: int
+    bytes_read: int
+    new_chunks: int
+    bytes_uploaded: int
+    packs: int
+    ignored: int
+    warnings: list[str]
 
 
 def _store_dir(store: Store) -> tuple[int, int] | None:
@@ -180,30 +108,6 @@ def _store_dir(store: Store) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
-
-
-def load_known_chunks(store: Store, cache_dir: str, workers: int = 16) -> dict[bytes, fmt.Location]:
-    """Every chunk in an indexed pack of the store, with its location.
-
-    A pack index is determined by its pack's id (it is the pack's own trailer), so
-    indexes are kept locally under that id and fetched once per machine; only the
-    listing of `index/` goes to the store each time.
-    """
-    ids = list(store.pack_ids())
-    local = layout.packindex_dir(cache_dir)
-    perms.make_dirs(local)
-
-    def load(pack_id: bytes) -> list[fmt.PackEntry]:
-        return store.local_pack_index(pack_id, local)
-
-    known: dict[bytes, fmt.Location] = {}
-    if not ids:
-        return known
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vfs-index") as pool:
-        for pack_id, entries in zip(ids, pool.map(load, ids), strict=True):
-            for e in entries:
-                known[e.id] = fmt.Location(pack_id, e.offset, e.stored_length, e.codec)
-    return known
 
 
 def git_info(path: str) -> dict[str, str]:
@@ -246,92 +150,467 @@ def _read_error(path: bytes, e: OSError) -> VfsError:
     return VfsError(f"cannot read {name}: {e.strerror or e}")
 
 
-def _hash_chunk(data: bytes, known: dict[bytes, fmt.Location]) -> _Hashed:
+def _hash_chunk(data: bytes, known: KnownChunks) -> _Hashed:
     cid = fmt.chunk_id(data)
-    if cid in known:
+    if known.get(cid) is not None:
         return cid, len(data), fmt.CODEC_RAW, None
     codec, stored = packer.compress(data)
     return cid, len(data), codec, bytes(stored)
 
 
-def _read_small(path: bytes, size: int, known: dict[bytes, fmt.Location]) -> list[_Hashed]:
+def _read_small(path: bytes, size: int, known: KnownChunks) -> list[_Hashed]:
     return [_hash_chunk(bytes(c), known) for c in chunker.chunk_file(path, size)]
 
 
-def _hash_one(data: bytes, known: dict[bytes, fmt.Location]) -> list[_Hashed]:
+def _hash_one(data: bytes, known: KnownChunks) -> list[_Hashed]:
     return [_hash_chunk(data, known)]
 
 
-class _TreeSink:
-    """Collects tree pages and locations as the tree is built; `write` stores them
-    concurrently. Building first and writing after lets an unchanged tree (same root
-    id as the branch head) cost no request at all."""
-
-    def __init__(self) -> None:
-        self.pages: list[bytes] = []
-        self.locs: list[tuple[bytes, dict[bytes, fmt.Location]]] = []
-
-    def put_page(self, canonical: bytes) -> bytes:
-        self.pages.append(canonical)
-        return fmt.object_id(canonical)
-
-    def put_locs(self, leaf_id: bytes, locs: dict[bytes, fmt.Location]) -> None:
-        self.locs.append((leaf_id, locs))
-
-    def write(self, store: Store) -> None:
-        """Store everything collected (each object only if its key is new)."""
-        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="vfs-tree") as pool:
-            done: list[Future[object]] = [
-                pool.submit(store.put_locs, leaf, locs) for leaf, locs in self.locs
-            ]
-            done += [pool.submit(store.put_object, page) for page in self.pages]
-            for f in done:
-                f.result()
+# Per directory, names are stat-ed (and their stat-cache entries looked up) in batches
+# on a pool, a few batches ahead of the walk: on a cold page cache each lstat waits on
+# the disk, and a batch needs one LMDB transaction instead of one per file.
+STAT_BATCH = 256
+STAT_AHEAD = 8
+STATCACHE_FLUSH = 20_000  # stat-cache records kept before they are written
+TREE_WRITES = 64  # tree page and locations writes in flight
 
 
-def _build_tree(
-    node: _Dir, sink: _TreeSink, locate: Callable[[bytes], fmt.Location]
-) -> tuple[bytes, int, int]:
-    """Write the tree of `node` bottom-up; returns (id, file bytes, file count)."""
-    entries: list[fmt.Entry] = []
-    total_bytes = 0
-    total_files = 0
-    for name, d in node.dirs.items():
-        tid, nbytes, nfiles = _build_tree(d, sink, locate)
-        total_bytes += nbytes
-        total_files += nfiles
-        entries.append(
-            fmt.Entry(
-                name,
-                fmt.DIR,
-                d.st.st_mode & 0o7777,
-                d.st.st_mtime_ns,
-                nbytes,
-                tree=tid,
-                nfiles=nfiles,
-            )
+@dataclass(slots=True)
+class _File:
+    """A regular file whose chunks are being hashed."""
+
+    name: bytes
+    path: bytes
+    st: os.stat_result
+    chunks: list[fmt.ChunkRef] = field(default_factory=list)
+    tasks: int = 0  # hashing tasks submitted
+    got: int = 0  # hashing tasks returned
+    sealed: bool = False  # no more tasks will be submitted
+    done: int = 0  # bytes of `chunks`
+
+    def complete(self) -> bool:
+        return self.sealed and self.got == self.tasks
+
+
+@dataclass(slots=True)
+class _Stat:
+    name: bytes
+    st: os.stat_result | None  # None: removed while we walked
+    cached: tuple[fmt.ChunkRef, ...] | None = None  # the stat cache's chunk list
+    cached_known: bool = False  # every cached chunk is in an indexed pack
+
+
+@dataclass(slots=True)
+class _Page:
+    barrier: int  # the pack number that must be uploaded before this page is written
+    id: bytes
+    canonical: bytes
+    chunks: list[bytes] | None  # a leaf's chunk ids (its locations); None for an index page
+
+
+class _HeadDir:
+    """The same directory in the branch head's tree: its pages are in the store
+    (reachable from a ref, and the commit's lease keeps gc off them), so a page of
+    ours with one of their ids needs no write. Holds the top page and the ids of its
+    children: every page of a directory up to millions of entries."""
+
+    def __init__(self, store: Store, top: bytes) -> None:
+        self.view = DirView(store, top)
+        self.pages = {top}
+        page = store.get_page(top)
+        if page.kind == fmt.INDEX:
+            self.pages.update(c.page for c in page.children())
+
+    def child(self, name: bytes) -> bytes | None:
+        found = self.view.lookup(name)
+        if found is None or not found.entry.is_dir:
+            return None
+        return found.entry.tree
+
+
+class _Walker:
+    """One streaming snapshot: walks depth-first in name order, hashes and packs the
+    files' chunks in that order, and finishes each directory bottom-up as soon as its
+    files are hashed. Its pages wait in `pages` until every pack they refer to is
+    uploaded (write order: packs, locations, pages), then are written by a bounded
+    pool. Memory: the open path's directories (a name list each, and a leaf's worth
+    of entries), the chunk window, the pages waiting for their packs (at most the
+    packs being filled or uploaded), and the stat-cache records not yet written."""
+
+    def __init__(
+        self,
+        store: Store,
+        cache_dir: str,
+        progress: Progress,
+        workers: int | None,
+        store_dir: tuple[int, int] | None,
+        warnings: list[str],
+    ) -> None:
+        self.store = store
+        self.progress = progress
+        self.store_dir = store_dir
+        self.warnings = warnings
+        self.files = 0
+        self.bytes = 0
+        self.bytes_read = 0
+        self.new_chunks = 0
+        self.ignored = 0
+        self.pages_skipped = 0
+        self.known = KnownChunks(store, cache_dir, store.pack_ids())
+        self.statcache = StatCache(cache_dir, store.url)
+        # More threads than cores: reading many small files is I/O-bound (on a cold
+        # page cache each read waits on the disk), and hashing and zstd release the GIL.
+        n = workers or max(8, 2 * (os.cpu_count() or 2))
+        self.pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="vfs-chunk")
+        # Stats get their own pool: a batch queued behind reads would stall the walk.
+        self.stat_pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="vfs-stat")
+        self.tree_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="vfs-tree")
+        self.writer = packer.PackWriter(store, spool_dir=layout.spool_dir(cache_dir))
+        perms.make_dirs(self.writer.spool_dir)
+        packer.clean_spool(self.writer.spool_dir)
+        self.window: deque[tuple[_File, Future[list[_Hashed]]]] = deque()
+        self.pages: deque[_Page] = deque()
+        self.writes: deque[Future[None]] = deque()
+        self.closed = False
+
+    # -- the walk ------------------------------------------------------------------------
+
+    def run(self, root: bytes, rel: str, rules: Rules, head: bytes | None) -> bytes:
+        root_st = os.stat(root)
+        if self.store_dir == (root_st.st_dev, root_st.st_ino):
+            raise UsageError(f"{os.fsdecode(root)} is the store itself; commit a data directory")
+        self.known.sync()
+        tree, nbytes, nfiles = self.dir(root, rel, rules, head)
+        self.progress.phase("uploading")
+        self.writer.close()
+        self.closed = True
+        self.pump()
+        if self.pages:  # cannot happen: every pack is uploaded
+            raise VfsError("internal error: tree pages left waiting for packs")
+        while self.writes:
+            self.writes.popleft().result()
+        self.files, self.bytes = nfiles, nbytes
+        return tree
+
+    def close(self) -> None:
+        try:
+            if not self.closed:
+                self.writer.abort()
+            for pool in (self.pool, self.stat_pool, self.tree_pool):
+                pool.shutdown(wait=True, cancel_futures=True)
+            self.statcache.flush()
+        finally:
+            self.known.close()
+
+    def dir(
+        self, path: bytes, rel: str, rules: Rules, head: bytes | None
+    ) -> tuple[bytes, int, int]:
+        """Snapshot the directory `path`; returns (tree id, file bytes, file count)."""
+        try:
+            names = sorted(os.listdir(path))
+        except OSError as e:
+            raise VfsError(f"cannot read directory {os.fsdecode(path)}: {e.strerror}") from None
+        ignore_file = None
+        if IGNORE_FILE in names:
+            candidate = os.path.join(path, IGNORE_FILE)
+            try:
+                if stat.S_ISREG(os.lstat(candidate).st_mode):
+                    ignore_file = candidate
+            except FileNotFoundError:
+                pass
+        rules = rules.enter(rel, ignore_file)
+        hd = _HeadDir(self.store, head) if head is not None else None
+        builder = DirBuilder(
+            lambda pid, canonical, entries: self._leaf(pid, canonical, entries, hd),
+            lambda canonical: self._index(canonical, hd),
         )
-    for name, f in node.files.items():
-        total_bytes += f.st.st_size
-        total_files += 1
-        entries.append(
-            fmt.Entry(
-                name,
-                fmt.FILE,
-                f.st.st_mode & 0o7777,
-                f.st.st_mtime_ns,
-                f.st.st_size,
-                chunks=tuple(f.chunks),
-            )
-        )
-    for name, (lst, target) in node.links.items():
-        entries.append(
-            fmt.Entry(
-                name, fmt.SYMLINK, lst.st_mode & 0o7777, lst.st_mtime_ns, len(target), target=target
-            )
-        )
-    entries.sort(key=lambda e: e.name)
-    return write_dir(entries, sink, locate), total_bytes, total_files
+        items: deque[_File | fmt.Entry] = deque()
+        nbytes = nfiles = 0
+        for s in self._stats(path, names):
+            name, st = s.name, s.st
+            if st is None:
+                continue
+            child = os.path.join(path, name)
+            is_dir = stat.S_ISDIR(st.st_mode)
+            child_rel = rel + os.fsdecode(name)
+            if rules.ignored(child_rel, is_dir):
+                self.ignored += 1
+                continue
+            if is_dir:
+                if self.store_dir == (st.st_dev, st.st_ino):
+                    log.info("not committing %s: it is the store", os.fsdecode(child))
+                    self.ignored += 1
+                    continue
+                sub_head = hd.child(name) if hd is not None else None
+                tid, sub_bytes, sub_files = self.dir(child, child_rel + "/", rules, sub_head)
+                nbytes += sub_bytes
+                nfiles += sub_files
+                items.append(
+                    fmt.Entry(
+                        name,
+                        fmt.DIR,
+                        st.st_mode & 0o7777,
+                        st.st_mtime_ns,
+                        sub_bytes,
+                        tree=tid,
+                        nfiles=sub_files,
+                    )
+                )
+            elif stat.S_ISREG(st.st_mode):
+                nbytes += st.st_size
+                nfiles += 1
+                items.append(self._file(name, child, st, s))
+            elif stat.S_ISLNK(st.st_mode):
+                target = os.readlink(child)
+                items.append(
+                    fmt.Entry(
+                        name,
+                        fmt.SYMLINK,
+                        st.st_mode & 0o7777,
+                        st.st_mtime_ns,
+                        len(target),
+                        target=target,
+                    )
+                )
+            else:
+                msg = f"skipped {os.fsdecode(child)}: not a regular file, directory or symlink"
+                log.warning("%s", msg)
+                self.warnings.append(msg)
+            self._settle(items, builder)
+        self._drain(0)
+        self._settle(items, builder)
+        tid = builder.finish()
+        self.pump()
+        return tid, nbytes, nfiles
+
+    def _stats(self, path: bytes, names: list[bytes]) -> Iterator[_Stat]:
+        """lstat every name (and look up the stat cache), a few batches ahead."""
+        for name in names:
+            try:
+                fmt.check_name(name)
+            except VfsError as e:
+                raise UsageError(
+                    f"cannot commit {os.fsdecode(os.path.join(path, name))}: {e}"
+                ) from None
+        ahead: deque[Future[list[_Stat]]] = deque()
+        batches = (names[i : i + STAT_BATCH] for i in range(0, len(names), STAT_BATCH))
+        for batch in batches:
+            ahead.append(self.stat_pool.submit(self._stat_batch, path, batch))
+            if len(ahead) >= STAT_AHEAD:
+                yield from ahead.popleft().result()
+        while ahead:
+            yield from ahead.popleft().result()
+
+    def _stat_batch(self, path: bytes, names: list[bytes]) -> list[_Stat]:
+        out: list[_Stat] = []
+        regular: list[tuple[bytes, os.stat_result]] = []
+        for name in names:
+            p = os.path.join(path, name)
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:
+                out.append(_Stat(name, None))
+                continue
+            out.append(_Stat(name, st))
+            if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+                regular.append((p, st))
+        if not regular:
+            return out
+        cached = iter(self.statcache.lookup_many(regular))
+        hits = []
+        for s in out:
+            if s.st is not None and stat.S_ISREG(s.st.st_mode) and s.st.st_size > 0:
+                s.cached = next(cached)
+                if s.cached is not None:
+                    hits.append(s)
+        if hits:
+            ids = [c.id for s in hits for c in s.cached or ()]
+            locs = iter(self.known.get_many(ids))
+            for s in hits:
+                s.cached_known = all([next(locs) is not None for _ in s.cached or ()])
+        return out
+
+    # -- files and chunks ----------------------------------------------------------------
+
+    def _file(self, name: bytes, path: bytes, st: os.stat_result, s: _Stat) -> _File:
+        f = _File(name, path, st)
+        size = st.st_size
+        cached = s.cached
+        if cached is not None and (
+            s.cached_known
+            or all(self.writer.has(c.id) or self.known.get(c.id) is not None for c in cached)
+        ):
+            f.chunks = list(cached)
+            f.done = size
+            f.sealed = True
+            self.progress.advance(0, size)
+            return f
+        if size <= chunker.MIN_SIZE:
+            if size:
+                f.tasks = 1
+                self.window.append((f, self.pool.submit(_read_small, path, size, self.known)))
+                self.bytes_read += size
+                self.progress.advance(0, size)
+            f.sealed = True
+            self._drain(WINDOW)
+            return f
+        try:
+            for piece in chunker.chunk_file(path, size):
+                data = bytes(piece)
+                f.tasks += 1
+                self.window.append((f, self.pool.submit(_hash_one, data, self.known)))
+                self.bytes_read += len(data)
+                self.progress.advance(0, len(data))
+                self._drain(WINDOW)
+        except OSError as e:
+            raise _read_error(path, e) from None
+        f.sealed = True
+        return f
+
+    def _drain(self, limit: int) -> None:
+        writer = self.writer
+        while len(self.window) > limit:
+            owner, fut = self.window.popleft()
+            try:
+                hashed = fut.result()
+            except OSError as e:
+                raise _read_error(owner.path, e) from None
+            for cid, length, codec, stored in hashed:
+                if stored is not None and not writer.has(cid):
+                    writer.add(cid, length, codec, stored)
+                    self.new_chunks += 1
+                owner.chunks.append(fmt.ChunkRef(cid, length))
+                owner.done += length
+            owner.got += 1
+
+    def _settle(self, items: deque[_File | fmt.Entry], builder: DirBuilder) -> None:
+        """Move the finished entries at the front of `items` into the directory."""
+        while items:
+            item = items[0]
+            if isinstance(item, _File):
+                if not item.complete():
+                    return
+                st = item.st
+                if item.done != st.st_size:
+                    raise VfsError(
+                        f"{os.fsdecode(item.path)} changed while being committed; commit again"
+                    )
+                chunks = tuple(item.chunks)
+                if chunks:
+                    self.statcache.record(item.path, st, chunks)
+                    if self.statcache.pending() >= STATCACHE_FLUSH:
+                        self.statcache.flush()
+                self.progress.advance(1, 0)
+                item = fmt.Entry(
+                    item.name,
+                    fmt.FILE,
+                    st.st_mode & 0o7777,
+                    st.st_mtime_ns,
+                    st.st_size,
+                    chunks=chunks,
+                )
+            items.popleft()
+            builder.add(item)
+
+    # -- tree pages ----------------------------------------------------------------------
+
+    def _leaf(
+        self, page_id: bytes, canonical: bytes, entries: list[fmt.Entry], hd: _HeadDir | None
+    ) -> None:
+        if hd is not None and page_id in hd.pages:
+            self.pages_skipped += 1
+            return
+        seen: dict[bytes, None] = {}
+        for e in entries:
+            for c in e.chunks:
+                seen[c.id] = None
+        self.pages.append(_Page(self.writer.barrier(), page_id, canonical, list(seen)))
+
+    def _index(self, canonical: bytes, hd: _HeadDir | None) -> bytes:
+        page_id = fmt.object_id(canonical)
+        if hd is not None and page_id in hd.pages:
+            self.pages_skipped += 1
+        else:
+            self.pages.append(_Page(self.writer.barrier(), page_id, canonical, None))
+        return page_id
+
+    def pump(self) -> None:
+        """Fold uploaded packs into the known chunks, then write the pages whose packs
+        are all uploaded."""
+        writer = self.writer
+        writer.check()
+        uploaded = writer.take_uploaded()
+        if uploaded:
+            self.known.fold(uploaded)
+            for _, entries in uploaded:
+                writer.forget(entries)
+        through = writer.uploaded_through()
+        while self.pages and self.pages[0].barrier <= through:
+            page = self.pages.popleft()
+            locs = self._locate(page.chunks) if page.chunks is not None else None
+            while len(self.writes) >= TREE_WRITES:
+                self.writes.popleft().result()
+            self.writes.append(self.tree_pool.submit(self._put, page, locs))
+
+    def _locate(self, cids: list[bytes]) -> dict[bytes, fmt.Location]:
+        here = self.writer.locations
+        out = {c: here[c] for c in cids if c in here}
+        rest = [c for c in cids if c not in out]
+        for c, loc in zip(rest, self.known.get_many(rest), strict=True):
+            if loc is None:  # cannot happen: every chunk was packed or known
+                raise VfsError(f"internal error: chunk {c.hex()} has no location")
+            out[c] = loc
+        return out
+
+    def _put(self, page: _Page, locs: dict[bytes, fmt.Location] | None) -> None:
+        if locs is not None:
+            self.store.put_locs(page.id, locs)
+        self.store.put_object(page.canonical)
+
+
+def snapshot_tree(
+    store: Store,
+    src: str,
+    *,
+    cache_dir: str,
+    rules: Rules,
+    rel: str = "",
+    progress: Progress | None = None,
+    workers: int | None = None,
+    store_dir: tuple[int, int] | None = None,
+    head_tree: bytes | None = None,
+) -> Snapshot:
+    """Chunk, pack and upload the directory `src` (packs, locations, tree pages; no commit,
+    no ref) and return its tree id. `rules` are the ignore rules in force AT `src`
+    (the caller entered its ancestors' .vfsignore files); `rel` is src's path relative to
+    the committed root, '/'-terminated or "" (what the rules match against).
+
+    `head_tree`, if given, is the tree of the same directory in the version this one
+    follows: its pages are known to be stored, so equal pages are not written again
+    (an unchanged directory costs no request). `store_dir` is the (device, inode) of a
+    store kept inside `src`, which is left out.
+
+    Memory stays bounded whatever the number of files (see _Walker); a failure leaves
+    uploaded packs (a rerun reuses them) and pages, never a commit or a ref."""
+    progress = progress or Progress()
+    warnings: list[str] = []
+    walker = _Walker(store, cache_dir, progress, workers, store_dir, warnings)
+    try:
+        tree = walker.run(os.fsencode(os.path.abspath(src)), rel, rules, head_tree)
+    finally:
+        walker.close()
+    log.debug("snapshot %s: %d pages already stored", src, walker.pages_skipped)
+    return Snapshot(
+        tree=tree,
+        files=walker.files,
+        bytes=walker.bytes,
+        bytes_read=walker.bytes_read,
+        new_chunks=walker.new_chunks,
+        bytes_uploaded=walker.writer.bytes_uploaded,
+        packs=walker.writer.packs_written,
+        ignored=walker.ignored,
+        warnings=warnings,
+    )
 
 
 def commit_dir(
@@ -384,115 +663,34 @@ def commit_dir(
         if tag is not None and store.read_ref(dataset, TAGS, tag) is not None:
             raise RefConflict(f"tag {dataset}@{tag} already exists; tags never move")
         head = store.read_ref(dataset, HEADS, branch)
+        head_tree = store.get_commit(head.commit).tree if head is not None else None
 
-        warnings: list[str] = []
-        progress.phase("scanning")
-        scan = _scan(os.fsencode(os.path.abspath(src)), warnings, rules, _store_dir(store))
-        root, files = scan.tree, scan.files
-        total_bytes = sum(f.st.st_size for f in files)
-        progress.scanned(len(files), total_bytes)
-
-        progress.phase("indexing store")
-        known = load_known_chunks(store, cache_dir)
-        statcache = StatCache(cache_dir, store.url)
-        # More threads than cores: reading many small files is I/O-bound (on a cold
-        # page cache each read waits on the disk), and hashing and zstd release the GIL.
-        nworkers = workers or max(8, 2 * (os.cpu_count() or 2))
-        pool = ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="vfs-chunk")
-        writer = packer.PackWriter(store, spool_dir=layout.spool_dir(cache_dir))
-        perms.make_dirs(writer.spool_dir)
-        packer.clean_spool(writer.spool_dir)
-        bytes_read = 0
-        new_chunks = 0
-        closed = False
-        try:
-            progress.phase("committing")
-            window: deque[tuple[_File, Future[list[_Hashed]]]] = deque()
-
-            def drain(limit: int) -> None:
-                nonlocal new_chunks
-                while len(window) > limit:
-                    owner, fut = window.popleft()
-                    try:
-                        hashed = fut.result()
-                    except OSError as e:
-                        raise _read_error(owner.path, e) from None
-                    for cid, length, codec, stored in hashed:
-                        if stored is not None and not writer.has(cid):
-                            writer.add(cid, length, codec, stored)
-                            new_chunks += 1
-                        owner.chunks.append(fmt.ChunkRef(cid, length))
-                        owner.done += length
-                    if owner.done == owner.st.st_size:
-                        statcache.record(owner.path, owner.st, tuple(owner.chunks))
-                        progress.advance(1, 0)
-
-            for f in files:
-                size = f.st.st_size
-                cached = statcache.lookup(f.path, f.st)
-                if cached is not None and all(c.id in known or writer.has(c.id) for c in cached):
-                    f.chunks = list(cached)
-                    progress.advance(1, size)
-                    continue
-                if size == 0:
-                    progress.advance(1, 0)
-                    continue
-                if size <= chunker.MIN_SIZE:
-                    window.append((f, pool.submit(_read_small, f.path, size, known)))
-                    bytes_read += size
-                    progress.advance(0, size)
-                    drain(WINDOW)
-                    continue
-                try:
-                    for piece in chunker.chunk_file(f.path, size):
-                        data = bytes(piece)
-                        window.append((f, pool.submit(_hash_one, data, known)))
-                        bytes_read += len(data)
-                        progress.advance(0, len(data))
-                        drain(WINDOW)
-                except OSError as e:
-                    raise _read_error(f.path, e) from None
-            drain(0)
-            progress.phase("uploading")
-            writer.close()
-            closed = True
-            for f in files:
-                got = sum(c.length for c in f.chunks)
-                if got != f.st.st_size:
-                    raise VfsError(
-                        f"{os.fsdecode(f.path)} changed while being committed; commit again"
-                    )
-
-            def locate(cid: bytes) -> fmt.Location:
-                loc = writer.locations.get(cid) or known.get(cid)
-                if loc is None:  # cannot happen: every chunk was packed or known
-                    raise VfsError(f"internal error: chunk {cid.hex()} has no location")
-                return loc
-
-            progress.phase("writing trees")
-            sink = _TreeSink()
-            tree_id, nbytes, nfiles = _build_tree(root, sink, locate)
-            if head is None or store.get_commit(head.commit).tree != tree_id:
-                sink.write(store)
-        finally:
-            if not closed:
-                writer.abort()
-            pool.shutdown(wait=True, cancel_futures=True)
-            statcache.flush()
-
+        progress.scanned(0, 0)  # streaming: the totals are known only at the end
+        progress.phase("committing")
+        snap = snapshot_tree(
+            store,
+            src,
+            cache_dir=cache_dir,
+            rules=rules,
+            progress=progress,
+            workers=workers,
+            store_dir=_store_dir(store),
+            head_tree=head_tree,
+        )
+        tree_id = snap.tree
         base = dict(
             dataset=dataset,
             branch=branch,
-            files=nfiles,
-            bytes=nbytes,
-            bytes_read=bytes_read,
-            new_chunks=new_chunks,
-            bytes_uploaded=writer.bytes_uploaded,
-            packs=writer.packs_written,
-            warnings=warnings,
-            ignored=scan.ignored,
+            files=snap.files,
+            bytes=snap.bytes,
+            bytes_read=snap.bytes_read,
+            new_chunks=snap.new_chunks,
+            bytes_uploaded=snap.bytes_uploaded,
+            packs=snap.packs,
+            warnings=snap.warnings,
+            ignored=snap.ignored,
         )
-        if head is not None and not allow_empty and store.get_commit(head.commit).tree == tree_id:
+        if head is not None and not allow_empty and head_tree == tree_id:
             if tag is not None:
                 store.create_tag(dataset, tag, head.commit)
             return CommitResult(
@@ -521,8 +719,8 @@ def commit_dir(
                 time=utc_now(),
                 message=message,
                 meta=all_meta,
-                files=nfiles,
-                bytes=nbytes,
+                files=snap.files,
+                bytes=snap.bytes,
             ),
             check=lease.check,
         )
