@@ -255,3 +255,29 @@ def test_snapshot_tree_of_a_subdirectory_is_its_tree_in_the_whole(
         found = v.stat("nested")
     assert found is not None and sub.tree == found.entry.tree
     assert sub.ignored == 1  # nested/junk.tmp
+
+
+def test_unchanged_directories_are_reused_and_changes_still_seen(
+    store: Store, tmp_path: Path, cache_dir: str
+) -> None:
+    src = _awkward_tree(tmp_path / "src")
+    first = commit_dir(store, str(src), "ds", cache_dir=cache_dir)
+    again = commit_dir(store, str(src), "ds", cache_dir=cache_dir)
+    assert again.unchanged and again.tree == first.tree and again.bytes_read == 0
+    # A change deep down reaches the root: every directory above it has a new tree.
+    leaf = src / "nested" / "deeper" / "deepest" / "leaf.bin"
+    leaf.write_bytes(b"changed content")
+    changed = commit_dir(store, str(src), "ds", cache_dir=cache_dir)
+    assert not changed.unchanged and changed.bytes_read == len(b"changed content")
+    # So does a change of the rules alone, with no file touched.
+    excluded = commit_dir(store, str(src), "ds", cache_dir=cache_dir, exclude=["*.png"])
+    with open_version("ds", store) as v:
+        got = snapshot_version(v)
+    fs = snapshot_fs(src)
+    assert got == {
+        k: fs[k] for k in fs if "ignored-dir" not in k and not k.endswith((".tmp", ".png"))
+    }
+    assert excluded.tree != changed.tree
+    sink = _Pages()
+    want, _, _ = _reference_tree(src, "", Rules.from_excludes(["*.png"]), sink)
+    assert excluded.tree == want

@@ -83,6 +83,23 @@ class StatCache:
             _REF.pack(c.id, c.length) for c in chunks
         )
 
+    # A directory's entry: the signature of its entries' stats (and the rules in
+    # force) and the tree they gave. Its key cannot be a file's: paths have no NUL.
+
+    def _dir_key(self, path: bytes) -> bytes:
+        return self._prefix + b"\0" + path
+
+    def lookup_dir(self, path: bytes, sig: bytes) -> bytes | None:
+        """The tree id recorded for the directory `path` under signature `sig`."""
+        key = self._dir_key(path)
+        v = self._env.run(lambda txn: txn.get(key), write=False)
+        if v is None or len(v) != len(sig) + fmt.ID_LEN or v[: len(sig)] != sig:
+            return None
+        return bytes(v[len(sig) :])
+
+    def record_dir(self, path: bytes, sig: bytes, tree: bytes) -> None:
+        self._pending[self._dir_key(path)] = sig + tree
+
     def pending(self) -> int:
         """Records not yet written."""
         return len(self._pending)

@@ -24,13 +24,17 @@ import logging
 import os
 import socket
 import stat
+import struct
 import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
 
 from vfs import chunker, leases, packer, perms
 from vfs import format as fmt
@@ -173,6 +177,26 @@ STAT_BATCH = 256
 STAT_AHEAD = 8
 STATCACHE_FLUSH = 20_000  # stat-cache records kept before they are written
 TREE_WRITES = 64  # tree page and locations writes in flight
+# A directory of up to this many entries is stat-ed whole before its files are
+# looked at, so that an unchanged one is recognised by its signature (_Walker.dir);
+# a larger one streams, holding a leaf's worth of entries instead of all of them.
+SIG_MAX_ENTRIES = 100_000
+_ENTRY_SIG = struct.Struct("<QQQqqI")  # device, inode, size, mtime, ctime, mode
+
+
+def _stat_sig(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """A directory's totals (below it, and of its own files) and its signature."""
+
+    files: int = 0
+    bytes: int = 0
+    own_files: int = 0
+    own_bytes: int = 0
+    sig: Any = field(default_factory=xxhash.xxh3_128)
 
 
 @dataclass(slots=True)
@@ -187,6 +211,7 @@ class _File:
     got: int = 0  # hashing tasks returned
     sealed: bool = False  # no more tasks will be submitted
     done: int = 0  # bytes of `chunks`
+    cached: bool = False  # the chunks came from the stat cache
 
     def complete(self) -> bool:
         return self.sealed and self.got == self.tasks
@@ -211,18 +236,26 @@ class _Page:
 class _HeadDir:
     """The same directory in the branch head's tree: its pages are in the store
     (reachable from a ref, and the commit's lease keeps gc off them), so a page of
-    ours with one of their ids needs no write. Holds the top page and the ids of its
-    children: every page of a directory up to millions of entries."""
+    ours with one of their ids needs no write. Knows the top page and, once asked,
+    the ids of its children: every page of a directory up to millions of entries.
+    Reads nothing until asked."""
 
     def __init__(self, store: Store, top: bytes) -> None:
-        self.view = DirView(store, top)
-        self.pages = {top}
-        page = store.get_page(top)
-        if page.kind == fmt.INDEX:
-            self.pages.update(c.page for c in page.children())
+        self.store = store
+        self.top = top
+        self._pages: set[bytes] | None = None
+
+    @property
+    def pages(self) -> set[bytes]:
+        if self._pages is None:
+            self._pages = {self.top}
+            page = self.store.get_page(self.top)
+            if page.kind == fmt.INDEX:
+                self._pages.update(c.page for c in page.children())
+        return self._pages
 
     def child(self, name: bytes) -> bytes | None:
-        found = self.view.lookup(name)
+        found = DirView(self.store, self.top).lookup(name)
         if found is None or not found.entry.is_dir:
             return None
         return found.entry.tree
@@ -272,6 +305,9 @@ class _Walker:
         self.pages: deque[_Page] = deque()
         self.writes: deque[Future[None]] = deque()
         self.closed = False
+        self.dirs_reused = 0
+        self._fps: dict[int, bytes] = {}
+        self._fp_rules: list[Rules] = []
 
     # -- the walk ------------------------------------------------------------------------
 
@@ -305,7 +341,12 @@ class _Walker:
     def dir(
         self, path: bytes, rel: str, rules: Rules, head: bytes | None
     ) -> tuple[bytes, int, int]:
-        """Snapshot the directory `path`; returns (tree id, file bytes, file count)."""
+        """Snapshot the directory `path`; returns (tree id, file bytes, file count).
+
+        A directory of up to SIG_MAX_ENTRIES entries is first stat-ed whole (its
+        subdirectories snapshot on the way) into a signature: if the stat cache says
+        the same signature gave the tree the branch head has here, that tree is the
+        answer and no file of it is looked at again. Larger directories stream."""
         try:
             names = sorted(os.listdir(path))
         except OSError as e:
@@ -320,71 +361,131 @@ class _Walker:
                 pass
         rules = rules.enter(rel, ignore_file)
         hd = _HeadDir(self.store, head) if head is not None else None
-        builder = DirBuilder(
-            lambda pid, canonical, entries: self._leaf(pid, canonical, entries, hd),
-            lambda canonical: self._index(canonical, hd),
+        tally = _Tally()
+        if len(names) > SIG_MAX_ENTRIES:
+            stream = self._children(path, rel, rules, hd, self._stats(path, names, True), tally)
+            return self._build(path, hd, stream), tally.bytes, tally.files
+        children = list(
+            self._children(path, rel, rules, hd, self._stats(path, names, False), tally)
         )
-        items: deque[_File | fmt.Entry] = deque()
-        nbytes = nfiles = 0
-        for s in self._stats(path, names):
+        sig = tally.sig.digest() + self._rules_fp(rules)
+        if hd is not None and self.statcache.lookup_dir(path, sig) == hd.top:
+            self.dirs_reused += 1
+            self.progress.advance(tally.own_files, tally.own_bytes)
+            return hd.top, tally.bytes, tally.files
+        tid = self._build(path, hd, self._looked_up(path, children))
+        self.statcache.record_dir(path, sig, tid)
+        return tid, tally.bytes, tally.files
+
+    def _rules_fp(self, rules: Rules) -> bytes:
+        """What the ignore rules in force are, as bytes: a directory's cached tree
+        holds only under the rules it was made with."""
+        fp = self._fps.get(id(rules))
+        if fp is None:
+            fp = xxhash.xxh3_64_digest(repr(rules.fingerprint()).encode())
+            self._fps[id(rules)] = fp
+            self._fp_rules.append(rules)  # keeps id(rules) from being reused
+        return fp
+
+    def _children(
+        self,
+        path: bytes,
+        rel: str,
+        rules: Rules,
+        hd: _HeadDir | None,
+        stats: Iterable[_Stat],
+        tally: _Tally,
+    ) -> Iterator[_Stat | fmt.Entry]:
+        """The entries of the directory to commit, in name order: a subdirectory as
+        its Entry (snapshot on the way), a file or symlink as its _Stat."""
+        sig = tally.sig
+        for s in stats:
             name, st = s.name, s.st
             if st is None:
                 continue
-            child = os.path.join(path, name)
             is_dir = stat.S_ISDIR(st.st_mode)
-            child_rel = rel + os.fsdecode(name)
-            if rules.ignored(child_rel, is_dir):
+            if rules.ignored(rel + os.fsdecode(name), is_dir):
                 self.ignored += 1
                 continue
             if is_dir:
+                child = os.path.join(path, name)
                 if self.store_dir == (st.st_dev, st.st_ino):
                     log.info("not committing %s: it is the store", os.fsdecode(child))
                     self.ignored += 1
                     continue
                 sub_head = hd.child(name) if hd is not None else None
-                tid, sub_bytes, sub_files = self.dir(child, child_rel + "/", rules, sub_head)
-                nbytes += sub_bytes
-                nfiles += sub_files
-                items.append(
-                    fmt.Entry(
-                        name,
-                        fmt.DIR,
-                        st.st_mode & 0o7777,
-                        st.st_mtime_ns,
-                        sub_bytes,
-                        tree=tid,
-                        nfiles=sub_files,
-                    )
+                tid, sub_bytes, sub_files = self.dir(
+                    child, rel + os.fsdecode(name) + "/", rules, sub_head
                 )
-            elif stat.S_ISREG(st.st_mode):
-                nbytes += st.st_size
-                nfiles += 1
-                items.append(self._file(name, child, st, s))
-            elif stat.S_ISLNK(st.st_mode):
-                target = os.readlink(child)
-                items.append(
-                    fmt.Entry(
-                        name,
-                        fmt.SYMLINK,
-                        st.st_mode & 0o7777,
-                        st.st_mtime_ns,
-                        len(target),
-                        target=target,
-                    )
+                tally.bytes += sub_bytes
+                tally.files += sub_files
+                e = fmt.Entry(
+                    name,
+                    fmt.DIR,
+                    st.st_mode & 0o7777,
+                    st.st_mtime_ns,
+                    sub_bytes,
+                    tree=tid,
+                    nfiles=sub_files,
                 )
+                sig.update(b"D%s\0%s" % (name, fmt.encode_entry(e)))
+                yield e
+            elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                if stat.S_ISREG(st.st_mode):
+                    tally.bytes += st.st_size
+                    tally.own_bytes += st.st_size
+                    tally.files += 1
+                    tally.own_files += 1
+                sig.update(_ENTRY_SIG.pack(*_stat_sig(st), st.st_mode) + name + b"\0")
+                yield s
             else:
-                msg = f"skipped {os.fsdecode(child)}: not a regular file, directory or symlink"
+                msg = (
+                    f"skipped {os.fsdecode(os.path.join(path, name))}: "
+                    "not a regular file, directory or symlink"
+                )
                 log.warning("%s", msg)
                 self.warnings.append(msg)
+
+    def _build(
+        self, path: bytes, hd: _HeadDir | None, children: Iterable[_Stat | fmt.Entry]
+    ) -> bytes:
+        """Chunk the files among `children` and write the directory's pages."""
+        builder = DirBuilder(
+            lambda pid, canonical, entries: self._leaf(pid, canonical, entries, hd),
+            lambda canonical: self._index(canonical, hd),
+        )
+        items: deque[_File | fmt.Entry] = deque()
+        for c in children:
+            if isinstance(c, fmt.Entry):
+                items.append(c)
+            else:
+                st = c.st
+                assert st is not None
+                child = os.path.join(path, c.name)
+                if stat.S_ISREG(st.st_mode):
+                    items.append(self._file(c.name, child, st, c))
+                else:
+                    target = os.readlink(child)
+                    items.append(
+                        fmt.Entry(
+                            c.name,
+                            fmt.SYMLINK,
+                            st.st_mode & 0o7777,
+                            st.st_mtime_ns,
+                            len(target),
+                            target=target,
+                        )
+                    )
             self._settle(items, builder)
         self._drain(0)
         self._settle(items, builder)
         tid = builder.finish()
         self.pump()
-        return tid, nbytes, nfiles
+        return tid
 
-    def _stats(self, path: bytes, names: list[bytes]) -> Iterator[_Stat]:
-        """lstat every name (and look up the stat cache), a few batches ahead."""
+    def _stats(self, path: bytes, names: list[bytes], lookup: bool) -> Iterator[_Stat]:
+        """lstat every name (and, if `lookup`, look up the stat cache), a few batches
+        ahead."""
         for name in names:
             try:
                 fmt.check_name(name)
@@ -395,40 +496,61 @@ class _Walker:
         ahead: deque[Future[list[_Stat]]] = deque()
         batches = (names[i : i + STAT_BATCH] for i in range(0, len(names), STAT_BATCH))
         for batch in batches:
-            ahead.append(self.stat_pool.submit(self._stat_batch, path, batch))
+            ahead.append(self.stat_pool.submit(self._stat_batch, path, batch, lookup))
             if len(ahead) >= STAT_AHEAD:
                 yield from ahead.popleft().result()
         while ahead:
             yield from ahead.popleft().result()
 
-    def _stat_batch(self, path: bytes, names: list[bytes]) -> list[_Stat]:
+    def _looked_up(
+        self, path: bytes, children: list[_Stat | fmt.Entry]
+    ) -> Iterator[_Stat | fmt.Entry]:
+        """`children` with the stat cache looked up for their files, a few batches ahead."""
+        ahead: deque[tuple[list[_Stat | fmt.Entry], Future[None]]] = deque()
+        for i in range(0, len(children), STAT_BATCH):
+            batch = children[i : i + STAT_BATCH]
+            files = [c for c in batch if isinstance(c, _Stat)]
+            ahead.append((batch, self.stat_pool.submit(self._lookup, path, files)))
+            if len(ahead) >= STAT_AHEAD:
+                got, fut = ahead.popleft()
+                fut.result()
+                yield from got
+        while ahead:
+            got, fut = ahead.popleft()
+            fut.result()
+            yield from got
+
+    def _stat_batch(self, path: bytes, names: list[bytes], lookup: bool) -> list[_Stat]:
         out: list[_Stat] = []
-        regular: list[tuple[bytes, os.stat_result]] = []
         for name in names:
-            p = os.path.join(path, name)
             try:
-                st = os.lstat(p)
+                out.append(_Stat(name, os.lstat(os.path.join(path, name))))
             except FileNotFoundError:
                 out.append(_Stat(name, None))
-                continue
-            out.append(_Stat(name, st))
-            if stat.S_ISREG(st.st_mode) and st.st_size > 0:
-                regular.append((p, st))
+        if lookup:
+            self._lookup(path, out)
+        return out
+
+    def _lookup(self, path: bytes, stats: list[_Stat]) -> None:
+        """Fill in `cached` and `cached_known` of the non-empty regular files."""
+        regular = [
+            s for s in stats if s.st is not None and stat.S_ISREG(s.st.st_mode) and s.st.st_size > 0
+        ]
         if not regular:
-            return out
-        cached = iter(self.statcache.lookup_many(regular))
+            return
+        got = self.statcache.lookup_many(
+            [(os.path.join(path, s.name), s.st) for s in regular if s.st is not None]
+        )
         hits = []
-        for s in out:
-            if s.st is not None and stat.S_ISREG(s.st.st_mode) and s.st.st_size > 0:
-                s.cached = next(cached)
-                if s.cached is not None:
-                    hits.append(s)
+        for s, cached in zip(regular, got, strict=True):
+            s.cached = cached
+            if cached is not None:
+                hits.append(s)
         if hits:
             ids = [c.id for s in hits for c in s.cached or ()]
             locs = iter(self.known.get_many(ids))
             for s in hits:
                 s.cached_known = all([next(locs) is not None for _ in s.cached or ()])
-        return out
 
     # -- files and chunks ----------------------------------------------------------------
 
@@ -443,6 +565,7 @@ class _Walker:
             f.chunks = list(cached)
             f.done = size
             f.sealed = True
+            f.cached = True
             self.progress.advance(0, size)
             return f
         if size <= chunker.MIN_SIZE:
@@ -496,7 +619,7 @@ class _Walker:
                         f"{os.fsdecode(item.path)} changed while being committed; commit again"
                     )
                 chunks = tuple(item.chunks)
-                if chunks:
+                if chunks and not item.cached:
                     self.statcache.record(item.path, st, chunks)
                     if self.statcache.pending() >= STATCACHE_FLUSH:
                         self.statcache.flush()
@@ -599,7 +722,12 @@ def snapshot_tree(
         tree = walker.run(os.fsencode(os.path.abspath(src)), rel, rules, head_tree)
     finally:
         walker.close()
-    log.debug("snapshot %s: %d pages already stored", src, walker.pages_skipped)
+    log.info(
+        "snapshot %s: %d directories reused unchanged, %d pages already stored",
+        src,
+        walker.dirs_reused,
+        walker.pages_skipped,
+    )
     return Snapshot(
         tree=tree,
         files=walker.files,
