@@ -39,7 +39,7 @@ import xxhash
 from vfs import chunker, leases, packer, perms
 from vfs import format as fmt
 from vfs.cache import layout
-from vfs.cache.known import KnownChunks
+from vfs.cache.known import KnownChunks, release_maps
 from vfs.cache.statcache import StatCache
 from vfs.errors import NotFound, RefConflict, UsageError, VfsError
 from vfs.ignore import IGNORE_FILE, Rules
@@ -291,6 +291,8 @@ class _Walker:
         self.pages_skipped = 0
         self.known = KnownChunks(store, cache_dir, store.pack_ids())
         self.statcache = StatCache(cache_dir, store.url)
+        # Their maps' pages are released every STATCACHE_FLUSH files (release_maps).
+        self.lmdb_dirs = (layout.known_dir(cache_dir), layout.statcache_dir(cache_dir))
         # More threads than cores: reading many small files is I/O-bound (on a cold
         # page cache each read waits on the disk), and hashing and zstd release the GIL.
         n = workers or max(8, 2 * (os.cpu_count() or 2))
@@ -623,6 +625,7 @@ class _Walker:
                     self.statcache.record(item.path, st, chunks)
                     if self.statcache.pending() >= STATCACHE_FLUSH:
                         self.statcache.flush()
+                        release_maps(self.lmdb_dirs)
                 self.progress.advance(1, 0)
                 item = fmt.Entry(
                     item.name,
