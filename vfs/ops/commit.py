@@ -162,12 +162,22 @@ def _hash_chunk(data: bytes, known: KnownChunks) -> _Hashed:
     return cid, len(data), codec, bytes(stored)
 
 
-def _read_small(path: bytes, size: int, known: KnownChunks) -> list[_Hashed]:
-    return [_hash_chunk(bytes(c), known) for c in chunker.chunk_file(path, size)]
+def _read_small(
+    files: list[tuple[bytes, int]], known: KnownChunks
+) -> list[list[_Hashed] | OSError]:
+    """Read and hash a batch of small files (one chunk each); a file that cannot be
+    read gives its error in its place."""
+    out: list[list[_Hashed] | OSError] = []
+    for path, size in files:
+        try:
+            out.append([_hash_chunk(bytes(c), known) for c in chunker.chunk_file(path, size)])
+        except OSError as e:
+            out.append(e)
+    return out
 
 
-def _hash_one(data: bytes, known: KnownChunks) -> list[_Hashed]:
-    return [_hash_chunk(data, known)]
+def _hash_one(data: bytes, known: KnownChunks) -> list[list[_Hashed] | OSError]:
+    return [[_hash_chunk(data, known)]]
 
 
 # Per directory, names are stat-ed (and their stat-cache entries looked up) in batches
@@ -175,6 +185,7 @@ def _hash_one(data: bytes, known: KnownChunks) -> list[_Hashed]:
 # the disk, and a batch needs one LMDB transaction instead of one per file.
 STAT_BATCH = 256
 STAT_AHEAD = 8
+SMALL_BATCH = 16  # small files read and hashed by one task
 STATCACHE_FLUSH = 20_000  # stat-cache records kept before they are written
 TREE_WRITES = 64  # tree page and locations writes in flight
 # A directory of up to this many entries is stat-ed whole before its files are
@@ -303,7 +314,10 @@ class _Walker:
         self.writer = packer.PackWriter(store, spool_dir=layout.spool_dir(cache_dir))
         perms.make_dirs(self.writer.spool_dir)
         packer.clean_spool(self.writer.spool_dir)
-        self.window: deque[tuple[_File, Future[list[_Hashed]]]] = deque()
+        # Hashing tasks in flight, in pack order: a batch of small files, or one piece
+        # of a large file. One future per small file cost more than its read.
+        self.window: deque[tuple[list[_File], Future[list[list[_Hashed] | OSError]]]] = deque()
+        self.small: list[_File] = []  # small files not yet submitted
         self.pages: deque[_Page] = deque()
         self.writes: deque[Future[None]] = deque()
         self.closed = False
@@ -573,17 +587,20 @@ class _Walker:
         if size <= chunker.MIN_SIZE:
             if size:
                 f.tasks = 1
-                self.window.append((f, self.pool.submit(_read_small, path, size, self.known)))
+                self.small.append(f)
+                if len(self.small) >= SMALL_BATCH:
+                    self._submit_small()
                 self.bytes_read += size
                 self.progress.advance(0, size)
             f.sealed = True
             self._drain(WINDOW)
             return f
+        self._submit_small()  # ahead of this file's pieces: packs fill in path order
         try:
             for piece in chunker.chunk_file(path, size):
                 data = bytes(piece)
                 f.tasks += 1
-                self.window.append((f, self.pool.submit(_hash_one, data, self.known)))
+                self.window.append(([f], self.pool.submit(_hash_one, data, self.known)))
                 self.bytes_read += len(data)
                 self.progress.advance(0, len(data))
                 self._drain(WINDOW)
@@ -592,21 +609,28 @@ class _Walker:
         f.sealed = True
         return f
 
+    def _submit_small(self) -> None:
+        if self.small:
+            batch, self.small = self.small, []
+            todo = [(f.path, f.st.st_size) for f in batch]
+            self.window.append((batch, self.pool.submit(_read_small, todo, self.known)))
+
     def _drain(self, limit: int) -> None:
         writer = self.writer
+        if limit == 0:
+            self._submit_small()
         while len(self.window) > limit:
-            owner, fut = self.window.popleft()
-            try:
-                hashed = fut.result()
-            except OSError as e:
-                raise _read_error(owner.path, e) from None
-            for cid, length, codec, stored in hashed:
-                if stored is not None and not writer.has(cid):
-                    writer.add(cid, length, codec, stored)
-                    self.new_chunks += 1
-                owner.chunks.append(fmt.ChunkRef(cid, length))
-                owner.done += length
-            owner.got += 1
+            owners, fut = self.window.popleft()
+            for owner, hashed in zip(owners, fut.result(), strict=True):
+                if isinstance(hashed, OSError):
+                    raise _read_error(owner.path, hashed)
+                for cid, length, codec, stored in hashed:
+                    if stored is not None and not writer.has(cid):
+                        writer.add(cid, length, codec, stored)
+                        self.new_chunks += 1
+                    owner.chunks.append(fmt.ChunkRef(cid, length))
+                    owner.done += length
+                owner.got += 1
 
     def _settle(self, items: deque[_File | fmt.Entry], builder: DirBuilder) -> None:
         """Move the finished entries at the front of `items` into the directory."""
