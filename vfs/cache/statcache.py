@@ -28,6 +28,7 @@ __all__ = ["StatCache"]
 
 _HEAD = struct.Struct("<QQQqq")
 _REF = struct.Struct("<32sI")
+_DIR = struct.Struct("<QQQ")
 _SPEC = lmdbenv.EnvSpec(what="stat cache", map_size=4 << 30, max_dbs=1, metasync=False, sync=False)
 
 
@@ -89,16 +90,21 @@ class StatCache:
     def _dir_key(self, path: bytes) -> bytes:
         return self._prefix + b"\0" + path
 
-    def lookup_dir(self, path: bytes, sig: bytes) -> bytes | None:
-        """The tree id recorded for the directory `path` under signature `sig`."""
+    def lookup_dir(self, path: bytes, sig: bytes) -> tuple[bytes, int, int, int] | None:
+        """What was recorded for the directory `path` under signature `sig`: its tree
+        id and its own (not its subdirectories') files, bytes and ignored entries."""
         key = self._dir_key(path)
         v = self._env.run(lambda txn: txn.get(key), write=False)
-        if v is None or len(v) != len(sig) + fmt.ID_LEN or v[: len(sig)] != sig:
+        n = len(sig)
+        if v is None or len(v) != n + fmt.ID_LEN + _DIR.size or v[:n] != sig:
             return None
-        return bytes(v[len(sig) :])
+        files, nbytes, ignored = _DIR.unpack_from(v, n + fmt.ID_LEN)
+        return bytes(v[n : n + fmt.ID_LEN]), files, nbytes, ignored
 
-    def record_dir(self, path: bytes, sig: bytes, tree: bytes) -> None:
-        self._pending[self._dir_key(path)] = sig + tree
+    def record_dir(
+        self, path: bytes, sig: bytes, tree: bytes, files: int, nbytes: int, ignored: int
+    ) -> None:
+        self._pending[self._dir_key(path)] = sig + tree + _DIR.pack(files, nbytes, ignored)
 
     def pending(self) -> int:
         """Records not yet written."""

@@ -192,11 +192,8 @@ TREE_WRITES = 64  # tree page and locations writes in flight
 # looked at, so that an unchanged one is recognised by its signature (_Walker.dir);
 # a larger one streams, holding a leaf's worth of entries instead of all of them.
 SIG_MAX_ENTRIES = 100_000
-_ENTRY_SIG = struct.Struct("<QQQqqI")  # device, inode, size, mtime, ctime, mode
-
-
-def _stat_sig(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+_ENTRY_SIG = struct.Struct("<QQQqq")  # device, inode, size, mtime, ctime
+_pack_mode = struct.Struct("<I").pack  # mode
 
 
 @dataclass(slots=True)
@@ -207,6 +204,7 @@ class _Tally:
     bytes: int = 0
     own_files: int = 0
     own_bytes: int = 0
+    own_ignored: int = 0  # files and symlinks the rules left out
     sig: Any = field(default_factory=xxhash.xxh3_128)
 
 
@@ -234,6 +232,16 @@ class _Stat:
     st: os.stat_result | None  # None: removed while we walked
     cached: tuple[fmt.ChunkRef, ...] | None = None  # the stat cache's chunk list
     cached_known: bool = False  # every cached chunk is in an indexed pack
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A batch of a directory's entries, stat-ed: all, the subdirectories among them,
+    and the signature of the others (name, stat, mode)."""
+
+    stats: list[_Stat]
+    dirs: list[_Stat]
+    digest: bytes
 
 
 @dataclass(slots=True)
@@ -379,18 +387,36 @@ class _Walker:
         hd = _HeadDir(self.store, head) if head is not None else None
         tally = _Tally()
         if len(names) > SIG_MAX_ENTRIES:
-            stream = self._children(path, rel, rules, hd, self._stats(path, names, True), tally)
+            flat = (st for got in self._stats(path, names, True) for st in got.stats)
+            stream = self._children(path, rel, rules, hd, flat, tally, None)
             return self._build(path, hd, stream), tally.bytes, tally.files
-        children = list(
-            self._children(path, rel, rules, hd, self._stats(path, names, False), tally)
-        )
-        sig = tally.sig.digest() + self._rules_fp(rules)
-        if hd is not None and self.statcache.lookup_dir(path, sig) == hd.top:
-            self.dirs_reused += 1
-            self.progress.advance(tally.own_files, tally.own_bytes)
-            return hd.top, tally.bytes, tally.files
+        # First the signature: the stat threads hash each batch's entries; here only
+        # the subdirectories are looked at (and snapshot, their tree ids signed too).
+        batches = list(self._stats(path, names, False))
+        sig = tally.sig
+        subs: dict[bytes, fmt.Entry | None] = {}
+        for got in batches:
+            sig.update(got.digest)
+            for d in got.dirs:
+                sub = subs[d.name] = self._subdir(path, rel, rules, hd, d, tally)
+                sig.update(b"%s\0%s" % (d.name, fmt.encode_entry(sub) if sub else b"-"))
+        sig_bytes = sig.digest() + self._rules_fp(rules)
+        if hd is not None:
+            cached = self.statcache.lookup_dir(path, sig_bytes)
+            if cached is not None and cached[0] == hd.top:
+                _, own_files, own_bytes, own_ignored = cached
+                self.dirs_reused += 1
+                self.ignored += own_ignored
+                tally.files += own_files
+                tally.bytes += own_bytes
+                self.progress.advance(own_files, own_bytes)
+                return hd.top, tally.bytes, tally.files
+        flat = (st for got in batches for st in got.stats)
+        children = list(self._children(path, rel, rules, hd, flat, tally, subs))
         tid = self._build(path, hd, self._looked_up(path, children))
-        self.statcache.record_dir(path, sig, tid)
+        self.statcache.record_dir(
+            path, sig_bytes, tid, tally.own_files, tally.own_bytes, tally.own_ignored
+        )
         return tid, tally.bytes, tally.files
 
     def _rules_fp(self, rules: Rules) -> bytes:
@@ -403,6 +429,35 @@ class _Walker:
             self._fp_rules.append(rules)  # keeps id(rules) from being reused
         return fp
 
+    def _subdir(
+        self, path: bytes, rel: str, rules: Rules, hd: _HeadDir | None, s: _Stat, tally: _Tally
+    ) -> fmt.Entry | None:
+        """Snapshot the subdirectory `s` unless the rules ignore it or it is the store;
+        returns its entry (None if left out) and adds its totals to `tally`."""
+        name, st = s.name, s.st
+        assert st is not None
+        if rules.ignored(rel + os.fsdecode(name), True):
+            self.ignored += 1
+            return None
+        child = os.path.join(path, name)
+        if self.store_dir == (st.st_dev, st.st_ino):
+            log.info("not committing %s: it is the store", os.fsdecode(child))
+            self.ignored += 1
+            return None
+        sub_head = hd.child(name) if hd is not None else None
+        tid, sub_bytes, sub_files = self.dir(child, rel + os.fsdecode(name) + "/", rules, sub_head)
+        tally.bytes += sub_bytes
+        tally.files += sub_files
+        return fmt.Entry(
+            name,
+            fmt.DIR,
+            st.st_mode & 0o7777,
+            st.st_mtime_ns,
+            sub_bytes,
+            tree=tid,
+            nfiles=sub_files,
+        )
+
     def _children(
         self,
         path: bytes,
@@ -411,48 +466,29 @@ class _Walker:
         hd: _HeadDir | None,
         stats: Iterable[_Stat],
         tally: _Tally,
+        subs: dict[bytes, fmt.Entry | None] | None,
     ) -> Iterator[_Stat | fmt.Entry]:
         """The entries of the directory to commit, in name order: a subdirectory as
-        its Entry (snapshot on the way), a file or symlink as its _Stat."""
-        sig = tally.sig
+        its Entry (from `subs` if it was snapshot already, else snapshot now), a file
+        or symlink as its _Stat."""
         for s in stats:
             name, st = s.name, s.st
             if st is None:
                 continue
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if rules.ignored(rel + os.fsdecode(name), is_dir):
-                self.ignored += 1
-                continue
-            if is_dir:
-                child = os.path.join(path, name)
-                if self.store_dir == (st.st_dev, st.st_ino):
-                    log.info("not committing %s: it is the store", os.fsdecode(child))
-                    self.ignored += 1
-                    continue
-                sub_head = hd.child(name) if hd is not None else None
-                tid, sub_bytes, sub_files = self.dir(
-                    child, rel + os.fsdecode(name) + "/", rules, sub_head
-                )
-                tally.bytes += sub_bytes
-                tally.files += sub_files
-                e = fmt.Entry(
-                    name,
-                    fmt.DIR,
-                    st.st_mode & 0o7777,
-                    st.st_mtime_ns,
-                    sub_bytes,
-                    tree=tid,
-                    nfiles=sub_files,
-                )
-                sig.update(b"D%s\0%s" % (name, fmt.encode_entry(e)))
-                yield e
+            if stat.S_ISDIR(st.st_mode):
+                e = subs[name] if subs is not None else self._subdir(path, rel, rules, hd, s, tally)
+                if e is not None:
+                    yield e
             elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                if rules.ignored(rel + os.fsdecode(name), False):
+                    self.ignored += 1
+                    tally.own_ignored += 1
+                    continue
                 if stat.S_ISREG(st.st_mode):
                     tally.bytes += st.st_size
                     tally.own_bytes += st.st_size
                     tally.files += 1
                     tally.own_files += 1
-                sig.update(_ENTRY_SIG.pack(*_stat_sig(st), st.st_mode) + name + b"\0")
                 yield s
             else:
                 msg = (
@@ -499,9 +535,9 @@ class _Walker:
         self.pump()
         return tid
 
-    def _stats(self, path: bytes, names: list[bytes], lookup: bool) -> Iterator[_Stat]:
-        """lstat every name (and, if `lookup`, look up the stat cache), a few batches
-        ahead."""
+    def _stats(self, path: bytes, names: list[bytes], lookup: bool) -> Iterator[_Batch]:
+        """lstat every name (and, if `lookup`, look up the stat cache) in batches on
+        the pool, a few ahead."""
         for name in names:
             try:
                 fmt.check_name(name)
@@ -509,14 +545,14 @@ class _Walker:
                 raise UsageError(
                     f"cannot commit {os.fsdecode(os.path.join(path, name))}: {e}"
                 ) from None
-        ahead: deque[Future[list[_Stat]]] = deque()
+        ahead: deque[Future[_Batch]] = deque()
         batches = (names[i : i + STAT_BATCH] for i in range(0, len(names), STAT_BATCH))
         for batch in batches:
             ahead.append(self.stat_pool.submit(self._stat_batch, path, batch, lookup))
             if len(ahead) >= STAT_AHEAD:
-                yield from ahead.popleft().result()
+                yield ahead.popleft().result()
         while ahead:
-            yield from ahead.popleft().result()
+            yield ahead.popleft().result()
 
     def _looked_up(
         self, path: bytes, children: list[_Stat | fmt.Entry]
@@ -536,16 +572,32 @@ class _Walker:
             fut.result()
             yield from got
 
-    def _stat_batch(self, path: bytes, names: list[bytes], lookup: bool) -> list[_Stat]:
-        out: list[_Stat] = []
+    def _stat_batch(self, path: bytes, names: list[bytes], lookup: bool) -> _Batch:
+        got = _Batch([], [], b"")
+        sig = xxhash.xxh3_128()
+        pack = _ENTRY_SIG.pack
         for name in names:
             try:
-                out.append(_Stat(name, os.lstat(os.path.join(path, name))))
+                st = os.lstat(os.path.join(path, name))
             except FileNotFoundError:
-                out.append(_Stat(name, None))
+                got.stats.append(_Stat(name, None))
+                sig.update(b"%s\0-" % name)
+                continue
+            s = _Stat(name, st)
+            got.stats.append(s)
+            if stat.S_ISDIR(st.st_mode):
+                got.dirs.append(s)  # signed by its tree id, once snapshot
+            else:
+                sig.update(
+                    pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                    + _pack_mode(st.st_mode)
+                    + name
+                    + b"\0"
+                )
+        got.digest = sig.digest()
         if lookup:
-            self._lookup(path, out)
-        return out
+            self._lookup(path, got.stats)
+        return got
 
     def _lookup(self, path: bytes, stats: list[_Stat]) -> None:
         """Fill in `cached` and `cached_known` of the non-empty regular files."""
