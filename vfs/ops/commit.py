@@ -538,13 +538,6 @@ class _Walker:
     def _stats(self, path: bytes, names: list[bytes], lookup: bool) -> Iterator[_Batch]:
         """lstat every name (and, if `lookup`, look up the stat cache) in batches on
         the pool, a few ahead."""
-        for name in names:
-            try:
-                fmt.check_name(name)
-            except VfsError as e:
-                raise UsageError(
-                    f"cannot commit {os.fsdecode(os.path.join(path, name))}: {e}"
-                ) from None
         ahead: deque[Future[_Batch]] = deque()
         batches = (names[i : i + STAT_BATCH] for i in range(0, len(names), STAT_BATCH))
         for batch in batches:
@@ -577,6 +570,12 @@ class _Walker:
         sig = xxhash.xxh3_128()
         pack = _ENTRY_SIG.pack
         for name in names:
+            try:
+                fmt.check_name(name)
+            except VfsError as e:
+                raise UsageError(
+                    f"cannot commit {os.fsdecode(os.path.join(path, name))}: {e}"
+                ) from None
             try:
                 st = os.lstat(os.path.join(path, name))
             except FileNotFoundError:
