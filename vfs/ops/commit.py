@@ -187,6 +187,9 @@ STAT_BATCH = 256
 STAT_AHEAD = 8
 SMALL_BATCH = 16  # small files read and hashed by one task
 STATCACHE_FLUSH = 20_000  # stat-cache records kept before they are written
+# LMDB map pages touched by lookups count in RSS until released: ~4,096 files touch
+# ~2 x 16 MB of random pages of the known-chunks index and the stat cache.
+RELEASE_EVERY = 4096
 TREE_WRITES = 64  # tree page and locations writes in flight
 # A directory of up to this many entries is stat-ed whole before its files are
 # looked at, so that an unchanged one is recognised by its signature (_Walker.dir);
@@ -310,7 +313,7 @@ class _Walker:
         self.pages_skipped = 0
         self.known = KnownChunks(store, cache_dir, store.pack_ids())
         self.statcache = StatCache(cache_dir, store.url)
-        # Their maps' pages are released every STATCACHE_FLUSH files (release_maps).
+        # Their maps' pages are released every RELEASE_EVERY files (release_maps).
         self.lmdb_dirs = (layout.known_dir(cache_dir), layout.statcache_dir(cache_dir))
         # More threads than cores: reading many small files is I/O-bound (on a cold
         # page cache each read waits on the disk), and hashing and zstd release the GIL.
@@ -330,6 +333,7 @@ class _Walker:
         self.writes: deque[Future[None]] = deque()
         self.closed = False
         self.dirs_reused = 0
+        self.settled = 0  # files finished
         self._fps: dict[int, bytes] = {}
         self._fp_rules: list[Rules] = []
 
@@ -700,7 +704,9 @@ class _Walker:
                     self.statcache.record(item.path, st, chunks)
                     if self.statcache.pending() >= STATCACHE_FLUSH:
                         self.statcache.flush()
-                        release_maps(self.lmdb_dirs)
+                self.settled += 1
+                if self.settled % RELEASE_EVERY == 0:
+                    release_maps(self.lmdb_dirs)
                 self.progress.advance(1, 0)
                 item = fmt.Entry(
                     item.name,
