@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 _LOC = struct.Struct("<32sQIB")  # pack id, offset, stored length, codec
 _SPEC = lmdbenv.EnvSpec(what="known-chunks index", map_size=1 << 30, max_dbs=2, sync=False)
-_FOLD_BATCH = 64  # packs folded per write transaction
+_FOLD_BATCH = 64  # pack indexes read per fold
+FOLD_SLICE = 4096  # chunk entries per write transaction
 
 
 def _setup(env: lmdb.Environment) -> tuple[lmdb._Database, lmdb._Database]:
@@ -54,6 +55,7 @@ class KnownChunks:
         path = layout.known_dir(cache_dir)
         modes = perms.make_dirs(path)
         self._env = lmdbenv.acquire(path, _SPEC, _setup)
+        self._path = path
         if modes.shared:
             for name in ("data.mdb", "lock.mdb"):
                 perms.set_mode(os.path.join(path, name), modes.file)
@@ -96,21 +98,34 @@ class KnownChunks:
         return len(todo)
 
     def fold(self, packs: Sequence[tuple[bytes, Sequence[fmt.PackEntry]]]) -> None:
-        """Record the chunks of `packs` (each listed in the store now) in one write."""
+        """Record the chunks of `packs` (each listed in the store now).
+
+        Written in transactions of FOLD_SLICE entries, the map's pages released after
+        each: a pack of 256-byte files has ~130,000 entries at random keys, and one
+        transaction for all of them touched nearly every page of the index, each
+        counted in the process's RSS. A pack is marked folded in the transaction of
+        its last entries, so an interrupted fold is done again, never half-trusted."""
         prefix = self._prefix
         cdb, pdb = self._chunks, self._packs
+        rows: list[tuple[bytes, bytes]] = []
+        marks: list[bytes] = []
 
         def fn(txn: lmdb.Transaction[bytes]) -> None:
-            for pack_id, entries in packs:
-                for e in entries:
-                    txn.put(
-                        prefix + e.id,
-                        _LOC.pack(pack_id, e.offset, e.stored_length, e.codec),
-                        db=cdb,
-                    )
+            for k, v in rows:
+                txn.put(k, v, db=cdb)
+            for pack_id in marks:
                 txn.put(prefix + pack_id, b"", db=pdb)
 
+        for pack_id, entries in packs:
+            for e in entries:
+                rows.append((prefix + e.id, _LOC.pack(pack_id, e.offset, e.stored_length, e.codec)))
+                if len(rows) >= FOLD_SLICE:
+                    self._env.run(fn, write=True)
+                    rows.clear()
+                    release_maps([self._path])
+            marks.append(pack_id)
         self._env.run(fn, write=True)
+        release_maps([self._path])
         for pack_id, _ in packs:
             self.listed.add(pack_id)
 

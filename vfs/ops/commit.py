@@ -189,7 +189,9 @@ STAT_AHEAD = 8
 # (each holds the GIL for its Python work): 4 measured within noise of 2 and 8.
 STAT_THREADS = 4
 SMALL_BATCH = 16  # small files read and hashed by one task
-STATCACHE_FLUSH = 20_000  # stat-cache records kept before they are written
+# Stat-cache records kept before they are written: one write transaction at random
+# keys touches about as many map pages as it has records (released after each).
+STATCACHE_FLUSH = 4096
 # LMDB map pages touched by lookups count in RSS until released: ~4,096 files touch
 # ~2 x 16 MB of random pages of the known-chunks index and the stat cache.
 RELEASE_EVERY = 4096
@@ -707,6 +709,7 @@ class _Walker:
                     self.statcache.record(item.path, st, chunks)
                     if self.statcache.pending() >= STATCACHE_FLUSH:
                         self.statcache.flush()
+                        release_maps(self.lmdb_dirs)
                 self.settled += 1
                 if self.settled % RELEASE_EVERY == 0:
                     release_maps(self.lmdb_dirs)
