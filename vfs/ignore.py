@@ -74,6 +74,15 @@ class Rules:
             return self
         return Rules(self._excludes, (*self._levels, _Level(rel_dir, spec)))
 
+    def fingerprint(self) -> tuple[object, ...]:
+        """The rules as plain values: equal fingerprints ignore the same paths (the
+        commit's per-directory cache holds only under unchanged rules)."""
+
+        def pats(spec: GitIgnoreSpec | None) -> tuple[str, ...]:
+            return tuple(str(p.pattern) for p in spec.patterns) if spec is not None else ()
+
+        return (pats(self._excludes), *((lv.base, pats(lv.spec)) for lv in self._levels))
+
     def ignored(self, rel: str, is_dir: bool) -> bool:
         """Whether the path `rel` (relative to the root, '/'-separated) is ignored."""
         if self._excludes is None and not self._levels:

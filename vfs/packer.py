@@ -7,8 +7,11 @@ vfs has no gc yet), so an interrupted upload never leaves a reference to missing
 
 Concurrency: `add` is called from one thread (the committer). Finished packs are
 uploaded by a small pool; at most `max_inflight` packs wait or upload at once, which
-bounds the spool disk used. `locations` is written only by `_finish` (committer thread)
-and read after `close`.
+bounds the spool disk used. `locations` is written only by `_finish` and `forget`
+(committer thread). Packs are numbered 1, 2, ... as they are opened; `_lock` guards
+what the upload threads report back (`_done`, `_uploaded`), which the committer reads
+through `uploaded_through` and `take_uploaded` so that a streaming commit can write a
+tree page once every pack it refers to is stored, and then forget those locations.
 """
 
 from __future__ import annotations
@@ -134,6 +137,32 @@ class PackWriter:
         self._entries: list[fmt.PackEntry] = []
         self._pending: set[bytes] = set()
         self._offset = 0
+        self._seq = 1  # the number of the pack being filled
+        self._lock = threading.Lock()
+        self._done: set[int] = set()  # uploaded pack numbers above _through
+        self._through = 0  # every pack numbered <= this is uploaded
+        self._uploaded: list[tuple[bytes, list[fmt.PackEntry]]] = []
+
+    def barrier(self) -> int:
+        """The number of the last pack that holds a chunk added so far: once
+        `uploaded_through()` reaches it, every chunk added so far is stored."""
+        return self._seq if self._entries else self._seq - 1
+
+    def uploaded_through(self) -> int:
+        with self._lock:
+            return self._through
+
+    def take_uploaded(self) -> list[tuple[bytes, list[fmt.PackEntry]]]:
+        """The packs (id, entries) uploaded since the last call."""
+        with self._lock:
+            got, self._uploaded = self._uploaded, []
+        return got
+
+    def forget(self, entries: list[fmt.PackEntry]) -> None:
+        """Drop these chunks from `locations` (the caller keeps them elsewhere):
+        what keeps a long commit's memory bounded."""
+        for e in entries:
+            self.locations.pop(e.id, None)
 
     def has(self, cid: bytes) -> bool:
         """Whether the chunk is already written by this writer (pending or finished)."""
@@ -164,7 +193,8 @@ class PackWriter:
         self._file.close()
         pack_id = self._hasher.digest()
         path = self._file.name
-        for e in self._entries:
+        entries = self._entries
+        for e in entries:
             self.locations[e.id] = fmt.Location(pack_id, e.offset, e.stored_length, e.codec)
         self._file, self._hasher, self._entries, self._pending, self._offset = (
             None,
@@ -173,23 +203,37 @@ class PackWriter:
             set(),
             0,
         )
+        seq = self._seq
+        self._seq += 1
         self._slots.acquire()
-        self._futures.append(self._pool.submit(self._upload, pack_id, path, index))
+        self._futures.append(self._pool.submit(self._upload, pack_id, path, index, seq, entries))
         self._reap()
 
-    def _upload(self, pack_id: bytes, path: str, index: bytes) -> None:
+    def _upload(
+        self, pack_id: bytes, path: str, index: bytes, seq: int, entries: list[fmt.PackEntry]
+    ) -> None:
         try:
             size = os.path.getsize(path)
             self.store.backend.put_file(self.store.pack_key(pack_id), path)
             self.store.backend.put(self.store.index_key(pack_id), fmt.seal(index))
-            self.bytes_uploaded += size
-            self.packs_written += 1
+            with self._lock:
+                self.bytes_uploaded += size
+                self.packs_written += 1
+                self._uploaded.append((pack_id, entries))
+                self._done.add(seq)
+                while self._through + 1 in self._done:
+                    self._through += 1
+                    self._done.discard(self._through)
             if self._on_uploaded:
                 self._on_uploaded(size)
             log.debug("uploaded pack %s (%d bytes)", pack_id.hex()[:16], size)
         finally:
             os.unlink(path)
             self._slots.release()
+
+    def check(self) -> None:
+        """Raise the first upload failure seen so far, if any."""
+        self._reap()
 
     def _reap(self) -> None:
         """Raise the first upload failure now rather than at the end."""

@@ -93,6 +93,81 @@ def write_dir(
     return level[0].page
 
 
+class DirBuilder:
+    """`write_dir` for a directory whose entries arrive one at a time, in name order,
+    with the same pages and the same id, while holding at most one leaf's entries.
+
+    Pages are cut as write_dir cuts them: one leaf up to LEAF_SPLIT_AT entries; past
+    that, content-defined cuts (format.cut_pages), which depend only on each name and
+    the count since the last cut, so they can be made as names arrive. Until the
+    count passes LEAF_SPLIT_AT no cut is made, because a directory that ends first is
+    one leaf. Leaves go to `put_leaf(page id, canonical, entries)`; index pages to
+    `put_index(canonical)`, which returns the id.
+    """
+
+    __slots__ = ("_buf", "_last", "_level", "_put_index", "_put_leaf", "_split")
+
+    def __init__(
+        self,
+        put_leaf: Callable[[bytes, bytes, list[fmt.Entry]], None],
+        put_index: Callable[[bytes], bytes],
+    ) -> None:
+        self._put_leaf = put_leaf
+        self._put_index = put_index
+        self._buf: list[fmt.Entry] = []
+        self._level: list[fmt.IndexEntry] = []
+        self._split = False
+        self._last: bytes | None = None
+
+    def add(self, e: fmt.Entry) -> None:
+        if self._last is not None and self._last >= e.name:
+            raise CorruptObject(f"names not sorted or duplicated: {self._last!r}, {e.name!r}")
+        self._last = e.name
+        buf = self._buf
+        buf.append(e)
+        if self._split:
+            if fmt.boundary(e.name) or len(buf) >= fmt.MAX_PAGE_ENTRIES:
+                self._leaf(buf)
+                self._buf = []
+        elif len(buf) > fmt.LEAF_SPLIT_AT:
+            self._split = True
+            start = 0
+            for i, x in enumerate(buf):
+                if fmt.boundary(x.name) or i + 1 - start >= fmt.MAX_PAGE_ENTRIES:
+                    self._leaf(buf[start : i + 1])
+                    start = i + 1
+            self._buf = buf[start:]
+
+    def _leaf(self, entries: list[fmt.Entry]) -> None:
+        canonical = fmt.encode_page(fmt.LEAF, [fmt.encode_entry(e) for e in entries])
+        page_id = fmt.object_id(canonical)
+        self._put_leaf(page_id, canonical, entries)
+        self._level.append(
+            fmt.IndexEntry(entries[0].name if entries else b"", page_id, len(entries))
+        )
+
+    def finish(self) -> bytes:
+        """Write what is left and the index pages; returns the directory's id."""
+        if self._buf or not self._split:
+            self._leaf(self._buf)
+            self._buf = []
+        level = self._level
+        while len(level) > 1:
+            ranges = (
+                fmt.cut_pages([c.first for c in level])
+                if len(level) > fmt.LEAF_SPLIT_AT
+                else [(0, len(level))]
+            )
+            upper = []
+            for start, end in ranges:
+                group = level[start:end]
+                enc = [fmt._encode_index_entry(c) for c in group]
+                page_id = self._put_index(fmt.encode_page(fmt.INDEX, enc))
+                upper.append(fmt.IndexEntry(group[0].first, page_id, sum(c.count for c in group)))
+            level = upper
+        return level[0].page
+
+
 # Index pages above a leaf: three cover a billion entries; more is a forged tree.
 MAX_DEPTH = 16
 

@@ -39,6 +39,7 @@ from .read import (
     row_small_warm,
 )
 from .report import Figure, Goal, Row
+from .scale import row_commit_1m, row_recommit_1m
 from .version import (
     row_commit,
     row_mount_1m,
@@ -341,6 +342,28 @@ ROWS: tuple[RowSpec, ...] = (
         "files/s",
         ("vfs mount",),
         (_g("≥ 0.8× the mount's warm rate", "ratio>=", 0.8, "vfs mount"),),
+    ),
+    RowSpec(
+        "commit_1m",
+        row_commit_1m,
+        21,
+        lambda spec, quick: "commit the 1M-file tree, page caches dropped",
+        "lower",
+        "fraction",
+        "s",
+        ("tar cf - | cat",),
+        (_g("≤ 1.2× tar cf - | cat", "ratio<=", 1.2, "tar cf - | cat"),),
+    ),
+    RowSpec(
+        "recommit_1m",
+        row_recommit_1m,
+        22,
+        lambda spec, quick: "re-commit the 1M-file tree, nothing changed",
+        "lower",
+        "fraction",
+        "s",
+        (),
+        (_g("≤ 5 s", "value<=", 5.0),),
     ),
 )
 

@@ -14,6 +14,8 @@ names what lives inside it, and says who writes each part::
     <root>/data/                  layout 1 (one file per chunk): removed
                                   when a cache of that layout is opened
     <root>/statcache/             the stat cache's LMDB environment     vfs.cache.statcache
+    <root>/known/                 chunk id -> location per store, from  vfs.cache.known
+                                  the pack indexes (LMDB)
     <root>/packindex/<64 hex>     pack indexes fetched from stores,     vfs.ops.commit
                                   by pack id
     <root>/spool/                 packs being written by a commit       vfs.ops.commit, vfs.packer
@@ -35,6 +37,7 @@ import os
 
 __all__ = [
     "index_dir",
+    "known_dir",
     "legacy_data_dir",
     "logs_dir",
     "offline_dir",
@@ -65,6 +68,10 @@ def legacy_data_dir(root: str) -> str:
 
 def statcache_dir(root: str) -> str:
     return os.path.join(root, "statcache")
+
+
+def known_dir(root: str) -> str:
+    return os.path.join(root, "known")
 
 
 def packindex_dir(root: str) -> str:

@@ -7,8 +7,9 @@ It lives in ``<root>/statcache/`` (vfs.cache.layout).
 
 Concurrency: its LMDB environment comes from the process's one registry
 (vfs.cache.lmdbenv: LMDB forbids opening one twice) and stays open for the life of
-the process; writes are batched into one transaction per commit. A StatCache itself
-is used by one thread at a time.
+the process; writes are batched (one transaction per STATCACHE_FLUSH records of a
+commit). `record` and `flush` run on one thread (the committer); `lookup_many` may
+run on any thread (a read transaction of its own).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = ["StatCache"]
 
 _HEAD = struct.Struct("<QQQqq")
 _REF = struct.Struct("<32sI")
+_DIR = struct.Struct("<QQQ")
 _SPEC = lmdbenv.EnvSpec(what="stat cache", map_size=4 << 30, max_dbs=1, metasync=False, sync=False)
 
 
@@ -55,7 +57,22 @@ class StatCache:
 
     def lookup(self, path: bytes, st: os.stat_result) -> tuple[fmt.ChunkRef, ...] | None:
         key = self._key(path)
-        v = self._env.run(lambda txn: txn.get(key), write=False)
+        return self._decode(self._env.run(lambda txn: txn.get(key), write=False), st)
+
+    def lookup_many(
+        self, items: list[tuple[bytes, os.stat_result]]
+    ) -> list[tuple[fmt.ChunkRef, ...] | None]:
+        """`lookup` of each (path, stat) in one read transaction."""
+        keys = [self._key(p) for p, _ in items]
+
+        def fn(txn: lmdb.Transaction[bytes]) -> list[bytes | None]:
+            return [txn.get(k) for k in keys]
+
+        got = self._env.run(fn, write=False)
+        return [self._decode(v, st) for v, (_, st) in zip(got, items, strict=True)]
+
+    @staticmethod
+    def _decode(v: bytes | None, st: os.stat_result) -> tuple[fmt.ChunkRef, ...] | None:
         if v is None or len(v) < _HEAD.size or (len(v) - _HEAD.size) % _REF.size:
             return None
         if _HEAD.unpack_from(v) != _sig(st):
@@ -66,6 +83,32 @@ class StatCache:
         self._pending[self._key(path)] = _HEAD.pack(*_sig(st)) + b"".join(
             _REF.pack(c.id, c.length) for c in chunks
         )
+
+    # A directory's entry: the signature of its entries' stats (and the rules in
+    # force) and the tree they gave. Its key cannot be a file's: paths have no NUL.
+
+    def _dir_key(self, path: bytes) -> bytes:
+        return self._prefix + b"\0" + path
+
+    def lookup_dir(self, path: bytes, sig: bytes) -> tuple[bytes, int, int, int] | None:
+        """What was recorded for the directory `path` under signature `sig`: its tree
+        id and its own (not its subdirectories') files, bytes and ignored entries."""
+        key = self._dir_key(path)
+        v = self._env.run(lambda txn: txn.get(key), write=False)
+        n = len(sig)
+        if v is None or len(v) != n + fmt.ID_LEN + _DIR.size or v[:n] != sig:
+            return None
+        files, nbytes, ignored = _DIR.unpack_from(v, n + fmt.ID_LEN)
+        return bytes(v[n : n + fmt.ID_LEN]), files, nbytes, ignored
+
+    def record_dir(
+        self, path: bytes, sig: bytes, tree: bytes, files: int, nbytes: int, ignored: int
+    ) -> None:
+        self._pending[self._dir_key(path)] = sig + tree + _DIR.pack(files, nbytes, ignored)
+
+    def pending(self) -> int:
+        """Records not yet written."""
+        return len(self._pending)
 
     def flush(self) -> None:
         if not self._pending:

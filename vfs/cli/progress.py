@@ -26,7 +26,7 @@ class Bar(Progress):
     def scanned(self, files: int, nbytes: int) -> None:
         self.total_files = files
         self.bar = self._tqdm(
-            total=nbytes,
+            total=nbytes or None,  # 0: a streaming commit, whose totals come at the end
             unit="B",
             unit_scale=True,
             unit_divisor=1024,
@@ -39,7 +39,8 @@ class Bar(Progress):
             return
         self.files += files
         if files:
-            self.bar.set_description_str(f"{self.files}/{self.total_files} files", refresh=False)
+            done = f"{self.files}/{self.total_files}" if self.total_files else f"{self.files}"
+            self.bar.set_description_str(f"{done} files", refresh=False)
         self.bar.update(nbytes)
 
     def phase(self, text: str) -> None:

@@ -5,10 +5,14 @@ tree pages, then the commit, then the ref by compare-and-swap. Whatever stops us
 before the ref moves leaves the dataset as it was, and a rerun skips every chunk that
 already sits in an indexed pack.
 
-The pipeline: one thread walks the files in path order and cuts them into chunks;
-a pool hashes (and, for new chunks, compresses) them; results are taken back in
-order so packs fill in path order. A window bounds the chunks in flight, and with
-them the memory.
+The pipeline streams (docs/architecture.md, "Commit"): one thread walks the tree
+depth-first in name order (a pool stats each directory's names a few batches ahead)
+and cuts files into chunks; a pool hashes (and, for new chunks, compresses) them;
+results are taken back in order so packs fill in path order. A directory is finished
+bottom-up as soon as its files are hashed: its tree pages wait only for the packs they
+refer to, then are written. A window bounds the chunks in flight; only the open
+path's directories and bounded queues stay in memory, whatever the file count.
+Which chunks the store holds comes from an LMDB index in the cache (vfs.cache.known).
 """
 
 from __future__ import annotations
@@ -20,24 +24,29 @@ import logging
 import os
 import socket
 import stat
+import struct
 import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
 
 from vfs import chunker, leases, packer, perms
 from vfs import format as fmt
 from vfs.cache import layout
+from vfs.cache.known import KnownChunks, release_maps
 from vfs.cache.statcache import StatCache
 from vfs.errors import NotFound, RefConflict, UsageError, VfsError
 from vfs.ignore import IGNORE_FILE, Rules
 from vfs.names import check_name
 from vfs.store import HEADS, TAGS, RefValue, Store
 from vfs.storecheck import local_root
-from vfs.tree import write_dir
+from vfs.tree import DirBuilder, DirView
 
 log = logging.getLogger(__name__)
 
@@ -79,95 +88,18 @@ class CommitResult:
 
 
 @dataclass
-class _File:
-    path: bytes
-    st: os.stat_result
-    chunks: list[fmt.ChunkRef] = field(default_factory=list)
-    done: int = 0  # bytes of `chunks`, kept as they arrive (summing each time is quadratic)
+class Snapshot:
+    """A directory chunked, packed and uploaded with its tree pages (snapshot_tree)."""
 
-
-@dataclass
-class _Dir:
-    path: bytes
-    st: os.stat_result
-    files: dict[bytes, _File] = field(default_factory=dict)
-    dirs: dict[bytes, _Dir] = field(default_factory=dict)
-    links: dict[bytes, tuple[os.stat_result, bytes]] = field(default_factory=dict)
-
-
-@dataclass
-class _Scan:
-    tree: _Dir
-    files: list[_File]  # in path order: the order chunks land in packs
-    ignored: int  # entries left out by the rules or as the store; an ignored dir counts once
-
-
-def _scan(
-    root: bytes, warnings: list[str], rules: Rules, store_dir: tuple[int, int] | None = None
-) -> _Scan:
-    """Walk `root` without following symlinks, leaving out what `rules` ignore
-    (without entering an ignored directory) and the directory whose (device, inode) is
-    `store_dir`: a store kept inside the committed directory."""
-    files: list[_File] = []
-    ignored = 0
-
-    def visit(path: bytes, st: os.stat_result, rel: str, rules: Rules) -> _Dir:
-        nonlocal ignored
-        node = _Dir(path, st)
-        try:
-            with os.scandir(path) as it:
-                children = sorted(it, key=lambda d: d.name)
-        except OSError as e:
-            raise VfsError(f"cannot read directory {os.fsdecode(path)}: {e.strerror}") from None
-        ignore_file = next(
-            (
-                d.path
-                for d in children
-                if d.name == IGNORE_FILE and d.is_file(follow_symlinks=False)
-            ),
-            None,
-        )
-        rules = rules.enter(rel, ignore_file)
-        for d in children:
-            name = d.name
-            try:
-                fmt.check_name(name)
-            except VfsError as e:
-                raise UsageError(f"cannot commit {os.fsdecode(d.path)}: {e}") from None
-            try:
-                cst = d.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # removed while we walked: it was never in this snapshot
-            is_dir = stat.S_ISDIR(cst.st_mode)
-            child_rel = rel + os.fsdecode(name)
-            if rules.ignored(child_rel, is_dir):
-                ignored += 1
-                continue
-            if is_dir:
-                if store_dir == (cst.st_dev, cst.st_ino):
-                    log.info("not committing %s: it is the store", os.fsdecode(d.path))
-                    ignored += 1
-                    continue
-                node.dirs[name] = visit(d.path, cst, child_rel + "/", rules)
-            elif stat.S_ISREG(cst.st_mode):
-                f = _File(d.path, cst)
-                node.files[name] = f
-                files.append(f)
-            elif stat.S_ISLNK(cst.st_mode):
-                node.links[name] = (cst, os.readlink(d.path))
-            else:
-                msg = f"skipped {os.fsdecode(d.path)}: not a regular file, directory or symlink"
-                log.warning("%s", msg)
-                warnings.append(msg)
-        return node
-
-    # Files are appended depth-first in name order: the order a reader walking the
-    # tree meets them, so a directory read front to back is one range of its packs.
-    root_st = os.stat(root)
-    if store_dir == (root_st.st_dev, root_st.st_ino):
-        raise UsageError(f"{os.fsdecode(root)} is the store itself; commit a data directory")
-    tree = visit(root, root_st, "", rules)
-    return _Scan(tree, files, ignored)
+    tree: bytes  # the directory's tree id, as a one-machine commit gives it
+    files: int
+    bytes: int
+    bytes_read: int
+    new_chunks: int
+    bytes_uploaded: int
+    packs: int
+    ignored: int
+    warnings: list[str]
 
 
 def _store_dir(store: Store) -> tuple[int, int] | None:
@@ -180,30 +112,6 @@ def _store_dir(store: Store) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
-
-
-def load_known_chunks(store: Store, cache_dir: str, workers: int = 16) -> dict[bytes, fmt.Location]:
-    """Every chunk in an indexed pack of the store, with its location.
-
-    A pack index is determined by its pack's id (it is the pack's own trailer), so
-    indexes are kept locally under that id and fetched once per machine; only the
-    listing of `index/` goes to the store each time.
-    """
-    ids = list(store.pack_ids())
-    local = layout.packindex_dir(cache_dir)
-    perms.make_dirs(local)
-
-    def load(pack_id: bytes) -> list[fmt.PackEntry]:
-        return store.local_pack_index(pack_id, local)
-
-    known: dict[bytes, fmt.Location] = {}
-    if not ids:
-        return known
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vfs-index") as pool:
-        for pack_id, entries in zip(ids, pool.map(load, ids), strict=True):
-            for e in entries:
-                known[e.id] = fmt.Location(pack_id, e.offset, e.stored_length, e.codec)
-    return known
 
 
 def git_info(path: str) -> dict[str, str]:
@@ -246,92 +154,681 @@ def _read_error(path: bytes, e: OSError) -> VfsError:
     return VfsError(f"cannot read {name}: {e.strerror or e}")
 
 
-def _hash_chunk(data: bytes, known: dict[bytes, fmt.Location]) -> _Hashed:
+def _hash_chunk(data: bytes, known: KnownChunks) -> _Hashed:
     cid = fmt.chunk_id(data)
-    if cid in known:
+    if known.get(cid) is not None:
         return cid, len(data), fmt.CODEC_RAW, None
     codec, stored = packer.compress(data)
     return cid, len(data), codec, bytes(stored)
 
 
-def _read_small(path: bytes, size: int, known: dict[bytes, fmt.Location]) -> list[_Hashed]:
-    return [_hash_chunk(bytes(c), known) for c in chunker.chunk_file(path, size)]
+def _read_small(
+    files: list[tuple[bytes, int]], known: KnownChunks
+) -> list[list[_Hashed] | OSError]:
+    """Read and hash a batch of small files (one chunk each); a file that cannot be
+    read gives its error in its place."""
+    out: list[list[_Hashed] | OSError] = []
+    for path, size in files:
+        try:
+            out.append([_hash_chunk(bytes(c), known) for c in chunker.chunk_file(path, size)])
+        except OSError as e:
+            out.append(e)
+    return out
 
 
-def _hash_one(data: bytes, known: dict[bytes, fmt.Location]) -> list[_Hashed]:
-    return [_hash_chunk(data, known)]
+def _hash_one(data: bytes, known: KnownChunks) -> list[list[_Hashed] | OSError]:
+    return [[_hash_chunk(data, known)]]
 
 
-class _TreeSink:
-    """Collects tree pages and locations as the tree is built; `write` stores them
-    concurrently. Building first and writing after lets an unchanged tree (same root
-    id as the branch head) cost no request at all."""
-
-    def __init__(self) -> None:
-        self.pages: list[bytes] = []
-        self.locs: list[tuple[bytes, dict[bytes, fmt.Location]]] = []
-
-    def put_page(self, canonical: bytes) -> bytes:
-        self.pages.append(canonical)
-        return fmt.object_id(canonical)
-
-    def put_locs(self, leaf_id: bytes, locs: dict[bytes, fmt.Location]) -> None:
-        self.locs.append((leaf_id, locs))
-
-    def write(self, store: Store) -> None:
-        """Store everything collected (each object only if its key is new)."""
-        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="vfs-tree") as pool:
-            done: list[Future[object]] = [
-                pool.submit(store.put_locs, leaf, locs) for leaf, locs in self.locs
-            ]
-            done += [pool.submit(store.put_object, page) for page in self.pages]
-            for f in done:
-                f.result()
+# Per directory, names are stat-ed (and their stat-cache entries looked up) in batches
+# on a pool, a few batches ahead of the walk: on a cold page cache each lstat waits on
+# the disk, and a batch needs one LMDB transaction instead of one per file.
+STAT_BATCH = 256
+STAT_AHEAD = 8
+# Stat threads: more help a cold tree (each lstat waits on the disk), fewer a warm one
+# (each holds the GIL for its Python work): 4 measured within noise of 2 and 8.
+STAT_THREADS = 4
+SMALL_BATCH = 16  # small files read and hashed by one task
+# Stat-cache records kept before they are written: one write transaction at random
+# keys touches about as many map pages as it has records (released after each).
+STATCACHE_FLUSH = 4096
+# LMDB map pages touched by lookups count in RSS until released: ~4,096 files touch
+# ~2 x 16 MB of random pages of the known-chunks index and the stat cache.
+RELEASE_EVERY = 4096
+TREE_WRITES = 64  # tree page and locations writes in flight
+# A directory of up to this many entries is stat-ed whole before its files are
+# looked at, so that an unchanged one is recognised by its signature (_Walker.dir);
+# a larger one streams, holding a leaf's worth of entries instead of all of them.
+SIG_MAX_ENTRIES = 100_000
+_ENTRY_SIG = struct.Struct("<QQQqq")  # device, inode, size, mtime, ctime
+_pack_mode = struct.Struct("<I").pack  # mode
 
 
-def _build_tree(
-    node: _Dir, sink: _TreeSink, locate: Callable[[bytes], fmt.Location]
-) -> tuple[bytes, int, int]:
-    """Write the tree of `node` bottom-up; returns (id, file bytes, file count)."""
-    entries: list[fmt.Entry] = []
-    total_bytes = 0
-    total_files = 0
-    for name, d in node.dirs.items():
-        tid, nbytes, nfiles = _build_tree(d, sink, locate)
-        total_bytes += nbytes
-        total_files += nfiles
-        entries.append(
-            fmt.Entry(
-                name,
-                fmt.DIR,
-                d.st.st_mode & 0o7777,
-                d.st.st_mtime_ns,
-                nbytes,
-                tree=tid,
-                nfiles=nfiles,
-            )
+@dataclass(slots=True)
+class _Tally:
+    """A directory's totals (below it, and of its own files) and its signature."""
+
+    files: int = 0
+    bytes: int = 0
+    own_files: int = 0
+    own_bytes: int = 0
+    own_ignored: int = 0  # files and symlinks the rules left out
+    sig: Any = field(default_factory=xxhash.xxh3_128)
+
+
+@dataclass(slots=True)
+class _File:
+    """A regular file whose chunks are being hashed."""
+
+    name: bytes
+    path: bytes
+    st: os.stat_result
+    chunks: list[fmt.ChunkRef] = field(default_factory=list)
+    tasks: int = 0  # hashing tasks submitted
+    got: int = 0  # hashing tasks returned
+    sealed: bool = False  # no more tasks will be submitted
+    done: int = 0  # bytes of `chunks`
+    cached: bool = False  # the chunks came from the stat cache
+
+    def complete(self) -> bool:
+        return self.sealed and self.got == self.tasks
+
+
+@dataclass(slots=True)
+class _Stat:
+    name: bytes
+    st: os.stat_result | None  # None: removed while we walked
+    cached: tuple[fmt.ChunkRef, ...] | None = None  # the stat cache's chunk list
+    cached_known: bool = False  # every cached chunk is in an indexed pack
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A batch of a directory's entries, stat-ed: all, the subdirectories among them,
+    and the signature of the others (name, stat, mode)."""
+
+    stats: list[_Stat]
+    dirs: list[_Stat]
+    digest: bytes
+
+
+@dataclass(slots=True)
+class _Page:
+    barrier: int  # the pack number that must be uploaded before this page is written
+    id: bytes
+    canonical: bytes
+    chunks: list[bytes] | None  # a leaf's chunk ids (its locations); None for an index page
+
+
+class _HeadDir:
+    """The same directory in the branch head's tree: its pages are in the store
+    (reachable from a ref, and the commit's lease keeps gc off them), so a page of
+    ours with one of their ids needs no write. Knows the top page and, once asked,
+    the ids of its children: every page of a directory up to millions of entries.
+    Reads nothing until asked."""
+
+    def __init__(self, store: Store, top: bytes) -> None:
+        self.store = store
+        self.top = top
+        self._pages: set[bytes] | None = None
+
+    @property
+    def pages(self) -> set[bytes]:
+        if self._pages is None:
+            self._pages = {self.top}
+            page = self.store.get_page(self.top)
+            if page.kind == fmt.INDEX:
+                self._pages.update(c.page for c in page.children())
+        return self._pages
+
+    def child(self, name: bytes) -> bytes | None:
+        found = DirView(self.store, self.top).lookup(name)
+        if found is None or not found.entry.is_dir:
+            return None
+        return found.entry.tree
+
+
+class _Walker:
+    """One streaming snapshot: walks depth-first in name order, hashes and packs the
+    files' chunks in that order, and finishes each directory bottom-up as soon as its
+    files are hashed. Its pages wait in `pages` until every pack they refer to is
+    uploaded (write order: packs, locations, pages), then are written by a bounded
+    pool. Memory: the open path's directories (a name list each, and a leaf's worth
+    of entries), the chunk window, the pages waiting for their packs (at most the
+    packs being filled or uploaded), and the stat-cache records not yet written."""
+
+    def __init__(
+        self,
+        store: Store,
+        cache_dir: str,
+        progress: Progress,
+        workers: int | None,
+        store_dir: tuple[int, int] | None,
+        warnings: list[str],
+    ) -> None:
+        self.store = store
+        self.progress = progress
+        self.store_dir = store_dir
+        self.warnings = warnings
+        self.files = 0
+        self.bytes = 0
+        self.bytes_read = 0
+        self.new_chunks = 0
+        self.ignored = 0
+        self.pages_skipped = 0
+        self.known = KnownChunks(store, cache_dir, store.pack_ids())
+        self.statcache = StatCache(cache_dir, store.url)
+        # Their maps' pages are released every RELEASE_EVERY files (release_maps).
+        self.lmdb_dirs = (layout.known_dir(cache_dir), layout.statcache_dir(cache_dir))
+        # More threads than cores: reading many small files is I/O-bound (on a cold
+        # page cache each read waits on the disk), and hashing and zstd release the GIL.
+        n = workers or max(8, 2 * (os.cpu_count() or 2))
+        self.pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="vfs-chunk")
+        # Stats get their own pool: a batch queued behind reads would stall the walk.
+        self.stat_pool = ThreadPoolExecutor(max_workers=STAT_THREADS, thread_name_prefix="vfs-stat")
+        self.tree_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="vfs-tree")
+        self.writer = packer.PackWriter(store, spool_dir=layout.spool_dir(cache_dir))
+        perms.make_dirs(self.writer.spool_dir)
+        packer.clean_spool(self.writer.spool_dir)
+        # Hashing tasks in flight, in pack order: a batch of small files, or one piece
+        # of a large file. One future per small file cost more than its read.
+        self.window: deque[tuple[list[_File], Future[list[list[_Hashed] | OSError]]]] = deque()
+        self.small: list[_File] = []  # small files not yet submitted
+        self.pages: deque[_Page] = deque()
+        self.writes: deque[Future[None]] = deque()
+        self.closed = False
+        self.dirs_reused = 0
+        self.settled = 0  # files finished
+        self._fps: dict[int, bytes] = {}
+        self._fp_rules: list[Rules] = []
+
+    # -- the walk ------------------------------------------------------------------------
+
+    def run(self, root: bytes, rel: str, rules: Rules, head: bytes | None) -> bytes:
+        root_st = os.stat(root)
+        if self.store_dir == (root_st.st_dev, root_st.st_ino):
+            raise UsageError(f"{os.fsdecode(root)} is the store itself; commit a data directory")
+        self.known.sync()
+        tree, nbytes, nfiles = self.dir(root, rel, rules, head)
+        self.progress.phase("uploading")
+        self.writer.close()
+        self.closed = True
+        self.pump()
+        if self.pages:  # cannot happen: every pack is uploaded
+            raise VfsError("internal error: tree pages left waiting for packs")
+        while self.writes:
+            self.writes.popleft().result()
+        self.files, self.bytes = nfiles, nbytes
+        return tree
+
+    def close(self) -> None:
+        try:
+            if not self.closed:
+                self.writer.abort()
+            for pool in (self.pool, self.stat_pool, self.tree_pool):
+                pool.shutdown(wait=True, cancel_futures=True)
+            self.statcache.flush()
+        finally:
+            self.known.close()
+
+    def dir(
+        self, path: bytes, rel: str, rules: Rules, head: bytes | None
+    ) -> tuple[bytes, int, int]:
+        """Snapshot the directory `path`; returns (tree id, file bytes, file count).
+
+        A directory of up to SIG_MAX_ENTRIES entries is first stat-ed whole (its
+        subdirectories snapshot on the way) into a signature: if the stat cache says
+        the same signature gave the tree the branch head has here, that tree is the
+        answer and no file of it is looked at again. Larger directories stream."""
+        try:
+            names = sorted(os.listdir(path))
+        except OSError as e:
+            raise VfsError(f"cannot read directory {os.fsdecode(path)}: {e.strerror}") from None
+        ignore_file = None
+        if IGNORE_FILE in names:
+            candidate = os.path.join(path, IGNORE_FILE)
+            try:
+                if stat.S_ISREG(os.lstat(candidate).st_mode):
+                    ignore_file = candidate
+            except FileNotFoundError:
+                pass
+        rules = rules.enter(rel, ignore_file)
+        hd = _HeadDir(self.store, head) if head is not None else None
+        tally = _Tally()
+        if len(names) > SIG_MAX_ENTRIES:
+            flat = (st for got in self._stats(path, names, True) for st in got.stats)
+            stream = self._children(path, rel, rules, hd, flat, tally, None)
+            return self._build(path, hd, stream), tally.bytes, tally.files
+        # First the signature: the stat threads hash each batch's entries; here only
+        # the subdirectories are looked at (and snapshot, their tree ids signed too).
+        batches = list(self._stats(path, names, False))
+        sig = tally.sig
+        subs: dict[bytes, fmt.Entry | None] = {}
+        for got in batches:
+            sig.update(got.digest)
+            for d in got.dirs:
+                sub = subs[d.name] = self._subdir(path, rel, rules, hd, d, tally)
+                sig.update(b"%s\0%s" % (d.name, fmt.encode_entry(sub) if sub else b"-"))
+        sig_bytes = sig.digest() + self._rules_fp(rules)
+        if hd is not None:
+            cached = self.statcache.lookup_dir(path, sig_bytes)
+            if cached is not None and cached[0] == hd.top:
+                _, own_files, own_bytes, own_ignored = cached
+                self.dirs_reused += 1
+                self.ignored += own_ignored
+                tally.files += own_files
+                tally.bytes += own_bytes
+                self.progress.advance(own_files, own_bytes)
+                return hd.top, tally.bytes, tally.files
+        flat = (st for got in batches for st in got.stats)
+        children = list(self._children(path, rel, rules, hd, flat, tally, subs))
+        tid = self._build(path, hd, self._looked_up(path, children))
+        self.statcache.record_dir(
+            path, sig_bytes, tid, tally.own_files, tally.own_bytes, tally.own_ignored
         )
-    for name, f in node.files.items():
-        total_bytes += f.st.st_size
-        total_files += 1
-        entries.append(
-            fmt.Entry(
-                name,
-                fmt.FILE,
-                f.st.st_mode & 0o7777,
-                f.st.st_mtime_ns,
-                f.st.st_size,
-                chunks=tuple(f.chunks),
-            )
+        return tid, tally.bytes, tally.files
+
+    def _rules_fp(self, rules: Rules) -> bytes:
+        """What the ignore rules in force are, as bytes: a directory's cached tree
+        holds only under the rules it was made with."""
+        fp = self._fps.get(id(rules))
+        if fp is None:
+            fp = xxhash.xxh3_64_digest(repr(rules.fingerprint()).encode())
+            self._fps[id(rules)] = fp
+            self._fp_rules.append(rules)  # keeps id(rules) from being reused
+        return fp
+
+    def _subdir(
+        self, path: bytes, rel: str, rules: Rules, hd: _HeadDir | None, s: _Stat, tally: _Tally
+    ) -> fmt.Entry | None:
+        """Snapshot the subdirectory `s` unless the rules ignore it or it is the store;
+        returns its entry (None if left out) and adds its totals to `tally`."""
+        name, st = s.name, s.st
+        assert st is not None
+        if rules.ignored(rel + os.fsdecode(name), True):
+            self.ignored += 1
+            return None
+        child = os.path.join(path, name)
+        if self.store_dir == (st.st_dev, st.st_ino):
+            log.info("not committing %s: it is the store", os.fsdecode(child))
+            self.ignored += 1
+            return None
+        sub_head = hd.child(name) if hd is not None else None
+        tid, sub_bytes, sub_files = self.dir(child, rel + os.fsdecode(name) + "/", rules, sub_head)
+        tally.bytes += sub_bytes
+        tally.files += sub_files
+        return fmt.Entry(
+            name,
+            fmt.DIR,
+            st.st_mode & 0o7777,
+            st.st_mtime_ns,
+            sub_bytes,
+            tree=tid,
+            nfiles=sub_files,
         )
-    for name, (lst, target) in node.links.items():
-        entries.append(
-            fmt.Entry(
-                name, fmt.SYMLINK, lst.st_mode & 0o7777, lst.st_mtime_ns, len(target), target=target
-            )
+
+    def _children(
+        self,
+        path: bytes,
+        rel: str,
+        rules: Rules,
+        hd: _HeadDir | None,
+        stats: Iterable[_Stat],
+        tally: _Tally,
+        subs: dict[bytes, fmt.Entry | None] | None,
+    ) -> Iterator[_Stat | fmt.Entry]:
+        """The entries of the directory to commit, in name order: a subdirectory as
+        its Entry (from `subs` if it was snapshot already, else snapshot now), a file
+        or symlink as its _Stat."""
+        for s in stats:
+            name, st = s.name, s.st
+            if st is None:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                e = subs[name] if subs is not None else self._subdir(path, rel, rules, hd, s, tally)
+                if e is not None:
+                    yield e
+            elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                if rules.ignored(rel + os.fsdecode(name), False):
+                    self.ignored += 1
+                    tally.own_ignored += 1
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    tally.bytes += st.st_size
+                    tally.own_bytes += st.st_size
+                    tally.files += 1
+                    tally.own_files += 1
+                yield s
+            else:
+                msg = (
+                    f"skipped {os.fsdecode(os.path.join(path, name))}: "
+                    "not a regular file, directory or symlink"
+                )
+                log.warning("%s", msg)
+                self.warnings.append(msg)
+
+    def _build(
+        self, path: bytes, hd: _HeadDir | None, children: Iterable[_Stat | fmt.Entry]
+    ) -> bytes:
+        """Chunk the files among `children` and write the directory's pages."""
+        builder = DirBuilder(
+            lambda pid, canonical, entries: self._leaf(pid, canonical, entries, hd),
+            lambda canonical: self._index(canonical, hd),
         )
-    entries.sort(key=lambda e: e.name)
-    return write_dir(entries, sink, locate), total_bytes, total_files
+        items: deque[_File | fmt.Entry] = deque()
+        for c in children:
+            if isinstance(c, fmt.Entry):
+                items.append(c)
+            else:
+                st = c.st
+                assert st is not None
+                child = os.path.join(path, c.name)
+                if stat.S_ISREG(st.st_mode):
+                    items.append(self._file(c.name, child, st, c))
+                else:
+                    target = os.readlink(child)
+                    items.append(
+                        fmt.Entry(
+                            c.name,
+                            fmt.SYMLINK,
+                            st.st_mode & 0o7777,
+                            st.st_mtime_ns,
+                            len(target),
+                            target=target,
+                        )
+                    )
+            self._settle(items, builder)
+        self._drain(0)
+        self._settle(items, builder)
+        tid = builder.finish()
+        self.pump()
+        return tid
+
+    def _stats(self, path: bytes, names: list[bytes], lookup: bool) -> Iterator[_Batch]:
+        """lstat every name (and, if `lookup`, look up the stat cache) in batches on
+        the pool, a few ahead."""
+        ahead: deque[Future[_Batch]] = deque()
+        batches = (names[i : i + STAT_BATCH] for i in range(0, len(names), STAT_BATCH))
+        for batch in batches:
+            ahead.append(self.stat_pool.submit(self._stat_batch, path, batch, lookup))
+            if len(ahead) >= STAT_AHEAD:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+    def _looked_up(
+        self, path: bytes, children: list[_Stat | fmt.Entry]
+    ) -> Iterator[_Stat | fmt.Entry]:
+        """`children` with the stat cache looked up for their files, a few batches ahead."""
+        ahead: deque[tuple[list[_Stat | fmt.Entry], Future[None]]] = deque()
+        for i in range(0, len(children), STAT_BATCH):
+            batch = children[i : i + STAT_BATCH]
+            files = [c for c in batch if isinstance(c, _Stat)]
+            ahead.append((batch, self.stat_pool.submit(self._lookup, path, files)))
+            if len(ahead) >= STAT_AHEAD:
+                got, fut = ahead.popleft()
+                fut.result()
+                yield from got
+        while ahead:
+            got, fut = ahead.popleft()
+            fut.result()
+            yield from got
+
+    def _stat_batch(self, path: bytes, names: list[bytes], lookup: bool) -> _Batch:
+        got = _Batch([], [], b"")
+        sig = xxhash.xxh3_128()
+        pack = _ENTRY_SIG.pack
+        for name in names:
+            try:
+                fmt.check_name(name)
+            except VfsError as e:
+                raise UsageError(
+                    f"cannot commit {os.fsdecode(os.path.join(path, name))}: {e}"
+                ) from None
+            try:
+                st = os.lstat(os.path.join(path, name))
+            except FileNotFoundError:
+                got.stats.append(_Stat(name, None))
+                sig.update(b"%s\0-" % name)
+                continue
+            s = _Stat(name, st)
+            got.stats.append(s)
+            if stat.S_ISDIR(st.st_mode):
+                got.dirs.append(s)  # signed by its tree id, once snapshot
+            else:
+                sig.update(
+                    pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                    + _pack_mode(st.st_mode)
+                    + name
+                    + b"\0"
+                )
+        got.digest = sig.digest()
+        if lookup:
+            self._lookup(path, got.stats)
+        return got
+
+    def _lookup(self, path: bytes, stats: list[_Stat]) -> None:
+        """Fill in `cached` and `cached_known` of the non-empty regular files."""
+        regular = [
+            s for s in stats if s.st is not None and stat.S_ISREG(s.st.st_mode) and s.st.st_size > 0
+        ]
+        if not regular:
+            return
+        got = self.statcache.lookup_many(
+            [(os.path.join(path, s.name), s.st) for s in regular if s.st is not None]
+        )
+        hits = []
+        for s, cached in zip(regular, got, strict=True):
+            s.cached = cached
+            if cached is not None:
+                hits.append(s)
+        if hits:
+            ids = [c.id for s in hits for c in s.cached or ()]
+            locs = iter(self.known.get_many(ids))
+            for s in hits:
+                s.cached_known = all([next(locs) is not None for _ in s.cached or ()])
+
+    # -- files and chunks ----------------------------------------------------------------
+
+    def _file(self, name: bytes, path: bytes, st: os.stat_result, s: _Stat) -> _File:
+        f = _File(name, path, st)
+        size = st.st_size
+        cached = s.cached
+        if cached is not None and (
+            s.cached_known
+            or all(self.writer.has(c.id) or self.known.get(c.id) is not None for c in cached)
+        ):
+            f.chunks = list(cached)
+            f.done = size
+            f.sealed = True
+            f.cached = True
+            self.progress.advance(0, size)
+            return f
+        if size <= chunker.MIN_SIZE:
+            if size:
+                f.tasks = 1
+                self.small.append(f)
+                if len(self.small) >= SMALL_BATCH:
+                    self._submit_small()
+                self.bytes_read += size
+                self.progress.advance(0, size)
+            f.sealed = True
+            self._drain(WINDOW)
+            return f
+        self._submit_small()  # ahead of this file's pieces: packs fill in path order
+        try:
+            for piece in chunker.chunk_file(path, size):
+                data = bytes(piece)
+                f.tasks += 1
+                self.window.append(([f], self.pool.submit(_hash_one, data, self.known)))
+                self.bytes_read += len(data)
+                self.progress.advance(0, len(data))
+                self._drain(WINDOW)
+        except OSError as e:
+            raise _read_error(path, e) from None
+        f.sealed = True
+        return f
+
+    def _submit_small(self) -> None:
+        if self.small:
+            batch, self.small = self.small, []
+            todo = [(f.path, f.st.st_size) for f in batch]
+            self.window.append((batch, self.pool.submit(_read_small, todo, self.known)))
+
+    def _drain(self, limit: int) -> None:
+        writer = self.writer
+        if limit == 0:
+            self._submit_small()
+        while len(self.window) > limit:
+            owners, fut = self.window.popleft()
+            for owner, hashed in zip(owners, fut.result(), strict=True):
+                if isinstance(hashed, OSError):
+                    raise _read_error(owner.path, hashed)
+                for cid, length, codec, stored in hashed:
+                    if stored is not None and not writer.has(cid):
+                        writer.add(cid, length, codec, stored)
+                        self.new_chunks += 1
+                    owner.chunks.append(fmt.ChunkRef(cid, length))
+                    owner.done += length
+                owner.got += 1
+
+    def _settle(self, items: deque[_File | fmt.Entry], builder: DirBuilder) -> None:
+        """Move the finished entries at the front of `items` into the directory."""
+        while items:
+            item = items[0]
+            if isinstance(item, _File):
+                if not item.complete():
+                    return
+                st = item.st
+                if item.done != st.st_size:
+                    raise VfsError(
+                        f"{os.fsdecode(item.path)} changed while being committed; commit again"
+                    )
+                chunks = tuple(item.chunks)
+                if chunks and not item.cached:
+                    self.statcache.record(item.path, st, chunks)
+                    if self.statcache.pending() >= STATCACHE_FLUSH:
+                        self.statcache.flush()
+                        release_maps(self.lmdb_dirs)
+                self.settled += 1
+                if self.settled % RELEASE_EVERY == 0:
+                    release_maps(self.lmdb_dirs)
+                self.progress.advance(1, 0)
+                item = fmt.Entry(
+                    item.name,
+                    fmt.FILE,
+                    st.st_mode & 0o7777,
+                    st.st_mtime_ns,
+                    st.st_size,
+                    chunks=chunks,
+                )
+            items.popleft()
+            builder.add(item)
+
+    # -- tree pages ----------------------------------------------------------------------
+
+    def _leaf(
+        self, page_id: bytes, canonical: bytes, entries: list[fmt.Entry], hd: _HeadDir | None
+    ) -> None:
+        if hd is not None and page_id in hd.pages:
+            self.pages_skipped += 1
+            return
+        seen: dict[bytes, None] = {}
+        for e in entries:
+            for c in e.chunks:
+                seen[c.id] = None
+        self.pages.append(_Page(self.writer.barrier(), page_id, canonical, list(seen)))
+
+    def _index(self, canonical: bytes, hd: _HeadDir | None) -> bytes:
+        page_id = fmt.object_id(canonical)
+        if hd is not None and page_id in hd.pages:
+            self.pages_skipped += 1
+        else:
+            self.pages.append(_Page(self.writer.barrier(), page_id, canonical, None))
+        return page_id
+
+    def pump(self) -> None:
+        """Fold uploaded packs into the known chunks, then write the pages whose packs
+        are all uploaded."""
+        writer = self.writer
+        writer.check()
+        uploaded = writer.take_uploaded()
+        if uploaded:
+            self.known.fold(uploaded)
+            for _, entries in uploaded:
+                writer.forget(entries)
+        through = writer.uploaded_through()
+        while self.pages and self.pages[0].barrier <= through:
+            page = self.pages.popleft()
+            locs = self._locate(page.chunks) if page.chunks is not None else None
+            while len(self.writes) >= TREE_WRITES:
+                self.writes.popleft().result()
+            self.writes.append(self.tree_pool.submit(self._put, page, locs))
+
+    def _locate(self, cids: list[bytes]) -> dict[bytes, fmt.Location]:
+        here = self.writer.locations
+        out = {c: here[c] for c in cids if c in here}
+        rest = [c for c in cids if c not in out]
+        for c, loc in zip(rest, self.known.get_many(rest), strict=True):
+            if loc is None:  # cannot happen: every chunk was packed or known
+                raise VfsError(f"internal error: chunk {c.hex()} has no location")
+            out[c] = loc
+        return out
+
+    def _put(self, page: _Page, locs: dict[bytes, fmt.Location] | None) -> None:
+        if locs is not None:
+            self.store.put_locs(page.id, locs)
+        self.store.put_object(page.canonical)
+
+
+def snapshot_tree(
+    store: Store,
+    src: str,
+    *,
+    cache_dir: str,
+    rules: Rules,
+    rel: str = "",
+    progress: Progress | None = None,
+    workers: int | None = None,
+    store_dir: tuple[int, int] | None = None,
+    head_tree: bytes | None = None,
+) -> Snapshot:
+    """Chunk, pack and upload the directory `src` (packs, locations, tree pages; no commit,
+    no ref) and return its tree id. `rules` are the ignore rules in force AT `src`
+    (the caller entered its ancestors' .vfsignore files); `rel` is src's path relative to
+    the committed root, '/'-terminated or "" (what the rules match against).
+
+    `head_tree`, if given, is the tree of the same directory in the version this one
+    follows: its pages are known to be stored, so equal pages are not written again
+    (an unchanged directory costs no request). `store_dir` is the (device, inode) of a
+    store kept inside `src`, which is left out.
+
+    Memory stays bounded whatever the number of files (see _Walker); a failure leaves
+    uploaded packs (a rerun reuses them) and pages, never a commit or a ref."""
+    progress = progress or Progress()
+    warnings: list[str] = []
+    walker = _Walker(store, cache_dir, progress, workers, store_dir, warnings)
+    try:
+        tree = walker.run(os.fsencode(os.path.abspath(src)), rel, rules, head_tree)
+    finally:
+        walker.close()
+    log.info(
+        "snapshot %s: %d directories reused unchanged, %d pages already stored",
+        src,
+        walker.dirs_reused,
+        walker.pages_skipped,
+    )
+    return Snapshot(
+        tree=tree,
+        files=walker.files,
+        bytes=walker.bytes,
+        bytes_read=walker.bytes_read,
+        new_chunks=walker.new_chunks,
+        bytes_uploaded=walker.writer.bytes_uploaded,
+        packs=walker.writer.packs_written,
+        ignored=walker.ignored,
+        warnings=warnings,
+    )
 
 
 def commit_dir(
@@ -384,115 +881,34 @@ def commit_dir(
         if tag is not None and store.read_ref(dataset, TAGS, tag) is not None:
             raise RefConflict(f"tag {dataset}@{tag} already exists; tags never move")
         head = store.read_ref(dataset, HEADS, branch)
+        head_tree = store.get_commit(head.commit).tree if head is not None else None
 
-        warnings: list[str] = []
-        progress.phase("scanning")
-        scan = _scan(os.fsencode(os.path.abspath(src)), warnings, rules, _store_dir(store))
-        root, files = scan.tree, scan.files
-        total_bytes = sum(f.st.st_size for f in files)
-        progress.scanned(len(files), total_bytes)
-
-        progress.phase("indexing store")
-        known = load_known_chunks(store, cache_dir)
-        statcache = StatCache(cache_dir, store.url)
-        # More threads than cores: reading many small files is I/O-bound (on a cold
-        # page cache each read waits on the disk), and hashing and zstd release the GIL.
-        nworkers = workers or max(8, 2 * (os.cpu_count() or 2))
-        pool = ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="vfs-chunk")
-        writer = packer.PackWriter(store, spool_dir=layout.spool_dir(cache_dir))
-        perms.make_dirs(writer.spool_dir)
-        packer.clean_spool(writer.spool_dir)
-        bytes_read = 0
-        new_chunks = 0
-        closed = False
-        try:
-            progress.phase("committing")
-            window: deque[tuple[_File, Future[list[_Hashed]]]] = deque()
-
-            def drain(limit: int) -> None:
-                nonlocal new_chunks
-                while len(window) > limit:
-                    owner, fut = window.popleft()
-                    try:
-                        hashed = fut.result()
-                    except OSError as e:
-                        raise _read_error(owner.path, e) from None
-                    for cid, length, codec, stored in hashed:
-                        if stored is not None and not writer.has(cid):
-                            writer.add(cid, length, codec, stored)
-                            new_chunks += 1
-                        owner.chunks.append(fmt.ChunkRef(cid, length))
-                        owner.done += length
-                    if owner.done == owner.st.st_size:
-                        statcache.record(owner.path, owner.st, tuple(owner.chunks))
-                        progress.advance(1, 0)
-
-            for f in files:
-                size = f.st.st_size
-                cached = statcache.lookup(f.path, f.st)
-                if cached is not None and all(c.id in known or writer.has(c.id) for c in cached):
-                    f.chunks = list(cached)
-                    progress.advance(1, size)
-                    continue
-                if size == 0:
-                    progress.advance(1, 0)
-                    continue
-                if size <= chunker.MIN_SIZE:
-                    window.append((f, pool.submit(_read_small, f.path, size, known)))
-                    bytes_read += size
-                    progress.advance(0, size)
-                    drain(WINDOW)
-                    continue
-                try:
-                    for piece in chunker.chunk_file(f.path, size):
-                        data = bytes(piece)
-                        window.append((f, pool.submit(_hash_one, data, known)))
-                        bytes_read += len(data)
-                        progress.advance(0, len(data))
-                        drain(WINDOW)
-                except OSError as e:
-                    raise _read_error(f.path, e) from None
-            drain(0)
-            progress.phase("uploading")
-            writer.close()
-            closed = True
-            for f in files:
-                got = sum(c.length for c in f.chunks)
-                if got != f.st.st_size:
-                    raise VfsError(
-                        f"{os.fsdecode(f.path)} changed while being committed; commit again"
-                    )
-
-            def locate(cid: bytes) -> fmt.Location:
-                loc = writer.locations.get(cid) or known.get(cid)
-                if loc is None:  # cannot happen: every chunk was packed or known
-                    raise VfsError(f"internal error: chunk {cid.hex()} has no location")
-                return loc
-
-            progress.phase("writing trees")
-            sink = _TreeSink()
-            tree_id, nbytes, nfiles = _build_tree(root, sink, locate)
-            if head is None or store.get_commit(head.commit).tree != tree_id:
-                sink.write(store)
-        finally:
-            if not closed:
-                writer.abort()
-            pool.shutdown(wait=True, cancel_futures=True)
-            statcache.flush()
-
+        progress.scanned(0, 0)  # streaming: the totals are known only at the end
+        progress.phase("committing")
+        snap = snapshot_tree(
+            store,
+            src,
+            cache_dir=cache_dir,
+            rules=rules,
+            progress=progress,
+            workers=workers,
+            store_dir=_store_dir(store),
+            head_tree=head_tree,
+        )
+        tree_id = snap.tree
         base = dict(
             dataset=dataset,
             branch=branch,
-            files=nfiles,
-            bytes=nbytes,
-            bytes_read=bytes_read,
-            new_chunks=new_chunks,
-            bytes_uploaded=writer.bytes_uploaded,
-            packs=writer.packs_written,
-            warnings=warnings,
-            ignored=scan.ignored,
+            files=snap.files,
+            bytes=snap.bytes,
+            bytes_read=snap.bytes_read,
+            new_chunks=snap.new_chunks,
+            bytes_uploaded=snap.bytes_uploaded,
+            packs=snap.packs,
+            warnings=snap.warnings,
+            ignored=snap.ignored,
         )
-        if head is not None and not allow_empty and store.get_commit(head.commit).tree == tree_id:
+        if head is not None and not allow_empty and head_tree == tree_id:
             if tag is not None:
                 store.create_tag(dataset, tag, head.commit)
             return CommitResult(
@@ -521,8 +937,8 @@ def commit_dir(
                 time=utc_now(),
                 message=message,
                 meta=all_meta,
-                files=nfiles,
-                bytes=nbytes,
+                files=snap.files,
+                bytes=snap.bytes,
             ),
             check=lease.check,
         )
