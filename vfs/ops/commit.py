@@ -103,7 +103,11 @@ class _Scan:
 
 
 def _scan(
-    root: bytes, warnings: list[str], rules: Rules, store_dir: tuple[int, int] | None = None
+    root: bytes,
+    warnings: list[str],
+    rules: Rules,
+    store_dir: tuple[int, int] | None = None,
+    rel: str = "",
 ) -> _Scan:
     """Walk `root` without following symlinks, leaving out what `rules` ignore
     (without entering an ignored directory) and the directory whose (device, inode) is
@@ -166,7 +170,7 @@ def _scan(
     root_st = os.stat(root)
     if store_dir == (root_st.st_dev, root_st.st_ino):
         raise UsageError(f"{os.fsdecode(root)} is the store itself; commit a data directory")
-    tree = visit(root, root_st, "", rules)
+    tree = visit(root, root_st, rel, rules)
     return _Scan(tree, files, ignored)
 
 
@@ -334,6 +338,165 @@ def _build_tree(
     return write_dir(entries, sink, locate), total_bytes, total_files
 
 
+@dataclass
+class Snapshot:
+    tree: bytes
+    files: int
+    bytes: int
+    bytes_read: int
+    new_chunks: int
+    bytes_uploaded: int
+    packs: int
+    ignored: int
+    warnings: list[str]
+
+
+def snapshot_tree(
+    store: Store,
+    src: str,
+    *,
+    cache_dir: str,
+    rules: Rules,
+    rel: str = "",
+    progress: Progress | None = None,
+    workers: int | None = None,
+    store_dir: tuple[int, int] | None = None,
+) -> Snapshot:
+    """Chunk, pack and upload directory `src` (packs, locations, tree pages; no commit, no
+    ref) and return its tree id. `rules`: the ignore rules in force AT src (ancestors'
+    .vfsignore entered); `rel`: src relative to the committed root, '/'-terminated or ""."""
+    return _snapshot(
+        store,
+        src,
+        cache_dir=cache_dir,
+        rules=rules,
+        rel=rel,
+        progress=progress or Progress(),
+        workers=workers,
+        store_dir=store_dir,
+    )
+
+
+def _snapshot(
+    store: Store,
+    src: str,
+    *,
+    cache_dir: str,
+    rules: Rules,
+    progress: Progress,
+    rel: str = "",
+    workers: int | None = None,
+    store_dir: tuple[int, int] | None = None,
+    skip_write: Callable[[bytes], bool] | None = None,
+) -> Snapshot:
+    """snapshot_tree, leaving the tree pages unwritten when `skip_write(tree id)` holds
+    (an unchanged tree costs commit_dir no request)."""
+    warnings: list[str] = []
+    progress.phase("scanning")
+    scan = _scan(os.fsencode(os.path.abspath(src)), warnings, rules, store_dir, rel)
+    root, files = scan.tree, scan.files
+    total_bytes = sum(f.st.st_size for f in files)
+    progress.scanned(len(files), total_bytes)
+
+    progress.phase("indexing store")
+    known = load_known_chunks(store, cache_dir)
+    statcache = StatCache(cache_dir, store.url)
+    # More threads than cores: reading many small files is I/O-bound (on a cold
+    # page cache each read waits on the disk), and hashing and zstd release the GIL.
+    nworkers = workers or max(8, 2 * (os.cpu_count() or 2))
+    pool = ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="vfs-chunk")
+    writer = packer.PackWriter(store, spool_dir=layout.spool_dir(cache_dir))
+    perms.make_dirs(writer.spool_dir)
+    packer.clean_spool(writer.spool_dir)
+    bytes_read = 0
+    new_chunks = 0
+    closed = False
+    try:
+        progress.phase("committing")
+        window: deque[tuple[_File, Future[list[_Hashed]]]] = deque()
+
+        def drain(limit: int) -> None:
+            nonlocal new_chunks
+            while len(window) > limit:
+                owner, fut = window.popleft()
+                try:
+                    hashed = fut.result()
+                except OSError as e:
+                    raise _read_error(owner.path, e) from None
+                for cid, length, codec, stored in hashed:
+                    if stored is not None and not writer.has(cid):
+                        writer.add(cid, length, codec, stored)
+                        new_chunks += 1
+                    owner.chunks.append(fmt.ChunkRef(cid, length))
+                    owner.done += length
+                if owner.done == owner.st.st_size:
+                    statcache.record(owner.path, owner.st, tuple(owner.chunks))
+                    progress.advance(1, 0)
+
+        for f in files:
+            size = f.st.st_size
+            cached = statcache.lookup(f.path, f.st)
+            if cached is not None and all(c.id in known or writer.has(c.id) for c in cached):
+                f.chunks = list(cached)
+                progress.advance(1, size)
+                continue
+            if size == 0:
+                progress.advance(1, 0)
+                continue
+            if size <= chunker.MIN_SIZE:
+                window.append((f, pool.submit(_read_small, f.path, size, known)))
+                bytes_read += size
+                progress.advance(0, size)
+                drain(WINDOW)
+                continue
+            try:
+                for piece in chunker.chunk_file(f.path, size):
+                    data = bytes(piece)
+                    window.append((f, pool.submit(_hash_one, data, known)))
+                    bytes_read += len(data)
+                    progress.advance(0, len(data))
+                    drain(WINDOW)
+            except OSError as e:
+                raise _read_error(f.path, e) from None
+        drain(0)
+        progress.phase("uploading")
+        writer.close()
+        closed = True
+        for f in files:
+            got = sum(c.length for c in f.chunks)
+            if got != f.st.st_size:
+                raise VfsError(f"{os.fsdecode(f.path)} changed while being committed; commit again")
+
+        def locate(cid: bytes) -> fmt.Location:
+            loc = writer.locations.get(cid) or known.get(cid)
+            if loc is None:  # cannot happen: every chunk was packed or known
+                raise VfsError(f"internal error: chunk {cid.hex()} has no location")
+            return loc
+
+        progress.phase("writing trees")
+        sink = _TreeSink()
+        tree_id, nbytes, nfiles = _build_tree(root, sink, locate)
+        if skip_write is None or not skip_write(tree_id):
+            sink.write(store)
+    finally:
+        if not closed:
+            writer.abort()
+        pool.shutdown(wait=True, cancel_futures=True)
+        statcache.flush()
+
+    return Snapshot(
+        tree=tree_id,
+        files=nfiles,
+        bytes=nbytes,
+        bytes_read=bytes_read,
+        new_chunks=new_chunks,
+        bytes_uploaded=writer.bytes_uploaded,
+        packs=writer.packs_written,
+        ignored=scan.ignored,
+        warnings=warnings,
+    )
+
+
 def commit_dir(
     store: Store,
     src: str,
@@ -385,112 +548,31 @@ def commit_dir(
             raise RefConflict(f"tag {dataset}@{tag} already exists; tags never move")
         head = store.read_ref(dataset, HEADS, branch)
 
-        warnings: list[str] = []
-        progress.phase("scanning")
-        scan = _scan(os.fsencode(os.path.abspath(src)), warnings, rules, _store_dir(store))
-        root, files = scan.tree, scan.files
-        total_bytes = sum(f.st.st_size for f in files)
-        progress.scanned(len(files), total_bytes)
-
-        progress.phase("indexing store")
-        known = load_known_chunks(store, cache_dir)
-        statcache = StatCache(cache_dir, store.url)
-        # More threads than cores: reading many small files is I/O-bound (on a cold
-        # page cache each read waits on the disk), and hashing and zstd release the GIL.
-        nworkers = workers or max(8, 2 * (os.cpu_count() or 2))
-        pool = ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="vfs-chunk")
-        writer = packer.PackWriter(store, spool_dir=layout.spool_dir(cache_dir))
-        perms.make_dirs(writer.spool_dir)
-        packer.clean_spool(writer.spool_dir)
-        bytes_read = 0
-        new_chunks = 0
-        closed = False
-        try:
-            progress.phase("committing")
-            window: deque[tuple[_File, Future[list[_Hashed]]]] = deque()
-
-            def drain(limit: int) -> None:
-                nonlocal new_chunks
-                while len(window) > limit:
-                    owner, fut = window.popleft()
-                    try:
-                        hashed = fut.result()
-                    except OSError as e:
-                        raise _read_error(owner.path, e) from None
-                    for cid, length, codec, stored in hashed:
-                        if stored is not None and not writer.has(cid):
-                            writer.add(cid, length, codec, stored)
-                            new_chunks += 1
-                        owner.chunks.append(fmt.ChunkRef(cid, length))
-                        owner.done += length
-                    if owner.done == owner.st.st_size:
-                        statcache.record(owner.path, owner.st, tuple(owner.chunks))
-                        progress.advance(1, 0)
-
-            for f in files:
-                size = f.st.st_size
-                cached = statcache.lookup(f.path, f.st)
-                if cached is not None and all(c.id in known or writer.has(c.id) for c in cached):
-                    f.chunks = list(cached)
-                    progress.advance(1, size)
-                    continue
-                if size == 0:
-                    progress.advance(1, 0)
-                    continue
-                if size <= chunker.MIN_SIZE:
-                    window.append((f, pool.submit(_read_small, f.path, size, known)))
-                    bytes_read += size
-                    progress.advance(0, size)
-                    drain(WINDOW)
-                    continue
-                try:
-                    for piece in chunker.chunk_file(f.path, size):
-                        data = bytes(piece)
-                        window.append((f, pool.submit(_hash_one, data, known)))
-                        bytes_read += len(data)
-                        progress.advance(0, len(data))
-                        drain(WINDOW)
-                except OSError as e:
-                    raise _read_error(f.path, e) from None
-            drain(0)
-            progress.phase("uploading")
-            writer.close()
-            closed = True
-            for f in files:
-                got = sum(c.length for c in f.chunks)
-                if got != f.st.st_size:
-                    raise VfsError(
-                        f"{os.fsdecode(f.path)} changed while being committed; commit again"
-                    )
-
-            def locate(cid: bytes) -> fmt.Location:
-                loc = writer.locations.get(cid) or known.get(cid)
-                if loc is None:  # cannot happen: every chunk was packed or known
-                    raise VfsError(f"internal error: chunk {cid.hex()} has no location")
-                return loc
-
-            progress.phase("writing trees")
-            sink = _TreeSink()
-            tree_id, nbytes, nfiles = _build_tree(root, sink, locate)
-            if head is None or store.get_commit(head.commit).tree != tree_id:
-                sink.write(store)
-        finally:
-            if not closed:
-                writer.abort()
-            pool.shutdown(wait=True, cancel_futures=True)
-            statcache.flush()
+        snap = _snapshot(
+            store,
+            src,
+            cache_dir=cache_dir,
+            rules=rules,
+            progress=progress,
+            workers=workers,
+            store_dir=_store_dir(store),
+            skip_write=(
+                None if head is None else lambda tid: store.get_commit(head.commit).tree == tid
+            ),
+        )
+        tree_id, nbytes, nfiles = snap.tree, snap.bytes, snap.files
 
         base = dict(
             dataset=dataset,
             branch=branch,
             files=nfiles,
             bytes=nbytes,
-            bytes_read=bytes_read,
-            new_chunks=new_chunks,
-            bytes_uploaded=writer.bytes_uploaded,
-            packs=writer.packs_written,
-            warnings=warnings,
-            ignored=scan.ignored,
+            bytes_read=snap.bytes_read,
+            new_chunks=snap.new_chunks,
+            bytes_uploaded=snap.bytes_uploaded,
+            packs=snap.packs,
+            warnings=snap.warnings,
+            ignored=snap.ignored,
         )
         if head is not None and not allow_empty and store.get_commit(head.commit).tree == tree_id:
             if tag is not None:
