@@ -437,9 +437,9 @@ def connect(address: str | None) -> None:
         return
     try:
         if address:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
         else:
-            ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     except Exception as e:  # ray raises ConnectionError, RuntimeError, ValueError...
         where = address or "a new local cluster"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
