@@ -546,7 +546,7 @@ def _run_parts(
                     raise VfsError(f"a commit task failed: {_first_line(e)}") from None
                 except ray.exceptions.RayError as e:
                     raise VfsError(
-                        f"a commit task was lost {MAX_RETRIES + 1} times: {_first_line(e)}"
+                        f"a commit task failed {MAX_RETRIES + 1} times, its worker or node lost: {_first_line(e)}"
                     ) from None
                 progress.advance(part.files, part.nbytes)
                 progress.phase(f"{len(results)}/{len(parts)} parts")
