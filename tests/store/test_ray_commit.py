@@ -130,6 +130,8 @@ def test_plan_splits_a_flat_directory_into_name_ranges(tmp_path: Path) -> None:
 
 
 @needs_ray
+@pytest.mark.s3
+@pytest.mark.slow
 def test_ray_commit_has_the_tree_ids_of_a_one_machine_commit(
     cluster: tuple[Any, list[Any]], s3_pair: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -155,6 +157,8 @@ def test_ray_commit_has_the_tree_ids_of_a_one_machine_commit(
 
 
 @needs_ray
+@pytest.mark.s3
+@pytest.mark.slow
 def test_a_worker_node_killed_mid_commit_still_yields_a_correct_version(
     cluster: tuple[Any, list[Any]], s3_pair: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -197,6 +201,8 @@ def test_a_worker_node_killed_mid_commit_still_yields_a_correct_version(
 
 
 @needs_ray
+@pytest.mark.s3
+@pytest.mark.slow
 def test_an_interrupted_ray_commit_moves_no_ref_and_its_rerun_reuses_uploads(
     cluster: tuple[Any, list[Any]], s3_pair: tuple[str, str], tmp_path: Path
 ) -> None:
