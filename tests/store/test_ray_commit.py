@@ -109,7 +109,7 @@ def s3_pair(seaweed: SeaweedServer, s3_url: str) -> tuple[str, str]:
 def test_plan_splits_a_flat_directory_into_name_ranges(tmp_path: Path) -> None:
     """A directory heavier than a part is written by the driver; its own files go
     to tasks by name range, and every file is in exactly one part."""
-    from vfs.ops.raycommit import _parts, _plan, _Range, _Top, _walk, _weight
+    from vfs.ops.raycommit import _Batch, _parts, _plan, _Range, _tasks, _Top, _walk, _weight
 
     _make_tree(tmp_path / "src", seed=3, flat=200)
     root = os.fsencode(tmp_path / "src")
@@ -127,6 +127,12 @@ def test_plan_splits_a_flat_directory_into_name_ranges(tmp_path: Path) -> None:
     assert sum(p.files for p in _parts(plan)) == info.files
     # a range is at most a part's weight, unless it is one file heavier than that
     assert all(_weight(r.files, r.nbytes) <= target or r.files == 1 for r in ranges)
+    # small subtrees share a task; every part is in exactly one task
+    tasks = _tasks(plan, target)
+    batches = [t for t in tasks if isinstance(t, _Batch)]
+    assert any(len(b.subtrees) > 1 for b in batches)
+    assert sum(len(b.subtrees) for b in batches) + len(ranges) == len(list(_parts(plan)))
+    assert sum(t.files for t in tasks) == info.files
 
 
 @needs_ray

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import itertools
 import json
 import logging
@@ -192,6 +193,16 @@ class _Range:
 
 
 @dataclass
+class _Batch:
+    """Subtrees one task snapshots one after the other: small sibling directories
+    (a hundred of 10 MB each) share a task instead of paying a task each."""
+
+    subtrees: list[_Subtree] = field(default_factory=list)
+    files: int = 0
+    nbytes: int = 0
+
+
+@dataclass
 class _Top:
     """A directory the driver writes: above the parts."""
 
@@ -237,6 +248,26 @@ def _plan(
             log.warning("%s", msg)
             node.warnings.append(msg)
     return node
+
+
+def _tasks(plan: _Subtree | _Top, target: int) -> list[_Batch | _Range]:
+    """The plan's parts as tasks: consecutive subtrees (in path order, so a task reads
+    neighbouring directories) gathered into batches of at most `target` weight;
+    each range is a task of its own (it is at most `target` already)."""
+    tasks: list[_Batch | _Range] = []
+    batch: _Batch | None = None
+    for part in _parts(plan):
+        if isinstance(part, _Range):
+            tasks.append(part)
+            continue
+        w = _weight(part.files, part.nbytes)
+        if batch is None or _weight(batch.files, batch.nbytes) + w > target:
+            batch = _Batch()
+            tasks.append(batch)
+        batch.subtrees.append(part)
+        batch.files += part.files
+        batch.nbytes += part.nbytes
+    return tasks
 
 
 def _parts(plan: _Subtree | _Top) -> Iterator[_Subtree | _Range]:
@@ -305,14 +336,15 @@ def _snapshot_task(
     url: str,
     endpoint: str | None,
     cache_base: str,
-    part: _Subtree,
+    batch: _Batch,
     store_dir: tuple[int, int] | None,
-) -> Snapshot:
+) -> list[Snapshot]:
     store = _open_store(url, endpoint)
     try:
         with _slot(cache_base) as cache_dir:
-            return _transient(
-                lambda: snapshot_tree(
+
+            def one(part: _Subtree) -> Snapshot:
+                return snapshot_tree(
                     store,
                     os.fsdecode(part.path),
                     cache_dir=cache_dir,
@@ -320,7 +352,8 @@ def _snapshot_task(
                     rel=part.rel,
                     store_dir=store_dir,
                 )
-            )
+
+            return [_transient(functools.partial(one, part)) for part in batch.subtrees]
     finally:
         store.close()
 
@@ -509,11 +542,11 @@ def _run_parts(
     store: Store,
     endpoint: str | None,
     cache_dir: str,
-    parts: list[_Subtree | _Range],
+    tasks: list[_Batch | _Range],
     store_dir: tuple[int, int] | None,
     progress: Progress,
 ) -> dict[int, Snapshot | _RangeResult]:
-    """Run one task per part; their results by the part's id()."""
+    """Run the tasks; the results by the id() of each subtree and range."""
     import ray
 
     options: dict[str, Any] = dict(
@@ -521,24 +554,25 @@ def _run_parts(
     )
     snap_remote = ray.remote(**options)(_snapshot_task)
     range_remote = ray.remote(**options)(_range_task)
-    owner: dict[Any, _Subtree | _Range] = {}
-    for part in parts:
+    owner: dict[Any, _Batch | _Range] = {}
+    for part in tasks:
         ref: Any
-        if isinstance(part, _Subtree):
+        if isinstance(part, _Batch):
             ref = snap_remote.remote(store.url, endpoint, cache_dir, part, store_dir)
         else:
             ref = range_remote.remote(store.url, endpoint, cache_dir, part)
         owner[ref] = part
     results: dict[int, Snapshot | _RangeResult] = {}
     pending = list(owner)
-    progress.phase(f"0/{len(parts)} parts")
+    progress.phase(f"0/{len(tasks)} tasks")
+    done = 0
     try:
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             for ref in ready:
                 part = owner[ref]
                 try:
-                    results[id(part)] = ray.get(ref)
+                    got = ray.get(ref)
                 except ray.exceptions.RayTaskError as e:
                     cause = e.cause if isinstance(e.cause, VfsError) else None
                     if cause is not None:
@@ -548,8 +582,14 @@ def _run_parts(
                     raise VfsError(
                         f"a commit task failed {MAX_RETRIES + 1} times, its worker or node lost: {_first_line(e)}"
                     ) from None
+                if isinstance(part, _Batch):
+                    for sub, snap in zip(part.subtrees, got, strict=True):
+                        results[id(sub)] = snap
+                else:
+                    results[id(part)] = got
+                done += 1
                 progress.advance(part.files, part.nbytes)
-                progress.phase(f"{len(results)}/{len(parts)} parts")
+                progress.phase(f"{done}/{len(tasks)} tasks")
     except BaseException:
         for ref in pending:
             with contextlib.suppress(Exception):
@@ -686,8 +726,8 @@ def ray_commit_dir(
         total = _weight(info.files, info.nbytes)
         target = max(-(-total // want), 1 if parts else MIN_PART_WEIGHT)
         plan = _plan(info, target, store_dir, top=total > target)
-        todo = list(_parts(plan))
-        log.info("ray commit of %s: %d parts for %d CPUs", src, len(todo), cpus)
+        todo = _tasks(plan, target)
+        log.info("ray commit of %s: %d tasks for %d CPUs", src, len(todo), cpus)
         endpoint = getattr(store.backend, "endpoint", None)
         results = _run_parts(store, endpoint, cache_dir, todo, store_dir, progress)
 
