@@ -686,6 +686,7 @@ def ray_commit_dir(
     cluster at `address` (joined if this process is not in one yet). `parts`: how many
     parts to aim for (default PARTS_PER_CPU per CPU of the cluster)."""
     progress = progress or Progress()
+    t0 = time.monotonic()  # joining (or starting) the cluster is part of what the user waits
     connect(address)
     import ray
 
@@ -694,7 +695,6 @@ def ray_commit_dir(
         progress.phase(text)
 
     with leases.CommitLease(store.backend, on_wait=waiting) as lease:
-        t0 = time.monotonic()
         check_name(dataset, "dataset")
         check_name(branch, "branch")
         if tag is not None:
