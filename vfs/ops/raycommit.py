@@ -687,8 +687,6 @@ def ray_commit_dir(
     parts to aim for (default PARTS_PER_CPU per CPU of the cluster)."""
     progress = progress or Progress()
     t0 = time.monotonic()  # joining (or starting) the cluster is part of what the user waits
-    connect(address)
-    import ray
 
     def waiting(text: str) -> None:
         log.warning("%s", text)
@@ -705,6 +703,9 @@ def ray_commit_dir(
             raise UsageError(f"not a directory: {src}")
         if not os.access(src, os.R_OK | os.X_OK):
             raise VfsError(f"cannot read directory {src}: permission denied")
+        connect(address)  # after the checks: a typo fails before a cluster starts
+        import ray
+
         _check_reachable(store)
         rules = Rules.from_excludes(exclude or ())
         store.ensure_config()
