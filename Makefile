@@ -22,7 +22,7 @@ sysdeps:
 
 $(STAMP): pyproject.toml | sysdeps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,demo]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,demo,ray]'
 	@rm -f $(VENV)/.stamp-*; touch $@
 
 deps: $(STAMP)

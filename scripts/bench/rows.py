@@ -27,6 +27,7 @@ from . import data as benchdata
 from .ctx import Ctx
 from .epoch import row_epoch_cold, row_epoch_warm
 from .meta import row_ls_l, row_overfetch
+from .raybench import row_ray_commit
 from .read import (
     row_api_cold,
     row_api_warm,
@@ -364,6 +365,19 @@ ROWS: tuple[RowSpec, ...] = (
         "s",
         (),
         (_g("≤ 5 s", "value<=", 5.0),),
+    ),
+    RowSpec(
+        "ray_commit",
+        row_ray_commit,
+        23,
+        lambda spec, quick: "commit v1 to S3 on a 2-node local Ray cluster (`--ray`)",
+        "lower",
+        "fraction",
+        "s",
+        ("one-machine commit",),
+        # One machine's 2 cores run both: no speed-up is possible here (see
+        # docs/performance.md); the goal is that distributing costs little.
+        (_g("≤ 2× the one-machine commit", "ratio<=", 2.0, "one-machine commit"),),
     ),
 )
 

@@ -47,7 +47,8 @@ def add_commit(p: argparse.ArgumentParser) -> None:
         "  vfs commit ./data imagenet -m 'relabel' --tag v3\n"
         "  vfs commit ./data imagenet --exclude '*.tmp' --exclude '/scratch/'\n"
         "  vfs commit ./model resnet --input imagenet@v3 --input labels@v2 \\\n"
-        "      --access-record run.access.json --tag v1"
+        "      --access-record run.access.json --tag v1\n"
+        "  vfs commit /mnt/nfs/imagenet imagenet --store s3://bucket/vfs --ray auto"
     )
     p.formatter_class = Formatter
     p.add_argument("dir", metavar="DIR")
@@ -84,6 +85,25 @@ def add_commit(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="attach the access record FILE of the run that made this content "
         "(written by vfs mount --record-access; repeatable: the records are merged)",
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="read, chunk and upload on a Ray cluster (needs vfs[ray]): ADDRESS as "
+        "ray.init takes it ('auto', 'ray://HOST:10001'); without one, a local Ray is "
+        "started. Every node must see DIR at the same path and reach the store (S3); "
+        "see docs/scale.md",
+    )
+    p.add_argument(
+        "--ray-parts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --ray: split the tree into about N parts of equal size "
+        "(default: 4 per CPU of the cluster, none under 64 MiB)",
     )
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_commit)
@@ -122,6 +142,9 @@ def _commit_json(r: CommitResult) -> dict[str, Any]:
 def cmd_commit(args: argparse.Namespace) -> int:
     store = open_store(args, for_write=True)
     meta = _parse_meta(args.meta)
+    if args.ray_parts is not None and (args.ray is None or args.ray_parts < 1):
+        store.close()
+        raise UsageError("--ray-parts takes a number >= 1, and only with --ray")
     try:
         # Inputs are resolved, and a record stored, before any data is read: a typo
         # in --input fails at once. The user's --meta wins over what lineage adds.
@@ -131,10 +154,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
         raise
     bar = Bar() if show_progress() and not args.json else None
     try:
-        r = commit_dir(
-            store,
-            args.dir,
-            args.dataset,
+        common: dict[str, Any] = dict(
             message=args.message,
             branch=args.branch,
             tag=args.tag,
@@ -144,6 +164,20 @@ def cmd_commit(args: argparse.Namespace) -> int:
             allow_empty=args.allow_empty,
             exclude=args.exclude,
         )
+        if args.ray is None:
+            r = commit_dir(store, args.dir, args.dataset, **common)
+        else:
+            # Imported only here: a commit without --ray never loads Ray.
+            from vfs.ops.raycommit import ray_commit_dir
+
+            r = ray_commit_dir(
+                store,
+                args.dir,
+                args.dataset,
+                address=args.ray or None,
+                parts=args.ray_parts,
+                **common,
+            )
     except KeyboardInterrupt:
         raise Interrupted(
             "commit interrupted: no ref was moved; run the same command again to "
