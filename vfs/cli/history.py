@@ -32,7 +32,9 @@ def cmd_log(args: argparse.Namespace) -> int:
     if args.json:
         print_json(docs)
         return 0
-    for d in docs:
+    for i, d in enumerate(docs):
+        if i:
+            print()  # a blank line between commits, as git log prints them
         decor = f" ({', '.join(d['refs'])})" if d["refs"] else ""
         print(f"commit {d['id']}{decor}")
         print(f"Author: {d['author']}")
@@ -45,7 +47,6 @@ def cmd_log(args: argparse.Namespace) -> int:
         print()
         for line in (d["message"] or "(no message)").splitlines():
             print(f"    {line}")
-        print()
     return 0
 
 
