@@ -197,7 +197,7 @@ def test_remote_down_or_stalled_during_cold_reads(
     _commit(url, src, "ds", "v1", tmp_path)
     # The stalled phase reads files of their own pack, which no earlier read can have
     # fetched beside its own (a pack window takes a read's neighbours along).
-    late_src = tmp_path / "late"
+    late_src = tmp_path / "late-src"
     late_src.mkdir()
     rest = _files(late_src, 4, 1 * MiB, seed=2)
     _commit(url, late_src, "late", "v1", tmp_path)
@@ -236,6 +236,10 @@ def test_remote_down_or_stalled_during_cold_reads(
         assert all(sha(mnt / k) == hashlib.sha256(v).hexdigest() for k, v in first.items())
 
         # Stalled (SIGSTOP: connections accepted, nothing answered): EIO in bound.
+        # The late version's names and locations are read first, as the first mount's
+        # were by its reads, so that what stalls is the file bytes.
+        for name in rest:
+            open(late / name, "rb").close()
         server.pause()
         try:
             stalled = _Reads()
