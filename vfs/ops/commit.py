@@ -864,16 +864,7 @@ def commit_dir(
 
     with leases.CommitLease(store.backend, on_wait=waiting) as lease:
         t0 = time.monotonic()
-        check_name(dataset, "dataset")
-        check_name(branch, "branch")
-        if tag is not None:
-            check_name(tag, "tag")
-        if not os.path.exists(src):
-            raise NotFound(f"no such directory: {src}")
-        if not os.path.isdir(src):
-            raise UsageError(f"not a directory: {src}")
-        if not os.access(src, os.R_OK | os.X_OK):
-            raise VfsError(f"cannot read directory {src}: permission denied")
+        check_source(src, dataset, branch, tag)
         rules = Rules.from_excludes(exclude or ())
 
         store.ensure_config()
@@ -895,63 +886,118 @@ def commit_dir(
             store_dir=_store_dir(store),
             head_tree=head_tree,
         )
-        tree_id = snap.tree
-        base = dict(
+        return finish_commit(
+            store,
+            snap,
+            src=src,
             dataset=dataset,
             branch=branch,
-            files=snap.files,
-            bytes=snap.bytes,
-            bytes_read=snap.bytes_read,
-            new_chunks=snap.new_chunks,
-            bytes_uploaded=snap.bytes_uploaded,
-            packs=snap.packs,
-            warnings=snap.warnings,
-            ignored=snap.ignored,
-        )
-        if head is not None and not allow_empty and head_tree == tree_id:
-            if tag is not None:
-                store.create_tag(dataset, tag, head.commit)
-            return CommitResult(
-                commit=head.commit,
-                tree=tree_id,
-                parent=head.commit,
-                seconds=time.monotonic() - t0,
-                unchanged=True,
-                **base,  # type: ignore[arg-type]
-            )
-
-        all_meta = git_info(src)
-        if exclude:
-            all_meta["vfs.exclude"] = json.dumps(list(exclude), ensure_ascii=False)
-        all_meta.update(meta or {})
-        progress.phase("writing commit")
-        commit_id, parent, rebased = commit_and_move(
-            store,
-            dataset,
-            branch,
-            head,
-            fmt.Commit(
-                tree=tree_id,
-                parents=(),
-                author=author or default_author(),
-                time=utc_now(),
-                message=message,
-                meta=all_meta,
-                files=snap.files,
-                bytes=snap.bytes,
-            ),
+            tag=tag,
+            head=head,
+            head_tree=head_tree,
+            message=message,
+            author=author,
+            meta=meta,
+            exclude=exclude,
+            allow_empty=allow_empty,
             check=lease.check,
+            progress=progress,
+            t0=t0,
         )
+
+
+def check_source(src: str, dataset: str, branch: str, tag: str | None) -> None:
+    """The names and the directory a commit is asked for, checked before any work."""
+    check_name(dataset, "dataset")
+    check_name(branch, "branch")
+    if tag is not None:
+        check_name(tag, "tag")
+    if not os.path.exists(src):
+        raise NotFound(f"no such directory: {src}")
+    if not os.path.isdir(src):
+        raise UsageError(f"not a directory: {src}")
+    if not os.access(src, os.R_OK | os.X_OK):
+        raise VfsError(f"cannot read directory {src}: permission denied")
+
+
+def finish_commit(
+    store: Store,
+    snap: Snapshot,
+    *,
+    src: str,
+    dataset: str,
+    branch: str,
+    tag: str | None,
+    head: RefValue | None,
+    head_tree: bytes | None,
+    message: str,
+    author: str | None,
+    meta: dict[str, str] | None,
+    exclude: list[str] | None,
+    allow_empty: bool,
+    check: Callable[[], None],
+    progress: Progress,
+    t0: float,
+) -> CommitResult:
+    """After the snapshot: the commit on top of `head` and the ref moved (or, for a
+    tree equal to the head's, nothing but the tag), and what to report. One-machine
+    and Ray commits end here alike."""
+    base = dict(
+        dataset=dataset,
+        branch=branch,
+        files=snap.files,
+        bytes=snap.bytes,
+        bytes_read=snap.bytes_read,
+        new_chunks=snap.new_chunks,
+        bytes_uploaded=snap.bytes_uploaded,
+        packs=snap.packs,
+        warnings=snap.warnings,
+        ignored=snap.ignored,
+    )
+    if head is not None and not allow_empty and head_tree == snap.tree:
         if tag is not None:
-            store.create_tag(dataset, tag, commit_id)
+            store.create_tag(dataset, tag, head.commit)
         return CommitResult(
-            commit=commit_id,
-            tree=tree_id,
-            parent=parent,
+            commit=head.commit,
+            tree=snap.tree,
+            parent=head.commit,
             seconds=time.monotonic() - t0,
-            rebased=rebased,
+            unchanged=True,
             **base,  # type: ignore[arg-type]
         )
+
+    all_meta = git_info(src)
+    if exclude:
+        all_meta["vfs.exclude"] = json.dumps(list(exclude), ensure_ascii=False)
+    all_meta.update(meta or {})
+    progress.phase("writing commit")
+    commit_id, parent, rebased = commit_and_move(
+        store,
+        dataset,
+        branch,
+        head,
+        fmt.Commit(
+            tree=snap.tree,
+            parents=(),
+            author=author or default_author(),
+            time=utc_now(),
+            message=message,
+            meta=all_meta,
+            files=snap.files,
+            bytes=snap.bytes,
+        ),
+        check=check,
+    )
+    if tag is not None:
+        store.create_tag(dataset, tag, commit_id)
+    return CommitResult(
+        commit=commit_id,
+        tree=snap.tree,
+        parent=parent,
+        seconds=time.monotonic() - t0,
+        rebased=rebased,
+        **base,  # type: ignore[arg-type]
+    )
 
 
 def commit_and_move(

@@ -39,7 +39,6 @@ import contextlib
 import fcntl
 import functools
 import itertools
-import json
 import logging
 import os
 import stat
@@ -55,23 +54,19 @@ from vfs.cache import layout
 from vfs.cache.known import KnownChunks
 from vfs.errors import (
     BackendError,
-    NotFound,
     PermissionDenied,
     RefConflict,
     UsageError,
     VfsError,
 )
 from vfs.ignore import IGNORE_FILE, Rules
-from vfs.names import check_name
 from vfs.ops.commit import (
     CommitResult,
     Progress,
     Snapshot,
-    commit_and_move,
-    default_author,
-    git_info,
+    check_source,
+    finish_commit,
     snapshot_tree,
-    utc_now,
 )
 from vfs.store import HEADS, TAGS, Store
 from vfs.storecheck import local_root
@@ -695,16 +690,7 @@ def ray_commit_dir(
         progress.phase(text)
 
     with leases.CommitLease(store.backend, on_wait=waiting) as lease:
-        check_name(dataset, "dataset")
-        check_name(branch, "branch")
-        if tag is not None:
-            check_name(tag, "tag")
-        if not os.path.exists(src):
-            raise NotFound(f"no such directory: {src}")
-        if not os.path.isdir(src):
-            raise UsageError(f"not a directory: {src}")
-        if not os.access(src, os.R_OK | os.X_OK):
-            raise VfsError(f"cannot read directory {src}: permission denied")
+        check_source(src, dataset, branch, tag)
         connect(address)  # after the checks: a typo fails before a cluster starts
         import ray
 
@@ -747,58 +733,33 @@ def ray_commit_dir(
             tree_id, nbytes, nfiles = _write_top(plan, results, sink, totals)
             sink.write(store)
 
-        base: dict[str, Any] = dict(
-            dataset=dataset,
-            branch=branch,
+        whole = Snapshot(
+            tree=tree_id,
             files=nfiles,
             bytes=nbytes,
             bytes_read=totals.bytes_read,
             new_chunks=totals.new_chunks,
             bytes_uploaded=totals.bytes_uploaded,
             packs=totals.packs,
-            warnings=totals.warnings,
             ignored=totals.ignored,
+            warnings=totals.warnings,
         )
-        if head is not None and not allow_empty and store.get_commit(head.commit).tree == tree_id:
-            if tag is not None:
-                store.create_tag(dataset, tag, head.commit)
-            return CommitResult(
-                commit=head.commit,
-                tree=tree_id,
-                parent=head.commit,
-                seconds=time.monotonic() - t0,
-                unchanged=True,
-                **base,
-            )
-        all_meta = git_info(src)
-        if exclude:
-            all_meta["vfs.exclude"] = json.dumps(list(exclude), ensure_ascii=False)
-        all_meta.update(meta or {})
-        progress.phase("writing commit")
-        commit_id, parent, rebased = commit_and_move(
+        head_tree = store.get_commit(head.commit).tree if head is not None else None
+        return finish_commit(
             store,
-            dataset,
-            branch,
-            head,
-            fmt.Commit(
-                tree=tree_id,
-                parents=(),
-                author=author or default_author(),
-                time=utc_now(),
-                message=message,
-                meta=all_meta,
-                files=nfiles,
-                bytes=nbytes,
-            ),
+            whole,
+            src=src,
+            dataset=dataset,
+            branch=branch,
+            tag=tag,
+            head=head,
+            head_tree=head_tree,
+            message=message,
+            author=author,
+            meta=meta,
+            exclude=exclude,
+            allow_empty=allow_empty,
             check=lease.check,
-        )
-        if tag is not None:
-            store.create_tag(dataset, tag, commit_id)
-        return CommitResult(
-            commit=commit_id,
-            tree=tree_id,
-            parent=parent,
-            seconds=time.monotonic() - t0,
-            rebased=rebased,
-            **base,
+            progress=progress,
+            t0=t0,
         )
