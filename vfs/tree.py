@@ -77,6 +77,12 @@ def write_dir(
         level.append(
             fmt.IndexEntry(entries[start].name if end > start else b"", page_id, end - start)
         )
+    return _write_index(level, sink.put_page)
+
+
+def _write_index(level: list[fmt.IndexEntry], put_index: Callable[[bytes], bytes]) -> bytes:
+    """The index pages over a directory's leaves (`level`, in order), level by level
+    up to one page; returns the directory's id. `put_index` stores a page, returns its id."""
     while len(level) > 1:
         ranges = (
             fmt.cut_pages([c.first for c in level])
@@ -87,7 +93,7 @@ def write_dir(
         for start, end in ranges:
             group = level[start:end]
             enc = [fmt._encode_index_entry(c) for c in group]
-            page_id = sink.put_page(fmt.encode_page(fmt.INDEX, enc))
+            page_id = put_index(fmt.encode_page(fmt.INDEX, enc))
             upper.append(fmt.IndexEntry(group[0].first, page_id, sum(c.count for c in group)))
         level = upper
     return level[0].page
@@ -151,21 +157,7 @@ class DirBuilder:
         if self._buf or not self._split:
             self._leaf(self._buf)
             self._buf = []
-        level = self._level
-        while len(level) > 1:
-            ranges = (
-                fmt.cut_pages([c.first for c in level])
-                if len(level) > fmt.LEAF_SPLIT_AT
-                else [(0, len(level))]
-            )
-            upper = []
-            for start, end in ranges:
-                group = level[start:end]
-                enc = [fmt._encode_index_entry(c) for c in group]
-                page_id = self._put_index(fmt.encode_page(fmt.INDEX, enc))
-                upper.append(fmt.IndexEntry(group[0].first, page_id, sum(c.count for c in group)))
-            level = upper
-        return level[0].page
+        return _write_index(self._level, self._put_index)
 
 
 # Index pages above a leaf: three cover a billion entries; more is a forged tree.
