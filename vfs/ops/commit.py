@@ -102,7 +102,7 @@ class Snapshot:
     warnings: list[str]
 
 
-def _store_dir(store: Store) -> tuple[int, int] | None:
+def store_dir_of(store: Store) -> tuple[int, int] | None:
     """The (device, inode) of a local store's directory, which a commit leaves out."""
     root = local_root(store.url)
     if root is None:
@@ -154,7 +154,7 @@ def _read_error(path: bytes, e: OSError) -> VfsError:
     return VfsError(f"cannot read {name}: {e.strerror or e}")
 
 
-def _hash_chunk(data: bytes, known: KnownChunks) -> _Hashed:
+def hash_chunk(data: bytes, known: KnownChunks) -> _Hashed:
     cid = fmt.chunk_id(data)
     if known.get(cid) is not None:
         return cid, len(data), fmt.CODEC_RAW, None
@@ -170,14 +170,14 @@ def _read_small(
     out: list[list[_Hashed] | OSError] = []
     for path, size in files:
         try:
-            out.append([_hash_chunk(bytes(c), known) for c in chunker.chunk_file(path, size)])
+            out.append([hash_chunk(bytes(c), known) for c in chunker.chunk_file(path, size)])
         except OSError as e:
             out.append(e)
     return out
 
 
 def _hash_one(data: bytes, known: KnownChunks) -> list[list[_Hashed] | OSError]:
-    return [[_hash_chunk(data, known)]]
+    return [[hash_chunk(data, known)]]
 
 
 # Per directory, names are stat-ed (and their stat-cache entries looked up) in batches
@@ -883,7 +883,7 @@ def commit_dir(
             rules=rules,
             progress=progress,
             workers=workers,
-            store_dir=_store_dir(store),
+            store_dir=store_dir_of(store),
             head_tree=head_tree,
         )
         return finish_commit(

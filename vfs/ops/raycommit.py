@@ -66,7 +66,9 @@ from vfs.ops.commit import (
     Snapshot,
     check_source,
     finish_commit,
+    hash_chunk,
     snapshot_tree,
+    store_dir_of,
 )
 from vfs.store import HEADS, TAGS, Store
 from vfs.storecheck import local_root
@@ -374,13 +376,6 @@ def _chunk_range(store: Store, cache_dir: str, part: _Range) -> _RangeResult:
     bytes_read = new_chunks = 0
     closed = False
 
-    def hash_chunk(data: bytes) -> tuple[bytes, int, int, bytes | None]:
-        cid = fmt.chunk_id(data)
-        if cid in known:
-            return cid, len(data), fmt.CODEC_RAW, None
-        codec, stored = packer.compress(data)
-        return cid, len(data), codec, bytes(stored)
-
     # Threads as in commit: reads wait on the disk, hashing and zstd release the GIL.
     pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vfs-ray-chunk")
     try:
@@ -396,7 +391,7 @@ def _chunk_range(store: Store, cache_dir: str, part: _Range) -> _RangeResult:
             try:
                 futures: list[Future[tuple[bytes, int, int, bytes | None]]] = []
                 for piece in chunker.chunk_file(path, st.st_size):
-                    futures.append(pool.submit(hash_chunk, bytes(piece)))
+                    futures.append(pool.submit(hash_chunk, bytes(piece), known))
                     if len(futures) >= 8:  # bounds the chunks held in memory
                         new_chunks += _take(futures, writer, chunks)
                 new_chunks += _take(futures, writer, chunks)
@@ -490,17 +485,6 @@ def _check_reachable(store: Store) -> None:
             f"the store {store.url} is a local directory, which the Ray nodes on "
             f"{', '.join(others)} cannot reach; commit to a store every node reaches (s3://...)"
         )
-
-
-def _store_dir(store: Store) -> tuple[int, int] | None:
-    root = local_root(store.url)
-    if root is None:
-        return None
-    try:
-        st = os.stat(root)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 class _Sink:
@@ -703,7 +687,7 @@ def ray_commit_dir(
         head = store.read_ref(dataset, HEADS, branch)
 
         progress.phase("scanning")
-        store_dir = _store_dir(store)
+        store_dir = store_dir_of(store)
         root = os.fsencode(os.path.abspath(src))
         root_st = os.stat(root)
         if store_dir == (root_st.st_dev, root_st.st_ino):
