@@ -8,7 +8,8 @@ shared machine; ratios measured side by side do not.
 
     python -m scripts.bench                 # the default data (~1.5 GB), 3 repetitions
     python -m scripts.bench --quick         # a smoke run (smaller data, 1 rep), ~12 minutes
-    python -m scripts.bench --scale 1m      # adds the 1M-file metadata rows
+    python -m scripts.bench --scale 1m      # adds the 1M-file rows (mount, RSS, commit)
+    python -m scripts.bench --scale 5m --rows commit_scale,recommit_scale   # 5M-file commit
     python -m scripts.bench --rows cold_read,switch
     python -m scripts.bench --quick --rows epoch,overfetch,ls_l
 
@@ -47,6 +48,9 @@ log = logging.getLogger("bench")
 GB = 1e9
 
 
+SCALE_FILES = {"default": 0, "1m": 1_000_000, "5m": 5_000_000}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m scripts.bench",
@@ -59,9 +63,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small data, 1 repetition (~12 min)")
     p.add_argument(
         "--scale",
-        choices=("default", "1m"),
+        choices=("default", "1m", "5m"),
         default="default",
-        help="1m adds a 1,000,000-file version for the mount and RSS rows",
+        help="1m adds a 1,000,000-file version for the mount, RSS and commit rows; 5m "
+        "commits 5,000,000 files in the commit rows instead (the mount rows stay at 1M)",
     )
     p.add_argument("--rows", default="", help="comma-separated row ids (default: all)")
     p.add_argument("--reps", type=int, default=None, help="repetitions per row (default 3)")
@@ -85,7 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [r for r in wanted if r not in RUN_ORDER]
     if unknown:
         p.error(f"unknown rows: {', '.join(unknown)} (rows: {', '.join(RUN_ORDER)})")
-    if any(r in wanted for r in ("mount_1m", "rss_1m")) and args.scale != "1m":
+    if any(r in wanted for r in ("mount_1m", "rss_1m")) and args.scale == "default":
         args.scale = "1m"
     args.wanted = wanted or list(RUN_ORDER)
     return args
@@ -98,7 +103,8 @@ def needed_bytes(spec: benchdata.DataSpec, args: argparse.Namespace) -> int:
     epoch's images (about 0.3 GB, four copies), plus slack."""
     v1 = spec.v1_bytes
     copies = 7 + 3 * args.reps
-    extra = 6 * GB if args.scale == "1m" else 0  # a million 4 KiB blocks and their store
+    # 4 KiB blocks of the scale trees and their stores: 6 GB a million files
+    extra = {"default": 0, "1m": 6 * GB, "5m": 36 * GB}[args.scale]
     return int(copies * v1 + 3 * GB + extra)
 
 
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("%s", bench.drop_why)
         log.info("work directory %s; starting SeaweedFS", bench.workdir)
         bench.start_server()
-        ctx = Ctx(bench, spec, args.reps, args.quick, args.scale == "1m")
+        ctx = Ctx(bench, spec, args.reps, args.quick, SCALE_FILES[args.scale])
         ctx.src = bench.workdir / "src"
         ctx.cache_main = bench.workdir / "vfs-cache"
         log.info("writing the data: %d small files, %d large", spec.small_files, spec.large_files)

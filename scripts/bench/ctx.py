@@ -44,7 +44,7 @@ class Ctx:
     spec: benchdata.DataSpec
     reps: int
     quick: bool
-    scale_1m: bool
+    scale_files: int  # 0, or the commit rows' file count (--scale)
     src: Path = Path()
     cache_main: Path = Path()  # the machine's vfs cache for warm rows and commits
     v1_bytes: int = 0
@@ -59,6 +59,7 @@ class Ctx:
     v2_notes: list[str] = field(default_factory=list)
     have_v2: bool = False
     src_1m: Path | None = None
+    src_scale: Path | None = None  # the commit rows' tree (scale_files files)
     notes: list[str] = field(default_factory=list)
     juicefs_trees: set[str] = field(default_factory=set)
     juicefs_formatted: bool = False
@@ -176,13 +177,30 @@ class Ctx:
             self.v2_notes.append(f"DVC v2 not available: {e}")
         self.have_v2 = True
 
+    @property
+    def scale_1m(self) -> bool:
+        return self.scale_files > 0
+
+    def _generate_scale(self, files: int) -> tuple[Path, float]:
+        src = self.bench.workdir / f"src-{files // 1_000_000}m"
+        t0 = time.perf_counter()
+        if not src.exists():
+            benchdata.generate(str(src), benchdata.scale_spec(files))
+        return src, time.perf_counter() - t0
+
+    def ensure_scale_src(self) -> Path:
+        """The commit rows' tree of `scale_files` files, generated only (the commit
+        rows commit it to local stores of their own)."""
+        if self.src_scale is None:
+            self.src_scale, gen_s = self._generate_scale(self.scale_files)
+            self.notes.append(f"{self.scale_files:,}-file tree generated in {gen_s:.0f} s")
+        return self.src_scale
+
     def ensure_1m(self) -> None:
+        """The mount rows' 1M-file version, generated and committed to S3."""
         if self.src_1m is not None:
             return
-        src = self.bench.workdir / "src-1m"
-        t0 = time.perf_counter()
-        benchdata.generate(str(src), benchdata.MILLION)
-        gen_s = time.perf_counter() - t0
+        src, gen_s = self._generate_scale(1_000_000)
         t0 = time.perf_counter()
         self.bench.vfs_json(
             "commit", src, DATASET_1M, "--tag", "v1", "--cache-dir", self.cache_main

@@ -68,6 +68,11 @@ MILLION = DataSpec(
 )
 
 
+def scale_spec(files: int) -> DataSpec:
+    """MILLION's shape (1,000 files of ~256 bytes a directory) at `files` files."""
+    return DataSpec(**{**MILLION.__dict__, "small_files": files, "dirs": files // 1000})
+
+
 def _rng(spec: DataSpec, *key: int) -> np.random.Generator:
     return np.random.default_rng([spec.seed, *key])
 

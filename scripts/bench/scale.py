@@ -1,4 +1,4 @@
-"""The scale rows of `make bench --scale 1m`: committing the 1M-file tree (time and
+"""The scale rows of `make bench --scale 1m` (or `5m`): committing the 1M-file (5M-file) tree (time and
 peak RSS, page caches dropped, against `tar cf - | cat` over the same tree) and
 committing it again unchanged. The fairness rules are in rows.py.
 
@@ -17,7 +17,7 @@ from .ctx import MB, Ctx, attempt, measure
 from .env import PY
 from .report import Row
 
-DATASET_SCALE = "scale-1m"
+DATASET_SCALE = "scale"
 
 
 @dataclass
@@ -29,7 +29,7 @@ class _Run:
 def _run_rss(ctx: Ctx, cmd: list[str]) -> _Run:
     """Wall time and the peak RSS of `cmd` alone (wait4 gives the child's own)."""
     b = ctx.bench
-    err = b.fresh("scale-stderr")
+    err = b.fresh("scale-stderr") / "stderr"
     with open(err, "wb") as ferr:
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, env=b.env, stdout=subprocess.DEVNULL, stderr=ferr)
@@ -42,17 +42,16 @@ def _run_rss(ctx: Ctx, cmd: list[str]) -> _Run:
 
 
 def _commit_cmd(ctx: Ctx, store: str, cache: str) -> list[str]:
-    assert ctx.src_1m is not None
     opts = ["--store", store, "--cache-dir", cache]
-    return [PY, "-m", "vfs.cli", *opts, "commit", str(ctx.src_1m), DATASET_SCALE, "--json"]
+    src = str(ctx.ensure_scale_src())
+    return [PY, "-m", "vfs.cli", *opts, "commit", src, DATASET_SCALE, "--json"]
 
 
 def _tar_cold(ctx: Ctx) -> float:
-    assert ctx.src_1m is not None
     b = ctx.bench
     b.drop_caches()
     t0 = time.perf_counter()
-    b.run(["sh", "-c", 'tar cf - -C "$1" . | cat >/dev/null', "tar", str(ctx.src_1m)])
+    b.run(["sh", "-c", 'tar cf - -C "$1" . | cat >/dev/null', "tar", str(ctx.ensure_scale_src())])
     return time.perf_counter() - t0
 
 
@@ -73,11 +72,11 @@ def _scale(ctx: Ctx) -> _Scale:
     return _shared.setdefault(id(ctx), _Scale(ctx))
 
 
-def row_commit_1m(ctx: Ctx, row: Row) -> None:
+def row_commit_scale(ctx: Ctx, row: Row) -> None:
     if not ctx.scale_1m:
-        row.not_run = "needs --scale 1m"
+        row.not_run = "needs --scale 1m or 5m"
         return
-    if not attempt(row.vfs, lambda: ctx.ensure_1m()):
+    if not attempt(row.vfs, lambda: ctx.ensure_scale_src()):
         return
     b = ctx.bench
     tar = row.baseline("tar cf - | cat")
@@ -111,16 +110,16 @@ def row_commit_1m(ctx: Ctx, row: Row) -> None:
             f"peak RSS of the commit: {max(peaks):.0f} MB (goal: < 512 MB whatever the file count)"
         )
     row.notes.append(
-        "1,000,000 files of ~256 bytes in 1,000 directories, to a local store, fresh cache, "
-        "page caches dropped"
+        f"{ctx.scale_files:,} files of ~256 bytes, 1,000 a directory, to a local store, "
+        "fresh cache, page caches dropped"
     )
 
 
-def row_recommit_1m(ctx: Ctx, row: Row) -> None:
+def row_recommit_scale(ctx: Ctx, row: Row) -> None:
     if not ctx.scale_1m:
-        row.not_run = "needs --scale 1m"
+        row.not_run = "needs --scale 1m or 5m"
         return
-    if not attempt(row.vfs, lambda: ctx.ensure_1m()):
+    if not attempt(row.vfs, lambda: ctx.ensure_scale_src()):
         return
     sc = _scale(ctx)
     if not sc.committed:
@@ -138,4 +137,6 @@ def row_recommit_1m(ctx: Ctx, row: Row) -> None:
         measure(row.vfs, once)
     if peaks:
         row.notes.append(f"peak RSS: {max(peaks):.0f} MB")
-    row.notes.append("the same 1M-file tree committed again, nothing changed, page cache warm")
+    row.notes.append(
+        f"the same {ctx.scale_files:,}-file tree committed again, nothing changed, page cache warm"
+    )
