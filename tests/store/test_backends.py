@@ -134,8 +134,9 @@ def test_put_file_multipart(seaweed: SeaweedServer, s3_url: str, tmp_path: Path)
 @pytest.mark.s3
 def test_clean_reads_skip_the_sdk_call_and_unclean_ones_take_it(s3_url: str) -> None:
     """Reads go by presigned URL (S3Backend._fast_get), not through a boto3 call; hooks
-    on before-send still see them. A missing key is answered by boto3, whose error
-    table names it. A silent fall back to boto3 for every read would fail here."""
+    on before-send still see them. A missing key is answered on the same road, named
+    as boto3's error table names it; a missing bucket is left to boto3. A silent fall
+    back to boto3 for every read would fail here."""
     b = open_backend(s3_url)
     assert isinstance(b, S3Backend)
     calls: list[str] = []
@@ -152,8 +153,20 @@ def test_clean_reads_skip_the_sdk_call_and_unclean_ones_take_it(s3_url: str) -> 
         assert b.get("packs/p") == data
         assert calls == []
         assert len(sent) == 4 and all("Signature" in url for url in sent)
-        with pytest.raises(NotFound, match="packs/missing"):
+        with pytest.raises(NotFound, match=r"no such object: s3://.*/packs/missing at http"):
             b.get_range("packs/missing", 0, 10)
+        with pytest.raises(NotFound, match="packs/missing"):
+            b.get("packs/missing")
+        assert calls == []
+    finally:
+        b.close()
+    gone = open_backend(s3_url.rsplit("/", 1)[0] + "-gone/x")
+    assert isinstance(gone, S3Backend)
+    calls.clear()
+    gone._client.meta.events.register("before-call.s3.GetObject", lambda **kw: calls.append("call"))
+    try:
+        with pytest.raises(BackendError, match="does not exist"):
+            gone.get_range("packs/p", 0, 10)
         assert calls == ["call"]
     finally:
         b.close()

@@ -16,11 +16,11 @@ built here from those three, not copied from whatever the SDK says.
 
 Reads take a lighter road than the SDK's when they can (`_fast_get`): a GET of a
 presigned URL (signed once per key and reused for a few minutes: a Range header is
-not part of a presigned URL's signature) through a urllib3 pool of our own. A full
-boto3 call costs ~3 ms of CPU per request (events, validation, parsing, retry
-bookkeeping); the URL road ~1.3 ms, and a mount reading cold small files makes one
-GET per file or window. Only a clean answer (200, 206, 416) is taken from it; any
-other answer or a broken connection is asked again through boto3, whose retries and
+not part of a presigned URL's signature) through libcurl (vfs/backends/curl.py). A
+full boto3 call costs ~3 ms of CPU per request (events, validation, parsing, retry
+bookkeeping); a urllib3 GET of the URL ~1.3 ms, libcurl's ~0.35 ms, and a mount
+reading cold small files makes one GET per file or window. Only a clean answer (200, 206, 416, or a 404 whose body says NoSuchKey) is taken
+from it; any other answer or a broken connection is asked again through boto3, whose retries and
 error table then decide, so errors read the same either way; so is a request that a
 hook on boto3's "before-send" answers (the fault layer's injected throttling). A stalled server is the
 exception: a timeout is reported at once, as boto3's own would be after its retries.
@@ -45,13 +45,13 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.exceptions as bce
-import urllib3
 from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.httpsession import get_cert_path
 
+from vfs.backends import curl
 from vfs.backends.base import Backend, ObjectInfo, Versioned
 from vfs.errors import BackendError, NotFound, PermissionDenied, UsageError, VfsError
 
@@ -143,22 +143,16 @@ def _client_config(read_timeout: float = _READ_TIMEOUT, attempts: int = _MAX_ATT
     )
 
 
-def _fast_pool() -> urllib3.PoolManager | None:
-    """The pool of the presigned-URL road, with boto3's timeouts and certificates;
-    None where boto3 would take a proxy from the environment (boto3 is asked then)."""
+def _url_getter() -> curl.UrlGetter | None:
+    """The presigned-URL road, with boto3's connect timeout and certificates; None
+    where boto3 would take a proxy from the environment (boto3 is asked then)."""
     if any(
         os.environ.get(name)
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY")
     ):
         return None
     ca = os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)
-    return urllib3.PoolManager(
-        maxsize=_MAX_POOL,
-        timeout=urllib3.Timeout(connect=_CONNECT_TIMEOUT, read=_READ_TIMEOUT),
-        retries=False,
-        cert_reqs="CERT_REQUIRED",
-        ca_certs=ca if isinstance(ca, str) else None,
-    )
+    return curl.UrlGetter(ca if isinstance(ca, str) else None, _CONNECT_TIMEOUT)
 
 
 def _error_code(exc: bce.ClientError) -> tuple[str, int]:
@@ -198,7 +192,7 @@ class S3Backend(Backend):
         )
         self.endpoint: str = self._client.meta.endpoint_url
         self._bucket_seen = False
-        self._http = _fast_pool()
+        self._http = _url_getter()
         # key -> (time signed, presigned URL); a race costs one extra signature.
         self._urls: dict[str, tuple[float, str]] = {}
 
@@ -209,7 +203,7 @@ class S3Backend(Backend):
         self._client.close()
         self._quick.close()
         if self._http is not None:
-            self._http.clear()
+            self._http.close()
 
     # -- names and errors -----------------------------------------------------
 
@@ -308,8 +302,9 @@ class S3Backend(Backend):
 
     def _fast_get(self, key: str, byte_range: str | None) -> tuple[int, bytes] | None:
         """(status, body) of a GET of `key` by its presigned URL, or None: then the
-        caller asks boto3 (no pool, no credentials, or an answer other than 200, 206
-        or 416; see the module's docstring)."""
+        caller asks boto3 (no libcurl road, no credentials, or an answer other than
+        200, 206, 416 or NoSuchKey; see the module's docstring). NotFound for a
+        missing key."""
         if self._http is None:
             return None
         now = time.monotonic()
@@ -334,20 +329,24 @@ class S3Backend(Backend):
         )
         if any(answer is not None for _, answer in answers):
             return None
-        timeout = None if byte_range else self._quick_timeout  # None: the pool's (transfers)
+        silence = _READ_TIMEOUT if byte_range else self._quick_timeout
         try:
-            resp = self._http.request(
-                "GET", signed[1], headers=headers, preload_content=True, timeout=timeout
+            status, body = self._http.get(
+                signed[1], [f"Range: {byte_range}"] if byte_range else [], silence
             )
-        except urllib3.exceptions.ReadTimeoutError:
+        except curl.Silent:
             raise BackendError(self._silent()) from None
-        except urllib3.exceptions.TimeoutError as exc:
+        except curl.Unreachable as exc:
             raise BackendError(f"cannot reach S3 endpoint {self.endpoint}: {exc}") from None
-        except urllib3.exceptions.HTTPError:
+        except curl.Failed:
             return None
-        if resp.status in (200, 206, 416):
-            return resp.status, resp.data
-        if resp.status == 403:  # perhaps the URL, not the key: sign afresh next time
+        if status in (200, 206, 416):
+            return status, body
+        if status == 404 and b"<Code>NoSuchKey</Code>" in body:
+            # As the error table says it (a boto3 call's first use costs ~0.3 s of
+            # CPU loading its models: a mount asks for optional keys at start).
+            raise NotFound(f"no such object: {self._where(key)}")
+        if status == 403:  # perhaps the URL, not the key: sign afresh next time
             self._urls.pop(key, None)
         return None
 
