@@ -576,33 +576,47 @@ class _Walker:
 
     def _stat_batch(self, path: bytes, names: list[bytes], lookup: bool) -> _Batch:
         got = _Batch([], [], b"")
-        sig = xxhash.xxh3_128()
+        stats, dirs = got.stats, got.dirs
+        signed: list[bytes] = []
         pack = _ENTRY_SIG.pack
-        for name in names:
-            try:
-                fmt.check_name(name)
-            except VfsError as e:
-                raise UsageError(
-                    f"cannot commit {os.fsdecode(os.path.join(path, name))}: {e}"
-                ) from None
-            try:
-                st = os.lstat(os.path.join(path, name))
-            except FileNotFoundError:
-                got.stats.append(_Stat(name, None))
-                sig.update(b"%s\0-" % name)
-                continue
-            s = _Stat(name, st)
-            got.stats.append(s)
-            if stat.S_ISDIR(st.st_mode):
-                got.dirs.append(s)  # signed by its tree id, once snapshot
-            else:
-                sig.update(
-                    pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                    + _pack_mode(st.st_mode)
-                    + name
-                    + b"\0"
-                )
-        got.digest = sig.digest()
+        isdir = stat.S_ISDIR
+        lstat = os.stat
+        # Relative to the directory's descriptor: the kernel walks one name per file,
+        # not the whole path (a third of a warm re-commit's stat time).
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise VfsError(f"cannot read directory {os.fsdecode(path)}: {e.strerror}") from None
+        try:
+            for name in names:
+                # listdir never yields '', '.', '..', '/' or NUL: only the length is
+                # left to check (check_name words the refusal).
+                if len(name) > fmt.MAX_NAME_LEN:
+                    try:
+                        fmt.check_name(name)
+                    except VfsError as e:
+                        raise UsageError(
+                            f"cannot commit {os.fsdecode(os.path.join(path, name))}: {e}"
+                        ) from None
+                try:
+                    st = lstat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    stats.append(_Stat(name, None))
+                    signed.append(b"%s\0-" % name)
+                    continue
+                s = _Stat(name, st)
+                stats.append(s)
+                if isdir(st.st_mode):
+                    dirs.append(s)  # signed by its tree id, once snapshot
+                else:
+                    signed.append(
+                        pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                        + _pack_mode(st.st_mode)
+                        + name
+                    )
+        finally:
+            os.close(fd)
+        got.digest = xxhash.xxh3_128_digest(b"\0".join(signed) + b"\0" if signed else b"")
         if lookup:
             self._lookup(path, got.stats)
         return got
