@@ -736,3 +736,63 @@ class CacheModel(RuleBasedStateMachine):
 
 TestCacheModel = CacheModel.TestCase
 TestCacheModel.settings = settings(max_examples=25, stateful_step_count=25, deadline=None)
+
+
+# -- LMDB maps of a commit's indexes -------------------------------------------------------
+
+
+def _map_rss(path: str) -> int:
+    """Bytes of `path`'s memory map resident in this process (from smaps)."""
+    target, rss, inside = os.path.realpath(path), 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                inside = len(head) >= 6 and head[5] == target
+            elif inside and head and head[0] == "Rss:":
+                rss += int(head[1]) * 1024
+    return rss
+
+
+def test_random_reads_keep_the_map_resident_bytes_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every page of an LMDB map read once stays in RSS until released: a commit's
+    lookups at 5M files held the whole known-chunks index between two releases.
+    SharedEnv.touched releases the map every RELEASE_KEYS keys read."""
+    from vfs.cache import lmdbenv
+
+    spec = lmdbenv.EnvSpec(what="test index", map_size=1 << 28, max_dbs=0, sync=False)
+    env = lmdbenv.acquire(str(tmp_path / "idx"), spec, lambda e: None)
+    try:
+        keys = [os.urandom(16) for _ in range(60_000)]  # ~20 MB of leaf pages
+
+        def put(txn: object) -> None:
+            for k in keys:
+                txn.put(k, k * 16)  # type: ignore[attr-defined]
+
+        env.run(put, write=True)
+        data = str(tmp_path / "idx" / "data.mdb")
+        lmdbenv.release_maps([str(tmp_path / "idx")])
+        rnd = random.Random(7)
+
+        def read_some(touch: bool) -> int:
+            peak = 0
+            for i in range(4_000):
+                k = rnd.choice(keys)
+                assert env.run(lambda txn: txn.get(k), write=False) == k * 16
+                if touch:
+                    env.touched(1)
+                if i % 250 == 0:
+                    peak = max(peak, _map_rss(data))
+            return max(peak, _map_rss(data))
+
+        untouched = read_some(False)
+        lmdbenv.release_maps([str(tmp_path / "idx")])
+        monkeypatch.setattr(lmdbenv, "RELEASE_KEYS", 64)
+        touched = read_some(True)
+        assert untouched > 8 << 20, untouched  # the pages stayed mapped
+        # 64 reads' pages and their fault-around (~128 KiB each), not the database
+        assert touched < 64 * 192 * 1024 and touched < untouched // 2, (touched, untouched)
+    finally:
+        lmdbenv.release(env)

@@ -34,7 +34,9 @@ from vfs import perms
 from vfs.cache import layout, lmdbenv
 from vfs.store import Store
 
-__all__ = ["KnownChunks"]
+__all__ = ["KnownChunks", "release_maps"]
+
+release_maps = lmdbenv.release_maps
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +124,10 @@ class KnownChunks:
                 if len(rows) >= FOLD_SLICE:
                     self._env.run(fn, write=True)
                     rows.clear()
-                    release_maps([self._path])
+                    lmdbenv.release_maps([self._path])
             marks.append(pack_id)
         self._env.run(fn, write=True)
-        release_maps([self._path])
+        lmdbenv.release_maps([self._path])
         for pack_id, _ in packs:
             self.listed.add(pack_id)
 
@@ -140,7 +142,9 @@ class KnownChunks:
     def get(self, cid: bytes) -> fmt.Location | None:
         key = self._prefix + cid
         cdb = self._chunks
-        return self._decode(self._env.run(lambda txn: txn.get(key, db=cdb), write=False))
+        got = self._env.run(lambda txn: txn.get(key, db=cdb), write=False)
+        self._env.touched(1)
+        return self._decode(got)
 
     def get_many(self, cids: Sequence[bytes]) -> list[fmt.Location | None]:
         """Locations of `cids` (None where unknown) in one read transaction."""
@@ -149,7 +153,9 @@ class KnownChunks:
         def fn(txn: lmdb.Transaction[bytes]) -> list[bytes | None]:
             return [txn.get(prefix + c, db=cdb) for c in cids]
 
-        return [self._decode(v) for v in self._env.run(fn, write=False)]
+        got = self._env.run(fn, write=False)
+        self._env.touched(len(cids))
+        return [self._decode(v) for v in got]
 
     def has_all(self, cids: Iterable[bytes]) -> bool:
         ids = list(cids)
@@ -157,35 +163,3 @@ class KnownChunks:
 
     def __contains__(self, cid: object) -> bool:
         return isinstance(cid, bytes) and self.get(cid) is not None
-
-
-_MADV_DONTNEED = 4
-
-
-def release_maps(dirs: Iterable[str]) -> int:
-    """Drop this process's page-table entries for the memory maps of the LMDB files
-    in `dirs`; returns the bytes of mapping released.
-
-    A long commit's lookups touch, over time, every page of the known-chunks index
-    and the stat cache, and each touched page of a map counts in the process's RSS
-    although it is page cache. The maps are read-only (LMDB writes with pwrite), so
-    MADV_DONTNEED loses nothing: the next access faults the page in again from the
-    page cache. Linux only; elsewhere (or if anything fails) it does nothing."""
-    files = {os.path.realpath(os.path.join(d, "data.mdb")) for d in dirs}
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        with open("/proc/self/maps") as f:
-            lines = f.readlines()
-    except (OSError, AttributeError):
-        return 0
-    released = 0
-    for line in lines:
-        parts = line.split(maxsplit=5)
-        if len(parts) < 6 or parts[5].strip() not in files:
-            continue
-        start, end = (int(x, 16) for x in parts[0].split("-"))
-        if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED) == 0:
-            released += end - start
-    return released

@@ -57,7 +57,9 @@ class StatCache:
 
     def lookup(self, path: bytes, st: os.stat_result) -> tuple[fmt.ChunkRef, ...] | None:
         key = self._key(path)
-        return self._decode(self._env.run(lambda txn: txn.get(key), write=False), st)
+        got = self._env.run(lambda txn: txn.get(key), write=False)
+        self._env.touched(1)
+        return self._decode(got, st)
 
     def lookup_many(
         self, items: list[tuple[bytes, os.stat_result]]
@@ -69,6 +71,7 @@ class StatCache:
             return [txn.get(k) for k in keys]
 
         got = self._env.run(fn, write=False)
+        self._env.touched(len(keys))
         return [self._decode(v, st) for v, (_, st) in zip(got, items, strict=True)]
 
     @staticmethod
@@ -95,6 +98,7 @@ class StatCache:
         id and its own (not its subdirectories') files, bytes and ignored entries."""
         key = self._dir_key(path)
         v = self._env.run(lambda txn: txn.get(key), write=False)
+        self._env.touched(1)
         n = len(sig)
         if v is None or len(v) != n + fmt.ID_LEN + _DIR.size or v[:n] != sig:
             return None
