@@ -43,7 +43,11 @@ log = logging.getLogger(__name__)
 _LOC = struct.Struct("<32sQIB")  # pack id, offset, stored length, codec
 _SPEC = lmdbenv.EnvSpec(what="known-chunks index", map_size=1 << 30, max_dbs=2, sync=False)
 _FOLD_BATCH = 64  # pack indexes read per fold
-FOLD_SLICE = 4096  # chunk entries per write transaction
+# Chunk entries per write transaction, the map released after each: a put at a random
+# key reads its leaf through the map, with the kernel's fault-around (~128 KiB a
+# page), so a slice maps up to ~64 MiB (lmdbenv.RELEASE_KEYS is the same bound for
+# reads). 4,096 a slice let a 5M-file commit map 240 MB of the index in one fold.
+FOLD_SLICE = 512
 
 
 def _setup(env: lmdb.Environment) -> tuple[lmdb._Database, lmdb._Database]:
