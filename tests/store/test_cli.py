@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.signals import hear_sigint
 from tests.support.treegen import make_tree, snapshot_fs
 
 MiB = 1024 * 1024
@@ -233,6 +234,7 @@ def test_interrupted_commit_moves_no_ref_and_resumes(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=hear_sigint,
     )
     deadline = time.monotonic() + 60
     while _index_count(store) < 1 and time.monotonic() < deadline and proc.poll() is None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.signals import hear_sigint
 from tests.support.treegen import snapshot_fs
 from vfs.backends import FAULTS_ENV
 from vfs.backends.faults import Fault, FaultControl
@@ -76,6 +77,7 @@ def test_interrupted_get_leaves_only_complete_files_and_resumes(tmp_path: Path, 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=hear_sigint,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:

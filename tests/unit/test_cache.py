@@ -780,7 +780,7 @@ def test_random_reads_keep_the_map_resident_bytes_bounded(
             peak = 0
             for i in range(4_000):
                 k = rnd.choice(keys)
-                assert env.run(lambda txn: txn.get(k), write=False) == k * 16
+                assert env.run(lambda txn, k=k: txn.get(k), write=False) == k * 16
                 if touch:
                     env.touched(1)
                 if i % 250 == 0:
