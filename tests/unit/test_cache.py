@@ -778,9 +778,13 @@ def test_random_reads_keep_the_map_resident_bytes_bounded(
 
         def read_some(touch: bool) -> int:
             peak = 0
+
+            def get(k: bytes) -> bytes | None:
+                return env.run(lambda txn: txn.get(k), write=False)
+
             for i in range(4_000):
                 k = rnd.choice(keys)
-                assert env.run(lambda txn, k=k: txn.get(k), write=False) == k * 16
+                assert get(k) == k * 16
                 if touch:
                     env.touched(1)
                 if i % 250 == 0:
