@@ -177,10 +177,6 @@ class Ctx:
             self.v2_notes.append(f"DVC v2 not available: {e}")
         self.have_v2 = True
 
-    @property
-    def scale_1m(self) -> bool:
-        return self.scale_files > 0
-
     def _generate_scale(self, files: int) -> tuple[Path, float]:
         src = self.bench.workdir / f"src-{files // 1_000_000}m"
         t0 = time.perf_counter()

@@ -1,6 +1,6 @@
-"""The scale rows of `make bench --scale 1m` (or `5m`): committing the 1M-file (5M-file) tree (time and
-peak RSS, page caches dropped, against `tar cf - | cat` over the same tree) and
-committing it again unchanged. The fairness rules are in rows.py.
+"""The scale rows of `make bench --scale 1m` (or `5m`): committing the 1M-file (5M-file)
+tree (time and peak RSS, page caches dropped, against `tar cf - | cat` over the same
+tree) and committing it again unchanged. The fairness rules are in rows.py.
 
 Both commit to a local store of their own with a cache of their own, so that the
 figures are the commit's and not SeaweedFS's (docs/scale.md gives S3's limits)."""
@@ -73,7 +73,7 @@ def _scale(ctx: Ctx) -> _Scale:
 
 
 def row_commit_scale(ctx: Ctx, row: Row) -> None:
-    if not ctx.scale_1m:
+    if not ctx.scale_files:
         row.not_run = "needs --scale 1m or 5m"
         return
     if not attempt(row.vfs, lambda: ctx.ensure_scale_src()):
@@ -116,7 +116,7 @@ def row_commit_scale(ctx: Ctx, row: Row) -> None:
 
 
 def row_recommit_scale(ctx: Ctx, row: Row) -> None:
-    if not ctx.scale_1m:
+    if not ctx.scale_files:
         row.not_run = "needs --scale 1m or 5m"
         return
     if not attempt(row.vfs, lambda: ctx.ensure_scale_src()):

@@ -124,7 +124,7 @@ def row_switch(ctx: Ctx, row: Row) -> None:
 
 def row_mount_1m(ctx: Ctx, row: Row) -> None:
     b = ctx.bench
-    if not ctx.scale_1m:
+    if not ctx.scale_files:
         row.not_run = "needs --scale 1m"
         return
     attempt(row.vfs, lambda: ctx.ensure_1m())
@@ -150,7 +150,7 @@ def row_mount_1m(ctx: Ctx, row: Row) -> None:
 
 def row_rss_1m(ctx: Ctx, row: Row) -> None:
     b = ctx.bench
-    if not ctx.scale_1m:
+    if not ctx.scale_files:
         row.not_run = "needs --scale 1m"
         return
     attempt(row.vfs, lambda: ctx.ensure_1m())

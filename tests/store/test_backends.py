@@ -169,7 +169,7 @@ def test_clean_reads_skip_the_sdk_call_and_unclean_ones_take_it(s3_url: str) -> 
             gone.get_range("packs/p", 0, 10)
         assert calls == ["call"]
     finally:
-        b.close()
+        gone.close()
 
 
 # -- listing and deleting ----------------------------------------------------------

@@ -34,9 +34,7 @@ from vfs import perms
 from vfs.cache import layout, lmdbenv
 from vfs.store import Store
 
-__all__ = ["KnownChunks", "release_maps"]
-
-release_maps = lmdbenv.release_maps
+__all__ = ["KnownChunks"]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +59,6 @@ class KnownChunks:
         path = layout.known_dir(cache_dir)
         modes = perms.make_dirs(path)
         self._env = lmdbenv.acquire(path, _SPEC, _setup)
-        self._path = path
         if modes.shared:
             for name in ("data.mdb", "lock.mdb"):
                 perms.set_mode(os.path.join(path, name), modes.file)
@@ -128,10 +125,10 @@ class KnownChunks:
                 if len(rows) >= FOLD_SLICE:
                     self._env.run(fn, write=True)
                     rows.clear()
-                    lmdbenv.release_maps([self._path])
+                    self._env.release_map()
             marks.append(pack_id)
         self._env.run(fn, write=True)
-        lmdbenv.release_maps([self._path])
+        self._env.release_map()
         for pack_id, _ in packs:
             self.listed.add(pack_id)
 

@@ -98,8 +98,13 @@ class SharedEnv(Generic[_D]):
         reads touched the whole 675 MB index between two releases at settled files."""
         self._touched += keys  # a lost update under a race only delays a release
         if self._touched >= RELEASE_KEYS:
-            self._touched = 0
-            release_maps([self.path])
+            self.release_map()
+
+    def release_map(self) -> None:
+        """Release this process's pages of the map now (release_maps): after a write
+        transaction at many keys, which `touched` does not count."""
+        self._touched = 0
+        release_maps([self.path])
 
     def run(self, fn: Callable[[lmdb.Transaction[bytes]], _T], write: bool) -> _T:
         """fn(txn) in a transaction; grows the map and retries fn when LMDB asks."""

@@ -125,3 +125,6 @@ class StatCache:
 
         self._env.run(fn, write=True)
         self._pending.clear()
+        # The records go in path order and share leaf pages, but a flush of 4,096 of
+        # them still maps its pages: released, as after the known index's folds.
+        self._env.release_map()

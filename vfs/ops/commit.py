@@ -39,7 +39,7 @@ import xxhash
 from vfs import chunker, leases, packer, perms
 from vfs import format as fmt
 from vfs.cache import layout
-from vfs.cache.known import KnownChunks, release_maps
+from vfs.cache.known import KnownChunks
 from vfs.cache.statcache import StatCache
 from vfs.errors import NotFound, RefConflict, UsageError, VfsError
 from vfs.ignore import IGNORE_FILE, Rules
@@ -189,12 +189,10 @@ STAT_AHEAD = 8
 # (each holds the GIL for its Python work): 4 measured within noise of 2 and 8.
 STAT_THREADS = 4
 SMALL_BATCH = 16  # small files read and hashed by one task
-# Stat-cache records kept before they are written: one write transaction at random
-# keys touches about as many map pages as it has records (released after each).
+# Stat-cache records kept before they are written, in one write transaction (the
+# stat cache releases its map's pages after each; lookups release them as they go,
+# lmdbenv.SharedEnv.touched).
 STATCACHE_FLUSH = 4096
-# LMDB map pages touched by lookups count in RSS until released: ~4,096 files touch
-# ~2 x 16 MB of random pages of the known-chunks index and the stat cache.
-RELEASE_EVERY = 4096
 TREE_WRITES = 64  # tree page and locations writes in flight
 # A directory of up to this many entries is stat-ed whole before its files are
 # looked at, so that an unchanged one is recognised by its signature (_Walker.dir);
@@ -318,8 +316,6 @@ class _Walker:
         self.pages_skipped = 0
         self.known = KnownChunks(store, cache_dir, store.pack_ids())
         self.statcache = StatCache(cache_dir, store.url)
-        # Their maps' pages are released every RELEASE_EVERY files (release_maps).
-        self.lmdb_dirs = (layout.known_dir(cache_dir), layout.statcache_dir(cache_dir))
         # More threads than cores: reading many small files is I/O-bound (on a cold
         # page cache each read waits on the disk), and hashing and zstd release the GIL.
         n = workers or max(8, 2 * (os.cpu_count() or 2))
@@ -338,7 +334,6 @@ class _Walker:
         self.writes: deque[Future[None]] = deque()
         self.closed = False
         self.dirs_reused = 0
-        self.settled = 0  # files finished
         self._fps: dict[int, bytes] = {}
         self._fp_rules: list[Rules] = []
 
@@ -580,7 +575,7 @@ class _Walker:
         signed: list[bytes] = []
         pack = _ENTRY_SIG.pack
         isdir = stat.S_ISDIR
-        lstat = os.stat
+        stat_at = os.stat
         # Relative to the directory's descriptor: the kernel walks one name per file,
         # not the whole path (a third of a warm re-commit's stat time).
         try:
@@ -599,7 +594,7 @@ class _Walker:
                             f"cannot commit {os.fsdecode(os.path.join(path, name))}: {e}"
                         ) from None
                 try:
-                    st = lstat(name, dir_fd=fd, follow_symlinks=False)
+                    st = stat_at(name, dir_fd=fd, follow_symlinks=False)
                 except FileNotFoundError:
                     stats.append(_Stat(name, None))
                     signed.append(b"%s\0-" % name)
@@ -723,10 +718,6 @@ class _Walker:
                     self.statcache.record(item.path, st, chunks)
                     if self.statcache.pending() >= STATCACHE_FLUSH:
                         self.statcache.flush()
-                        release_maps(self.lmdb_dirs)
-                self.settled += 1
-                if self.settled % RELEASE_EVERY == 0:
-                    release_maps(self.lmdb_dirs)
                 self.progress.advance(1, 0)
                 item = fmt.Entry(
                     item.name,
