@@ -113,7 +113,7 @@ def test_the_loader_refetches_a_garbled_raw_chunk_and_caches_the_right_bytes(
             loader = Loader(world.store, cache, nursery, FetchConfig(read_timeout=10.0))
             served.update(await loader.get(world.wanted))
             assert loader.stats.retries == 1
-            mem_used, buffers = loader._mem_used, len(loader._mem_buffers)
+            mem_used, buffers = loader._mem.used, len(loader._mem.buffers)
             nursery.cancel_scope.cancel()  # the cache writer's queue is written out
 
     trio.run(main)
@@ -150,8 +150,8 @@ def test_a_small_chunk_asked_for_in_a_big_span_is_copied_out(
             for cid, flight in flights.items():
                 assert flight.data is not None
                 got[cid] = flight.data
-            assert isinstance(loader._mem[small.ref.id], bytes)
-            assert loader._mem_used == small.ref.length
+            assert isinstance(loader._mem.chunks[small.ref.id], bytes)
+            assert loader._mem.used == small.ref.length
             nursery.cancel_scope.cancel()
 
     trio.run(main)

@@ -76,9 +76,10 @@ def test_chunks_go_into_segments_in_put_order(root: Path) -> None:
 
 
 def test_views_of_a_run_stay_exact_after_eviction_and_later_reads(root: Path) -> None:
-    """get_views() hands out read-only views of one bytes object per run, never of a
-    reused buffer: what a view shows stays the chunk's bytes after the segment is
-    evicted and its file unlinked, and after other runs are read."""
+    """get_views() hands out read-only views of one buffer per run, a pooled one
+    never reused while a view of it is alive: what a view shows stays the chunk's
+    bytes after the segment is evicted and its file unlinked, and after other runs
+    are read (into the pool's other buffers)."""
     cap = 4 * MiB  # segments of 256 KiB
     with ChunkCache(root, max_bytes=cap, low_water=0.5) as c:
         chunks = [sized_chunk(i, 60 * KiB) for i in range(4)]
@@ -101,6 +102,33 @@ def test_views_of_a_run_stay_exact_after_eviction_and_later_reads(root: Path) ->
         tail = dict(others[-4:])
         many = c.get_many(tail)
         assert many == tail and all(type(v) is bytes for v in many.values())
+
+
+def test_runs_read_as_views_reuse_their_buffers_once_no_view_is_alive(root: Path) -> None:
+    """A run read for views goes into a pooled buffer (no fresh memory, no page
+    faults): once every view of a run is gone, the next run of its size class reuses
+    that buffer; while one view, even a slice of a slice, is alive, it does not."""
+    with ChunkCache(root, max_bytes=64 * MiB) as c:
+        chunks = [sized_chunk(i, 300 * KiB) for i in range(8)]
+        c.put_many(dict(chunks))
+        pool = c._files.runs
+        first = c.get_views([cid for cid, _ in chunks[:2]])
+        assert first == dict(chunks[:2])
+        lent, _ = pool.counts()
+        keep = first[chunks[0][0]]
+        assert isinstance(keep, memoryview)
+        held = keep[10:20][2:5]  # a slice of a slice holds the buffer too
+        del keep, first
+        before = pool.reused
+        second = c.get_views([cid for cid, _ in chunks[2:4]])
+        assert pool.reused == before  # the first buffer was still referenced
+        assert pool.counts()[0] == lent + 1
+        assert bytes(held) == chunks[0][1][12:15]
+        del held, second
+        third = c.get_views([cid for cid, _ in chunks[4:6]])
+        assert pool.reused == before + 1  # a buffer came back and was read into
+        assert third == dict(chunks[4:6])
+        assert c.get_views([cid for cid, _ in chunks[6:]]) == dict(chunks[6:])
 
 
 def test_a_run_mostly_of_holes_is_copied_not_viewed(root: Path) -> None:

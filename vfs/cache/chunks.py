@@ -209,7 +209,10 @@ class ChunkCache:
                             break
                         end = max(end, off + size)
                         j += 1
-                    if j == i + 1 or views:
+                    if views:
+                        run = files.read_lent(fd, start, end - start)
+                        self._check_run(run, start, extents[i:j], out, bad, views)
+                    elif j == i + 1:
                         run = segfiles.pread_all(fd, end - start, start)
                         self._check_run(run, start, extents[i:j], out, bad, views)
                     else:
@@ -232,18 +235,20 @@ class ChunkCache:
         views: bool,
     ) -> None:
         """Check the chunks of one run read at `start`. A chunk is `run` itself if
-        it is the whole run; else a view of it if `run` is a bytes and `views`, a
-        copy otherwise. A run mostly of holes is copied out even for views, so that
-        a held chunk does not keep the holes in memory."""
+        it is the whole run and `run` is kept (a bytes, or a read-only view of a
+        lent buffer: SegmentFiles.read_lent); else a view of it if it is kept and
+        `views`, a copy otherwise. A run mostly of holes is copied out even for
+        views, so that a held chunk does not keep the holes in memory."""
         useful = sum(size for _, size, _, _ in extents)
         whole = memoryview(run)
-        keep = views and type(run) is bytes and useful * 4 >= len(run) * 3
+        kept = type(run) is bytes or (views and whole.readonly)
+        keep = views and kept and useful * 4 >= len(run) * 3
         for off, size, checksum, chunk_id in extents:
             lo = off - start
             with whole[lo : lo + size] as part:
                 if segfiles.check(part, size, checksum) is not None:
                     bad.append(chunk_id)
-                elif type(run) is bytes and len(run) == size:
+                elif kept and len(run) == size:
                     out[chunk_id] = run
                 else:
                     out[chunk_id] = whole[lo : lo + size] if keep else bytes(part)

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import xxhash
 
 from vfs.cache import layout
+from vfs.cache.buffers import RunBuffers
 
 __all__ = [
     "MISSING",
@@ -113,6 +114,7 @@ class SegmentFiles:
         self._lock = threading.Lock()
         self._fds: OrderedDict[int, _Fd] = OrderedDict()
         self._buffers: list[bytearray] = []  # guarded by _lock
+        self.runs = RunBuffers()  # for runs handed on as views (read_lent)
 
     def path(self, seg: int) -> str:
         return os.path.join(self.seg_dir, layout.segment_name(seg))
@@ -185,6 +187,23 @@ class SegmentFiles:
             with self._lock:
                 if len(self._buffers) < _POOLED_BUFFERS and len(buf) <= RUN_BYTES:
                     self._buffers.append(buf)
+
+    def read_lent(self, fd: int, offset: int, length: int) -> bytes | memoryview:
+        """`length` bytes at `offset` (fewer at the end of the file) to keep as views:
+        read into a buffer of `runs`, reused once no view of it is alive (a read-only
+        view of it), or into a new bytes object if the pool has none for it."""
+        view = self.runs.lend(length)
+        if view is None:
+            return pread_all(fd, length, offset)
+        got = 0
+        while got < length:
+            n = os.preadv(fd, [view[got:]], offset + got)
+            if n == 0:
+                break
+            got += n
+        out = view[:got].toreadonly()
+        view.release()
+        return out
 
     def read_checked(
         self, seg: int, offset: int, size: int, checksum: bytes

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import mmap
 import os
 from bisect import bisect_left, bisect_right
 
@@ -75,13 +76,13 @@ def _address(view: memoryview) -> int:
 
 
 def _joined(parts: list[memoryview]) -> list[memoryview]:
-    """`parts` as one view if they lie end to end in one bytes object (chunks the
-    cache read in one run, vfs/cache/chunks.py get_views), else as they are. A read
+    """`parts` as one view if they lie end to end in one buffer (chunks the cache
+    read in one run, vfs/cache/chunks.py get_views), else as they are. A read
     spanning chunks is then answered without copying them into a reply buffer."""
     obj = parts[0].obj
-    if type(obj) is not bytes or any(p.obj is not obj for p in parts):
+    if type(obj) not in (bytes, mmap.mmap) or any(p.obj is not obj for p in parts):
         return parts
-    whole = memoryview(obj)
+    whole = memoryview(obj).toreadonly()
     base = _address(whole)
     start = at = _address(parts[0])
     for p in parts:
@@ -245,6 +246,7 @@ class OpenFiles:
             lay = await self._relocate(f)
             ahead = []
             got = await self.loader.get(lay.wanted[first : last + 1])
+        f.readahead.cached = self.loader.from_cache(lay.wanted[last].ref.id)
         parts = []
         for i in range(first, last + 1):
             data = got[lay.wanted[i].ref.id]

@@ -62,7 +62,7 @@ then takes its whole span at once, so no task holds budget while it waits for mo
 Budget is released when a GET is done, before its chunks queue for the cache writer.
 A raw chunk stays a view of its GET's buffer (reader.ChunkSource.fetch_span, no
 copy) and keeps that buffer alive: the memory LRU counts each such buffer once while
-it holds a view of it (`_mem_enter`), chunks asked for that fill less than half of
+it holds a view of it (`_ChunkLRU`), chunks asked for that fill less than half of
 their GET are copied out before they enter it, and the writer's queue counts chunk
 bytes, so the buffers behind its views exceed `write_behind_bytes` by at most the
 parts of their spans that were not queued.
@@ -154,6 +154,11 @@ class FetchConfig:
     attempt_timeout: float = 10.0
     backoff: float = 0.1
     mem_bytes: int = 128 * MiB
+    # Chunks read from the machine's cache, kept for the reads right after (a
+    # sequential read asks for a chunk's tail again, in the next request) and
+    # read ahead, at most `cache_ahead` ahead of the reader (vfs/mount/readahead.py).
+    recent_bytes: int = 16 * MiB
+    cache_ahead: int = 8 * MiB
     budget_bytes: int = 256 * MiB
     remote_threads: int = 16
     cache_threads: int = 8
@@ -205,7 +210,7 @@ class _Flight:
 
 
 class _Held:
-    """A GET buffer that views in the memory LRU keep alive, and how many do."""
+    """A buffer that views in a chunk LRU keep alive, and how many do."""
 
     __slots__ = ("buffer", "size", "views")
 
@@ -213,6 +218,63 @@ class _Held:
         self.buffer = buffer  # held, so that its id() stays its own
         self.size = size
         self.views = 0
+
+
+class _ChunkLRU:
+    """Chunk bytes by id, least recently used first, bounded by `cap` bytes of what
+    they keep alive. A chunk may be a view of a larger buffer (a GET's, or a run read
+    from the cache), which stays alive as long as any view of it: the LRU counts that
+    buffer, once, while it holds a view of it, so `cap` bounds what it keeps alive."""
+
+    __slots__ = ("buffers", "cap", "chunks", "fifo", "used")
+
+    def __init__(self, cap: int, fifo: bool = False) -> None:
+        self.cap = cap
+        self.fifo = fifo  # a hit does not make a chunk young: first in, first out
+        self.chunks: OrderedDict[bytes, fmt.ChunkBytes] = OrderedDict()
+        self.used = 0
+        self.buffers: dict[int, _Held] = {}  # id(buffer) -> the views of it held here
+
+    def __contains__(self, cid: bytes) -> bool:
+        return cid in self.chunks
+
+    def get(self, cid: bytes) -> fmt.ChunkBytes | None:
+        data = self.chunks.get(cid)
+        if data is not None and not self.fifo:
+            self.chunks.move_to_end(cid)
+        return data
+
+    def put(self, cid: bytes, data: fmt.ChunkBytes) -> None:
+        """Keep a chunk (not one over a quarter of the cap), evicting the oldest."""
+        if cid in self.chunks or len(data) > self.cap // 4:
+            return
+        self.chunks[cid] = data
+        self.used += self._enter(data)
+        while self.used > self.cap:
+            _, old = self.chunks.popitem(last=False)
+            self.used -= self._leave(old)
+
+    def _enter(self, data: fmt.ChunkBytes) -> int:
+        """The bytes that holding `data` newly keeps alive."""
+        if not isinstance(data, memoryview):
+            return len(data)
+        buffer = data.obj
+        held = self.buffers.get(id(buffer))
+        if held is None:
+            held = self.buffers[id(buffer)] = _Held(buffer, memoryview(buffer).nbytes)
+        held.views += 1
+        return held.size if held.views == 1 else 0
+
+    def _leave(self, data: fmt.ChunkBytes) -> int:
+        """The bytes that a chunk leaving lets go of."""
+        if not isinstance(data, memoryview):
+            return len(data)
+        held = self.buffers[id(data.obj)]
+        held.views -= 1
+        if held.views:
+            return 0
+        del self.buffers[id(data.obj)]
+        return held.size
 
 
 class _ByteBudget:
@@ -278,9 +340,13 @@ class Loader:
         self.meta_limiter = trio.CapacityLimiter(meta_threads)
         self.warm_limiter = trio.CapacityLimiter(max(1, meta_threads // 2))
         self._nursery = nursery
-        self._mem: OrderedDict[bytes, fmt.ChunkBytes] = OrderedDict()
-        self._mem_used = 0  # what _mem keeps alive: a view's whole GET buffer, once
-        self._mem_buffers: dict[int, _Held] = {}  # id(buffer) -> the views of it in _mem
+        # Chunks fetched from the store and read recently; and, apart, chunks read
+        # from the machine's cache, which it can read again at little cost: they are
+        # kept only for the next few reads, first in first out (a sequential reader
+        # is done with the oldest), so that the buffers of their runs go back to the
+        # cache's pool (vfs/cache/buffers.py) instead of piling up.
+        self._mem = _ChunkLRU(self.config.mem_bytes)
+        self._recent = _ChunkLRU(self.config.recent_bytes, fifo=True)
         self._flights: dict[bytes, _Flight] = {}
         self._unwritten: dict[bytes, fmt.ChunkBytes] = {}
         self._unwritten_speculative: set[bytes] = set()  # of _unwritten: from windows
@@ -402,12 +468,18 @@ class Loader:
             )
         return True
 
+    def from_cache(self, cid: bytes) -> bool:
+        """Whether a chunk held now was read from the machine's cache."""
+        return cid in self._recent
+
     def _held(self, cid: bytes) -> fmt.ChunkBytes | None:
         """A chunk's bytes if this mount holds them: read recently, or verified and
         waiting for the cache writer."""
         data = self._mem.get(cid)
         if data is not None:
-            self._mem.move_to_end(cid)
+            return data
+        data = self._recent.get(cid)
+        if data is not None:
             return data
         data = self._unwritten.get(cid)
         return self._in_write.get(cid) if data is None else data
@@ -416,6 +488,7 @@ class Loader:
         """Whether a chunk is held or in flight: nothing to start for it."""
         return (
             cid in self._mem
+            or cid in self._recent
             or cid in self._unwritten
             or cid in self._flights
             or cid in self._in_write
@@ -445,7 +518,7 @@ class Loader:
                 except Exception as e:  # a broken cache must not fail a read the store can serve
                     log.warning("chunk cache lookup failed, fetching from the store: %s", e)
             for cid, data in hits.items():
-                self._resolve(cid, mine[cid], data)
+                self._resolve(cid, mine[cid], data, self._recent)
             self.stats.cache_hits += len(hits)
             missing = [w for w in items if w.ref.id not in hits]
             self.stats.cache_misses += len(missing)
@@ -620,12 +693,12 @@ class Loader:
                 mine[cid].placed_by_index = True
                 self._fail(cid, mine[cid], "fetched beside others, it failed verification")
             elif cid in speculative:
-                self._resolve(cid, mine[cid], data, keep=False)
+                self._resolve(cid, mine[cid], data, None)
                 beside[cid] = data
             else:
                 if copy_out and isinstance(data, memoryview):
                     data = bytes(data)
-                self._resolve(cid, mine[cid], data)
+                self._resolve(cid, mine[cid], data, self._mem)
                 asked[cid] = data
         if self.cache is not None:
             if beside:
@@ -880,45 +953,16 @@ class Loader:
         await trio.sleep(delay)
 
     def _resolve(
-        self, cid: bytes, flight: _Flight, data: fmt.ChunkBytes, keep: bool = True
+        self, cid: bytes, flight: _Flight, data: fmt.ChunkBytes, keep: _ChunkLRU | None
     ) -> None:
-        """End a flight with its bytes; `keep` them in the memory LRU too (not the
+        """End a flight with its bytes, and `keep` them in that LRU (None for the
         chunks of a window: they must not push out what was read)."""
-        if keep and cid not in self._mem and len(data) <= self.config.mem_bytes // 4:
-            self._mem_used += self._mem_enter(cid, data)
-            while self._mem_used > self.config.mem_bytes:
-                _, old = self._mem.popitem(last=False)
-                self._mem_used -= self._mem_leave(old)
+        if keep is not None:
+            keep.put(cid, data)
         if self._flights.get(cid) is flight:
             del self._flights[cid]
         flight.data = data
         flight.done.set()
-
-    def _mem_enter(self, cid: bytes, data: fmt.ChunkBytes) -> int:
-        """Put a chunk in the memory LRU; the bytes this newly keeps alive. A raw
-        chunk is a view of its GET's buffer (reader.ChunkSource.fetch_span), which
-        stays alive as long as any view of it: the LRU counts that buffer, once,
-        while it holds a view of it, so `mem_bytes` bounds what it keeps alive."""
-        self._mem[cid] = data
-        if not isinstance(data, memoryview):
-            return len(data)
-        buffer = data.obj
-        held = self._mem_buffers.get(id(buffer))
-        if held is None:
-            held = self._mem_buffers[id(buffer)] = _Held(buffer, memoryview(buffer).nbytes)
-        held.views += 1
-        return held.size if held.views == 1 else 0
-
-    def _mem_leave(self, data: fmt.ChunkBytes) -> int:
-        """The bytes that a chunk leaving the memory LRU lets go of."""
-        if not isinstance(data, memoryview):
-            return len(data)
-        held = self._mem_buffers[id(data.obj)]
-        held.views -= 1
-        if held.views:
-            return 0
-        del self._mem_buffers[id(data.obj)]
-        return held.size
 
     def _fail(self, cid: bytes, flight: _Flight, error: str, gone: bool = False) -> None:
         if flight.done.is_set():
