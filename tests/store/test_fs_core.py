@@ -371,6 +371,47 @@ def test_sequential_reads_grow_the_readahead_window() -> None:
     assert ra.window == 0
 
 
+def test_a_file_read_from_the_cache_reuses_its_run_buffers_and_holds_little(
+    world: World,
+) -> None:
+    """Read from the machine's cache, a file's chunks stay out of the memory LRU,
+    are held first in first out within `recent_bytes`, and are read ahead at most
+    `cache_ahead`; their run buffers come back to the pool and are read into again,
+    and an answer still held shows its bytes after every buffer around it was
+    reused."""
+    data = world.v1["big.bin"]
+
+    async def fill(core: FsCore) -> None:
+        a = await walk_path(core, "big.bin")
+        assert await read_all(core, a.ino) == data
+
+    world.run("ds@v1", fill)
+    config = FetchConfig(recent_bytes=8 * MiB, cache_ahead=2 * MiB)
+
+    async def body(core: FsCore) -> None:
+        loader = core.fetcher
+        pool = world.cache._files.runs
+        reused = pool.reused
+        a = await walk_path(core, "big.bin")
+        fh = await core.open(a.ino, os.O_RDONLY)
+        held = await core.read_parts(fh, 0, 4096)
+        step = 128 * 1024
+        for _ in range(2):  # two passes: the second re-reads through reused buffers
+            for off in range(0, len(data), step):
+                got = await core.read(fh, off, step)
+                assert got == data[off : off + step]
+                assert loader._recent.used <= config.recent_bytes
+                assert not loader._mem.chunks  # nothing from the cache in the memory LRU
+                ra = core.files._files[fh].readahead
+                assert ra.cached and ra.issued_to - ra.next_offset <= config.cache_ahead
+        assert pool.reused > reused
+        assert b"".join(held) == data[:4096]
+        assert loader.stats.cache_misses == 0
+        core.release(fh)
+
+    world.run("ds@v1", body, fetch=config)
+
+
 def test_sequential_reading_fetches_ahead_in_few_large_requests(world: World) -> None:
     data = world.v1["big.bin"]
 

@@ -152,8 +152,10 @@ class ChunkCache:
 
     def get_views(self, chunk_ids: Iterable[bytes]) -> dict[bytes, bytes | memoryview]:
         """get_many(), without a copy: the chunks of a run are read-only views of
-        the run's one bytes object, and each keeps the whole run alive (a run is at
-        most RUN_BYTES, three quarters of it chunks asked for at least)."""
+        the run's one buffer, and each keeps the whole buffer alive (a run is at
+        most RUN_BYTES, three quarters of it chunks asked for at least). The buffer
+        comes from the pool of run buffers (SegmentFiles.read_lent), which reuses
+        it only once no view of it is alive."""
         return self._get(chunk_ids, views=True)
 
     def _get(self, chunk_ids: Iterable[bytes], views: bool) -> dict[bytes, bytes | memoryview]:

@@ -195,15 +195,16 @@ class SegmentFiles:
         view = self.runs.lend(length)
         if view is None:
             return pread_all(fd, length, offset)
-        got = 0
-        while got < length:
-            n = os.preadv(fd, [view[got:]], offset + got)
-            if n == 0:
-                break
-            got += n
-        out = view[:got].toreadonly()
-        view.release()
-        return out
+        try:
+            got = 0
+            while got < length:
+                n = os.preadv(fd, [view[got:]], offset + got)
+                if n == 0:
+                    break
+                got += n
+            return view[:got].toreadonly()
+        finally:
+            view.release()  # the buffer is free again once the views returned are gone
 
     def read_checked(
         self, seg: int, offset: int, size: int, checksum: bytes

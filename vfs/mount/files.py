@@ -246,7 +246,7 @@ class OpenFiles:
             lay = await self._relocate(f)
             ahead = []
             got = await self.loader.get(lay.wanted[first : last + 1])
-        f.readahead.cached = self.loader.from_cache(lay.wanted[last].ref.id)
+        f.readahead.cached = not self.loader.from_store(lay.wanted[last].ref.id)
         parts = []
         for i in range(first, last + 1):
             data = got[lay.wanted[i].ref.id]

@@ -16,9 +16,12 @@ Design of the read path (like mountpoint-s3's prefetcher, smaller)
    concurrent readers of one missing chunk share one fetch.
 3. The machine's ChunkCache: new flights are looked up in its index first (one
    short LMDB read, inline), and those it has are read in one worker thread per
-   batch (ChunkCache.get_views: one pread() per run of neighbouring chunks and an
-   xxh3 check per chunk; each chunk a read-only view of its run's bytes, not a
-   copy; a bad entry is evicted by the cache and refetched here, never served).
+   batch (ChunkCache.get_views: one pread() per run of neighbouring chunks into a
+   reused buffer and an xxh3 check per chunk; each chunk a read-only view of its
+   run, not a copy; a bad entry is evicted by the cache and refetched here, never
+   served). Those chunks are kept apart from the memory LRU, first in first out,
+   for the next reads only (`recent_bytes`): the cache can read them again, and
+   their run buffers then go back to the pool for the reads that follow.
 4. The store: what the cache lacks is planned into ranged GETs (reader.plan_ranges:
    neighbours in one pack coalesced up to `part_bytes`), each run in a worker thread
    behind `remote_limiter` and verified against its BLAKE3 id there
@@ -468,9 +471,10 @@ class Loader:
             )
         return True
 
-    def from_cache(self, cid: bytes) -> bool:
-        """Whether a chunk held now was read from the machine's cache."""
-        return cid in self._recent
+    def from_store(self, cid: bytes) -> bool:
+        """Whether a chunk just read came from the store (it is in the memory LRU or
+        queued for the cache writer), rather than from the machine's cache."""
+        return cid in self._mem or cid in self._unwritten or cid in self._in_write
 
     def _held(self, cid: bytes) -> fmt.ChunkBytes | None:
         """A chunk's bytes if this mount holds them: read recently, or verified and
