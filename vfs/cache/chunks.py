@@ -236,15 +236,16 @@ class ChunkCache:
         bad: list[bytes],
         views: bool,
     ) -> None:
-        """Check the chunks of one run read at `start`. A chunk is `run` itself if
-        it is the whole run and `run` is kept (a bytes, or a read-only view of a
-        lent buffer: SegmentFiles.read_lent); else a view of it if it is kept and
-        `views`, a copy otherwise. A run mostly of holes is copied out even for
+        """Check the chunks of one run read at `start`. With `views`, `run` is ours
+        to keep (a bytes, or a read-only view of a lent buffer: SegmentFiles.read_lent);
+        without, only a bytes is (a pooled buffer of read_run is not). A chunk is
+        `run` itself if it is the whole run and `run` may be kept; else a view of it
+        for `views`, a copy otherwise. A run mostly of holes is copied out even for
         views, so that a held chunk does not keep the holes in memory."""
         useful = sum(size for _, size, _, _ in extents)
         whole = memoryview(run)
-        kept = type(run) is bytes or (views and whole.readonly)
-        keep = views and kept and useful * 4 >= len(run) * 3
+        kept = views or type(run) is bytes
+        keep = views and useful * 4 >= len(run) * 3
         for off, size, checksum, chunk_id in extents:
             lo = off - start
             with whole[lo : lo + size] as part:
