@@ -65,7 +65,7 @@ then takes its whole span at once, so no task holds budget while it waits for mo
 Budget is released when a GET is done, before its chunks queue for the cache writer.
 A raw chunk stays a view of its GET's buffer (reader.ChunkSource.fetch_span, no
 copy) and keeps that buffer alive: the memory LRU counts each such buffer once while
-it holds a view of it (`_ChunkLRU`), chunks asked for that fill less than half of
+it holds a view of it (`ChunkLRU`), chunks asked for that fill less than half of
 their GET are copied out before they enter it, and the writer's queue counts chunk
 bytes, so the buffers behind its views exceed `write_behind_bytes` by at most the
 parts of their spans that were not queued.
@@ -99,7 +99,6 @@ import functools
 import itertools
 import logging
 from bisect import bisect_left
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -110,6 +109,7 @@ import trio
 from vfs import format as fmt
 from vfs.cache.layout import packindex_dir
 from vfs.errors import BackendError, CorruptObject, NotFound, PermissionDenied
+from vfs.mount.memory import ChunkLRU
 from vfs.mount.windows import PackWindows
 from vfs.reader import ChunkSource, Wanted, plan_ranges
 
@@ -212,74 +212,6 @@ class _Flight:
         self.placed_by_index = False
 
 
-class _Held:
-    """A buffer that views in a chunk LRU keep alive, and how many do."""
-
-    __slots__ = ("buffer", "size", "views")
-
-    def __init__(self, buffer: object, size: int) -> None:
-        self.buffer = buffer  # held, so that its id() stays its own
-        self.size = size
-        self.views = 0
-
-
-class _ChunkLRU:
-    """Chunk bytes by id, least recently used first, bounded by `cap` bytes of what
-    they keep alive. A chunk may be a view of a larger buffer (a GET's, or a run read
-    from the cache), which stays alive as long as any view of it: the LRU counts that
-    buffer, once, while it holds a view of it, so `cap` bounds what it keeps alive."""
-
-    __slots__ = ("buffers", "cap", "chunks", "fifo", "used")
-
-    def __init__(self, cap: int, fifo: bool = False) -> None:
-        self.cap = cap
-        self.fifo = fifo  # a hit does not make a chunk young: first in, first out
-        self.chunks: OrderedDict[bytes, fmt.ChunkBytes] = OrderedDict()
-        self.used = 0
-        self.buffers: dict[int, _Held] = {}  # id(buffer) -> the views of it held here
-
-    def __contains__(self, cid: bytes) -> bool:
-        return cid in self.chunks
-
-    def get(self, cid: bytes) -> fmt.ChunkBytes | None:
-        data = self.chunks.get(cid)
-        if data is not None and not self.fifo:
-            self.chunks.move_to_end(cid)
-        return data
-
-    def put(self, cid: bytes, data: fmt.ChunkBytes) -> None:
-        """Keep a chunk (not one over a quarter of the cap), evicting the oldest."""
-        if cid in self.chunks or len(data) > self.cap // 4:
-            return
-        self.chunks[cid] = data
-        self.used += self._enter(data)
-        while self.used > self.cap:
-            _, old = self.chunks.popitem(last=False)
-            self.used -= self._leave(old)
-
-    def _enter(self, data: fmt.ChunkBytes) -> int:
-        """The bytes that holding `data` newly keeps alive."""
-        if not isinstance(data, memoryview):
-            return len(data)
-        buffer = data.obj
-        held = self.buffers.get(id(buffer))
-        if held is None:
-            held = self.buffers[id(buffer)] = _Held(buffer, memoryview(buffer).nbytes)
-        held.views += 1
-        return held.size if held.views == 1 else 0
-
-    def _leave(self, data: fmt.ChunkBytes) -> int:
-        """The bytes that a chunk leaving lets go of."""
-        if not isinstance(data, memoryview):
-            return len(data)
-        held = self.buffers[id(data.obj)]
-        held.views -= 1
-        if held.views:
-            return 0
-        del self.buffers[id(data.obj)]
-        return held.size
-
-
 class _ByteBudget:
     """Bytes of remote GETs in flight. Demand waits for room, readahead skips."""
 
@@ -348,8 +280,8 @@ class Loader:
         # kept only for the next few reads, first in first out (a sequential reader
         # is done with the oldest), so that the buffers of their runs go back to the
         # cache's pool (vfs/cache/buffers.py) instead of piling up.
-        self._mem = _ChunkLRU(self.config.mem_bytes)
-        self._recent = _ChunkLRU(self.config.recent_bytes, fifo=True)
+        self._mem = ChunkLRU(self.config.mem_bytes)
+        self._recent = ChunkLRU(self.config.recent_bytes, fifo=True)
         self._flights: dict[bytes, _Flight] = {}
         self._unwritten: dict[bytes, fmt.ChunkBytes] = {}
         self._unwritten_speculative: set[bytes] = set()  # of _unwritten: from windows
@@ -957,7 +889,7 @@ class Loader:
         await trio.sleep(delay)
 
     def _resolve(
-        self, cid: bytes, flight: _Flight, data: fmt.ChunkBytes, keep: _ChunkLRU | None
+        self, cid: bytes, flight: _Flight, data: fmt.ChunkBytes, keep: ChunkLRU | None
     ) -> None:
         """End a flight with its bytes, and `keep` them in that LRU (None for the
         chunks of a window: they must not push out what was read)."""
