@@ -17,9 +17,9 @@ SeaweedFS runs in its own process and is not counted).
 
 With `--mount N`: only N cold reads of the file through a real mount (`vfs mount`
 as users run it, a fresh cache directory each time, page caches dropped), each
-reported as MB/s and the daemon's CPU seconds per MiB (utime + stime of the daemon
-from /proc/PID/stat). `--py-spy FILE` records the daemon's last read with py-spy
-(raw format). Run it with PYTHONPATH at the tree to measure: the daemon inherits it.
+reported as MB/s, the daemon's CPU seconds per MiB (utime + stime of the daemon
+from /proc/PID/stat) and its minor page faults per MiB (fresh memory it touched). `--py-spy FILE` records the daemon's last read with py-spy
+(raw format); `--perf FILE` records it with `perf record -g`. Run it with PYTHONPATH at the tree to measure: the daemon inherits it.
 
 Then the work after the GET alone, on spans fetched once and kept in memory:
 `copy+verify` (each raw chunk copied out of the buffer, then hashed: what
@@ -69,12 +69,13 @@ def _timed(name: str, nbytes: int, fn: Callable[[], object]) -> tuple[float, flo
     return mbs, per
 
 
-def _daemon_cpu(pid: int) -> float:
+def _daemon(pid: int) -> tuple[float, int]:
+    """The daemon's CPU seconds (user + system) and minor page faults."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
 
 
-def _mounted(work: Path, source: Path, nbytes: int, spy: str) -> None:
+def _mounted(work: Path, source: Path, nbytes: int, spy: str, perf: str = "") -> None:
     """One cold read of the file through a fresh mount; prints MB/s and daemon CPU."""
     mnt, cache = work / "mnt", work / "cache"
     mnt.mkdir(parents=True)
@@ -94,14 +95,31 @@ def _mounted(work: Path, source: Path, nbytes: int, spy: str) -> None:
             cmd = [str(py_spy), "record", "--native", "-f", "raw", "-o", spy, "-p", str(pid)]
             recorder = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
-        c0, t0 = _daemon_cpu(pid), time.perf_counter()
+        if perf:
+            cmd = [
+                "perf",
+                "record",
+                "-F",
+                "999",
+                "--call-graph",
+                "dwarf,16384",
+                "-o",
+                perf,
+                "-p",
+                str(pid),
+            ]
+            recorder = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+        (c0, f0), t0 = _daemon(pid), time.perf_counter()
         with open(mnt / source.name, "rb", buffering=0) as f:
             while f.read(1 << 20):
                 pass
-        wall, cpu = time.perf_counter() - t0, _daemon_cpu(pid) - c0
+        wall = time.perf_counter() - t0
+        c1, f1 = _daemon(pid)
+        cpu, mib = c1 - c0, nbytes / MiB
         print(
-            f"mount {nbytes / wall / 1e6:8.1f} MB/s  {cpu / (nbytes / MiB) * 1e3:6.2f} ms "
-            f"daemon CPU/MiB  ({wall:.2f} s, {cpu:.2f} s CPU)"
+            f"mount {nbytes / wall / 1e6:8.1f} MB/s  {cpu / mib * 1e3:6.2f} ms "
+            f"daemon CPU/MiB  {(f1 - f0) / mib:6.1f} faults/MiB  ({wall:.2f} s, {cpu:.2f} s CPU)"
         )
     finally:
         if recorder is not None:
@@ -118,6 +136,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--mount", type=int, default=0, metavar="N")
     ap.add_argument("--py-spy", default="", metavar="FILE")
+    ap.add_argument("--perf", default="", metavar="FILE")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="coldfetch-") as tmp, SeaweedServer() as server:
         os.environ.update(server.env())
@@ -130,8 +149,14 @@ def main() -> None:
         if args.mount:
             os.environ["VFS_STORE"] = f"s3://{bucket}/store"
             for i in range(args.mount):
-                spy = args.py_spy if i == args.mount - 1 else ""
-                _mounted(Path(tmp) / f"m{i}", src / "big.bin", args.mib * MiB, spy)
+                last = i == args.mount - 1
+                _mounted(
+                    Path(tmp) / f"m{i}",
+                    src / "big.bin",
+                    args.mib * MiB,
+                    args.py_spy if last else "",
+                    args.perf if last else "",
+                )
             store.close()
             return
         v = open_version("ds@v1", store)
@@ -172,7 +197,7 @@ def main() -> None:
             for span in spans
         ]
 
-        def pieces(span: Span, body: bytes) -> list[tuple[memoryview, bytes]]:
+        def pieces(span: Span, body: bytes | memoryview) -> list[tuple[memoryview, bytes]]:
             view = memoryview(body)
             return [
                 (view[w.loc.offset - span.start :][: w.loc.stored_length], w.ref.id)

@@ -394,7 +394,7 @@ class Store:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
-    def read_pack_range(self, pack_id: bytes, offset: int, length: int) -> bytes:
+    def read_pack_range(self, pack_id: bytes, offset: int, length: int) -> bytes | memoryview:
         data = self.backend.get_range(self.pack_key(pack_id), offset, length)
         if len(data) != length:
             raise CorruptObject(

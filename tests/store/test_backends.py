@@ -172,6 +172,69 @@ def test_clean_reads_skip_the_sdk_call_and_unclean_ones_take_it(s3_url: str) -> 
         gone.close()
 
 
+@pytest.mark.s3
+def test_large_ranges_come_in_reused_buffers_that_no_live_answer_shares(s3_url: str) -> None:
+    """A range of a MiB or more is received into a pooled buffer (s3._BODIES) and
+    answered as a read-only view of it. The buffer of an answer dropped is lent
+    again; that of an answer still held never is, so its bytes never change."""
+    from vfs.backends import s3
+
+    b = open_backend(s3_url)
+    assert isinstance(b, S3Backend)
+    try:
+        data = _random(6 * MiB)
+        b.put("packs/big", data)
+        held = b.get_range("packs/big", 0, 2 * MiB)
+        assert isinstance(held, memoryview) and held.readonly
+        assert held == data[: 2 * MiB]
+        reused = s3._BODIES.reused
+        for i in range(1, 9):
+            off = i * 400_000
+            got = b.get_range("packs/big", off, 2 * MiB - i)
+            assert got == data[off : off + 2 * MiB - i]
+            del got
+        assert s3._BODIES.reused >= reused + 7
+        assert held == data[: 2 * MiB]
+        assert b.get_range("packs/big", 5 * MiB, 2 * MiB) == data[5 * MiB :]  # short: at the end
+    finally:
+        b.close()
+
+
+@pytest.mark.s3
+def test_a_body_longer_than_its_buffer_or_an_error_comes_back_as_bytes(
+    seaweed: SeaweedServer, s3_url: str
+) -> None:
+    """curl.UrlGetter with a lent buffer: a body that overflows it (a server that
+    ignored the Range header sends the whole object) and the body of an error come
+    back whole, as bytes."""
+    from vfs.backends import curl
+
+    b = open_backend(s3_url)
+    assert isinstance(b, S3Backend)
+    getter = curl.UrlGetter(None, 5.0)
+    try:
+        data = _random(3 * MiB + 5)
+        b.put("packs/p", data)
+
+        def url(key: str) -> str:
+            return str(
+                b._client.generate_presigned_url(
+                    "get_object", Params={"Bucket": b.bucket, "Key": f"store/{key}"}
+                )
+            )
+
+        status, body = getter.get(url("packs/p"), [], 10, memoryview(bytearray(1 * MiB)))
+        assert status == 200 and isinstance(body, bytes) and body == data
+        into = memoryview(bytearray(4 * MiB))
+        status, body = getter.get(url("packs/p"), [], 10, into)
+        assert status == 200 and isinstance(body, memoryview) and body == data
+        status, body = getter.get(url("packs/none"), [], 10, memoryview(bytearray(1 * MiB)))
+        assert status == 404 and isinstance(body, bytes) and b"NoSuchKey" in body
+    finally:
+        getter.close()
+        b.close()
+
+
 # -- listing and deleting ----------------------------------------------------------
 
 

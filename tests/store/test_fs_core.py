@@ -412,6 +412,30 @@ def test_a_file_read_from_the_cache_reuses_its_run_buffers_and_holds_little(
     world.run("ds@v1", body, fetch=config)
 
 
+def test_a_file_read_from_the_store_lets_go_of_the_chunks_it_passed(world: World) -> None:
+    """Read sequentially from the store, a file's chunks leave the memory LRU once
+    the reader is past them (they wait, first in first out, within `recent_bytes`),
+    so that the GET buffers behind them can be lent again; the bytes stay right."""
+    data = world.v1["big.bin"]
+    config = FetchConfig(recent_bytes=4 * MiB)
+
+    async def body(core: FsCore) -> None:
+        loader = core.fetcher
+        a = await walk_path(core, "big.bin")
+        fh = await core.open(a.ino, os.O_RDONLY)
+        lay = core.files._files[fh].layout
+        step = 256 * 1024
+        for off in range(0, len(data), step):
+            assert await core.read(fh, off, step) == data[off : off + step]
+            behind = [w.ref.id for w, end in zip(lay.wanted, lay.ends, strict=True) if end <= off]
+            assert not any(cid in loader._mem for cid in behind)
+            assert loader._recent.used <= config.recent_bytes
+        assert loader.stats.cache_misses > 0  # it was read from the store
+        core.release(fh)
+
+    world.run("ds@v1", body, fetch=config)
+
+
 def test_sequential_reading_fetches_ahead_in_few_large_requests(world: World) -> None:
     data = world.v1["big.bin"]
 

@@ -93,7 +93,7 @@ def test_hint_fetches_in_the_loader_order(
     gets: list[tuple[bytes, int, int]] = []
     real = store.read_pack_range
 
-    def recording(pack: bytes, offset: int, length: int) -> bytes:
+    def recording(pack: bytes, offset: int, length: int) -> bytes | memoryview:
         if threading.current_thread().name.startswith("vfs-order"):
             gets.append((pack, offset, length))
         return real(pack, offset, length)
@@ -141,7 +141,7 @@ def test_a_reader_waits_for_the_prefetch_of_its_chunk(
     gate = threading.Event()
     real = store.read_pack_range
 
-    def gated(pack: bytes, offset: int, length: int) -> bytes:
+    def gated(pack: bytes, offset: int, length: int) -> bytes | memoryview:
         if threading.current_thread().name.startswith("vfs-order"):
             assert gate.wait(60)
         return real(pack, offset, length)

@@ -53,8 +53,10 @@ class Backend(ABC):
         """The whole object."""
 
     @abstractmethod
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
-        """`length` bytes from `offset`. Fewer bytes only at the end of the object."""
+    def get_range(self, key: str, offset: int, length: int) -> bytes | memoryview:
+        """`length` bytes from `offset`. Fewer bytes only at the end of the object. A
+        backend may answer a read-only view of a buffer of its own, which the view
+        keeps alive."""
 
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:

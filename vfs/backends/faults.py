@@ -277,9 +277,11 @@ class FaultyBackend(Backend):
                 return
             time.sleep(_POLL)
 
-    def _after(self, op: str, key: str, data: bytes) -> bytes:
-        """Truncate or corrupt what a read returns."""
+    def _after(self, op: str, key: str, data: bytes | memoryview) -> bytes | memoryview:
+        """Truncate or corrupt what a read returns (a copy: a view's buffer is the
+        backend's, and other reads' views of it must not change)."""
         for f in self._fire(op, key, ("truncate", "corrupt")):
+            data = bytes(data)
             if f.kind == "truncate":
                 data = data[: len(data) // 2]
             elif data:
@@ -329,9 +331,9 @@ class FaultyBackend(Backend):
 
     def get(self, key: str) -> bytes:
         data: bytes = self._call("get", key, self.inner.get, key)
-        return self._after("get", key, data)
+        return bytes(self._after("get", key, data))  # the same object when it is bytes
 
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
+    def get_range(self, key: str, offset: int, length: int) -> bytes | memoryview:
         tally = self.tally
         with self._lock:
             tally.range_bytes += length
@@ -381,7 +383,7 @@ class FaultyBackend(Backend):
 
     def get_versioned(self, key: str) -> Versioned:
         v: Versioned = self._call("get_versioned", key, self.inner.get_versioned, key)
-        return Versioned(self._after("get_versioned", key, v.data), v.token)
+        return Versioned(bytes(self._after("get_versioned", key, v.data)), v.token)
 
     def put_if(self, key: str, data: bytes, token: str | None) -> bool:
         return bool(self._call("put_if", key, self.inner.put_if, key, data, token))

@@ -53,6 +53,7 @@ from botocore.httpsession import get_cert_path
 
 from vfs.backends import curl
 from vfs.backends.base import Backend, ObjectInfo, Versioned
+from vfs.cache.buffers import RunBuffers
 from vfs.errors import BackendError, NotFound, PermissionDenied, UsageError, VfsError
 
 if TYPE_CHECKING:
@@ -85,6 +86,13 @@ _MAX_POOL = 32
 _URL_REUSE = 300.0
 _URL_EXPIRES = 900
 _MAX_URLS = 4096
+# Bodies of ranged GETs from 1 to 16 MiB (pack windows, readahead parts of 8 MiB)
+# are received into reused buffers instead of fresh memory, whose page faults were
+# most of a mount's faults and a sixth of its CPU reading a large file cold. A buffer
+# is lent again once no chunk view of it is alive (vfs/cache/buffers.py); a mount
+# holds views in its memory LRU, its readahead and its cache writer's queue (each
+# bounded), so MAX_LENT covers them, and past it a body goes to new memory as before.
+_BODIES = RunBuffers(min_bytes=1 * MiB, max_bytes=16 * MiB, max_lent=64, idle_bytes=32 * MiB)
 
 # Packs are uploaded in 16 MiB parts once over 64 MiB; smaller ones go in one PUT,
 # which is cheaper and atomic anyway. Eight parts in flight keep a fast link busy
@@ -300,7 +308,9 @@ class S3Backend(Backend):
         except (bce.ClientError, bce.BotoCoreError) as exc:
             raise self._error(exc, key) from exc
 
-    def _fast_get(self, key: str, byte_range: str | None) -> tuple[int, bytes] | None:
+    def _fast_get(
+        self, key: str, byte_range: str | None, into: memoryview | None = None
+    ) -> tuple[int, bytes | memoryview] | None:
         """(status, body) of a GET of `key` by its presigned URL, or None: then the
         caller asks boto3 (no libcurl road, no credentials, or an answer other than
         200, 206, 416 or NoSuchKey; see the module's docstring). NotFound for a
@@ -332,7 +342,7 @@ class S3Backend(Backend):
         silence = _READ_TIMEOUT if byte_range else self._quick_timeout
         try:
             status, body = self._http.get(
-                signed[1], [f"Range: {byte_range}"] if byte_range else [], silence
+                signed[1], [f"Range: {byte_range}"] if byte_range else [], silence, into
             )
         except curl.Silent:
             raise BackendError(self._silent()) from None
@@ -342,7 +352,7 @@ class S3Backend(Backend):
             return None
         if status in (200, 206, 416):
             return status, body
-        if status == 404 and b"<Code>NoSuchKey</Code>" in body:
+        if status == 404 and b"<Code>NoSuchKey</Code>" in bytes(body):
             # As the error table says it (a boto3 call's first use costs ~0.3 s of
             # CPU loading its models: a mount asks for optional keys at start).
             raise NotFound(f"no such object: {self._where(key)}")
@@ -353,10 +363,12 @@ class S3Backend(Backend):
     def get(self, key: str) -> bytes:
         fast = self._fast_get(key, None)
         if fast is not None and fast[0] == 200:
-            return fast[1]
+            return bytes(fast[1])  # received into new memory: already bytes
         return self._get_object(key)[0]
 
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
+    def get_range(self, key: str, offset: int, length: int) -> bytes | memoryview:
+        """A large range (a pack window, a readahead part) is received into a buffer
+        of _BODIES and comes back as a read-only view of it (see that pool)."""
         if offset < 0 or length < 0:
             raise ValueError(f"invalid range offset={offset} length={length}")
         if length == 0:
@@ -365,11 +377,15 @@ class S3Backend(Backend):
                 raise NotFound(f"no such object: {self._where(key)}")
             return b""
         byte_range = f"bytes={offset}-{offset + length - 1}"
-        fast = self._fast_get(key, byte_range)
+        into = _BODIES.lend(length)
+        fast = self._fast_get(key, byte_range, into)
+        del into  # only the answer's own view, if any, keeps the buffer lent
         if fast is not None:
             status, data = fast
             if status == 416:
                 return b""  # as below
+            if isinstance(data, memoryview):
+                return data.toreadonly() if status == 206 else bytes(data[offset : offset + length])
             return data if status == 206 else data[offset : offset + length]
         try:
             data, resp = self._get_object(key, Range=byte_range)

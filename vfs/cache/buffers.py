@@ -46,14 +46,20 @@ def _refs(bufs: list[mmap.mmap], i: int) -> int:
 _UNREFERENCED = _refs([mmap.mmap(-1, 1, flags=_PRIVATE)], 0)
 
 
-def _size_class(n: int) -> int:
-    return max(MIN_BYTES, 1 << (n - 1).bit_length())
-
-
 class RunBuffers:
-    """A pool of reusable read buffers (see the module docstring)."""
+    """A pool of reusable read buffers (see the module docstring). The bounds are
+    the module's by default; the S3 backend keeps a pool of its own, of larger
+    buffers, for the bodies of ranged GETs (vfs/backends/s3.py)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        min_bytes: int = MIN_BYTES,
+        max_bytes: int = MAX_BYTES,
+        max_lent: int = MAX_LENT,
+        idle_bytes: int = IDLE_BYTES,
+    ) -> None:
+        self.min_bytes, self.max_bytes = min_bytes, max_bytes
+        self.max_lent, self.idle_bytes = max_lent, idle_bytes
         self._lock = threading.Lock()
         self._lent: list[mmap.mmap] = []
         self._idle: dict[int, list[mmap.mmap]] = {}
@@ -64,9 +70,9 @@ class RunBuffers:
         """A writable view of the first `n` bytes of a buffer lent out until no view
         of it is alive, or None if `n` is outside the pooled sizes or too many are out.
         The buffer is the smallest idle one that fits, else a new one."""
-        if not MIN_BYTES // 2 < n <= MAX_BYTES:
+        if not self.min_bytes // 2 < n <= self.max_bytes:
             return None
-        size = _size_class(n)
+        size = max(self.min_bytes, 1 << (n - 1).bit_length())
         with self._lock:
             self._reclaim()
             fits = [s for s, bufs in self._idle.items() if s >= size and bufs]
@@ -74,7 +80,7 @@ class RunBuffers:
                 buf = self._idle[min(fits)].pop()
                 self._idle_bytes -= len(buf)
                 self.reused += 1
-            elif len(self._lent) < MAX_LENT:
+            elif len(self._lent) < self.max_lent:
                 buf = mmap.mmap(-1, size, flags=_PRIVATE)  # untouched until read into
             else:
                 return None
@@ -92,7 +98,7 @@ class RunBuffers:
             buf = lent[i]
             lent[i] = lent[-1]
             lent.pop()
-            if self._idle_bytes + len(buf) <= IDLE_BYTES:
+            if self._idle_bytes + len(buf) <= self.idle_bytes:
                 self._idle.setdefault(len(buf), []).append(buf)
                 self._idle_bytes += len(buf)
             else:

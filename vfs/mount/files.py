@@ -247,6 +247,8 @@ class OpenFiles:
             ahead = []
             got = await self.loader.get(lay.wanted[first : last + 1])
         f.readahead.cached = not self.loader.from_store(lay.wanted[last].ref.id)
+        if f.readahead.window and last > first:  # sequential: done with all but the last
+            self.loader.passed(w.ref.id for w in lay.wanted[first:last])
         parts = []
         for i in range(first, last + 1):
             data = got[lay.wanted[i].ref.id]

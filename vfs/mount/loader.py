@@ -403,6 +403,18 @@ class Loader:
             )
         return True
 
+    def passed(self, cids: Iterable[bytes]) -> None:
+        """A sequential reader is past these chunks: those fetched from the store
+        move from the memory LRU to the first-in-first-out holding of the next few
+        reads, so that the GET buffers behind them go back to the backend's pool
+        (vfs/backends/s3.py, _BODIES) once the cache writer has them, instead of
+        staying alive, and resident, until `mem_bytes` of newer chunks push them out."""
+        mem, recent = self._mem, self._recent
+        for cid in cids:
+            data = mem.pop(cid)
+            if data is not None:
+                recent.put(cid, data)
+
     def from_store(self, cid: bytes) -> bool:
         """Whether a chunk just read came from the store (it is in the memory LRU or
         queued for the cache writer), rather than from the machine's cache."""

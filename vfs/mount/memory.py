@@ -66,6 +66,13 @@ class ChunkLRU:
             _, old = self.chunks.popitem(last=False)
             self.used -= self._leave(old)
 
+    def pop(self, cid: bytes) -> fmt.ChunkBytes | None:
+        """Take a chunk out, if held."""
+        data = self.chunks.pop(cid, None)
+        if data is not None:
+            self.used -= self._leave(data)
+        return data
+
     def _enter(self, data: fmt.ChunkBytes) -> int:
         """The bytes that holding `data` newly keeps alive."""
         if not isinstance(data, memoryview):
