@@ -6,6 +6,8 @@ tests/unit/test_segcache.py tests segments of many chunks."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import multiprocessing as mp
 import os
@@ -13,6 +15,7 @@ import random
 import shutil
 import signal
 import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -800,3 +803,72 @@ def test_random_reads_keep_the_map_resident_bytes_bounded(
         assert touched < 64 * 192 * 1024 and touched < untouched // 2, (touched, untouched)
     finally:
         lmdbenv.release(env)
+
+
+# -- large chunks around the page cache -------------------------------------------------
+
+
+def _resident(path: Path) -> int:
+    """Bytes of the file in the page cache, as util-linux's fincore(1) reports them."""
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(out.split()[0])
+
+
+def test_large_chunks_are_written_around_the_page_cache_and_small_ones_through_it(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of large chunks goes to its segment with O_DIRECT, at a 4 KiB boundary,
+    and leaves nothing in the page cache; small chunks before and after it in the same
+    segment go through the page cache. Every chunk reads back, and the index's bytes
+    are the segment's size (the alignment counted as dead bytes)."""
+    if shutil.which("fincore") is None:
+        pytest.skip("needs util-linux's fincore")
+    monkeypatch.setattr(files_mod, "SEGMENT_BYTES", 64 * MiB)
+    with ChunkCache(root, max_bytes=256 * MiB) as c:
+        if not c._writer._direct:
+            pytest.skip("this filesystem refuses O_DIRECT")
+        small = [sized_chunk(i, 1000 + i) for i in range(3)]
+        large = [sized_chunk(10 + i, files_mod.DIRECT_CHUNK + 777 * i) for i in range(12)]
+        c.put_many(dict(small))
+        c.put_many(dict(large))
+        (path,) = [root / "segments" / name for name in segment_files(root)]
+        assert _resident(path) <= 4 * KiB  # the small chunks' one page, not the large ones
+        c.put_many(dict([sized_chunk(99, 5000)]))
+        offsets = [extent(c, cid)[1] for cid, _ in large]
+        assert offsets[0] % 4096 == 0 and offsets[0] >= 3 * 1000
+        assert offsets == sorted(offsets)
+        for cid, data in [*small, *large, sized_chunk(99, 5000)]:
+            assert c.get(cid) == data
+        assert_consistent(c, root)
+
+
+def test_a_filesystem_that_refuses_o_direct_gets_the_page_cache(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EINVAL at the direct write (an alignment the device wants larger): the batch,
+    and every later one, goes through the page cache; nothing is lost."""
+    real = os.pwritev
+    refused = []
+
+    def pwritev(fd: int, buffers: list[memoryview], offset: int) -> int:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(fd)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(files_mod.os, "pwritev", pwritev)
+    large = [sized_chunk(20 + i, 300 * KiB) for i in range(8)]
+    with ChunkCache(root, max_bytes=256 * MiB) as c:
+        if not c._writer._direct:
+            pytest.skip("this filesystem refuses O_DIRECT")
+        c.put_many(dict(large[:4]))
+        c.put_many(dict(large[4:]))
+        assert len(refused) == 1 and not c._writer._direct
+        for cid, data in large:
+            assert c.get(cid) == data
+        assert_consistent(c, root)

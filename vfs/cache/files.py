@@ -11,6 +11,15 @@ readahead runs across them.
   still index chunks in it; in_use() asks for it, so no one drops a segment that a
   live writer will still name, and a kill -9 releases it. A writer moves to a new
   segment once its current one reaches its target size.
+- Large chunks bypass the page cache: a batch of DIRECT_MIN bytes or more whose
+  chunks are all DIRECT_CHUNK or larger (a large file read ahead from the store) is
+  copied into the writer's one aligned buffer and written with O_DIRECT, at a 4 KiB
+  boundary (the hole before it, and the tail of its last block, are dead bytes).
+  Through the page cache, each such byte cost the mount a copy into a newly
+  allocated page, and the page stayed cached twice: in the segment, and in the
+  mounted file that was being read. Small chunks (small files, tree pages), which
+  warm reads ask the cache for again soon, go through the page cache as before, as
+  does everything where the filesystem refuses O_DIRECT.
 - Reading: SegmentFiles keeps a small table of open read fds, leased per read so
   that no fd is closed under a reader; neighbouring chunks of one segment are read
   with one preadv() into a pooled, reused buffer. Every chunk is checked
@@ -31,8 +40,11 @@ is ordered by the index (vfs.cache.index).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import itertools
 import logging
+import mmap
 import os
 import stat
 import threading
@@ -78,6 +90,14 @@ RUN_BYTES = 4 * 1024 * 1024
 # Read buffers kept for reuse (RUN_BYTES each): a bound on what reads keep resident,
 # however many threads read.
 _POOLED_BUFFERS = 4
+# Batches written around the page cache (see the module docstring), and the largest
+# the writer's aligned buffer grows to (a larger batch goes through the page cache).
+DIRECT_MIN = 1024 * 1024
+DIRECT_CHUNK = 128 * 1024
+DIRECT_MAX = 32 * 1024 * 1024
+# O_DIRECT wants the file offset, the length and the memory aligned to the device's
+# logical block; a page is a multiple of every common one.
+_ALIGN = 4096
 
 
 def segment_target(max_bytes: int) -> int:
@@ -290,6 +310,7 @@ class _Open:
 
     seg: int
     fd: int
+    dfd: int = -1  # the same file opened with O_DIRECT, if the filesystem allows it
     end: int = 0
     pending: int = 0  # appended batches whose index transaction has not ended
     retired: bool = False
@@ -298,13 +319,15 @@ class _Open:
 @dataclass
 class Lease:
     """Where an append put its chunks: hand it back to SegmentWriter.done() once the
-    index transaction naming them has ended (committed or not)."""
+    index transaction naming them has ended (committed or not). `bytes` is what the
+    segment grew by: the chunks, and the alignment of a direct write around them."""
 
     seg: int
     offsets: list[int]
     bytes: int
     _open: _Open = field(repr=False)
     taken_back: bool = False
+    start: int = 0  # the segment's end before the append
 
 
 class SegmentWriter:
@@ -319,6 +342,8 @@ class SegmentWriter:
         self.target = target
         self._lock = threading.Lock()
         self._cur: _Open | None = None
+        self._direct = True  # until the filesystem refuses O_DIRECT
+        self._stage: mmap.mmap | None = None  # the aligned buffer of direct writes
 
     def append(self, datas: Sequence[bytes | memoryview]) -> Lease:
         """Write `datas` one after another at the end of the current segment."""
@@ -327,24 +352,69 @@ class SegmentWriter:
             cur = self._cur
             if cur is None:
                 cur = self._cur = self._create()
-            offsets = []
-            pos = cur.end
-            for d in datas:
-                offsets.append(pos)
-                pos += len(d)
+            start = cur.end
             try:
-                _pwrite_all(cur.fd, datas, cur.end)
+                end = -1
+                if cur.dfd >= 0 and _goes_direct(datas, total):
+                    start = -(-start // _ALIGN) * _ALIGN
+                    end = self._write_direct(cur, datas, total, start)
+                if end < 0:
+                    start = cur.end
+                    _pwrite_all(cur.fd, datas, start)
+                    end = start + total
             except BaseException:
                 # Torn bytes, never indexed: leave them and the segment behind.
                 self._retire(cur)
                 self._cur = None
                 raise
-            cur.end = pos
+            offsets = list(itertools.accumulate((len(d) for d in datas[:-1]), initial=start))
+            lease = Lease(cur.seg, offsets if datas else [], end - cur.end, cur, start=cur.end)
+            cur.end = end
             cur.pending += 1
             if cur.end >= self.target:  # full: free to go once this batch is indexed
                 self._retire(cur)
                 self._cur = None
-            return Lease(cur.seg, offsets, total, cur)
+            return lease
+
+    def _write_direct(
+        self, cur: _Open, datas: Sequence[bytes | memoryview], total: int, offset: int
+    ) -> int:
+        """Copy `datas` into the aligned buffer and write it whole at `offset` (aligned)
+        with O_DIRECT, its last block filled with zeros; returns where it ended, or
+        -1 if the filesystem refused O_DIRECT before a byte moved (EINVAL: an
+        alignment it wants larger), and from now on this writer goes without."""
+        padded = -(-total // _ALIGN) * _ALIGN
+        if self._stage is None or len(self._stage) < padded:
+            if self._stage is not None:
+                self._stage.close()
+            self._stage = mmap.mmap(-1, max(padded, DIRECT_MIN))  # page-aligned
+        view = memoryview(self._stage)
+        try:
+            pos = 0
+            for d in datas:
+                view[pos : pos + len(d)] = d
+                pos += len(d)
+            view[total:padded] = bytes(padded - total)
+            done = 0
+            while done < padded:
+                try:
+                    n = os.pwritev(cur.dfd, [view[done:padded]], offset + done)
+                except OSError as e:
+                    if e.errno != errno.EINVAL or done:
+                        raise
+                    log.info(
+                        "chunk cache: O_DIRECT refused (%s): writing through the page cache", e
+                    )
+                    self._direct = False
+                    os.close(cur.dfd)
+                    cur.dfd = -1
+                    return -1
+                if n <= 0 or n % _ALIGN:
+                    raise OSError(errno.EIO, f"short direct write: {n} of {padded - done} bytes")
+                done += n
+        finally:
+            view.release()
+        return offset + padded
 
     def take_back(self, lease: Lease) -> bool:
         """Cut the bytes of `lease` off its segment if they are still its tail (no
@@ -354,11 +424,10 @@ class SegmentWriter:
             if lease.taken_back:
                 return True
             o = lease._open
-            start = lease.offsets[0] if lease.offsets else o.end
-            if o.end != start + lease.bytes:
+            if o.end != lease.start + lease.bytes:
                 return False
-            os.ftruncate(o.fd, start)
-            o.end = start
+            os.ftruncate(o.fd, lease.start)
+            o.end = lease.start
             lease.taken_back = True
             return True
 
@@ -367,18 +436,21 @@ class SegmentWriter:
             o = lease._open
             o.pending -= 1
             if o.retired and not o.pending:
-                os.close(o.fd)
+                _close(o)
 
     def close(self) -> None:
         with self._lock:
             if self._cur is not None:
                 self._retire(self._cur)
                 self._cur = None
+            if self._stage is not None:
+                self._stage.close()
+                self._stage = None
 
     def _retire(self, o: _Open) -> None:
         o.retired = True
         if not o.pending:
-            os.close(o.fd)
+            _close(o)
 
     def _create(self) -> _Open:
         files = self.files
@@ -403,7 +475,26 @@ class SegmentWriter:
             os.close(fd)
             unlink(path)
             raise
-        return _Open(seg, fd)
+        dfd = -1
+        if self._direct and hasattr(os, "O_DIRECT"):
+            try:
+                dfd = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+            except OSError as e:  # EINVAL: a filesystem without O_DIRECT (some FUSE ones)
+                log.debug("chunk cache: no O_DIRECT on %s: %s", files.seg_dir, e)
+                self._direct = False
+        return _Open(seg, fd, dfd)
+
+
+def _goes_direct(datas: Sequence[bytes | memoryview], total: int) -> bool:
+    """Whether a batch is written around the page cache (see the module docstring)."""
+    return DIRECT_MIN <= total <= DIRECT_MAX and all(len(d) >= DIRECT_CHUNK for d in datas)
+
+
+def _close(o: _Open) -> None:
+    os.close(o.fd)
+    if o.dfd >= 0:
+        os.close(o.dfd)
+        o.dfd = -1
 
 
 def _pwrite_all(fd: int, datas: Sequence[bytes | memoryview], offset: int) -> None:
