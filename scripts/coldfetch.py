@@ -18,8 +18,10 @@ SeaweedFS runs in its own process and is not counted).
 With `--mount N`: only N cold reads of the file through a real mount (`vfs mount`
 as users run it, a fresh cache directory each time, page caches dropped), each
 reported as MB/s, the daemon's CPU seconds per MiB (utime + stime of the daemon
-from /proc/PID/stat) and its minor page faults per MiB (fresh memory it touched). `--py-spy FILE` records the daemon's last read with py-spy
-(raw format); `--perf FILE` records it with `perf record -g`. Run it with PYTHONPATH at the tree to measure: the daemon inherits it.
+from /proc/PID/stat) and its minor page faults per MiB (fresh memory it touched).
+`--py-spy FILE` records the daemon's last read with py-spy (raw format), `--perf
+FILE` with `perf record` and DWARF call graphs (which name the frames under glibc's
+memcpy). Run it with PYTHONPATH at the tree to measure: the daemon inherits it.
 
 Then the work after the GET alone, on spans fetched once and kept in memory:
 `copy+verify` (each raw chunk copied out of the buffer, then hashed: what
