@@ -141,18 +141,23 @@ def test_clean_reads_skip_the_sdk_call_and_unclean_ones_take_it(s3_url: str) -> 
     assert isinstance(b, S3Backend)
     calls: list[str] = []
     sent: list[str] = []
-    events = b._client.meta.events
-    events.register("before-call.s3.GetObject", lambda **kw: calls.append("call"))
-    events.register("before-send.s3.GetObject", lambda request, **kw: sent.append(request.url))
+    for client in (b._client, b._quick):  # ranged GETs, and the others
+        events = client.meta.events
+        events.register("before-call.s3.GetObject", lambda **kw: calls.append("call"))
+    b._client.meta.events.register(
+        "before-send.s3.GetObject", lambda request, **kw: sent.append(request.url)
+    )
     try:
         data = _random(1 * MiB)
         b.put("packs/p", data)
         assert b.get_range("packs/p", 1000, 5000) == data[1000:6000]
         assert b.get_range("packs/p", len(data) - 10, 100) == data[-10:]
         assert b.get_range("packs/p", len(data) + 10, 100) == b""
+        assert b.get("packs/p") == data  # after a ranged GET on the same handle
+        assert b.get_range("packs/p", 10, 20) == data[10:30]
         assert b.get("packs/p") == data
         assert calls == []
-        assert len(sent) == 4 and all("Signature" in url for url in sent)
+        assert len(sent) == 6 and all("Signature" in url for url in sent)
         with pytest.raises(NotFound, match=r"no such object: s3://.*/packs/missing at http"):
             b.get_range("packs/missing", 0, 10)
         with pytest.raises(NotFound, match="packs/missing"):

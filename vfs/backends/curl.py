@@ -128,7 +128,12 @@ class UrlGetter:
         body: io.BytesIO | _Into = io.BytesIO() if into is None else _Into(into)
         try:
             c.setopt(pycurl.URL, url)
-            c.setopt(pycurl.HTTPHEADER, headers)
+            if headers:
+                c.setopt(pycurl.HTTPHEADER, headers)
+            else:
+                # An empty list leaves the handle's last headers in place (pycurl
+                # 7.49): a GET after a ranged one would send its Range again.
+                c.unsetopt(pycurl.HTTPHEADER)
             c.setopt(pycurl.LOW_SPEED_TIME, max(1, math.ceil(silence)))
             c.setopt(pycurl.WRITEDATA, body)
             c.perform()
