@@ -63,12 +63,16 @@ class _Into:
     def value(self, view: bool) -> bytes | memoryview:
         """What was received: the view of the buffer it filled, or bytes if it
         overflowed or `view` is false (the body of an error, read as text)."""
-        # The handle keeps its last WRITEDATA until the next request: it must not
-        # keep the lent buffer too.
-        got, self._view = self._view[: self._n], memoryview(b"")
+        got = self._view[: self._n]
+        self.release()
         if self._more is not None:
             return self._more.getvalue()
         return got if view else bytes(got)
+
+    def release(self) -> None:
+        """Let go of the lent buffer: the handle keeps its last WRITEDATA until the
+        next request, and must not keep the buffer lent meanwhile."""
+        self._view = memoryview(b"")
 
 
 class Failed(Exception):
@@ -139,6 +143,8 @@ class UrlGetter:
             c.perform()
             status = int(c.getinfo(pycurl.RESPONSE_CODE))
         except pycurl.error as exc:
+            if isinstance(body, _Into):
+                body.release()
             code = exc.args[0] if exc.args else 0
             if code == pycurl.E_OPERATION_TIMEDOUT:
                 # Past the connection (a new one or one kept alive), the request was
