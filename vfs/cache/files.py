@@ -352,13 +352,12 @@ class SegmentWriter:
             cur = self._cur
             if cur is None:
                 cur = self._cur = self._create()
-            start = cur.end
             try:
-                end = -1
+                start, end = cur.end, -1
                 if cur.dfd >= 0 and _goes_direct(datas, total):
-                    start = -(-start // _ALIGN) * _ALIGN
+                    start = _aligned(cur.end)
                     end = self._write_direct(cur, datas, total, start)
-                if end < 0:
+                if end < 0:  # not direct, or O_DIRECT refused
                     start = cur.end
                     _pwrite_all(cur.fd, datas, start)
                     end = start + total
@@ -383,7 +382,7 @@ class SegmentWriter:
         with O_DIRECT, its last block filled with zeros; returns where it ended, or
         -1 if the filesystem refused O_DIRECT before a byte moved (EINVAL: an
         alignment it wants larger), and from now on this writer goes without."""
-        padded = -(-total // _ALIGN) * _ALIGN
+        padded = _aligned(total)
         if self._stage is None or len(self._stage) < padded:
             if self._stage is not None:
                 self._stage.close()
@@ -483,6 +482,11 @@ class SegmentWriter:
                 log.debug("chunk cache: no O_DIRECT on %s: %s", files.seg_dir, e)
                 self._direct = False
         return _Open(seg, fd, dfd)
+
+
+def _aligned(n: int) -> int:
+    """`n` rounded up to the alignment of direct writes."""
+    return -(-n // _ALIGN) * _ALIGN
 
 
 def _goes_direct(datas: Sequence[bytes | memoryview], total: int) -> bool:
