@@ -176,6 +176,21 @@ class ChunkSource:
         Raw chunks come back as read-only views of the GET's one buffer, not
         copies: each keeps the whole span's buffer alive while it is held."""
         data = self.store.read_pack_range(span.pack, span.start, span.end - span.start)
+        out = self.decode_span(span, data, optional, self.verify_threads)
+        if cache and self.cache is not None:
+            self.cache.put_many(out)
+        return out
+
+    def decode_span(
+        self,
+        span: Span,
+        data: bytes | memoryview,
+        optional: Container[bytes] = (),
+        threads: int = 1,
+    ) -> dict[bytes, fmt.ChunkBytes]:
+        """The chunks of `span` out of `data`, its GET's answer (checked for length),
+        each verified, on this thread and up to `threads` - 1 helpers; as fetch_span
+        says for `optional`. Raises CorruptObject."""
         self.requests += 1
         self.bytes_fetched += len(data)
         view = memoryview(data)
@@ -200,15 +215,13 @@ class ChunkSource:
                 return e
 
         out: dict[bytes, fmt.ChunkBytes] = {}
-        for (w, _), raw in zip(todo, _map_helped(decode, todo, self.verify_threads), strict=True):
+        for (w, _), raw in zip(todo, _map_helped(decode, todo, threads), strict=True):
             if isinstance(raw, CorruptObject):
                 if w.ref.id not in optional:
                     raise raw
                 log.debug("left out a chunk fetched beside the wanted ones: %s", raw)
                 continue
             out[w.ref.id] = raw
-        if cache and self.cache is not None:
-            self.cache.put_many(out)
         return out
 
     def fetch(

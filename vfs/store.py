@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from vfs import format as fmt
 from vfs import perms, reflog
 from vfs.backends import Backend, default_store_url, metadata_stack, open_backend
+from vfs.backends.base import UrlRead
 from vfs.backends.metadata import BlobCache
 from vfs.chunker import PARAMS as CHUNKER_PARAMS
 from vfs.defaults import DEFAULT_BRANCH
@@ -395,7 +396,20 @@ class Store:
                 os.unlink(tmp)
 
     def read_pack_range(self, pack_id: bytes, offset: int, length: int) -> bytes | memoryview:
-        data = self.backend.get_range(self.pack_key(pack_id), offset, length)
+        return self.check_pack_range(
+            pack_id, offset, length, self.backend.get_range(self.pack_key(pack_id), offset, length)
+        )
+
+    def pack_url_read(self, pack_id: bytes, offset: int, length: int) -> UrlRead | None:
+        """read_pack_range as one GET of a URL the caller makes itself, or None where
+        the backend has no such road (Backend.url_read). Its answer goes through
+        check_pack_range as read_pack_range's does."""
+        return self.backend.url_read(self.pack_key(pack_id), offset, length)
+
+    @staticmethod
+    def check_pack_range(
+        pack_id: bytes, offset: int, length: int, data: bytes | memoryview
+    ) -> bytes | memoryview:
         if len(data) != length:
             raise CorruptObject(
                 f"pack {pack_id.hex()[:16]}: wanted {length} bytes at {offset}, got {len(data)} (truncated?)"

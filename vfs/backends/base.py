@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from vfs.errors import NotFound
@@ -42,6 +42,24 @@ class ObjectInfo:
     mtime: float
 
 
+@dataclass(frozen=True)
+class UrlRead:
+    """A ranged read that its caller may make itself, as one GET of `url` with
+    `headers`, where it has an HTTP client that waits better than a thread does (a
+    mount's, driven by its trio thread: vfs/mount/http.py). `silence` bounds the
+    seconds without a byte, `connect_timeout` the connection, `ca_file` names the
+    certificates to trust. `answer(status, body)` turns the reply into what
+    get_range would have answered, raises what it would have raised (NotFound), or
+    answers None: then ask get_range, which knows every other road."""
+
+    url: str
+    headers: list[str]
+    silence: float
+    connect_timeout: float
+    ca_file: str | None
+    answer: Callable[[int, bytes], bytes | memoryview | None]
+
+
 class Backend(ABC):
     """A flat object store. All methods raise vfs.errors.NotFound for a missing key
     and vfs.errors.BackendError (or PermissionDenied) for everything else."""
@@ -57,6 +75,12 @@ class Backend(ABC):
         """`length` bytes from `offset`. Fewer bytes only at the end of the object. A
         backend may answer a read-only view of a buffer of its own, which the view
         keeps alive."""
+
+    def url_read(self, key: str, offset: int, length: int) -> UrlRead | None:
+        """The same read as get_range(key, offset, length) as one GET of a URL, or
+        None where there is no such road (local disk, a layer that must see every
+        request, such as fault injection)."""
+        return None
 
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:

@@ -87,12 +87,50 @@ class Unreachable(Failed):
     """No connection could be made within the connect timeout."""
 
 
+def configure(c: pycurl.Curl, ca_file: str | None, connect_ms: int) -> None:
+    """The options every handle of ours has, whoever drives it."""
+    c.setopt(pycurl.CONNECTTIMEOUT_MS, connect_ms)
+    c.setopt(pycurl.LOW_SPEED_LIMIT, 1)  # bytes a second, over LOW_SPEED_TIME
+    c.setopt(pycurl.BUFFERSIZE, _BUFFER)
+    c.setopt(pycurl.FOLLOWLOCATION, 0)
+    c.setopt(pycurl.SSL_VERIFYPEER, 1)
+    c.setopt(pycurl.SSL_VERIFYHOST, 2)
+    if ca_file:
+        c.setopt(pycurl.CAINFO, ca_file)
+
+
+def prepare(
+    c: pycurl.Curl, url: str, headers: list[str], silence: float, body: io.BytesIO | _Into
+) -> None:
+    """Set up one GET on a handle."""
+    c.setopt(pycurl.URL, url)
+    if headers:
+        c.setopt(pycurl.HTTPHEADER, headers)
+    else:
+        # An empty list leaves the handle's last headers in place (pycurl 7.49): a
+        # GET after a ranged one would send its Range again.
+        c.unsetopt(pycurl.HTTPHEADER)
+    c.setopt(pycurl.LOW_SPEED_TIME, max(1, math.ceil(silence)))
+    c.setopt(pycurl.WRITEDATA, body)
+
+
+def failure(c: pycurl.Curl, code: int, message: str) -> Failed:
+    """What a libcurl error on handle `c` means to the caller."""
+    if code == pycurl.E_OPERATION_TIMEDOUT:
+        # Past the connection (a new one or one kept alive), the request was about
+        # to be sent: the server went silent.
+        if c.getinfo(pycurl.PRETRANSFER_TIME) > 0:
+            return Silent(message)
+        return Unreachable(message)
+    return Failed(message)
+
+
 class UrlGetter:
     """GETs by URL, one libcurl handle per thread."""
 
     def __init__(self, ca_file: str | None, connect_timeout: float) -> None:
-        self._ca_file = ca_file
-        self._connect_ms = max(1, int(connect_timeout * 1000))
+        self.ca_file = ca_file
+        self.connect_ms = max(1, int(connect_timeout * 1000))
         self._local = threading.local()
         self._handles: weakref.WeakSet[pycurl.Curl] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -107,15 +145,8 @@ class UrlGetter:
                 raise Failed("closed")
             c = pycurl.Curl()
             self._handles.add(c)
+        configure(c, self.ca_file, self.connect_ms)
         c.setopt(pycurl.NOSIGNAL, 1)  # threads: no SIGALRM for timeouts
-        c.setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_ms)
-        c.setopt(pycurl.LOW_SPEED_LIMIT, 1)  # bytes a second, over LOW_SPEED_TIME
-        c.setopt(pycurl.BUFFERSIZE, _BUFFER)
-        c.setopt(pycurl.FOLLOWLOCATION, 0)
-        c.setopt(pycurl.SSL_VERIFYPEER, 1)
-        c.setopt(pycurl.SSL_VERIFYHOST, 2)
-        if self._ca_file:
-            c.setopt(pycurl.CAINFO, self._ca_file)
         self._local.curl = c
         return c
 
@@ -131,28 +162,14 @@ class UrlGetter:
         c = self._handle()
         body: io.BytesIO | _Into = io.BytesIO() if into is None else _Into(into)
         try:
-            c.setopt(pycurl.URL, url)
-            if headers:
-                c.setopt(pycurl.HTTPHEADER, headers)
-            else:
-                # An empty list leaves the handle's last headers in place (pycurl
-                # 7.49): a GET after a ranged one would send its Range again.
-                c.unsetopt(pycurl.HTTPHEADER)
-            c.setopt(pycurl.LOW_SPEED_TIME, max(1, math.ceil(silence)))
-            c.setopt(pycurl.WRITEDATA, body)
+            prepare(c, url, headers, silence, body)
             c.perform()
             status = int(c.getinfo(pycurl.RESPONSE_CODE))
         except pycurl.error as exc:
             if isinstance(body, _Into):
                 body.release()
             code = exc.args[0] if exc.args else 0
-            if code == pycurl.E_OPERATION_TIMEDOUT:
-                # Past the connection (a new one or one kept alive), the request was
-                # about to be sent: the server went silent.
-                if c.getinfo(pycurl.PRETRANSFER_TIME) > 0:
-                    raise Silent(str(exc.args[-1])) from None
-                raise Unreachable(str(exc.args[-1])) from None
-            raise Failed(str(exc.args[-1] if exc.args else exc)) from None
+            raise failure(c, code, str(exc.args[-1] if exc.args else exc)) from None
         if isinstance(body, _Into):
             return status, body.value(status in (200, 206))
         # getvalue() hands over the buffer it filled, without a copy.

@@ -52,7 +52,7 @@ from botocore.config import Config
 from botocore.httpsession import get_cert_path
 
 from vfs.backends import curl
-from vfs.backends.base import Backend, ObjectInfo, Versioned
+from vfs.backends.base import Backend, ObjectInfo, UrlRead, Versioned
 from vfs.cache.buffers import RunBuffers
 from vfs.errors import BackendError, NotFound, PermissionDenied, UsageError, VfsError
 
@@ -308,15 +308,10 @@ class S3Backend(Backend):
         except (bce.ClientError, bce.BotoCoreError) as exc:
             raise self._error(exc, key) from exc
 
-    def _fast_get(
-        self, key: str, byte_range: str | None, into: memoryview | None = None
-    ) -> tuple[int, bytes | memoryview] | None:
-        """(status, body) of a GET of `key` by its presigned URL, or None: then the
-        caller asks boto3 (no libcurl road, no credentials, or an answer other than
-        200, 206, 416 or NoSuchKey; see the module's docstring). NotFound for a
-        missing key."""
-        if self._http is None:
-            return None
+    def _signed(self, key: str, headers: dict[str, str]) -> str | None:
+        """The presigned URL of a GET of `key`, reused for _URL_REUSE seconds, or
+        None: then the caller asks boto3 (no credentials, or a hook of boto3's sends,
+        such as the fault injection layer's throttling, answered this request)."""
         now = time.monotonic()
         signed = self._urls.get(key)
         if signed is None or now - signed[0] > _URL_REUSE:
@@ -331,25 +326,20 @@ class S3Backend(Backend):
             if len(self._urls) >= _MAX_URLS:
                 self._urls.clear()
             signed = self._urls[key] = (now, url)
-        headers = {"Range": byte_range} if byte_range else {}
-        # Whoever hooks boto3's sends (the fault injection layer's throttling) sees
-        # this one too: if a hook answers it, boto3 makes the whole call instead.
+        # Whoever hooks boto3's sends sees this one too: if a hook answers it, boto3
+        # makes the whole call instead.
         answers = self._client.meta.events.emit(
             "before-send.s3.GetObject", request=AWSRequest("GET", signed[1], headers)
         )
         if any(answer is not None for _, answer in answers):
             return None
-        silence = _READ_TIMEOUT if byte_range else self._quick_timeout
-        try:
-            status, body = self._http.get(
-                signed[1], [f"Range: {byte_range}"] if byte_range else [], silence, into
-            )
-        except curl.Silent:
-            raise BackendError(self._silent()) from None
-        except curl.Unreachable as exc:
-            raise BackendError(f"cannot reach S3 endpoint {self.endpoint}: {exc}") from None
-        except curl.Failed:
-            return None
+        return signed[1]
+
+    def _answered(
+        self, key: str, status: int, body: bytes | memoryview
+    ) -> tuple[int, bytes | memoryview] | None:
+        """A URL GET's reply as (status, body) if it is an answer (200, 206, 416),
+        NotFound if it says NoSuchKey, else None: ask boto3."""
         if status in (200, 206, 416):
             return status, body
         if status == 404 and b"<Code>NoSuchKey</Code>" in bytes(body):
@@ -359,6 +349,63 @@ class S3Backend(Backend):
         if status == 403:  # perhaps the URL, not the key: sign afresh next time
             self._urls.pop(key, None)
         return None
+
+    def _fast_get(
+        self, key: str, byte_range: str | None, into: memoryview | None = None
+    ) -> tuple[int, bytes | memoryview] | None:
+        """(status, body) of a GET of `key` by its presigned URL, or None: then the
+        caller asks boto3 (no libcurl road, no credentials, or an answer other than
+        200, 206, 416 or NoSuchKey; see the module's docstring). NotFound for a
+        missing key."""
+        if self._http is None:
+            return None
+        url = self._signed(key, {"Range": byte_range} if byte_range else {})
+        if url is None:
+            return None
+        silence = _READ_TIMEOUT if byte_range else self._quick_timeout
+        try:
+            status, body = self._http.get(
+                url, [f"Range: {byte_range}"] if byte_range else [], silence, into
+            )
+        except curl.Silent:
+            raise BackendError(self._silent()) from None
+        except curl.Unreachable as exc:
+            raise BackendError(f"cannot reach S3 endpoint {self.endpoint}: {exc}") from None
+        except curl.Failed:
+            return None
+        return self._answered(key, status, body)
+
+    @staticmethod
+    def _ranged(
+        status: int, data: bytes | memoryview, offset: int, length: int
+    ) -> bytes | memoryview:
+        """The bytes of a ranged GET's answer (200, 206 or 416)."""
+        if status == 416:
+            return b""  # as in get_range
+        if status == 200:  # a server that ignored Range: the whole object
+            data = data[offset : offset + length]
+        return data.toreadonly() if isinstance(data, memoryview) else data
+
+    def url_read(self, key: str, offset: int, length: int) -> UrlRead | None:
+        if self._http is None or offset < 0 or length <= 0:
+            return None
+        byte_range = f"bytes={offset}-{offset + length - 1}"
+        url = self._signed(key, {"Range": byte_range})
+        if url is None:
+            return None
+
+        def answer(status: int, body: bytes) -> bytes | memoryview | None:
+            fast = self._answered(key, status, body)
+            return None if fast is None else self._ranged(fast[0], fast[1], offset, length)
+
+        return UrlRead(
+            url,
+            [f"Range: {byte_range}"],
+            _READ_TIMEOUT,
+            _CONNECT_TIMEOUT,
+            self._http.ca_file,
+            answer,
+        )
 
     def get(self, key: str) -> bytes:
         fast = self._fast_get(key, None)
@@ -381,12 +428,7 @@ class S3Backend(Backend):
         fast = self._fast_get(key, byte_range, into)
         del into  # only the answer's own view, if any, keeps the buffer lent
         if fast is not None:
-            status, data = fast
-            if status == 416:
-                return b""  # as below
-            if status == 200:  # a server that ignored Range: the whole object
-                data = data[offset : offset + length]
-            return data.toreadonly() if isinstance(data, memoryview) else data
+            return self._ranged(fast[0], fast[1], offset, length)
         try:
             data, resp = self._get_object(key, Range=byte_range)
         except BackendError as exc:

@@ -23,9 +23,12 @@ Design of the read path (like mountpoint-s3's prefetcher, smaller)
    for the next reads only (`recent_bytes`): the cache can read them again, and
    their run buffers then go back to the pool for the reads that follow.
 4. The store: what the cache lacks is planned into ranged GETs (reader.plan_ranges:
-   neighbours in one pack coalesced up to `part_bytes`), each run in a worker thread
-   behind `remote_limiter` and verified against its BLAKE3 id there
-   (reader.ChunkSource.fetch_span). Its flights resolve at once; the chunks then
+   neighbours in one pack coalesced up to `part_bytes`), each behind
+   `remote_limiter` and verified against its BLAKE3 id: a GET of at most
+   `inline_bytes` (a small file) on a store with a URL road (S3) by this trio
+   thread itself (vfs/mount/http.py, `_fetch_inline`: no thread hand-off there and
+   back), anything else, and whatever that road did not answer cleanly, in a
+   worker thread (reader.ChunkSource.fetch_span). Its flights resolve at once; the chunks then
    queue for the one cache writer (`_write_behind`), which writes whatever has
    gathered in one ChunkCache.put_many, so a cache write never delays a reader and
    many small spans share one index transaction. Queued chunks also answer reads.
@@ -107,8 +110,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from vfs import format as fmt
+from vfs.backends import curl
 from vfs.cache.layout import packindex_dir
 from vfs.errors import BackendError, CorruptObject, NotFound, PermissionDenied
+from vfs.mount.http import MultiGetter
 from vfs.mount.memory import ChunkLRU
 from vfs.mount.windows import PackWindows
 from vfs.reader import ChunkSource, Wanted, plan_ranges
@@ -120,7 +125,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MiB = 1024 * 1024
+KiB = 1024
+MiB = 1024 * KiB
 # Chunks per cache write transaction of the mount's writer, at most; a batch also
 # stops at `part_bytes` (a single larger chunk goes alone). Each batch is appended to
 # its segment before the transaction that may evict for it, so max(part_bytes, the
@@ -174,6 +180,10 @@ class FetchConfig:
     # Pack windows of cold misses (vfs/mount/windows.py): first and largest size.
     window_min: int = 1 * MiB
     window_max: int = 8 * MiB
+    # GETs of at most this many bytes are made by the trio thread itself and
+    # verified there (vfs/mount/http.py), where the store has a URL road (S3);
+    # larger ones, and every GET on other stores, by worker threads.
+    inline_bytes: int = 256 * KiB
 
 
 @dataclass
@@ -196,6 +206,8 @@ class FetchStats:
     window_skipped: int = 0  # windows not fetched for want of in-flight budget
     pack_indexes: int = 0  # pack indexes loaded (from packindex/ or the store)
     chunks_fetched: int = 0  # chunks that came verified from the store, each time
+    inline_gets: int = 0  # GETs made by the trio thread (vfs/mount/http.py)
+    inline_fallbacks: int = 0  # of them, asked again by a worker thread
 
 
 class _Flight:
@@ -290,6 +302,7 @@ class Loader:
         # fetch, until the cache's index has it.
         self._in_write: dict[bytes, fmt.ChunkBytes] = {}
         self.windows = PackWindows(self.config.window_min, self.config.window_max)
+        self.http: MultiGetter | None = None  # started at the first small GET
         self._indexes_loading: set[bytes] = set()
         self._writing = False
         self._write_room: list[trio.Event] = []
@@ -855,11 +868,16 @@ class Loader:
         deadline = trio.current_time() + cfg.read_timeout
         attempt = 0
         corrupt = 0
+        inline = span.end - span.start <= cfg.inline_bytes
         while True:
             attempt += 1
             remaining = deadline - trio.current_time()
             try:
                 with trio.fail_after(max(0.01, min(cfg.attempt_timeout, remaining))):
+                    if inline:
+                        got = await self._fetch_inline(span, optional or {})
+                        if got is not None:
+                            return got
                     return await trio.to_thread.run_sync(
                         functools.partial(
                             self.source.fetch_span, cache=False, optional=optional or {}
@@ -884,6 +902,36 @@ class Loader:
             except (BackendError, OSError) as e:
                 why = str(e)
             await self._back_off(what, why, attempt, deadline)
+
+    async def _fetch_inline(
+        self, span: Span, optional: dict[bytes, Wanted]
+    ) -> dict[bytes, fmt.ChunkBytes] | None:
+        """fetch_span's work for a small span, done by the trio thread: one GET by the
+        store's URL road, verified here. None if there is no such road or it did not
+        answer cleanly: then a worker thread asks again, by every road it knows."""
+        n = span.end - span.start
+        read = self.store.pack_url_read(span.pack, span.start, n)
+        if read is None:
+            return None
+        if self.http is None:
+            self.http = MultiGetter()
+            self._nursery.start_soon(self.http.run)
+        self.stats.inline_gets += 1
+        async with self.remote_limiter:
+            try:
+                status, body = await self.http.get(
+                    read.url, read.headers, read.silence, read.connect_timeout, read.ca_file
+                )
+            except curl.Failed as e:
+                log.debug("GET on the trio thread failed (%s); asking again", e)
+                self.stats.inline_fallbacks += 1
+                return None
+        data = read.answer(status, body)  # NotFound: the pack is gone
+        if data is None:
+            self.stats.inline_fallbacks += 1
+            return None
+        data = self.store.check_pack_range(span.pack, span.start, n, data)
+        return self.source.decode_span(span, data, optional)
 
     async def _back_off(self, what: str, why: str, attempt: int, deadline: float) -> None:
         """After failed try number `attempt` of a store read (a chunk span, a page, the
