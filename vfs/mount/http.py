@@ -102,9 +102,9 @@ class MultiGetter:
         self._watched[sock] = events
 
     def _on_timer(self, timeout_ms: int) -> None:
+        # Only recorded: whoever called into libcurl brings the driver's wait up to
+        # date once the call returns (_timed).
         self._deadline = math.inf if timeout_ms < 0 else trio.current_time() + timeout_ms / 1e3
-        if self._waiting is not None:
-            self._waiting.deadline = self._deadline
 
     # -- the driver ----------------------------------------------------------------
 
@@ -124,6 +124,18 @@ class MultiGetter:
             self._waiting = None
             self.close()
 
+    def _timed(self) -> None:
+        """Run libcurl's timer if it is due, then wake the driver sooner if libcurl now
+        wants it sooner than the driver's wait allows. (Waking it later than asked
+        is not needed: socket_action on a timer that is not due does nothing.)"""
+        if trio.current_time() >= self._deadline:
+            self._deadline = math.inf  # libcurl sets the next one from inside the call
+            self._multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
+        self._reap()
+        waiting = self._waiting
+        if waiting is not None and self._deadline < waiting.deadline:
+            waiting.deadline = self._deadline
+
     def _act(self) -> None:
         for sock, events in self._epoll.poll(0):
             mask = 0
@@ -134,9 +146,9 @@ class MultiGetter:
             if events & (select.EPOLLERR | select.EPOLLHUP):
                 mask |= pycurl.CSELECT_ERR
             self._multi.socket_action(sock, mask)
-        if trio.current_time() >= self._deadline:
-            self._deadline = math.inf  # libcurl sets the next one from inside the call
-            self._multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
+        self._timed()
+
+    def _reap(self) -> None:
         while True:
             queued, ok, failed = self._multi.info_read()
             for c in ok:
@@ -188,10 +200,14 @@ class MultiGetter:
         self._running[c] = t
         self.gets += 1
         try:
-            self._multi.add_handle(c)  # libcurl asks for a timeout of 0: the driver acts
+            # libcurl asks for its timer at once; running it here sends the request
+            # now (on a connection kept alive), without a turn of the driver.
+            self._multi.add_handle(c)
+            self._timed()
         except pycurl.error as e:
-            del self._running[c]
-            self._drop(c)
+            if self._running.pop(c, None) is not None:
+                self._multi.remove_handle(c)
+                self._drop(c)
             raise curl.Failed(str(e)) from None
         try:
             await t.done.wait()
