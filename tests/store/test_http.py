@@ -8,7 +8,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -218,24 +218,42 @@ def _commit(s3_url: str, tmp_path: Path) -> dict[str, bytes]:
     return files
 
 
-def test_small_cold_files_come_by_the_trio_thread_and_a_large_one_by_threads(
-    s3_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _run(
+    s3_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    body: Callable[[FsCore, _Counted, dict[str, bytes]], Awaitable[None]],
+    broken: bool = False,
 ) -> None:
+    """body(core, counted, files) on an FsCore over a bare S3 store of _commit's
+    files, its thread road counted (and its URL road broken, if asked)."""
     files = _commit(s3_url, tmp_path)
     store = Store.open(s3_url)
     assert isinstance(store.backend, S3Backend)
     counted = _Counted(store.backend, monkeypatch)
+    if broken:
+        counted.break_url_road()
     cache = ChunkCache(tmp_path / "cache", 1 << 30)
-    small = sorted(p for p in files if p.startswith("d/"))
-    random.Random(3).shuffle(small)
+    try:
+        run_core(store, "ds@v1", lambda core: body(core, counted, files), cache=cache)
+    finally:
+        cache.close()
+        store.close()
 
-    async def body(core: FsCore) -> None:
-        async def one(rel: str) -> None:
-            assert await read_all(core, (await walk_path(core, rel)).ino) == files[rel]
 
+async def _read(core: FsCore, files: dict[str, bytes], rel: str) -> None:
+    assert await read_all(core, (await walk_path(core, rel)).ino) == files[rel]
+
+
+def test_small_cold_files_come_by_the_trio_thread_and_a_large_one_by_threads(
+    s3_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def body(core: FsCore, counted: _Counted, files: dict[str, bytes]) -> None:
+        small = sorted(p for p in files if p.startswith("d/"))
+        random.Random(3).shuffle(small)
         async with trio.open_nursery() as n:
             for rel in small:
-                n.start_soon(one, rel)
+                n.start_soon(_read, core, files, rel)
         stats = core.fetcher.stats
         assert stats.inline_gets > 0 and stats.inline_fallbacks == 0
         # Only pack windows (a MiB or more) took worker threads; no small file did.
@@ -243,42 +261,26 @@ def test_small_cold_files_come_by_the_trio_thread_and_a_large_one_by_threads(
         assert all(n > inline for n in counted.thread_gets)
         assert stats.requests == stats.inline_gets + len(counted.thread_gets)
         before = len(counted.thread_gets)
-        await one("big.bin")
+        await _read(core, files, "big.bin")
         assert len(counted.thread_gets) > before  # 8 MiB parts: worker threads
 
-    try:
-        run_core(store, "ds@v1", body, cache=cache)
-    finally:
-        cache.close()
-        store.close()
+    _run(s3_url, tmp_path, monkeypatch, body)
 
 
 def test_a_url_road_that_fails_is_asked_again_by_a_thread(
     s3_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    files = _commit(s3_url, tmp_path)
-    store = Store.open(s3_url)
-    assert isinstance(store.backend, S3Backend)
-    counted = _Counted(store.backend, monkeypatch)
-    counted.break_url_road()
-    cache = ChunkCache(tmp_path / "cache", 1 << 30)
-
-    async def body(core: FsCore) -> None:
+    async def body(core: FsCore, counted: _Counted, files: dict[str, bytes]) -> None:
         for rel in sorted(p for p in files if p.startswith("d/"))[:10]:
-            assert await read_all(core, (await walk_path(core, rel)).ino) == files[rel]
+            await _read(core, files, rel)
         stats = core.fetcher.stats
         assert stats.inline_gets > 0
         assert stats.inline_fallbacks == stats.inline_gets
-        assert len([n for n in counted.thread_gets if n <= core.fetcher.config.inline_bytes]) == (
-            stats.inline_gets
-        )
+        small = [n for n in counted.thread_gets if n <= core.fetcher.config.inline_bytes]
+        assert len(small) == stats.inline_gets
         assert stats.retries == 0 and stats.failures == 0
 
-    try:
-        run_core(store, "ds@v1", body, cache=cache)
-    finally:
-        cache.close()
-        store.close()
+    _run(s3_url, tmp_path, monkeypatch, body, broken=True)
 
 
 def test_the_daemon_has_no_url_road_under_fault_injection(tmp_path: Path, s3_url: str) -> None:
