@@ -326,6 +326,53 @@ def test_an_outage_shorter_than_the_read_timeout_is_invisible(
 @pytest.mark.s3
 @pytest.mark.fuse
 @needs_fuse
+def test_small_files_fetched_by_the_trio_thread_fail_in_bound_when_the_store_stalls(
+    private_seaweed: SeaweedServer, tmp_path: Path
+) -> None:
+    """A plain mount (no fault layer) fetches a small file's GET on its trio thread
+    (vfs/mount/http.py). The store stalled (SIGSTOP: connections accepted, nothing
+    answered): each read fails with EIO within the read timeout, the daemon stays up
+    and answers other requests meanwhile, and once the store resumes the same files
+    read correctly, on the same road, without a remount."""
+    server = private_seaweed
+    url = f"s3://{server.make_bucket('stall-inline')}/store"
+    src = tmp_path / "src"
+    src.mkdir()
+    files = _files(src, 16, 30 * KiB, seed=5)
+    _commit(url, src, "ds", "v1", tmp_path)
+    m = Mounts(url, tmp_path)
+    try:
+        read_timeout = 2.0
+        mnt = m.mount("ds@v1", "mnt", "--read-timeout", str(read_timeout))
+        names = sorted(files)
+        for name in names:  # names and locations first: what stalls is the bytes
+            open(mnt / name, "rb").close()
+        server.pause()
+        try:
+            stalled = _Reads()
+            threads = stalled.in_threads(mnt, {n: files[n] for n in names[:8]}, 4)
+            time.sleep(0.5)
+            assert control.request(str(mnt), {"op": "status"}, timeout=5)["ok"]
+            for t in threads:
+                t.join(timeout=120)
+            assert not stalled.wrong and stalled.ok == 0 and stalled.eio == 8
+            assert max(stalled.durations) < 2 * read_timeout + 3.0, stalled.durations
+        finally:
+            server.resume()
+        again = _Reads()
+        again.read_files(mnt, files)
+        assert again.eio == 0 and not again.wrong and again.ok >= len(files)
+        stats = control.status(str(mnt), timeout=10).stats
+        assert stats["inline_gets"] > 0, stats
+    finally:
+        m.cleanup()
+    errors = m.error_lines()
+    assert not errors, errors
+
+
+@pytest.mark.s3
+@pytest.mark.fuse
+@needs_fuse
 def test_a_pinned_version_mounts_and_reads_with_the_store_gone(
     private_seaweed: SeaweedServer, tmp_path: Path
 ) -> None:
