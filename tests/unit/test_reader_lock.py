@@ -8,6 +8,7 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -102,9 +103,55 @@ async def test_a_holder_that_raises_hands_it_on() -> None:
     assert got == ["closed", "next"]
 
 
-def test_pyfuse3_sees_trio_with_this_lock() -> None:
+def test_a_queued_request_is_waited_for_without_trio_s_epoll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """_Requests.wait_readable: a readable descriptor returns after one checkpoint,
+    without trio's wait (no epoll registration); an empty one waits in trio's
+    wait until written."""
+    import os
+
+    from vfs.mount.fuse import _Requests
+
+    trio_waits: list[int] = []
+    real_wait = trio.lowlevel.wait_readable
+
+    async def counted(fd: int) -> None:
+        trio_waits.append(fd)
+        await real_wait(fd)
+
+    monkeypatch.setattr(trio.lowlevel, "wait_readable", counted)
+    wait = _Requests().wait_readable
+    r, w = os.pipe()
+
+    async def main() -> None:
+        os.write(w, b"x")
+        with trio.testing.assert_checkpoints():
+            await wait(r)
+        assert trio_waits == []
+        os.read(r, 1)
+        with trio.move_on_after(0.2) as scope:
+            await wait(r)  # empty: parks in trio's wait_readable
+        assert scope.cancelled_caught and trio_waits == [r]
+        async with trio.open_nursery() as n:
+            n.start_soon(wait, r)
+            await trio.sleep(0.05)
+            os.write(w, b"y")  # wakes it through trio's epoll
+        assert trio_waits == [r, r]
+
+    try:
+        trio.run(main)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_pyfuse3_sees_trio_with_the_two_replacements_and_nothing_else_changed() -> None:
     shim = _trio_for_pyfuse3()
     assert shim.Lock is _ReaderLock
-    assert shim.lowlevel is trio.lowlevel
     assert shim.ClosedResourceError is trio.ClosedResourceError
+    assert shim.lowlevel.wait_readable is not trio.lowlevel.wait_readable
+    assert shim.lowlevel.wait_readable.__qualname__ == "_Requests.wait_readable"
+    for name in ("current_task", "current_trio_token", "notify_closing", "checkpoint"):
+        assert getattr(shim.lowlevel, name) is getattr(trio.lowlevel, name)
     assert shim.open_nursery is trio.open_nursery

@@ -22,6 +22,7 @@ import errno
 import functools
 import logging
 import os
+import select
 import types
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -391,8 +392,46 @@ class _ReaderLock:
             self._held = False
 
 
+class _Requests:
+    """pyfuse3's wait for the next request on /dev/fuse (its only use of
+    `trio.lowlevel.wait_readable`), answered at once when a request is already
+    queued. trio's wait arms the descriptor in its epoll set (an epoll_ctl), parks
+    the task, and wakes it from the next epoll_wait: for a request that is already
+    there, about a fifth of the daemon's CPU on a warm open or release. Under load the
+    queue is rarely empty (a `release` is sent while its reader goes on to the next
+    `open`), so a zero-timeout poll(2) answers most waits; the task still yields
+    once (a checkpoint), so that a steady stream of requests never starves the
+    mount's other tasks. Only the task holding pyfuse3's reader lock waits, and it
+    reads the request before anything else runs, so a request seen here is the one
+    it reads. Anything but a plain POLLIN (an error, a closed descriptor) is left to
+    trio's wait, which reports it as before.
+
+    Measured (4,000 cached files of 10-30 KB, open, read, close, two mounts of
+    one cache interleaved, 6 passes each): daemon CPU per file, median 215 -> 170 us
+    with 4 threads, 237 -> 218 us with 1."""
+
+    __slots__ = ("_fd", "_poll")
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self._fd = -1
+
+    async def wait_readable(self, fd: int) -> None:
+        if fd != self._fd:  # the first wait of a session
+            if self._fd >= 0:
+                self._poll.unregister(self._fd)
+            self._poll.register(fd, select.POLLIN)
+            self._fd = fd
+        ready = self._poll.poll(0)
+        if ready and ready[0][1] == select.POLLIN:
+            await trio.lowlevel.checkpoint()  # a cancel point, as trio's wait is
+            return
+        await trio.lowlevel.wait_readable(fd)
+
+
 def _trio_for_pyfuse3() -> types.ModuleType:
-    """What pyfuse3 sees as its `trio` module: trio, with _ReaderLock as Lock.
+    """What pyfuse3 sees as its `trio` module: trio, with _ReaderLock as Lock and
+    _Requests' wait as `lowlevel.wait_readable`.
     pyfuse3 looks `trio` up as a module global (pyfuse3.asyncio swaps it the same
     way) and uses it for its lock, wait_readable, the nursery of its workers and
     notify_closing. A copy of trio's namespace, so that each of those lookups stays
@@ -400,6 +439,10 @@ def _trio_for_pyfuse3() -> types.ModuleType:
     shim = types.ModuleType("trio")
     shim.__dict__.update(vars(trio))
     shim.__dict__["Lock"] = _ReaderLock
+    lowlevel = types.ModuleType("trio.lowlevel")
+    lowlevel.__dict__.update(vars(trio.lowlevel))
+    lowlevel.__dict__["wait_readable"] = _Requests().wait_readable
+    shim.__dict__["lowlevel"] = lowlevel
     return shim
 
 
