@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import math
 import select
 
@@ -40,8 +39,6 @@ import pycurl
 import trio
 
 from vfs.backends import curl
-
-log = logging.getLogger(__name__)
 
 # Connections the multi keeps alive. The loader bounds transfers in flight at once by
 # its remote limiter (16 by default); this is room for them and a few idle ones.
@@ -76,9 +73,9 @@ class MultiGetter:
         self._watched: dict[int, int] = {}  # socket -> epoll events
         self._deadline = math.inf  # when libcurl wants socket_action(SOCKET_TIMEOUT)
         self._waiting: trio.CancelScope | None = None  # the driver's wait, if it waits
-        self._idle: list[tuple[pycurl.Curl, tuple[str | None, int]]] = []
+        self._idle: list[pycurl.Curl] = []  # handles between transfers
         self._running: dict[pycurl.Curl, _Transfer] = {}
-        self._options: dict[pycurl.Curl, tuple[str | None, int]] = {}
+        self._options: dict[pycurl.Curl, tuple[str | None, int]] = {}  # (ca_file, connect_ms)
         self._closed = False
         self.gets = 0  # requests made, for the mount's stats
 
@@ -167,7 +164,7 @@ class MultiGetter:
             t.status = int(c.getinfo(pycurl.RESPONSE_CODE))
         else:
             t.error = curl.failure(c, *error)
-        self._idle.append((c, self._options[c]))
+        self._idle.append(c)
         t.done.set()
 
     # -- the callers' side ---------------------------------------------------------
@@ -175,8 +172,8 @@ class MultiGetter:
     def _handle(self, ca_file: str | None, connect_ms: int) -> pycurl.Curl:
         want = (ca_file, connect_ms)
         for i in range(len(self._idle) - 1, -1, -1):
-            if self._idle[i][1] == want:
-                return self._idle.pop(i)[0]
+            if self._options[self._idle[i]] == want:
+                return self._idle.pop(i)
         c = pycurl.Curl()
         curl.configure(c, ca_file, connect_ms)
         self._options[c] = want
@@ -235,7 +232,7 @@ class MultiGetter:
             t.error = curl.Failed("closed")
             t.done.set()
         self._running.clear()
-        for c, _ in self._idle:
+        for c in self._idle:
             c.close()
         self._idle.clear()
         self._options.clear()
