@@ -176,6 +176,8 @@ class ChunkSource:
         Raw chunks come back as read-only views of the GET's one buffer, not
         copies: each keeps the whole span's buffer alive while it is held."""
         data = self.store.read_pack_range(span.pack, span.start, span.end - span.start)
+        self.requests += 1
+        self.bytes_fetched += len(data)
         out = self.decode_span(span, data, optional, self.verify_threads)
         if cache and self.cache is not None:
             self.cache.put_many(out)
@@ -191,8 +193,6 @@ class ChunkSource:
         """The chunks of `span` out of `data`, its GET's answer (checked for length),
         each verified, on this thread and up to `threads` - 1 helpers; as fetch_span
         says for `optional`. Raises CorruptObject."""
-        self.requests += 1
-        self.bytes_fetched += len(data)
         view = memoryview(data)
         todo: list[tuple[Wanted, bytes | memoryview]] = []
         seen: set[bytes] = set()

@@ -30,7 +30,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from vfs import format as fmt
@@ -119,6 +119,17 @@ def _locs_count(locs: object) -> int:
 def _entries_count(entries: object) -> int:
     assert isinstance(entries, list)
     return len(entries) + 1
+
+
+def _whole_range(
+    pack_id: bytes, offset: int, length: int, data: bytes | memoryview
+) -> bytes | memoryview:
+    """`data`, if it is all `length` bytes asked for; CorruptObject if it is short."""
+    if len(data) != length:
+        raise CorruptObject(
+            f"pack {pack_id.hex()[:16]}: wanted {length} bytes at {offset}, got {len(data)} (truncated?)"
+        )
+    return data
 
 
 class Store:
@@ -396,25 +407,24 @@ class Store:
                 os.unlink(tmp)
 
     def read_pack_range(self, pack_id: bytes, offset: int, length: int) -> bytes | memoryview:
-        return self.check_pack_range(
+        return _whole_range(
             pack_id, offset, length, self.backend.get_range(self.pack_key(pack_id), offset, length)
         )
 
     def pack_url_read(self, pack_id: bytes, offset: int, length: int) -> UrlRead | None:
         """read_pack_range as one GET of a URL the caller makes itself, or None where
-        the backend has no such road (Backend.url_read). Its answer goes through
-        check_pack_range as read_pack_range's does."""
-        return self.backend.url_read(self.pack_key(pack_id), offset, length)
+        the backend has no such road (Backend.url_read). Its answer is checked as
+        read_pack_range's is."""
+        read = self.backend.url_read(self.pack_key(pack_id), offset, length)
+        if read is None:
+            return None
+        answer = read.answer
 
-    @staticmethod
-    def check_pack_range(
-        pack_id: bytes, offset: int, length: int, data: bytes | memoryview
-    ) -> bytes | memoryview:
-        if len(data) != length:
-            raise CorruptObject(
-                f"pack {pack_id.hex()[:16]}: wanted {length} bytes at {offset}, got {len(data)} (truncated?)"
-            )
-        return data
+        def checked(status: int, body: bytes) -> bytes | memoryview | None:
+            data = answer(status, body)
+            return None if data is None else _whole_range(pack_id, offset, length, data)
+
+        return replace(read, answer=checked)
 
     # --- refs ---
     # Every ref change goes through the methods below, and each appends its ref log

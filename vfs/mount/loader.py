@@ -930,7 +930,6 @@ class Loader:
         if data is None:
             self.stats.inline_fallbacks += 1
             return None
-        data = self.store.check_pack_range(span.pack, span.start, n, data)
         return self.source.decode_span(span, data, optional)
 
     async def _back_off(self, what: str, why: str, attempt: int, deadline: float) -> None:
