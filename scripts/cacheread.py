@@ -26,18 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from scripts.procstat import cpu_and_faults
 from vfs.ops.commit import commit_dir
 from vfs.store import Store
 from vfs.testing.seaweed import SeaweedServer
 
 MiB = 1024 * 1024
 HERE = Path(__file__).resolve().parent
-
-
-def _proc(pid: int) -> tuple[float, int]:
-    """The process's CPU seconds (user + system) and minor page faults."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
 
 
 def _drop_caches() -> None:
@@ -65,11 +60,11 @@ def _wait_mounted(mnt: Path, proc: subprocess.Popen[bytes]) -> None:
 
 def _measure(name: str, pid: int, path: Path, nbytes: int, bs: int) -> None:
     _drop_caches()
-    c0, f0 = _proc(pid)
+    c0, f0 = cpu_and_faults(pid)
     t0 = time.perf_counter()
     got = _read(path, bs)
     wall = time.perf_counter() - t0
-    c1, f1 = _proc(pid)
+    c1, f1 = cpu_and_faults(pid)
     assert got == nbytes, (got, nbytes)
     mib = nbytes / MiB
     print(

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import blake3
 
+from scripts.procstat import cpu_and_faults
 from vfs import format as fmt
 from vfs.ops.commit import commit_dir
 from vfs.reader import ChunkSource, Span, open_version, plan_ranges
@@ -69,12 +70,6 @@ def _timed(name: str, nbytes: int, fn: Callable[[], object]) -> tuple[float, flo
     per = cpu / (nbytes / MiB) * 1e3
     print(f"{name:12s} {mbs:8.1f} MB/s  {per:6.2f} ms CPU/MiB  ({wall:.2f} s, {cpu:.2f} s CPU)")
     return mbs, per
-
-
-def _daemon(pid: int) -> tuple[float, int]:
-    """The daemon's CPU seconds (user + system) and minor page faults."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
 
 
 def _mounted(work: Path, source: Path, nbytes: int, spy: str, perf: str = "") -> None:
@@ -112,12 +107,12 @@ def _mounted(work: Path, source: Path, nbytes: int, spy: str, perf: str = "") ->
             ]
             recorder = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
-        (c0, f0), t0 = _daemon(pid), time.perf_counter()
+        (c0, f0), t0 = cpu_and_faults(pid), time.perf_counter()
         with open(mnt / source.name, "rb", buffering=0) as f:
             while f.read(1 << 20):
                 pass
         wall = time.perf_counter() - t0
-        c1, f1 = _daemon(pid)
+        c1, f1 = cpu_and_faults(pid)
         cpu, mib = c1 - c0, nbytes / MiB
         print(
             f"mount {nbytes / wall / 1e6:8.1f} MB/s  {cpu / mib * 1e3:6.2f} ms "

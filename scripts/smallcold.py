@@ -30,15 +30,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from scripts.procstat import cpu_and_faults
 from vfs.ops.commit import commit_dir
 from vfs.store import Store
 from vfs.testing.seaweed import SeaweedServer
-
-
-def _cpu_of(pid: int) -> tuple[float, int]:
-    """A process's CPU seconds (user + system) and minor page faults."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
 
 
 def _stats(mnt: Path) -> dict[str, object]:
@@ -88,7 +83,7 @@ def _one(
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
         recorder = _recorder(pid, *record)
         before = _stats(mnt)
-        (c0, f0), (s0, _), t0 = _cpu_of(pid), _cpu_of(server_pid), time.perf_counter()
+        (c0, f0), (s0, _), t0 = cpu_and_faults(pid), cpu_and_faults(server_pid), time.perf_counter()
 
         def read(rel: str) -> int:
             with open(mnt / rel, "rb") as f:
@@ -97,7 +92,7 @@ def _one(
         with ThreadPoolExecutor(threads) as pool:
             nbytes = sum(pool.map(read, picks))
         wall = time.perf_counter() - t0
-        (c1, f1), (s1, _) = _cpu_of(pid), _cpu_of(server_pid)
+        (c1, f1), (s1, _) = cpu_and_faults(pid), cpu_and_faults(server_pid)
         after = _stats(mnt)
         n = len(picks)
         fuse_before = before.get("fuse_requests", {})

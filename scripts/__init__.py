@@ -1,0 +1,1 @@
+"""Harnesses and the bench: `python -m scripts.NAME` from the project root."""
