@@ -146,9 +146,94 @@ def test_a_queued_request_is_waited_for_without_trio_s_epoll(
         os.close(w)
 
 
+def _serve(shim: Any, fd: int, workers: int, requests: int) -> int:
+    """pyfuse3's request loop in miniature (pyfuse3 internal.pxi, _session_loop):
+    `workers` tasks take the reader lock in turn, wait for `fd` under it, read one
+    byte (a request) after letting go, and handle it without blocking. A bystander
+    task counts how often it gets to run meanwhile; returned."""
+    import os
+
+    lock = shim.Lock()
+    wait = shim.lowlevel.wait_readable
+    served = 0
+    ticks = 0
+
+    async def worker() -> None:
+        nonlocal served
+        while served < requests:
+            async with lock:
+                if served >= requests:
+                    return
+                await wait(fd)
+            os.read(fd, 1)
+            served += 1
+
+    async def bystander() -> None:
+        nonlocal ticks
+        while served < requests:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            for _ in range(workers):
+                n.start_soon(worker)
+            n.start_soon(bystander)
+
+    trio.run(main)
+    return ticks
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_a_steady_stream_of_requests_starves_no_other_task(workers: int) -> None:
+    """Requests always queued: each is answered without trio's wait, and without a
+    checkpoint while other readers park, yet every request lets the other tasks
+    run (a parked reader's turn, or the checkpoint when none parks)."""
+    import os
+
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x" * 400)
+        ticks = _serve(_trio_for_pyfuse3(), r, workers, 400)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert ticks >= 400 // 2
+
+
+def test_with_readers_parked_a_queued_request_is_answered_without_yielding() -> None:
+    import os
+
+    shim = _trio_for_pyfuse3()
+    lock = shim.Lock()
+    wait = shim.lowlevel.wait_readable
+    r, w = os.pipe()
+
+    async def main() -> None:
+        async with trio.open_nursery() as n, lock:
+            os.write(w, b"x")
+            with trio.testing.assert_checkpoints():
+                await wait(r)  # nobody parked: yields once
+            n.start_soon(_take, lock)
+            await trio.testing.wait_all_tasks_blocked()
+            assert lock.waiting
+            with trio.testing.assert_no_checkpoints():
+                await wait(r)  # the release below hands over: no yield here
+
+    async def _take(lock: Any) -> None:
+        async with lock:
+            pass
+
+    try:
+        trio.run(main)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def test_pyfuse3_sees_trio_with_the_two_replacements_and_nothing_else_changed() -> None:
     shim = _trio_for_pyfuse3()
-    assert shim.Lock is _ReaderLock
+    assert isinstance(shim.Lock(), _ReaderLock)
     assert shim.ClosedResourceError is trio.ClosedResourceError
     assert shim.lowlevel.wait_readable is not trio.lowlevel.wait_readable
     assert shim.lowlevel.wait_readable.__qualname__ == "_Requests.wait_readable"
