@@ -65,6 +65,15 @@ def _commit(url: str, src: Path, dataset: str, tag: str, tmp: Path) -> None:
         store.close()
 
 
+def _committed(url: str, tmp: Path, n: int, size: int, seed: int) -> dict[str, bytes]:
+    """`n` files of about `size` bytes (_files) committed to `url` as ds@v1."""
+    src = tmp / "src"
+    src.mkdir()
+    files = _files(src, n, size, seed)
+    _commit(url, src, "ds", "v1", tmp)
+    return files
+
+
 # --- the fault injection tool --------------------------------------------------------
 
 
@@ -191,10 +200,7 @@ def test_remote_down_or_stalled_during_cold_reads(
 ) -> None:
     server = private_seaweed
     url = f"s3://{server.make_bucket('remote-down')}/store"
-    src = tmp_path / "src"
-    src.mkdir()
-    cold = _files(src, 8, 1 * MiB, seed=1)
-    _commit(url, src, "ds", "v1", tmp_path)
+    cold = _committed(url, tmp_path, 8, 1 * MiB, seed=1)
     # The stalled phase reads files of their own pack, which no earlier read can have
     # fetched beside its own (a pack window takes a read's neighbours along).
     late_src = tmp_path / "late-src"
@@ -336,10 +342,7 @@ def test_small_files_fetched_by_the_trio_thread_fail_in_bound_when_the_store_sta
     read correctly, on the same road, without a remount."""
     server = private_seaweed
     url = f"s3://{server.make_bucket('stall-inline')}/store"
-    src = tmp_path / "src"
-    src.mkdir()
-    files = _files(src, 16, 30 * KiB, seed=5)
-    _commit(url, src, "ds", "v1", tmp_path)
+    files = _committed(url, tmp_path, 16, 30 * KiB, seed=5)
     m = Mounts(url, tmp_path)
     try:
         read_timeout = 2.0
@@ -418,10 +421,7 @@ def test_a_pinned_version_mounts_and_reads_with_the_store_gone(
 def test_throttled_reads_are_retried_and_served(store_url: str, tmp_path: Path) -> None:
     """Half the range reads answered 503 SlowDown (on S3 inside the HTTP exchange, so
     boto3 backs off and retries too): every read still returns the right bytes."""
-    src = tmp_path / "src"
-    src.mkdir()
-    files = _files(src, 6, 400 * KiB, seed=6)
-    _commit(store_url, src, "ds", "v1", tmp_path)
+    files = _committed(store_url, tmp_path, 6, 400 * KiB, seed=6)
     m = Mounts(store_url, tmp_path)
     try:
         m.faults.set(Fault("slowdown", ops=("get_range",), prob=0.5))
@@ -525,10 +525,7 @@ def test_damaged_objects_give_eio_naming_them_and_verify_lists_them(
 
 def test_verify_reads_from_the_store_not_the_cache(store_url: str, tmp_path: Path) -> None:
     """Corruption that every read would report must not hide behind cached copies."""
-    src = tmp_path / "src"
-    src.mkdir()
-    _files(src, 2, 100 * KiB, seed=3)
-    _commit(store_url, src, "ds", "v1", tmp_path)
+    _committed(store_url, tmp_path, 2, 100 * KiB, seed=3)
     m = Mounts(store_url, tmp_path)
     m.cli("prefetch", "ds@v1")
     store = Store.open(store_url)
@@ -632,10 +629,8 @@ def test_the_cache_cap_holds_under_16_readers_and_pins_hold(s3_url: str, tmp_pat
     from vfs.mount.loader import FetchConfig
 
     cap = 8 * MiB
-    src = tmp_path / "src"
-    src.mkdir()
-    files = _files(src, 100, 220 * KiB, seed=4)  # ~32 MiB: 4x the cap, one chunk a file
-    _commit(s3_url, src, "ds", "v1", tmp_path)
+    # ~32 MiB: 4x the cap, one chunk a file
+    files = _committed(s3_url, tmp_path, 100, 220 * KiB, seed=4)
     pinned_src = tmp_path / "pinned"
     pinned_src.mkdir()
     pinned = _files(pinned_src, 6, 200 * KiB, seed=5, prefix="p")
