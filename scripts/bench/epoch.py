@@ -4,6 +4,10 @@ real JPEG photographs (data.generate_images), cold and warm, in images/s.
 Every competitor runs the same job (torchjobs.py `epoch`: 4 workers, shuffled,
 batch 64, PIL decode and a ToTensor equivalent inside the dataset) in a new process:
 - local disk: the source folder, page caches dropped (the ceiling);
+- passthrough: the same folder through scripts/passthrough.py, the least a pyfuse3
+  filesystem does per request, page caches dropped: the ceiling of a Python FUSE
+  daemon on the machine (vfs's warm epoch is one `open` and one `release` per image
+  for its daemon, as this one's is);
 - vfs, rclone, s3fs, JuiceFS: a fresh mount over an empty cache directory, page
   caches dropped;
 - s3torchconnector: `S3MapDataset.from_prefix` over s3://plain/images/ with a
@@ -27,6 +31,7 @@ from .work import torch_job
 COMPETITORS = (
     ("vfs", "vfs"),
     ("local disk", "local"),
+    ("passthrough", "passthrough"),
     ("rclone", "rclone"),
     ("s3fs", "s3fs"),
     ("JuiceFS", "juicefs"),
@@ -51,6 +56,11 @@ def _one(ctx: Ctx, kind: str) -> tuple[float, float]:
         assert ctx.images_src is not None
         b.drop_caches()
         doc = torch_job(b, "epoch", "--root", ctx.images_src, *job)
+    elif kind == "passthrough":
+        assert ctx.images_src is not None
+        with b.mounted(b.mount_passthrough(ctx.images_src)) as m:
+            b.drop_caches()
+            doc = torch_job(b, "epoch", "--root", m.path, *job)
     elif kind == "connector":
         b.drop_caches()
         classes = ",".join(f"c{k:02d}" for k in range(benchdata.IMAGE_CLASSES))
@@ -93,7 +103,7 @@ def epoch_reps(ctx: Ctx) -> int:
     """One epoch pair (cold, warm) per competitor, also in a full run: the epoch is
     CPU-bound (decoding, the float tensors' trip through shared memory), a --quick
     cold epoch of 2,000 images took 7 to 32 s per competitor on the 2-CPU machine,
-    so 6 competitors x 2 epochs of 20,000 images already take 15 to 35 minutes."""
+    so 7 competitors x 2 epochs of 20,000 images already take 15 to 40 minutes."""
     del ctx
     return 1
 

@@ -278,7 +278,7 @@ ROWS: tuple[RowSpec, ...] = (
         "higher",
         "fraction",
         "images/s",
-        ("local disk", *PEERS),
+        ("local disk", "passthrough", *PEERS),
         (_g("≥ the best peer", "ratio>=", 1.0, *PEERS),),
     ),
     RowSpec(
@@ -289,7 +289,7 @@ ROWS: tuple[RowSpec, ...] = (
         "higher",
         "fraction",
         "images/s",
-        ("local disk", *PEERS),
+        ("local disk", "passthrough", *PEERS),
         (_g("≥ 0.9× local disk", "ratio>=", 0.9, "local disk"),),
     ),
     RowSpec(
