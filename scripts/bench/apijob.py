@@ -1,8 +1,9 @@
 """One run of the Python API over the small-file sample, in a process of its own:
-`vfs.open_version` and `Version.read_bytes` from 8 threads (or 1: this one), in the
-sample's (shuffled) order, optionally with that order handed to `Version.prefetch`
-first (the hint `vfs.torch.OrderHintSampler` gives). Prints one JSON line: the
-seconds of each pass. The bench's environment names the store (VFS_STORE) and its credentials."""
+`vfs.open_version` and `Version.read_bytes` from 8 threads (one thread reads in the
+calling thread, as the mount's side of the row does), in the sample's (shuffled)
+order, optionally with that order handed to `Version.prefetch` first (the hint
+`vfs.torch.OrderHintSampler` gives). Prints one JSON line: the seconds of each pass.
+The bench's environment names the store (VFS_STORE) and its credentials."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ order, and a waiter cancelled while parked never holds it."""
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -109,8 +110,6 @@ def test_a_queued_request_is_waited_for_without_trio_s_epoll(
     """_Requests.wait_readable: a readable descriptor returns after one checkpoint,
     without trio's wait (no epoll registration); an empty one waits in trio's
     wait until written."""
-    import os
-
     from vfs.mount.fuse import _Requests
 
     trio_waits: list[int] = []
@@ -151,8 +150,6 @@ def _serve(shim: Any, fd: int, workers: int, requests: int) -> int:
     `workers` tasks take the reader lock in turn, wait for `fd` under it, read one
     byte (a request) after letting go, and handle it without blocking. A bystander
     task counts how often it gets to run meanwhile; returned."""
-    import os
-
     lock = shim.Lock()
     wait = shim.lowlevel.wait_readable
     served = 0
@@ -189,8 +186,6 @@ def test_a_steady_stream_of_requests_starves_no_other_task(workers: int) -> None
     """Requests always queued: each is answered without trio's wait, and without a
     checkpoint while other readers park, yet every request lets the other tasks
     run (a parked reader's turn, or the checkpoint when none parks)."""
-    import os
-
     r, w = os.pipe()
     try:
         os.write(w, b"x" * 400)
@@ -202,8 +197,6 @@ def test_a_steady_stream_of_requests_starves_no_other_task(workers: int) -> None
 
 
 def test_with_readers_parked_a_queued_request_is_answered_without_yielding() -> None:
-    import os
-
     shim = _trio_for_pyfuse3()
     lock = shim.Lock()
     wait = shim.lowlevel.wait_readable
