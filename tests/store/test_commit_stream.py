@@ -82,7 +82,7 @@ def _reference_tree(path: Path, rel: str, rules: Rules, sink: _Pages) -> tuple[b
         else:
             chunks = tuple(
                 fmt.ChunkRef(fmt.chunk_id(bytes(c)), len(c))
-                for c in chunker.chunk_file(os.fsencode(p), st.st_size)
+                for c in chunker.chunk_file(os.fsencode(p), st)
             )
             total, files = total + st.st_size, files + 1
             entries.append(fmt.Entry(name, fmt.FILE, mode, mtime, st.st_size, chunks=chunks))
@@ -281,3 +281,71 @@ def test_unchanged_directories_are_reused_and_changes_still_seen(
     sink = _Pages()
     want, _, _ = _reference_tree(src, "", Rules.from_excludes(["*.png"]), sink)
     assert excluded.tree == want
+
+
+# A writer that strikes once the commit has taken the file's first chunk: in place (a
+# torn file under the old stat) or by truncating it (which killed a commit reading it
+# through an mmap with SIGBUS).
+_WRITER_CHILD = r"""
+import os, sys
+from vfs import chunker
+from vfs.cli import main
+
+real, how = chunker.chunk_file, sys.argv[1]
+
+def chunk_file(path, st):
+    for i, piece in enumerate(real(path, st)):
+        yield piece
+        if i == 0 and os.fsdecode(path).endswith("model.ckpt"):
+            fd = os.open(path, os.O_WRONLY)
+            if how == "truncate":
+                os.ftruncate(fd, 1000)
+            else:
+                os.pwrite(fd, b"torn!", st.st_size - 100)
+            os.close(fd)
+
+chunker.chunk_file = chunk_file
+sys.exit(main(sys.argv[2:]))
+"""
+_CLI_CHILD = "import sys; from vfs.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize(
+    ("size", "how"),
+    [(100_000, "write"), (20 * 1024 * 1024, "write"), (20 * 1024 * 1024, "truncate")],
+)
+def test_a_file_written_while_it_is_committed_is_refused_not_stored_torn(
+    tmp_path: Path, size: int, how: str
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "labels.csv").write_text("a,b\n")
+    ckpt = src / "model.ckpt"
+    ckpt.write_bytes(os.urandom(size))
+    url = str(tmp_path / "store")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(sys.path),
+        VFS_STORE=url,
+        VFS_CACHE_DIR=str(tmp_path / "cache"),
+        VFS_NO_PROGRESS="1",
+    )
+
+    def commit(*cmd: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", *cmd], capture_output=True, text=True, env=env, timeout=120
+        )
+
+    p = commit(_WRITER_CHILD, how, "commit", str(src), "ds")
+    assert p.returncode == 1, (p.returncode, p.stderr)  # not killed by SIGBUS
+    assert p.stderr == f"vfs: error: {ckpt} changed while being committed; commit again\n"
+    store = Store.open(url)
+    try:
+        assert store.read_ref("ds", HEADS, "main") is None
+        # Left alone, the file is committed as it now is.
+        p = commit(_CLI_CHILD, "commit", str(src), "ds")
+        assert p.returncode == 0, p.stderr
+        with open_version("ds", store) as v:
+            assert snapshot_version(v) == snapshot_fs(src)
+    finally:
+        store.close()

@@ -147,6 +147,8 @@ _Hashed = tuple[bytes, int, int, bytes | None]  # chunk id, length, codec, store
 
 def _read_error(path: bytes, e: OSError) -> VfsError:
     name = os.fsdecode(path)
+    if isinstance(e, chunker.ChangedWhileRead):
+        return VfsError(f"{name} changed while being committed; commit again")
     if isinstance(e, PermissionError):
         return VfsError(f"cannot read {name}: permission denied")
     if isinstance(e, FileNotFoundError):
@@ -163,14 +165,14 @@ def hash_chunk(data: bytes, known: KnownChunks) -> _Hashed:
 
 
 def _read_small(
-    files: list[tuple[bytes, int]], known: KnownChunks
+    files: list[tuple[bytes, os.stat_result]], known: KnownChunks
 ) -> list[list[_Hashed] | OSError]:
     """Read and hash a batch of small files (one chunk each); a file that cannot be
     read gives its error in its place."""
     out: list[list[_Hashed] | OSError] = []
-    for path, size in files:
+    for path, st in files:
         try:
-            out.append([hash_chunk(bytes(c), known) for c in chunker.chunk_file(path, size)])
+            out.append([hash_chunk(bytes(c), known) for c in chunker.chunk_file(path, st)])
         except OSError as e:
             out.append(e)
     return out
@@ -666,7 +668,7 @@ class _Walker:
             return f
         self._submit_small()  # ahead of this file's pieces: packs fill in path order
         try:
-            for piece in chunker.chunk_file(path, size):
+            for piece in chunker.chunk_file(path, st):
                 data = bytes(piece)
                 f.tasks += 1
                 self.window.append(([f], self.pool.submit(_hash_one, data, self.known)))
@@ -681,7 +683,7 @@ class _Walker:
     def _submit_small(self) -> None:
         if self.small:
             batch, self.small = self.small, []
-            todo = [(f.path, f.st.st_size) for f in batch]
+            todo = [(f.path, f.st) for f in batch]
             self.window.append((batch, self.pool.submit(_read_small, todo, self.known)))
 
     def _drain(self, limit: int) -> None:

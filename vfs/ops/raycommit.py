@@ -390,11 +390,13 @@ def _chunk_range(store: Store, cache_dir: str, part: _Range) -> _RangeResult:
             chunks: list[fmt.ChunkRef] = []
             try:
                 futures: list[Future[tuple[bytes, int, int, bytes | None]]] = []
-                for piece in chunker.chunk_file(path, st.st_size):
+                for piece in chunker.chunk_file(path, st):
                     futures.append(pool.submit(hash_chunk, bytes(piece), known))
                     if len(futures) >= 8:  # bounds the chunks held in memory
                         new_chunks += _take(futures, writer, chunks)
                 new_chunks += _take(futures, writer, chunks)
+            except chunker.ChangedWhileRead:
+                raise VfsError(f"{os.fsdecode(path)} changed while being committed; commit again") from None
             except OSError as e:
                 raise VfsError(f"cannot read {os.fsdecode(path)}: {e.strerror or e}") from None
             got = sum(c.length for c in chunks)
