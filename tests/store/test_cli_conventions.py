@@ -4,6 +4,7 @@ lines that name their logger, and shell completion."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import logging
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vfs.cli import VERBS, build_parser, hoist_global_options
+from vfs.cli import ACTION_VERBS, VERBS, build_parser, hoist_global_options
 from vfs.cli.common import setup_logging
 
 
@@ -75,6 +76,63 @@ def test_hoisting_moves_only_what_comes_before_the_verb() -> None:
     assert hoist_global_options(["ls", "--store", "S"]) == ["ls", "--store", "S"]
     assert hoist_global_options(["--store", "S", "--help"]) == ["--store", "S", "--help"]
     assert hoist_global_options(["--bogus", "ls"]) == ["--bogus", "ls"]
+    # a verb with actions declares the options on each action
+    assert hoist_global_options(["--store", "S", "cache", "pin", "ds@v1"]) == [
+        "cache",
+        "pin",
+        "--store",
+        "S",
+        "ds@v1",
+    ]
+    assert hoist_global_options(["-v", "remote", "--help"]) == ["remote", "-v", "--help"]
+
+
+def test_the_verbs_with_actions_are_the_ones_hoisting_knows() -> None:
+    parser = build_parser(all_verbs=True)
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    with_actions = {
+        name
+        for name, sub in verbs.choices.items()
+        if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions)
+    }
+    assert with_actions == set(ACTION_VERBS)
+
+
+def test_global_options_before_a_verb_with_actions(tmp_path: Path, data: Path) -> None:
+    store, cache = str(tmp_path / "store"), str(tmp_path / "cache")
+    env = {"VFS_CACHE_DIR": str(tmp_path / "other-cache")}
+    assert run("--store", store, "commit", str(data), "ds", env=env).returncode == 0
+    for argv in (
+        ["--store", store, "--cache-dir", cache, "cache", "pin", "ds"],
+        ["--cache-dir", cache, "cache", "stats", "--json"],
+    ):
+        p = run(*argv, env=env, cwd=tmp_path)
+        assert p.returncode == 0, (argv, p.stderr)
+        if "stats" in argv:
+            assert json.loads(p.stdout)["pins"], "the pin went to another cache"
+
+
+def test_a_pipe_reader_that_goes_away_is_not_an_error(tmp_path: Path) -> None:
+    d = tmp_path / "many"
+    d.mkdir()
+    for i in range(3000):  # a listing larger than a pipe's 64 KiB
+        (d / f"a-file-with-a-long-name-{i:05d}.txt").write_text("x")
+    env = {**os.environ, "VFS_STORE": str(tmp_path / "store"), "VFS_NO_PROGRESS": "1"}
+    env["VFS_CACHE_DIR"] = str(tmp_path / "cache")
+    assert run("commit", str(d), "ds", env=env).returncode == 0
+    for verb in ("ls ds", "ls -R ds"):
+        p = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f"{sys.executable} -m vfs {verb} | head -c 1 >/dev/null; exit ${{PIPESTATUS[0]}}",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert (p.returncode, p.stderr) == (0, ""), verb
 
 
 def test_python_dash_m_vfs_is_the_cli() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -95,6 +96,7 @@ class _Parser(argparse.ArgumentParser):
 # The options every store verb takes that may also stand before the verb, as git's do
 # (`vfs --store s3://team/data ls`, `vfs -v commit ...`): the two that take a value, and -v.
 _GLOBAL_VALUED = ("--store", "--cache-dir")
+ACTION_VERBS = ("cache", "config", "remote")  # `vfs VERB ACTION ...`
 
 
 def _is_global_flag(arg: str) -> bool:
@@ -102,8 +104,8 @@ def _is_global_flag(arg: str) -> bool:
 
 
 def hoist_global_options(argv: Sequence[str]) -> list[str]:
-    """argv with the global options written before the verb moved to just after it,
-    where each verb's parser declares them. Anything else before the verb (--help,
+    """argv with the global options written before the verb moved to just after it
+    (after its action, for ACTION_VERBS), where each verb's parser declares them. Anything else before the verb (--help,
     --version, a typo) is left for argparse to answer."""
     argv = list(argv)
     moved: list[str] = []
@@ -121,7 +123,9 @@ def hoist_global_options(argv: Sequence[str]) -> list[str]:
     rest = argv[i:]
     if not moved or not rest or rest[0].startswith("-"):
         return argv
-    return [rest[0], *moved, *rest[1:]]
+    # A verb with actions (`vfs cache pin`) declares them on each action's parser.
+    at = 2 if rest[0] in ACTION_VERBS and len(rest) > 1 and not rest[1].startswith("-") else 1
+    return [*rest[:at], *moved, *rest[at:]]
 
 
 def _verb(argv: Sequence[str]) -> str | None:
@@ -191,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VfsError as e:
         print(f"vfs: error: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:  # `vfs ls ds | head`: the reader has what it wanted
+        # Python would flush stdout again at exit and print the same error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except PermissionError as e:  # e.g. a shared directory a member cannot write
         where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
         print(f"vfs: error: permission denied: {where or e}", file=sys.stderr)
@@ -202,9 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(f"vfs: {e}" if isinstance(e, Interrupted) else "vfs: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return EXIT_OK
 
 
 def entry() -> None:
-    sys.exit(main())
+    rc = main()
+    try:  # what print() left buffered goes out here, to a reader that may be gone
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(rc)
