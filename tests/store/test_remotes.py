@@ -16,6 +16,7 @@ import pytest
 
 from tests.store.test_config import Project
 from tests.support.mounting import fuse_usable
+from vfs import lock
 from vfs.mount.control import is_mounted
 from vfs.testing.seaweed import SeaweedServer
 
@@ -143,6 +144,14 @@ def test_unreachable_remote_is_one_line_non_zero(project: Project) -> None:
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 1 and len(lines) == 1 and words in lines[0], p.stderr
         assert "Traceback" not in p.stderr
+    # A lock whose store cannot be reached is an error, not a ref that moved.
+    lock.write(
+        str(project.root / "vfs.lock"),
+        {"ds": lock.Locked("ds", "main", "ab" * 32, "s3://bucket/vfs", "2026-11-28T00:00:00Z")},
+    )
+    p = project.run("lock", "--check", check=False, VFS_S3_TIMEOUT="2")
+    assert p.returncode == 1 and p.stdout == "", (p.stdout, p.stderr)
+    assert p.stderr.count("\n") == 1 and endpoint in p.stderr, p.stderr
 
 
 @pytest.fixture
@@ -197,6 +206,7 @@ def test_registry_verbs_read_a_remote_by_name_leaving_the_default_store(
     assert p.run("cat", "ds@v2", "a.txt", "--store", "team").stdout == "two\n"
     assert p.run("cat", "ds@v2", "a.txt", "--store", s3_url + "/").stdout == "two\n"
     p.run("lock", "ds@v1", "--store", "team")
+    assert "no locked ref has moved" in p.run("lock", "--check").stderr  # at the endpoint
     p.run("get", "ds", "--locked", "-o", str(p.tmp / "locked"))
     assert (p.tmp / "locked" / "a.txt").read_text() == "one\n"
 

@@ -49,7 +49,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
         if args.specs:
             raise UsageError("--check takes no DATASET@REF: it checks the whole lock file")
         path = args.output or lock.find()
-        moved = check(lock.read(path))
+        # --store: every entry is checked in that store, where --locked would read it
+        moved = check(lock.read(path), (lambda _: open_store(args)) if args.store else None)
         if args.json:
             print_json(
                 {

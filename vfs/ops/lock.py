@@ -7,10 +7,11 @@ compares them with the store.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vfs import lock
-from vfs.errors import UsageError
+from vfs.errors import NotFound, UsageError
 from vfs.refs import parse_spec, resolve
 from vfs.store import Store
 
@@ -42,9 +43,16 @@ class Moved:
     why: str = ""
 
 
-def check(entries: dict[str, lock.Locked], open_store: type[Store] = Store) -> list[Moved]:
-    """Each locked ref whose current id differs from the locked one, in the store
-    each entry names."""
+def check(
+    entries: dict[str, lock.Locked], open_store: Callable[[str], Store] | None = None
+) -> list[Moved]:
+    """Each locked ref whose current id differs from the locked one, or that no longer
+    exists, in the store each entry names. A store is opened as every verb opens one
+    named by URL (an s3:// URL of a remote takes its endpoint), or by `open_store`; a
+    store that cannot be read raises, since that says nothing of the ref."""
+    from vfs.ops.base import open_store as open_url
+
+    opener = open_store or open_url
     moved = []
     stores: dict[str, Store] = {}
     try:
@@ -52,12 +60,10 @@ def check(entries: dict[str, lock.Locked], open_store: type[Store] = Store) -> l
             e = entries[name]
             store = stores.get(e.store)
             if store is None:
-                store = stores[e.store] = open_store.open(e.store)
+                store = stores[e.store] = opener(e.store)
             try:
                 now = resolve(store, f"{e.dataset}@{e.ref}").commit.hex()
-            except UsageError:
-                raise
-            except Exception as err:  # a deleted ref or dataset has moved too
+            except NotFound as err:  # a deleted ref or dataset has moved too
                 moved.append(Moved(e, None, str(err)))
                 continue
             if now != e.commit:
