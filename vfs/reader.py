@@ -70,6 +70,20 @@ def place(found: tree.Found, locs: dict[bytes, fmt.Location]) -> list[Wanted]:
     return out
 
 
+# The pack of a chunk placed nowhere yet (unplaced): no pack id is empty.
+NOWHERE = b""
+
+
+def unplaced(found: tree.Found) -> list[Wanted]:
+    """A file's chunks without their locations, for a file whose chunks are all in the
+    machine's cache: read from there, they need none, and the store need not answer.
+    A reader that must fetch one after all (evicted since) places it then."""
+    return [
+        Wanted(c, fmt.Location(NOWHERE, 0, c.length, fmt.CODEC_RAW), found.leaf)
+        for c in found.entry.chunks
+    ]
+
+
 @dataclass(slots=True)
 class Span:
     """One ranged GET: bytes [start, end) of a pack, holding the chunks `items`."""

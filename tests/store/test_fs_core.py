@@ -26,7 +26,7 @@ from tests.support.treegen import make_tree
 from vfs import format as fmt
 from vfs.backends.faults import Fault, FaultControl, FaultyBackend
 from vfs.cache import ChunkCache
-from vfs.errors import UsageError
+from vfs.errors import BackendError, UsageError
 from vfs.mount import files
 from vfs.mount.core import FsCore
 from vfs.mount.errors import InvalidArgument, IsADirectory, NoAttribute, ReadOnly, XattrsOff
@@ -525,6 +525,46 @@ def test_a_failing_store_gives_an_error_within_the_timeout_then_recovers(world: 
         assert core.fetcher.stats.retries > 0
 
     world.run("ds@v1", body, fetch=cfg)
+
+
+def test_a_file_whose_bytes_are_cached_reads_with_the_store_down(world: World) -> None:
+    """A file whose chunks the machine's cache holds (here read through v1) opens and
+    reads with the store down, though its directory's locations (v2's) were never
+    fetched; a file whose chunks are not there fails within the read timeout. A chunk
+    that leaves the cache of a file opened so is placed and fetched when read."""
+    cfg = FetchConfig(read_timeout=1.0, attempt_timeout=0.3, backoff=0.05)
+    big = world.v1["big.bin"]
+
+    async def fill(core: FsCore) -> None:
+        assert await read_all(core, (await walk_path(core, "big.bin")).ino) == big
+
+    world.run("ds@v1", fill)
+
+    async def offline(core: FsCore) -> None:
+        a = await walk_path(core, "big.bin")
+        added = await walk_path(core, "added.txt")
+        world.faults.set(Fault("error"), record=False)
+        try:
+            assert await read_all(core, a.ino) == big
+            t0 = time.monotonic()
+            with pytest.raises(BackendError):
+                await read_all(core, added.ino)
+            assert time.monotonic() - t0 < cfg.read_timeout + 0.5
+        finally:
+            world.faults.clear(record=False)
+
+    world.run("ds@v2", offline, fetch=cfg)
+
+    async def evicted(core: FsCore) -> None:
+        a = await walk_path(core, "big.bin")
+        fh = await core.open(a.ino, os.O_RDONLY)
+        world.cache.clear()
+        got = b"".join([await core.read(fh, off, MiB) for off in range(0, len(big), MiB)])
+        assert got == big
+        assert core.fetcher.stats.bytes_fetched >= len(big)  # placed, then from the store
+        core.release(fh)
+
+    world.run("ds@v2", evicted, fetch=cfg)
 
 
 def test_a_corrupt_cache_entry_is_refetched_not_served(world: World) -> None:

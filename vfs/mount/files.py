@@ -30,7 +30,7 @@ from vfs.mount.loader import Loader, PackGone
 from vfs.mount.namespace import ROOT, Namespace
 from vfs.mount.readahead import Readahead
 from vfs.mount.versions import View
-from vfs.reader import Wanted, place
+from vfs.reader import Wanted, place, unplaced
 from vfs.store import LRU, Store
 from vfs.tree import Found
 
@@ -182,6 +182,12 @@ class OpenFiles:
         locs = self.store.cached_locs(leaf)
         if locs is not None:
             wanted = place(found, locs)
+        elif self.loader.all_cached(found.entry.chunks):
+            # Its bytes are here (read through another version, or brought by a pack
+            # window), its leaf's locations perhaps not: they are asked for only if
+            # a chunk must come from the store after all, so that a store that is
+            # down does not stop a file this machine holds.
+            wanted = unplaced(found)
         else:
             wanted = await self.loader.meta(view.version.wanted, found)
         layout = _Layout(found.entry, wanted, leaf, key)
@@ -190,7 +196,8 @@ class OpenFiles:
 
     async def _relocate(self, f: _File) -> _Layout:
         """The file's layout placed again by its leaf's locations fresh from the store,
-        past the memory and the machine's cache: gc repacked a pack they named."""
+        past the memory and the machine's cache: gc repacked a pack they named, or the
+        file was opened unplaced and a chunk has left the cache since."""
         old = f.layout
         locs = await self.loader.meta(self.store.fetch_locs, old.leaf)
         layout = _Layout(old.entry, place(Found(old.entry, old.leaf), locs), old.leaf, old.key)

@@ -116,7 +116,7 @@ from vfs.errors import BackendError, CorruptObject, NotFound, PermissionDenied
 from vfs.mount.http import MultiGetter
 from vfs.mount.memory import ChunkLRU
 from vfs.mount.windows import PackWindows
-from vfs.reader import ChunkSource, Wanted, plan_ranges
+from vfs.reader import NOWHERE, ChunkSource, Wanted, plan_ranges
 
 if TYPE_CHECKING:
     from vfs.cache import ChunkCache
@@ -428,6 +428,18 @@ class Loader:
             if data is not None:
                 recent.put(cid, data)
 
+    def all_cached(self, chunks: Sequence[fmt.ChunkRef]) -> bool:
+        """Whether every one of these chunks is in memory or in the machine's cache (a
+        short LMDB read, on the calling thread, as _run's lookup)."""
+        if self.cache is None:
+            return False
+        ids = [c.id for c in chunks if self._held(c.id) is None]
+        try:
+            return len(self.cache.contains_many(ids)) == len(set(ids))
+        except Exception as e:  # a broken cache: the store places and serves the file
+            log.warning("chunk cache lookup failed: %s", e)
+            return False
+
     def from_store(self, cid: bytes) -> bool:
         """Whether a chunk just read came from the store (it is in the memory LRU or
         queued for the cache writer), rather than from the machine's cache."""
@@ -483,6 +495,12 @@ class Loader:
             self.stats.cache_hits += len(hits)
             missing = [w for w in items if w.ref.id not in hits]
             self.stats.cache_misses += len(missing)
+            if any(w.loc.pack == NOWHERE for w in missing):
+                for w in missing:  # the reader places them (files.py, _relocate)
+                    if w.loc.pack == NOWHERE:
+                        why = f"chunk {w.ref.id.hex()[:16]} left the cache of a file opened from it"
+                        self._fail(w.ref.id, mine[w.ref.id], why, gone=True)
+                missing = [w for w in missing if w.loc.pack != NOWHERE]
             if missing:
                 # A demand miss may bring a window of its pack; readahead is wide already.
                 widen = demand and self.cache is not None
