@@ -202,6 +202,13 @@ def check_key(key: str, origin: str = "") -> tuple[str, str | None]:
     raise UsageError(f"{where}unknown key {key!r}: {hint}the keys are {', '.join(known)}")
 
 
+def check_setting(key: str, value: str) -> None:
+    """UsageError unless `vfs config set KEY VALUE` would take it: checked before a
+    command that sets several keys writes any of them."""
+    check_key(key)
+    _check_value(key, value, "")
+
+
 def _check_value(key: str, value: Any, origin: str) -> str:
     where = f"{origin}: " if origin else ""
     if not isinstance(value, str):

@@ -84,6 +84,10 @@ def test_remote_add_list_remove(project: Project) -> None:
     p = project.run("remote", "add", "ghost", "../ghost", "--check", check=False)
     assert p.returncode == 1 and "no vfs store at" in p.stderr
     assert "ghost" not in toml.read_text()
+    # A refused endpoint writes nothing either, not even the URL before it.
+    for bad in ("localhost:8333", "http://user:secret@h:1"):
+        project.fails("remote", "add", "bad", "s3://b/vfs", "--endpoint-url", bad)
+        assert "bad" not in toml.read_text()
 
     project.run("remote", "remove", "team")
     assert "team" not in toml.read_text()  # core.remote named it: gone with it

@@ -104,10 +104,15 @@ def _add(args: argparse.Namespace) -> int:
 
     check_name(args.name, "remote")
     check_url(args.url, args.endpoint_url)
-    if args.endpoint_url:
-        config.check_key(f"remote.{args.name}.endpoint_url")
     path = config.scope_path(args.scope)
     url = config.path_for_file(args.url, path)
+    settings = {f"remote.{args.name}.url": url}
+    if args.endpoint_url:
+        settings[f"remote.{args.name}.endpoint_url"] = args.endpoint_url
+    if args.default:
+        settings["core.remote"] = args.name
+    for key, value in settings.items():  # all or nothing: a refused one writes none
+        config.check_setting(key, value)
     if config.load_file(path).get(f"remote.{args.name}.url") is not None:
         raise UsageError(
             f"remote {args.name!r} already exists in {path}: "
@@ -118,11 +123,8 @@ def _add(args: argparse.Namespace) -> int:
 
         resolved = config.path_for_file(args.url, "")  # absolute, as the shell meant it
         base.open_target(config.StoreTarget(resolved, args.endpoint_url, args.name)).close()
-    config.set_value(path, f"remote.{args.name}.url", url)
-    if args.endpoint_url:
-        config.set_value(path, f"remote.{args.name}.endpoint_url", args.endpoint_url)
-    if args.default:
-        config.set_value(path, "core.remote", args.name)
+    for key, value in settings.items():
+        config.set_value(path, key, value)
     reach = "reachable" if args.check else "not checked for reachability"
     default = ", the default remote" if args.default else ""
     print(f"remote {args.name} = {url}{default} in {path} ({reach})", file=sys.stderr)
