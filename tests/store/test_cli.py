@@ -117,6 +117,54 @@ def test_commit_log_ls_cat_get_diff_rollback(vfs: Vfs, tmp_path: Path) -> None:
     assert '"locations"' in show and '"pack"' in show
 
 
+def test_diff_says_what_changed_in_every_format(vfs: Vfs, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("edit.txt", "touch.txt", "chmod.sh", "gone.txt"):
+        (src / name).write_text(f"{name}\n" * 100)
+    vfs.run("commit", str(src), "ds", "--tag", "v1")
+    (src / "edit.txt").write_text("new words\n" * 300)  # 3,000 B, all new
+    os.utime(src / "touch.txt", ns=(0, 1_000_000_000))
+    (src / "chmod.sh").chmod(0o755)
+    (src / "gone.txt").unlink()
+    (src / "new.txt").write_text("n" * 500)
+    vfs.run("commit", str(src), "ds", "--tag", "v2")
+
+    text = vfs.run("diff", "ds@v1", "@v2").stdout.splitlines()
+    assert text == [
+        "M chmod.sh  (mode only)",
+        "M edit.txt  (900 B -> 2.9 KiB, 2.9 KiB new)",
+        "- gone.txt  (900 B)",
+        "+ new.txt  (500 B)",
+        "M touch.txt  (mtime only)",
+    ], text
+    doc = vfs.json("diff", "ds@v1", "@v2")
+    fields = {c["path"]: c["fields"] for c in doc["changes"] if c["status"] == "modified"}
+    assert fields == {
+        "chmod.sh": ["mode"],
+        "edit.txt": ["content", "mtime"],
+        "touch.txt": ["mtime"],
+    }
+    stat = vfs.json("diff", "ds@v1", "@v2", "--stat")
+    assert "changes" not in stat and stat["summary"] == doc["summary"]
+    md = vfs.run("diff", "ds@v1", "@v2", "--format", "md").stdout
+    assert "| added | 1 | 500 B |" in md
+    assert "| modified | 3 | 2.9 KiB new content |" in md, md  # the added file not counted
+    raw = subprocess.run(
+        [sys.executable, "-m", "vfs.cli", "diff", "ds@v1", "@v2", "-z"],
+        capture_output=True,
+        env=vfs.env,
+        timeout=60,
+    ).stdout
+    assert sorted(raw.split(b"\0")[:-1]) == [
+        b"A\tnew.txt",
+        b"D\tgone.txt",
+        b"M\tchmod.sh",
+        b"M\tedit.txt",
+        b"M\ttouch.txt",
+    ]
+
+
 def test_usage_errors_exit_2_with_one_line(vfs: Vfs, tmp_path: Path) -> None:
     vfs.run("init")  # a store to read from: a reader of no store fails first, with exit 1
     cases = [

@@ -23,7 +23,9 @@ def add_diff(p: argparse.ArgumentParser) -> None:
     p.add_argument("b", metavar="B")
     fmt_group = p.add_mutually_exclusive_group()
     fmt_group.add_argument("--format", choices=["text", "md", "json"], default="text")
-    fmt_group.add_argument("--stat", action="store_true", help="only the summary line")
+    fmt_group.add_argument(
+        "--stat", action="store_true", help="only the summary line (with --json: no changes)"
+    )
     fmt_group.add_argument(
         "-z",
         dest="nul",
@@ -51,28 +53,32 @@ def _print_diff(args: argparse.Namespace, d: VersionDiff) -> None:
     changes, s = d.changes, d.summary
     fmt_name = "json" if args.json else args.format
     if fmt_name == "json":
-        print_json(
-            {
-                "a": {"spec": str(d.a.spec), "id": d.a.commit.hex()},
-                "b": {"spec": str(d.b.spec), "id": d.b.commit.hex()},
-                "summary": vars(s),
-                "changes": [c.to_json() for c in changes],
-            }
-        )
+        doc: dict[str, object] = {
+            "a": {"spec": str(d.a.spec), "id": d.a.commit.hex()},
+            "b": {"spec": str(d.b.spec), "id": d.b.commit.hex()},
+            "summary": vars(s),
+        }
+        if not args.stat:
+            doc["changes"] = [c.to_json() for c in changes]
+        print_json(doc)
         return
     if fmt_name == "md":
         _diff_md(str(d.a.spec), str(d.b.spec), changes, s)
         return
     if args.nul:
         for c in changes:
-            write_nul(f"{c.status[0].upper()}\t{c.path}")
+            write_nul(f"{_LETTERS[c.status]}\t{c.path}")
         return
     if not args.stat:
         for c in changes:
             mark = {"added": "+", "removed": "-", "modified": "M"}[c.status]
             detail = human(c.new_size) if c.status != "removed" else human(c.old_size)
             if c.status == "modified":
-                detail = f"{human(c.old_size)} -> {human(c.new_size)}, {human(c.changed_bytes)} new"
+                detail = (
+                    f"{human(c.old_size)} -> {human(c.new_size)}, {human(c.changed_bytes)} new"
+                    if "content" in c.fields
+                    else f"{' and '.join(c.fields)} only"
+                )
             print(f"{mark} {shown(c.path)}  ({detail})")
     # The summary goes where every verb's summary goes: stderr (data is on stdout).
     print(
@@ -82,12 +88,16 @@ def _print_diff(args: argparse.Namespace, d: VersionDiff) -> None:
     )
 
 
+_LETTERS = {"added": "A", "removed": "D", "modified": "M"}  # as git diff --name-status
+
+
 def _diff_md(a: str, b: str, changes: list[Change], s: Summary) -> None:
     print(f"### Data changes: `{a}` → `{b}`\n")
     print("| | files | bytes |\n|---|---:|---:|")
     print(f"| added | {s.added} | {human(s.bytes_added)} |")
     print(f"| removed | {s.removed} | {human(s.bytes_removed)} |")
-    print(f"| modified | {s.modified} | {human(s.changed_bytes)} new content |")
+    # changed_bytes counts the added files whole: the modified row has the rest
+    print(f"| modified | {s.modified} | {human(s.changed_bytes - s.bytes_added)} new content |")
     if changes:
         print("\n<details><summary>files</summary>\n")
         print("| status | path | old size | new size |\n|---|---|---:|---:|")

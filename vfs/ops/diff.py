@@ -29,6 +29,9 @@ class Change:
     # For modified files: bytes of content in chunks the old version did not have,
     # which is what storing the new version cost.
     changed_bytes: int
+    # For modified entries, what differs: "content" (bytes, or a symlink's target),
+    # "mode", "mtime". A tree copied with new mtimes is "mtime" alone.
+    fields: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -84,7 +87,16 @@ def _diff_entry(store: Store, e: fmt.Entry, f: fmt.Entry, path: bytes) -> Iterat
     elif e != f:
         old_ids = {c.id for c in e.chunks}
         changed = sum(c.length for c in f.chunks if c.id not in old_ids)
-        yield Change(_name(path), MODIFIED, fmt.KIND_NAMES[f.kind], e.size, f.size, changed)
+        fields = tuple(
+            name
+            for name, differs in (
+                ("content", (e.kind, e.chunks, e.target) != (f.kind, f.chunks, f.target)),
+                ("mode", e.mode != f.mode),
+                ("mtime", e.mtime_ns != f.mtime_ns),
+            )
+            if differs
+        )
+        yield Change(_name(path), MODIFIED, fmt.KIND_NAMES[f.kind], e.size, f.size, changed, fields)
 
 
 @dataclass
