@@ -244,6 +244,21 @@ class DirView:
                 bound = page.check_child(i, child, upper)
                 yield from self._iter_page(child, bound, depth + 1)
 
+    def leaves(self) -> list[bytes]:
+        """The ids of the directory's leaf pages in name order, reading its index pages
+        and one leaf: an honest tree has every leaf at one depth (DirBuilder writes
+        index levels whole), so the first page of a level says whether it is the
+        leaves. A forged tree may not; a caller that reads a page it was given here
+        must take an index page too (iterating DirView(src, id) does)."""
+        level = [self.top]
+        for _ in range(MAX_DEPTH + 1):
+            first = self._src.get_page(level[0])
+            if first.kind == fmt.LEAF:
+                return level
+            level = [c.page for pid in level for c in self._src.get_page(pid).children()]
+        check_depth(self.top, MAX_DEPTH + 1)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def __len__(self) -> int:
         page = self._src.get_page(self.top)
         if page.kind == fmt.LEAF:

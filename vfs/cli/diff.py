@@ -12,7 +12,8 @@ from vfs.ops.diff import Change, Summary, VersionDiff, diff_versions
 def add_diff(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Compare version A with version B. B may be written @REF for the same dataset. "
-        "Unchanged directories are skipped without being read. Versions of a remote's "
+        "Unchanged directories are skipped without being read, and so are the pages "
+        "of a large directory that an edit did not rewrite. Versions of a remote's "
         "store are written REMOTE:DATASET@REF (both sides in that store)."
     )
     p.epilog = (
