@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import sys
 import textwrap
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from vfs import defaults
 
 if TYPE_CHECKING:
+    from vfs.ops.history import Deleted
     from vfs.store import Store
 
 
@@ -146,6 +148,15 @@ def open_spec_store(args: argparse.Namespace, *names: str) -> Store:
     for name, rest in zip(names, rests, strict=True):
         setattr(args, name, rest)
     return store
+
+
+def restore_command(args: argparse.Namespace, gone: Deleted) -> str:
+    """The command that recreates a deleted ref, run as the user ran the delete: in
+    the store --store named (a default store needs no option)."""
+    cmd = gone.restore
+    if getattr(args, "store", None):
+        cmd += f" --store {shlex.quote(args.store)}"
+    return cmd
 
 
 def cache_dir(args: argparse.Namespace) -> str:

@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vfs.cli.common import add_common, count_int, human, open_spec_store, open_store, print_json
+from vfs.cli.common import (
+    add_common,
+    count_int,
+    human,
+    open_spec_store,
+    open_store,
+    print_json,
+    restore_command,
+)
 from vfs.errors import UsageError
 from vfs.ops import history
 from vfs.ops.base import short
@@ -80,11 +88,12 @@ def _print_refs(args: argparse.Namespace, found: dict[str, bytes]) -> None:
 
 def _print_deleted(args: argparse.Namespace, gone: history.Deleted) -> None:
     if args.json:
-        print_json({"deleted": gone.ref, "id": gone.commit.hex(), "restore": gone.restore})
+        restore = restore_command(args, gone)
+        print_json({"deleted": gone.ref, "id": gone.commit.hex(), "restore": restore})
     kind = "tag" if gone.ref.startswith("tags/") else "branch"
     print(
         f"deleted {kind} {gone.dataset}@{gone.name} (was {short(gone.commit)}); "
-        f"restore with: {gone.restore}",
+        f"restore with: {restore_command(args, gone)}",
         file=sys.stderr,
     )
 

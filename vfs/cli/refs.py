@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vfs.cli.common import add_common, count_int, open_store, print_json
+from vfs.cli.common import add_common, count_int, open_store, print_json, restore_command
 from vfs.errors import UsageError
 from vfs.ops import history
 from vfs.ops.base import short
@@ -62,7 +62,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     for d in gone:
-        print(f"  {d.restore}", file=sys.stderr)
+        print(f"  {restore_command(args, d)}", file=sys.stderr)
     return 0
 
 
