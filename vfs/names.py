@@ -19,6 +19,12 @@ def check_name(name: str, what: str) -> str:
         raise UsageError(f"{what} name is empty")
     if len(name) > MAX_LEN:
         raise UsageError(f"{what} name is longer than {MAX_LEN} characters: {name[:40]!r}...")
+    remote, colon, rest = name.partition(":")
+    if colon and what == "dataset" and _NAME.fullmatch(remote) and ":" not in rest:
+        raise UsageError(
+            f"{name!r} names a remote's store (REMOTE:DATASET), which this command "
+            f"does not take: name the store with --store {remote}"
+        )
     if ".." in name or not _NAME.fullmatch(name) or name.endswith(".lock"):
         raise UsageError(
             f"invalid {what} name {name!r}: use letters, digits and . _ + - "

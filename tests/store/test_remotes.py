@@ -130,6 +130,11 @@ def test_unknown_remote_is_one_line_exit_2(project: Project) -> None:
         assert "unknown remote 'taem' (did you mean team?)" in line, line
         assert "the remotes are team" in line
     assert "drop --store" in project.fails("ls", "team:", "--store", "/x")
+    # A verb that reads one store's refs says how to name the remote's store instead.
+    project.run("init", "./here")
+    for args in (("verify", "team:ds@v1"), ("reflog", "team:ds"), ("tag", "team:ds", "v9")):
+        line = project.fails(*args, "--store", "./here")
+        assert line.endswith("does not take: name the store with --store team"), line
 
 
 def _closed_port() -> int:
