@@ -33,7 +33,13 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
-from vfs.defaults import _xdg_home, default_cache_dir, default_store_dir
+from vfs.defaults import (
+    DEFAULT_CACHE_BYTES,
+    _xdg_home,
+    default_cache_dir,
+    default_store_dir,
+    parse_size,
+)
 from vfs.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -50,6 +56,7 @@ __all__ = [
     "load",
     "load_file",
     "resolve_cache_dir",
+    "resolve_cache_size",
     "resolve_store",
     "scope_path",
     "set_value",
@@ -68,6 +75,7 @@ CEILING_ENV = "VFS_CONFIG_CEILING"
 KEYS: dict[str, str] = {
     "core.store": "the default store: a URL, a directory, or a remote's name",
     "core.cache_dir": "the chunk cache directory",
+    "core.cache_size": "the chunk cache's cap (10G, 512M), for every command and mount using it",
     "core.remote": "the remote push and pull use when none is named",
 }
 REMOTE_KEYS: dict[str, str] = {
@@ -77,6 +85,7 @@ REMOTE_KEYS: dict[str, str] = {
 ENV: dict[str, str] = {
     "VFS_STORE": "core.store",
     "VFS_CACHE_DIR": "core.cache_dir",
+    "VFS_CACHE_SIZE": "core.cache_size",
     "VFS_REMOTE": "core.remote",
 }
 
@@ -217,6 +226,11 @@ def _check_value(key: str, value: Any, origin: str) -> str:
         raise UsageError(f"{where}{key} holds credentials in its URL: {_SECRETS_GO}")
     if key.endswith(".endpoint_url") and not re.match(r"^https?://[^/\s]+", value):
         raise UsageError(f"{where}{key} must be http://host[:port] or https://..., not {value!r}")
+    if key == "core.cache_size":
+        try:
+            parse_size(value)
+        except ValueError as e:
+            raise UsageError(f"{where}{key}: {e}") from None
     if key == "core.remote" and not _NAME.fullmatch(value):
         raise UsageError(f"{where}core.remote must be a remote's name, not {value!r}")
     return value
@@ -492,6 +506,22 @@ def resolve_cache_dir(flag: str | None = None, cwd: str | None = None) -> str:
     if os.environ.get("VFS_CACHE_DIR"):
         return default_cache_dir()
     return load(cwd).cache_dir()
+
+
+def resolve_cache_size(flag: int | None = None, cwd: str | None = None) -> int:
+    """--cache-size, else $VFS_CACHE_SIZE, else core.cache_size, else 10G: the cap
+    every process using the cache keeps it to, so that one set in the config holds
+    for mounts, prefetch, get and the Python API alike."""
+    if flag:
+        return flag
+    env = os.environ.get("VFS_CACHE_SIZE")
+    if env:
+        try:
+            return parse_size(env)
+        except ValueError as e:
+            raise UsageError(f"$VFS_CACHE_SIZE: {e}") from None
+    v = load(cwd).values.get("core.cache_size")
+    return parse_size(v.text) if v else DEFAULT_CACHE_BYTES
 
 
 # --- writing -------------------------------------------------------------------------

@@ -4,6 +4,7 @@ the real user's config is never read."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -178,6 +179,33 @@ def test_unknown_keys_are_refused_with_a_did_you_mean(project: Project) -> None:
     assert "vfs.toml" in line and "core.cache" in line and "core.cache_dir" in line
     (project.root / "vfs.toml").write_text("[core\nstore = 1\n")
     assert "not valid TOML" in project.fails("config", "list")
+
+
+def test_one_cache_cap_for_every_process_that_uses_the_cache(project: Project) -> None:
+    """core.cache_size (or $VFS_CACHE_SIZE) is the cap of every command, not only of
+    the one given --cache-size: a prefetch no longer grows the cache a mount holds
+    small. A version larger than the cap is said to be, not quietly cut."""
+    MiB = 1024 * 1024
+
+    def cap(size: str = "") -> int:  # "": $VFS_CACHE_SIZE unset
+        p = project.run("cache", "stats", "--json", VFS_CACHE_SIZE=size)
+        return int(json.loads(p.stdout)["max_bytes"])
+
+    assert cap() == 10 * 1024**3
+    project.run("config", "set", "core.cache_size", "40M")
+    assert cap() == 40 * MiB
+    assert cap("30M") == 30 * MiB
+    assert "not a size" in project.fails("config", "set", "core.cache_size", "lots")
+
+    src = project.tmp / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"part{i}.bin").write_bytes(os.urandom(20 * MiB))
+    project.run("--store", "./store", "commit", str(src), "ds")
+    p = project.run("--store", "./store", "prefetch", "ds")
+    assert "do not fit the cache's cap of 40.0 MiB" in p.stderr, p.stderr
+    held = json.loads(project.run("cache", "stats", "--json").stdout)["bytes"]
+    assert 0 < held <= 40 * MiB + 32 * MiB  # the cap, and a segment being written
 
 
 def test_set_and_unset_keep_the_users_comments_and_layout(project: Project) -> None:

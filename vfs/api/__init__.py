@@ -88,10 +88,11 @@ class _Handle:
         with self._lock:
             if not self._cache_tried:
                 from vfs.cache import ChunkCache
+                from vfs.config import resolve_cache_size
 
                 assert self.cache_dir is not None
                 try:
-                    self.cache = ChunkCache(self.cache_dir)
+                    self.cache = ChunkCache(self.cache_dir, resolve_cache_size())
                 except VfsError as e:  # opened before fork(): the child reads past it
                     log.info("reading without the chunk cache: %s", e)
                 if self.cache is not None:

@@ -20,12 +20,13 @@ from vfs.cli.common import (
     print_json,
     show_progress,
 )
-from vfs.defaults import DEFAULT_CACHE_BYTES
 from vfs.ops import base, pin, prefetch
 
 
 def _open_cache(args: argparse.Namespace) -> ChunkCache:
-    return ChunkCache(cache_dir(args), getattr(args, "cache_size", None) or DEFAULT_CACHE_BYTES)
+    from vfs.config import resolve_cache_size
+
+    return ChunkCache(cache_dir(args), resolve_cache_size(getattr(args, "cache_size", None)))
 
 
 # --- prefetch ---
@@ -71,6 +72,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
         paths = [""]
     store = open_store(args)
     cache = _open_cache(args)
+    cap = cache.max_bytes
     store.use_cache(cache)  # the version's pages and locations are cached too
     bar: Any = None
     try:
@@ -111,6 +113,13 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
         f"{res.seconds:.2f} s ({rate:.0f} MB/s)",
         file=sys.stderr,
     )
+    if res.bytes > cap:
+        print(
+            f"vfs: warning: {human(res.bytes)} do not fit the cache's cap of {human(cap)}: "
+            "it kept what was fetched last. Raise the cap (--cache-size, core.cache_size) "
+            "for every process that uses this cache",
+            file=sys.stderr,
+        )
     return 0
 
 

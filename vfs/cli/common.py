@@ -128,7 +128,10 @@ def add_common(p: argparse.ArgumentParser, json_output: bool = False) -> None:
         g.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
-def add_cache_size(p: argparse.ArgumentParser, help: str = "cache cap (default 10G)") -> None:
+def add_cache_size(
+    p: argparse.ArgumentParser,
+    help: str = "cache cap for this command (default: core.cache_size, $VFS_CACHE_SIZE, else 10G)",
+) -> None:
     """--cache-size, for the verbs that open the chunk cache."""
     p.add_argument("--cache-size", type=parse_size, default=None, metavar="SIZE", help=help)
 

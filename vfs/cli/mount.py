@@ -21,6 +21,7 @@ from vfs.cli.common import (
     print_json,
     seconds,
 )
+from vfs.config import resolve_cache_size
 from vfs.errors import UsageError
 
 if TYPE_CHECKING:
@@ -64,8 +65,8 @@ def add_mount(p: argparse.ArgumentParser) -> None:
     )
     add_cache_size(
         p,
-        "cap of the chunk cache, e.g. 50G (default 10G); least recently used chunks "
-        "of unpinned versions are evicted past it",
+        "cap of the chunk cache, e.g. 50G (default: core.cache_size, $VFS_CACHE_SIZE, "
+        "else 10G); least recently used chunks of unpinned versions are evicted past it",
     )
     p.add_argument(
         "--read-timeout",
@@ -161,7 +162,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         store_url=store.url,
         endpoint_url=store.endpoint_url,
         cache_dir=cdir,
-        cache_size=args.cache_size,
+        cache_size=resolve_cache_size(args.cache_size),
         read_timeout=args.read_timeout,
         allow_other=args.allow_other,
         xattrs=args.xattrs,
@@ -202,7 +203,7 @@ def _mount_foreground(args: argparse.Namespace, cdir: str, store: StoreTarget) -
         store_url=store.url,
         endpoint_url=store.endpoint_url,
         cache_dir=cdir,
-        cache_size=args.cache_size,
+        cache_size=resolve_cache_size(args.cache_size),
         read_timeout=args.read_timeout,
         allow_other=args.allow_other,
         xattrs=args.xattrs,

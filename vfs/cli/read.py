@@ -20,6 +20,7 @@ from vfs.cli.common import (
     shown,
     write_nul,
 )
+from vfs.config import resolve_cache_size
 from vfs.errors import Interrupted
 from vfs.ops import base, history, read
 from vfs.ops.get import get
@@ -154,7 +155,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         args.store = args.store or entry.store
     store = open_spec_store(args, "spec")
     r = base.resolve(store, args.spec)
-    cache = ChunkCache(cache_dir(args))
+    cache = ChunkCache(cache_dir(args), resolve_cache_size())
     store.use_cache(cache)
     try:
         v = base.version_of(store, r, cache)

@@ -36,6 +36,7 @@ class WarmResult:
 
     files: int = 0
     chunks: int = 0
+    bytes: int = 0  # of those chunks
     already_cached: int = 0
     bytes_fetched: int = 0
     requests: int = 0
@@ -81,6 +82,7 @@ def warm(
             if w.ref.id in order:
                 continue
             order[w.ref.id] = len(order)
+            res.bytes += w.ref.length
             if cache.contains(w.ref.id):
                 res.already_cached += 1
             else:

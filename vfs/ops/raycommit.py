@@ -396,7 +396,9 @@ def _chunk_range(store: Store, cache_dir: str, part: _Range) -> _RangeResult:
                         new_chunks += _take(futures, writer, chunks)
                 new_chunks += _take(futures, writer, chunks)
             except chunker.ChangedWhileRead:
-                raise VfsError(f"{os.fsdecode(path)} changed while being committed; commit again") from None
+                raise VfsError(
+                    f"{os.fsdecode(path)} changed while being committed; commit again"
+                ) from None
             except OSError as e:
                 raise VfsError(f"cannot read {os.fsdecode(path)}: {e.strerror or e}") from None
             got = sum(c.length for c in chunks)
