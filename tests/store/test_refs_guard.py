@@ -110,7 +110,8 @@ def test_unmerged_branch_needs_D_and_comes_back_by_id(cli: Cli, tmp_path: Path) 
     rc, _, err = cli.run("branch", "-D", "ds", "exp")
     assert rc == 0
     assert (
-        f"deleted branch ds@exp (was {two[:12]}); restore with: vfs branch ds@{two[:12]} exp --store {cli.store}" in err
+        f"deleted branch ds@exp (was {two[:12]}); restore with: vfs branch ds@{two[:12]} exp --store {cli.store}"
+        in err
     )
     assert set(cli.json("branch", "ds")) == {"main"}
 
@@ -146,7 +147,10 @@ def test_tag_delete_and_restore(cli: Cli, tmp_path: Path) -> None:
     v1 = cli.commit(src, "ds", "--tag", "v1")
     rc, _, err = cli.run("tag", "-d", "ds", "v1")
     assert rc == 0
-    assert f"deleted tag ds@v1 (was {v1[:12]}); restore with: vfs tag ds@{v1[:12]} v1 --store {cli.store}" in err
+    assert (
+        f"deleted tag ds@v1 (was {v1[:12]}); restore with: vfs tag ds@{v1[:12]} v1 --store {cli.store}"
+        in err
+    )
     assert cli.json("tag", "ds") == {}
     assert cli.run("tag", "-d", "ds", "v1")[0] == 1
     assert cli.run("tag", "-d", "ds@main", "v1")[0] == 2  # a dataset, not a version
@@ -349,11 +353,14 @@ def test_rm_deletes_the_default_branch_last(cli: Cli, tmp_path: Path) -> None:
     assert rc == 0
     assert "deleted dataset ds (3 branches and 1 tag)" in err
     restores = [line.strip() for line in err.splitlines() if line.startswith("  vfs ")]
-    assert restores == [  # in the store the delete named
-        f"vfs branch ds@{head[:12]} main --store {cli.store}",
-        f"vfs branch ds@{head[:12]} aa --store {cli.store}",
-        f"vfs branch ds@{head[:12]} zz --store {cli.store}",
-        f"vfs tag ds@{head[:12]} t --store {cli.store}",
-    ]
+    assert (
+        restores
+        == [  # in the store the delete named
+            f"vfs branch ds@{head[:12]} main --store {cli.store}",
+            f"vfs branch ds@{head[:12]} aa --store {cli.store}",
+            f"vfs branch ds@{head[:12]} zz --store {cli.store}",
+            f"vfs tag ds@{head[:12]} t --store {cli.store}",
+        ]
+    )
     rm = [e["ref"] for e in cli.json("reflog", "ds") if e["action"] == "rm"]
     assert rm == ["heads/main", "heads/zz", "heads/aa", "tags/t"]  # newest first
