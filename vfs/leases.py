@@ -14,8 +14,8 @@ The protocol (docs/format.md, "Garbage collection", gives the argument):
 * a committer writes its lease, THEN reads `locks/gc`: if a live gc lock is there it
   deletes its lease, waits until the lock is gone or expired, and tries again;
 * gc writes `locks/gc`, THEN lists `locks/`: it waits until no live commit lease is
-  left (deleting expired ones: their committer was killed) before it deletes
-  anything;
+  left (deleting expired ones, and those of processes of this machine that have
+  ended: their committer was killed or failed) before it deletes anything;
 * a committer refreshes its lease once more just before the ref compare-and-swap:
   if the lease is gone or changed (gc found it expired and deleted it), the commit
   aborts without moving its ref.
@@ -33,6 +33,7 @@ token and state change under its lock.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -93,6 +94,23 @@ def _parse_time(text: object) -> float | None:
         return None
 
 
+@functools.cache
+def _here() -> tuple[str, str]:
+    """This kernel's boot id and this process's pid namespace ("" where unknown): a
+    lease written under both names a process this one can see, running or not. The
+    host name alone does not: containers and cloned VMs share names."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = ""
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pidns = ""
+    return boot, pidns
+
+
 @dataclass(frozen=True)
 class Holder:
     """What a lease object says about who holds it."""
@@ -103,9 +121,28 @@ class Holder:
     start: float
     expires: float
     token: str
+    boot: str = ""  # the holder's kernel boot id and pid namespace (_here)
+    pidns: str = ""
 
     def live(self, now: float | None = None) -> bool:
-        return self.expires > (time.time() if now is None else now)
+        """Not expired, and its process not known to have ended."""
+        return self.expires > (time.time() if now is None else now) and not self.gone()
+
+    def gone(self) -> bool:
+        """Whether its holder is a process of this machine and pid namespace that no
+        longer runs: a commit that failed on a network error, or was killed, leaves
+        its lease behind, and waiting out its TTL (10 minutes) helps nobody. A reused
+        pid makes a holder look alive, which only waits longer."""
+        boot, pidns = _here()
+        if not boot or not pidns or (self.boot, self.pidns) != (boot, pidns) or self.pid <= 0:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # it runs, as another user
+            return False
+        return False
 
     def who(self) -> str:
         return f"{self.host} (pid {self.pid})"
@@ -132,6 +169,8 @@ def read_holder(backend: Backend, key: str) -> Holder | None:
         start=_parse_time(doc.get("start")) or 0.0,
         expires=_parse_time(doc.get("expires")) or 0.0,
         token=v.token,
+        boot=str(doc.get("boot", "")),
+        pidns=str(doc.get("pidns", "")),
     )
 
 
@@ -161,10 +200,13 @@ class Lease:
         self._thread: threading.Thread | None = None
 
     def _doc(self) -> bytes:
+        boot, pidns = _here()
         doc = {
+            "boot": boot,
             "expires": _rfc3339(time.time() + self.ttl),
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "pidns": pidns,
             "start": _rfc3339(self.start),
         }
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
@@ -309,7 +351,8 @@ class GcLock:
                     f"another gc is running on {other.who()} (its lock {GC_KEY} "
                     f"expires {_rfc3339(other.expires)}); try again later"
                 )
-            log.info("taking over the expired gc lock of %s", other.who())
+            why = "ended" if other.gone() else "expired"
+            log.info("taking over the gc lock of %s: its holder %s", other.who(), why)
             if self.lease.create(replacing=other.token):
                 break
         self.lease.start_heartbeat()

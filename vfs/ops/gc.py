@@ -333,7 +333,8 @@ def drain(
             if h.live(now):
                 live.append(h)
             else:
-                log.info("deleting the expired commit lease %s of %s", h.key, h.who())
+                why = "its process has ended" if h.gone() else "expired"
+                log.info("deleting the commit lease %s of %s: %s", h.key, h.who(), why)
                 store.backend.delete(h.key)
         if not live:
             return
