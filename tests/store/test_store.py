@@ -197,6 +197,22 @@ def test_refs_and_specs(store: Store, tmp_path: Path, cache_dir: str) -> None:
             refs.parse_spec(f"ds@{bad}" if bad else "ds@")
 
 
+def test_a_dataset_with_only_tags_is_listed_with_its_newest_version(
+    store: Store, tmp_path: Path, cache_dir: str
+) -> None:
+    from vfs.ops import history
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, text in enumerate(("one", "three", "two")):  # v3 is the newest, not the last name
+        (src / "n.txt").write_text(text * 10)
+        commit_dir(store, str(src), "tagged", tag=f"v{i + 1}", cache_dir=cache_dir)
+    store.delete_branch("tagged", "main")  # what a pull of a tag alone leaves
+    (doc,) = history.datasets(store)
+    assert doc["branches"] == {} and sorted(doc["tags"]) == ["v1", "v2", "v3"]
+    assert (doc["files"], doc["bytes"]) == (1, 30)
+
+
 def test_ambiguous_id_prefix(tmp_path: Path) -> None:
     store = Store.open(str(tmp_path / "store"))
     store.ensure_config()

@@ -92,13 +92,17 @@ def log_docs(store: Store, spec: str, max_count: int | None = None) -> list[dict
 
 
 def datasets(store: Store) -> list[dict[str, Any]]:
-    """Every dataset of the store: its branches, tags, and the size of its main head."""
+    """Every dataset of the store: its branches, tags, and the size of its main head
+    (else of another branch's head, else of its newest tagged version)."""
     docs: list[dict[str, Any]] = []
     for ds in store.datasets():
         branches = store.refs(ds, HEADS)
         tags = store.refs(ds, TAGS)
         head = branches.get(refs.DEFAULT_BRANCH) or next(iter(branches.values()), None)
         c = store.get_commit(head) if head else None
+        if c is None and tags:  # only tags (a pulled or pushed tag): its newest version
+            _, newest = max(tags.items(), key=lambda kv: (store.get_commit(kv[1]).time, kv[0]))
+            c = store.get_commit(newest)
         docs.append(
             {
                 "dataset": ds,
