@@ -236,8 +236,10 @@ def add_switch(p: argparse.ArgumentParser) -> None:
         "Make the DATASET@REF mount at MOUNTPOINT show REF (a tag, branch, id prefix "
         "or BRANCH~N of the same dataset) without unmounting. It takes milliseconds: "
         "only the new version's commit and root directory are read. Files opened "
-        "before the switch keep reading the version they were opened in; every new "
-        "path lookup sees REF."
+        "before the switch keep reading the version they were opened in, and so do "
+        "directories a process holds: a shell whose working directory is inside the "
+        "mount keeps seeing the old version by relative paths until it changes "
+        "directory again. Every path looked up from MOUNTPOINT sees REF."
     )
     p.epilog = "example: vfs switch /mnt/data v4"
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
