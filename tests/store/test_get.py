@@ -150,3 +150,33 @@ def test_a_symlink_where_the_version_has_a_directory_is_never_followed(
     p = vfs.run("get", "ds", "-o", str(out), "--force", check=False)
     assert p.returncode == 2 and "sub exists and is not a directory" in p.stderr, p.stderr
     assert list(outside.iterdir()) == []
+
+
+def test_get_gives_directories_and_symlinks_their_modes_and_mtimes(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f.txt").write_text("f\n")
+    os.symlink("sub/f.txt", src / "link")
+    old = 946_684_800_000_000_000  # 2000-01-01
+    os.utime(src / "link", ns=(old, old), follow_symlinks=False)
+    (src / "sub").chmod(0o750)
+    os.utime(src / "sub", ns=(old, old))
+    vfs = Vfs(tmp_path)
+    vfs.run("commit", str(src), "ds")
+
+    out = tmp_path / "out"
+    vfs.run("get", "ds", "-o", str(out))
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()  # as mkdir makes it, not 0700
+    assert os.lstat(out / "link").st_mtime_ns == old
+    assert (out / "sub").stat().st_mode & 0o777 == 0o750
+    assert (out / "sub").stat().st_mtime_ns == old
+    # A directory of the version as OUT gets its own mode and mtime.
+    vfs.run("get", "ds", "sub", "-o", str(tmp_path / "just-sub"))
+    st = (tmp_path / "just-sub").stat()
+    assert (st.st_mode & 0o777, st.st_mtime_ns) == (0o750, old)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

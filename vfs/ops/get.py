@@ -77,6 +77,19 @@ def _real_dir(path: str) -> bool:
         return False
 
 
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask would, for a moment, in
+    every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def _make_dir(path: str) -> None:
     if os.path.lexists(path):
         if not _real_dir(path):
@@ -145,10 +158,12 @@ def _finish(path: str, e: fmt.Entry) -> None:
     os.utime(path, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
 
 
-def _link(final: str, target: bytes) -> None:
-    """A symlink at `final`, replacing a file there atomically (rename over it)."""
+def _link(final: str, e: fmt.Entry) -> None:
+    """A symlink at `final` with the entry's target and mtime, replacing a file there
+    atomically (rename over it)."""
     temp = _temp_name(final)
-    os.symlink(target, temp)
+    os.symlink(e.target, temp)
+    os.utime(temp, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
     os.replace(temp, final)
 
 
@@ -167,6 +182,8 @@ def get(
     result = GetResult(0, 0, 0, 0)
     dirs: list[tuple[str, fmt.Entry]] = []
     entries: list[tuple[str, tree.Found]] = []
+    top: fmt.Entry | None = None  # OUT's entry, when it is a directory of the version
+    top_mode: int | None = None  # for an OUT this get created for the version's root
     if found is not None and not found.entry.is_dir:
         # One file or symlink: OUT is its new name, or a directory to put it in.
         dest = (
@@ -176,8 +193,13 @@ def get(
         )
         entries.append((dest, found))
     else:
-        _make_dir(out)
+        created = not os.path.lexists(out)
+        _make_dir(out)  # 0700 while it fills
         _drop_leftovers(out)
+        if found is not None:  # a directory of the version: its mode and mtime at the end
+            top = found.entry
+        elif created:  # the version's root, which has neither: what mkdir would give
+            top_mode = 0o777 & ~_umask()
         for rel, f in version.walk(path):
             p = os.path.join(out, os.fsdecode(rel))
             if f.entry.is_dir:
@@ -197,7 +219,7 @@ def get(
             if on_bytes and not e.is_symlink:
                 on_bytes(e.size)
         elif e.is_symlink:
-            _link(p, e.target)
+            _link(p, e)
             result.symlinks += 1
         else:
             todo.append((p, f))
@@ -296,4 +318,8 @@ def get(
 
     for p, e in reversed(dirs):  # children first, so their writes don't bump our mtime
         _finish(p, e)
+    if top is not None:
+        _finish(out, top)
+    elif top_mode is not None:
+        os.chmod(out, top_mode)
     return result
