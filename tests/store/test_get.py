@@ -180,3 +180,39 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_an_interrupted_pull_says_how_to_resume_and_resumes(tmp_path: Path, src: Path) -> None:
+    """Ctrl-C on `vfs pull`: one line that says no ref moved and how to resume; the
+    rerun sends only what the first did not."""
+    control = FaultControl(tmp_path / "faults")
+    vfs = Vfs(tmp_path, tmp_path / "faults")
+    vfs.env["VFS_PACK_TARGET"] = str(4 * MiB)  # several packs to copy
+    team = str(tmp_path / "team")
+    vfs.run("--store", team, "commit", str(src), "big")
+    control.set(Fault("latency", ops=("put_file", "put"), key="packs/", seconds=0.5))
+    proc = subprocess.Popen(
+        vfs.argv("pull", "big", "--from", team, "-j", "1"),
+        env=vfs.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=hear_sigint,
+    )
+    packs = tmp_path / "store" / "packs"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and not any(packs.rglob("*")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (
+        "vfs: pull interrupted: no ref was moved; run the same command again to resume "
+        "(what was copied is not copied again)"
+    ), err
+    control.set()
+    doc = json.loads(vfs.run("pull", "big", "--from", team, "--json").stdout)
+    assert doc["commit"]
+    out = tmp_path / "out"
+    vfs.run("get", "big", "-o", str(out))
+    assert snapshot_fs(out) == snapshot_fs(src)

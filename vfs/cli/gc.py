@@ -15,6 +15,7 @@ from vfs.cli.common import (
     seconds,
     show_progress,
 )
+from vfs.errors import Interrupted
 from vfs.ops import gc as gc_op
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
@@ -120,6 +121,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
             wait=args.wait,
             progress=progress,
         )
+    except KeyboardInterrupt:
+        raise Interrupted(
+            "gc interrupted: what it deleted was garbage, and every version is whole; "
+            "run it again to finish"
+        ) from None
     finally:
         progress.done()
         store.close()

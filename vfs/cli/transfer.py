@@ -183,6 +183,7 @@ def add_pull(p: argparse.ArgumentParser) -> None:
 def _run_transfer(
     args: argparse.Namespace, src: Store, dst: Store, verb: str, other_name: str
 ) -> int:
+    from vfs.errors import Interrupted
     from vfs.ops.base import short
     from vfs.ops.transfer import transfer
 
@@ -198,6 +199,11 @@ def _run_transfer(
             progress=_bar(args),
             other_name=other_name,
         )
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"{verb} interrupted: no ref was moved; run the same command again to resume "
+            "(what was copied is not copied again)"
+        ) from None
     finally:
         src.close()
         dst.close()
