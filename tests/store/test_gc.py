@@ -580,3 +580,18 @@ def test_an_access_record_a_commit_attaches_survives_gc(store: Store, tmp_path: 
     gc_op.gc(store, grace=0)
     _, versions = lineage.inputs_read(store, "model")
     assert [f.path for v in versions for f in v.files] == ["a.bin"]
+
+
+def test_a_gc_after_one_with_no_grace_is_quiet_about_what_that_one_collected(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = str(tmp_path / "cache")
+    src = _write(tmp_path / "src", {"a": b"1"})
+    commit_dir(store, str(src), "keep", cache_dir=cache)
+    commit_dir(store, str(_write(tmp_path / "x", {"b": b"2"})), "scratch", cache_dir=cache)
+    store.delete_branch("scratch", "main")
+    gc_op.gc(store, grace=0)  # collects scratch's commit; its young ref-log entries stay
+    with caplog.at_level(logging.INFO, logger="vfs.ops.gc"):
+        gc_op.gc(store, grace=3600)
+    said = [r for r in caplog.records if "named by the ref log is gone" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.INFO, said  # once, not a warning

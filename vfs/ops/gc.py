@@ -154,6 +154,8 @@ class Marker:
         self.pack_chunks: dict[bytes, dict[bytes, fmt.Location]] = {}
         # leaf -> the packs its locations name (for repack's rewrite)
         self.leaf_packs: dict[bytes, frozenset[bytes]] = {}
+        # commits a young ref-log entry names that are gone (said once)
+        self.gone_logged: set[bytes] = set()
 
     def roots(self, cutoff: float) -> tuple[list[bytes], list[bytes]]:
         """(ids every ref names, ids the ref-log entries younger than `cutoff` name)."""
@@ -210,7 +212,13 @@ class Marker:
                 except MissingObject:
                     if strict:
                         raise
-                    log.warning("commit %s named by the ref log is gone", cid.hex()[:16])
+                    if cid not in self.gone_logged:  # once, not again on the re-walk
+                        self.gone_logged.add(cid)
+                        log.info(
+                            "commit %s named by the ref log is gone (a gc with a shorter "
+                            "--grace collected it)",
+                            cid.hex()[:16],
+                        )
                     return None
 
             got = list(pool.map(load, frontier))
