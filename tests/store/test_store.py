@@ -213,6 +213,27 @@ def test_a_dataset_with_only_tags_is_listed_with_its_newest_version(
     assert (doc["files"], doc["bytes"]) == (1, 30)
 
 
+def test_a_new_branch_starts_from_the_default_branch(
+    store: Store, tmp_path: Path, cache_dir: str
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("one")
+    main = commit_dir(store, str(src), "ds", cache_dir=cache_dir).commit
+    # The same tree: the branch is created at main's head, no new commit.
+    same = commit_dir(store, str(src), "ds", branch="same", cache_dir=cache_dir)
+    assert same.unchanged and same.commit == main
+    assert store.read_ref("ds", HEADS, "same").commit == main  # type: ignore[union-attr]
+    # A change: its first commit has main's head as parent, so its log has both.
+    (src / "a.txt").write_text("two")
+    exp = commit_dir(store, str(src), "ds", branch="exp", cache_dir=cache_dir)
+    assert exp.parent == main and store.get_commit(exp.commit).parents == (main,)
+    assert store.read_ref("ds", HEADS, "main").commit == main  # type: ignore[union-attr]
+    # A new dataset's first branch, whatever its name, has no parent.
+    first = commit_dir(store, str(src), "other", branch="dev", cache_dir=cache_dir)
+    assert store.get_commit(first.commit).parents == ()
+
+
 def test_ambiguous_id_prefix(tmp_path: Path) -> None:
     store = Store.open(str(tmp_path / "store"))
     store.ensure_config()

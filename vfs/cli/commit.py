@@ -56,7 +56,10 @@ def add_commit(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--message", default="", help="what changed")
     p.add_argument("--tag", help="also tag the new version (tags never move)")
     p.add_argument(
-        "--branch", default=DEFAULT_BRANCH, help=f"branch to commit on (default: {DEFAULT_BRANCH})"
+        "--branch",
+        default=DEFAULT_BRANCH,
+        help=f"branch to commit on (default: {DEFAULT_BRANCH}); a new branch starts at "
+        f"{DEFAULT_BRANCH}'s head, so its history is {DEFAULT_BRANCH}'s",
     )
     p.add_argument(
         "--meta", action="append", default=[], metavar="K=V", help="free metadata (repeatable)"

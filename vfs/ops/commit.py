@@ -41,6 +41,7 @@ from vfs import format as fmt
 from vfs.cache import layout
 from vfs.cache.known import KnownChunks
 from vfs.cache.statcache import StatCache
+from vfs.defaults import DEFAULT_BRANCH
 from vfs.errors import NotFound, RefConflict, UsageError, VfsError
 from vfs.ignore import IGNORE_FILE, Rules
 from vfs.names import check_name
@@ -879,7 +880,9 @@ def commit_dir(
         if tag is not None and store.read_ref(dataset, TAGS, tag) is not None:
             raise RefConflict(f"tag {dataset}@{tag} already exists; tags never move")
         head = store.read_ref(dataset, HEADS, branch)
-        head_tree = store.get_commit(head.commit).tree if head is not None else None
+        base = branch_base(store, dataset, branch, head)
+        start = head or base
+        head_tree = store.get_commit(start.commit).tree if start is not None else None
 
         progress.scanned(0, 0)  # streaming: the totals are known only at the end
         progress.phase("committing")
@@ -910,6 +913,7 @@ def commit_dir(
             check=lease.check,
             progress=progress,
             t0=t0,
+            base=base,
         )
 
 
@@ -925,6 +929,16 @@ def check_source(src: str, dataset: str, branch: str, tag: str | None) -> None:
         raise UsageError(f"not a directory: {src}")
     if not os.access(src, os.R_OK | os.X_OK):
         raise VfsError(f"cannot read directory {src}: permission denied")
+
+
+def branch_base(store: Store, dataset: str, branch: str, head: RefValue | None) -> RefValue | None:
+    """Where a branch that does not exist yet starts: at the head of the dataset's
+    default branch (as `git switch -c` starts from where you are), so that its first
+    commit has that history and the walk reuses its unchanged directories. None for
+    an existing branch, the default branch itself, or a new dataset."""
+    if head is not None or branch == DEFAULT_BRANCH:
+        return None
+    return store.read_ref(dataset, HEADS, DEFAULT_BRANCH)
 
 
 def finish_commit(
@@ -945,11 +959,13 @@ def finish_commit(
     check: Callable[[], None],
     progress: Progress,
     t0: float,
+    base: RefValue | None = None,
 ) -> CommitResult:
     """After the snapshot: the commit on top of `head` and the ref moved (or, for a
-    tree equal to the head's, nothing but the tag), and what to report. One-machine
-    and Ray commits end here alike."""
-    base = dict(
+    tree equal to the head's, nothing but the tag), and what to report. A new branch
+    starts at `base` (branch_base; `head_tree` is then base's): with the same tree it
+    is created there, with no new commit. One-machine and Ray commits end here alike."""
+    fields = dict(
         dataset=dataset,
         branch=branch,
         files=snap.files,
@@ -961,6 +977,13 @@ def finish_commit(
         warnings=snap.warnings,
         ignored=snap.ignored,
     )
+    if head is None and base is not None and not allow_empty and head_tree == snap.tree:
+        check()
+        if store.set_branch(dataset, branch, base.commit, None, "branch"):
+            head = base  # created at base: reported below as unchanged
+        else:  # created meanwhile by another writer: commit on top of it
+            head = store.read_ref(dataset, HEADS, branch)
+            head_tree = store.get_commit(head.commit).tree if head is not None else None
     if head is not None and not allow_empty and head_tree == snap.tree:
         if tag is not None:
             store.create_tag(dataset, tag, head.commit)
@@ -970,7 +993,7 @@ def finish_commit(
             parent=head.commit,
             seconds=time.monotonic() - t0,
             unchanged=True,
-            **base,  # type: ignore[arg-type]
+            **fields,  # type: ignore[arg-type]
         )
 
     all_meta = git_info(src)
@@ -994,6 +1017,7 @@ def finish_commit(
             bytes=snap.bytes,
         ),
         check=check,
+        base=base.commit if head is None and base is not None else None,
     )
     if tag is not None:
         store.create_tag(dataset, tag, commit_id)
@@ -1003,7 +1027,7 @@ def finish_commit(
         parent=parent,
         seconds=time.monotonic() - t0,
         rebased=rebased,
-        **base,  # type: ignore[arg-type]
+        **fields,  # type: ignore[arg-type]
     )
 
 
@@ -1015,15 +1039,17 @@ def commit_and_move(
     template: fmt.Commit,
     action: str = "commit",
     check: Callable[[], None] | None = None,
+    base: bytes | None = None,
 ) -> tuple[bytes, bytes | None, int]:
-    """Write the commit on top of the branch head and move the branch to it.
+    """Write the commit on top of the branch head and move the branch to it; a branch
+    that does not exist yet is created with `base` (if any) as the commit's parent.
 
     If somebody else moved the branch first, the same snapshot is committed again on
     top of their commit: a version is a whole snapshot, so re-parenting it loses
     nothing, and every commit that was reported as made stays reachable.
     """
     for attempt in range(CAS_ATTEMPTS):
-        parents = (head.commit,) if head else ()
+        parents = (head.commit,) if head else (base,) if base else ()
         c = fmt.Commit(
             template.tree,
             parents,
@@ -1038,7 +1064,7 @@ def commit_and_move(
         if check is not None:
             check()  # the commit's lease: gc must not have judged it expired
         if store.set_branch(dataset, branch, cid, head, action):
-            return cid, head.commit if head else None, attempt
+            return cid, parents[0] if parents else None, attempt
         head = store.read_ref(dataset, HEADS, branch)
         log.info("branch %s@%s moved during commit; committing on top of it", dataset, branch)
         time.sleep(min(0.5, 0.01 * 2**attempt) * (0.5 + (hash(threading.get_ident()) % 100) / 100))

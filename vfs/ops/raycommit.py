@@ -64,6 +64,7 @@ from vfs.ops.commit import (
     CommitResult,
     Progress,
     Snapshot,
+    branch_base,
     check_source,
     finish_commit,
     hash_chunk,
@@ -732,7 +733,9 @@ def ray_commit_dir(
             ignored=totals.ignored,
             warnings=totals.warnings,
         )
-        head_tree = store.get_commit(head.commit).tree if head is not None else None
+        base = branch_base(store, dataset, branch, head)
+        start = head or base
+        head_tree = store.get_commit(start.commit).tree if start is not None else None
         return finish_commit(
             store,
             whole,
@@ -750,4 +753,5 @@ def ray_commit_dir(
             check=lease.check,
             progress=progress,
             t0=t0,
+            base=base,
         )
