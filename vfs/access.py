@@ -167,10 +167,16 @@ class SharedRecord:
         if self.pid != os.getpid():
             return
         mine = self.recorder.record()
-        with open(f"{self.path}.lock", "a") as lk:
-            fcntl.flock(lk, fcntl.LOCK_EX)
+        # The lock is the record's directory, so that no lock file is left beside the
+        # record for a project to commit by mistake (the record itself is replaced
+        # by a rename, which a lock on it would not survive).
+        fd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             have = load(self.path) if os.path.exists(self.path) else {}
             save(merge([have, mine]), self.path)
+        finally:
+            os.close(fd)
 
 
 _shared: dict[str, SharedRecord] = {}

@@ -207,3 +207,6 @@ def test_record_access_from_spawn_workers(committed: Committed, tmp_path: Path) 
     want = {ds.paths[i]: [(0, (committed.src / ds.paths[i]).stat().st_size)] for i in picked}
     want["big.bin"] = [(1000, 1500)]
     assert got == {ds.version.spec: dict(sorted(want.items()))}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("run.")) == [
+        "run.access.json"  # no lock file beside it, for a project to commit by mistake
+    ]

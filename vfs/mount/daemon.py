@@ -103,7 +103,10 @@ def run(opts: MountOptions) -> int:
             recorded = offline.load(opts.cache_dir, store.url)
             if recorded is None:
                 store.close()
-                raise BackendError(f"cannot reach the store {opts.store_url}: {e}") from None
+                raise BackendError(
+                    f"cannot reach the store {opts.store_url}: {e} (to mount a version "
+                    "while its store is away, pin it first: vfs cache pin DATASET@REF)"
+                ) from None
             # The cache's pins recorded the store's config and the refs they were
             # pinned by: serve those versions from the cache, asking the store nothing
             # that the cache holds (no timeouts waited out).
