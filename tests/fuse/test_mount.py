@@ -496,6 +496,17 @@ def test_mount_fails_fast_with_a_clear_message(data: Data, mounts: Mounts) -> No
         return p.stderr
 
     assert "does not exist" in fails("ds@v1", str(mounts.tmp / "missing"))
+    swapped = mounts.mountpoint("swapped")  # the directory first, as in `cp SRC DST`
+    assert "the order is vfs mount DATASET[@REF] MOUNTPOINT" in fails(str(swapped), "ds@v1")
+    assert "pin it first: vfs cache pin" in fails(
+        "ds@v1",
+        str(swapped),
+        env={
+            **mounts.env,
+            "VFS_STORE": "s3://bucket/store",
+            "VFS_S3_ENDPOINT": "http://127.0.0.1:9",
+        },
+    )
     full = mounts.mountpoint("full")
     (full / "x").write_text("x")
     assert "not empty" in fails("ds@v1", str(full))

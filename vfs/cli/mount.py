@@ -9,6 +9,7 @@ vfs.mount.daemon inside those verbs, so that they stay a Python start-up away
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -140,6 +141,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     if args.read_timeout <= 0:
         raise UsageError("--read-timeout must be positive")
+    if os.path.isdir(args.target) and not os.path.lexists(args.mountpoint):
+        raise UsageError(
+            f"mountpoint {args.mountpoint} does not exist, and {args.target} is a directory: "
+            "the order is vfs mount DATASET[@REF] MOUNTPOINT (or create the mountpoint "
+            "first: mkdir -p)"
+        )
     _apply_lock(args)
     cdir = cache_dir(args)
     store = _store_target(args)
