@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.pages import MemoryPages
 from tests.support.treegen import make_tree, snapshot_fs, snapshot_version
 from vfs import chunker
 from vfs import format as fmt
@@ -39,25 +40,12 @@ def cache_dir(tmp_path: Path) -> str:
     return str(tmp_path / "cache")
 
 
-class _Pages:
-    """A PageSink that keeps pages in memory, for the reference builder."""
-
-    def __init__(self) -> None:
-        self.pages: dict[bytes, bytes] = {}
-
-    def put_page(self, canonical: bytes) -> bytes:
-        pid = fmt.object_id(canonical)
-        self.pages[pid] = canonical
-        return pid
-
-    def put_locs(self, leaf_id: bytes, locs: dict[bytes, fmt.Location]) -> None:
-        pass
-
-
 _NOWHERE = fmt.Location(b"\0" * 32, 0, 0, fmt.CODEC_RAW)
 
 
-def _reference_tree(path: Path, rel: str, rules: Rules, sink: _Pages) -> tuple[bytes, int, int]:
+def _reference_tree(
+    path: Path, rel: str, rules: Rules, sink: MemoryPages
+) -> tuple[bytes, int, int]:
     """The tree id the in-memory builder (the whole directory, then write_dir) gives."""
     names = sorted(os.fsencode(n) for n in os.listdir(path))
     ignore = path / os.fsdecode(IGNORE_FILE)
@@ -104,7 +92,7 @@ def _awkward_tree(root: Path) -> Path:
 
 def test_tree_ids_match_the_in_memory_builder(store: Store, tmp_path: Path, cache_dir: str) -> None:
     src = _awkward_tree(tmp_path / "src")
-    sink = _Pages()
+    sink = MemoryPages()
     want, nbytes, nfiles = _reference_tree(src, "", Rules.from_excludes(()), sink)
     flat_top = fmt.TreePage(sink.pages[want], want).find(b"flat")
     assert flat_top >= 0
@@ -122,7 +110,7 @@ def test_tree_ids_match_the_in_memory_builder(store: Store, tmp_path: Path, cach
 
 
 def _streamed(entries: list[fmt.Entry]) -> tuple[bytes, dict[bytes, bytes]]:
-    got = _Pages()
+    got = MemoryPages()
 
     def leaf(pid: bytes, canonical: bytes, es: list[fmt.Entry]) -> None:
         got.put_page(canonical)
@@ -139,7 +127,7 @@ def test_dir_builder_cuts_pages_like_write_dir() -> None:
             fmt.Entry(b"n%06d" % i, fmt.FILE, 0o644, 0, 1, chunks=(fmt.ChunkRef(b"\1" * 32, 1),))
             for i in range(n)
         ]
-        ref = _Pages()
+        ref = MemoryPages()
         want = write_dir(entries, ref, lambda cid: _NOWHERE)
         assert _streamed(entries) == (want, ref.pages)
 
@@ -278,7 +266,7 @@ def test_unchanged_directories_are_reused_and_changes_still_seen(
         k: fs[k] for k in fs if "ignored-dir" not in k and not k.endswith((".tmp", ".png"))
     }
     assert excluded.tree != changed.tree
-    sink = _Pages()
+    sink = MemoryPages()
     want, _, _ = _reference_tree(src, "", Rules.from_excludes(["*.png"]), sink)
     assert excluded.tree == want
 

@@ -5,31 +5,12 @@ from __future__ import annotations
 
 import random
 
+from tests.support.pages import MemoryPages
 from vfs import format as fmt
 from vfs.ops.diff import diff_trees
 from vfs.tree import write_dir
 
 _NOWHERE = fmt.Location(b"\0" * 32, 0, 0, fmt.CODEC_RAW)
-
-
-class _Pages:
-    """Pages in memory, counting the reads."""
-
-    def __init__(self) -> None:
-        self.pages: dict[bytes, bytes] = {}
-        self.reads = 0
-
-    def put_page(self, canonical: bytes) -> bytes:
-        pid = fmt.object_id(canonical)
-        self.pages[pid] = canonical
-        return pid
-
-    def put_locs(self, leaf_id: bytes, locs: dict[bytes, fmt.Location]) -> None:
-        pass
-
-    def get_page(self, page_id: bytes) -> fmt.TreePage:
-        self.reads += 1
-        return fmt.TreePage(self.pages[page_id], page_id)
 
 
 def _file(name: str, content: str) -> fmt.Entry:
@@ -47,7 +28,7 @@ def test_an_edit_in_a_huge_directory_reads_the_pages_it_rewrote() -> None:
         del new[name]
     new["img-000000a.png"] = "added"
     new["zzz.txt"] = "added too"
-    src = _Pages()
+    src = MemoryPages()
     a = write_dir([_file(n, old[n]) for n in sorted(old)], src, lambda _: _NOWHERE)
     b = write_dir([_file(n, new[n]) for n in sorted(new)], src, lambda _: _NOWHERE)
     leaves = sum(1 for p in src.pages.values() if fmt.TreePage(p).kind == fmt.LEAF)
