@@ -132,8 +132,8 @@ def test_unknown_remote_is_one_line_exit_2(project: Project) -> None:
     assert "drop --store" in project.fails("ls", "team:", "--store", "/x")
     # A verb that reads one store's refs says how to name the remote's store instead.
     project.run("init", "./here")
-    for args in (("verify", "team:ds@v1"), ("reflog", "team:ds"), ("tag", "team:ds", "v9")):
-        line = project.fails(*args, "--store", "./here")
+    for verb in (["verify", "team:ds@v1"], ["reflog", "team:ds"], ["tag", "team:ds", "v9"]):
+        line = project.fails(*verb, "--store", "./here")
         assert line.endswith("does not take: name the store with --store team"), line
 
 
