@@ -68,6 +68,7 @@ def test_commit_log_ls_cat_get_diff_rollback(vfs: Vfs, tmp_path: Path) -> None:
     assert [c["id"] for c in log] == [v2, v1]
     assert log[0]["meta"]["labels"] == "coarse"
     assert "tag: v2" in log[0]["refs"] and "main" in log[0]["refs"]
+    assert vfs.json("show", "digits@v1")["refs"] == ["tag: v1"]  # as log names them
     assert "Author:" in vfs.run("log", "digits@v1").stdout
 
     datasets = vfs.json("ls")

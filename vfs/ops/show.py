@@ -11,7 +11,7 @@ from typing import Any
 
 from vfs import format as fmt
 from vfs.ops.base import resolve, version_of
-from vfs.ops.history import commit_doc, source_line, source_of
+from vfs.ops.history import commit_doc, ref_names, source_line, source_of
 from vfs.store import Store
 
 
@@ -43,7 +43,7 @@ def show(store: Store, spec: str, path: str | None) -> Iterator[Any]:
     if path is None:
         src = source_of(c.meta)
         yield f"commit {r.commit.hex()}" + (f"\n{source_line(src)}" if src else "")
-        yield commit_doc(r.commit, c, {}) | {"refs": None}
+        yield commit_doc(r.commit, c, ref_names(store, r.spec.dataset))
         return
     v = version_of(store, r)
     found = v.stat(path)
