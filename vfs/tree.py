@@ -250,14 +250,12 @@ class DirView:
         index levels whole), so the first page of a level says whether it is the
         leaves. A forged tree may not; a caller that reads a page it was given here
         must take an index page too (iterating DirView(src, id) does)."""
-        level = [self.top]
-        for _ in range(MAX_DEPTH + 1):
-            first = self._src.get_page(level[0])
-            if first.kind == fmt.LEAF:
-                return level
+        level, depth = [self.top], 0
+        while self._src.get_page(level[0]).kind != fmt.LEAF:
+            depth += 1
+            check_depth(self.top, depth)
             level = [c.page for pid in level for c in self._src.get_page(pid).children()]
-        check_depth(self.top, MAX_DEPTH + 1)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return level
 
     def __len__(self) -> int:
         page = self._src.get_page(self.top)

@@ -495,12 +495,14 @@ class Loader:
             self.stats.cache_hits += len(hits)
             missing = [w for w in items if w.ref.id not in hits]
             self.stats.cache_misses += len(missing)
-            if any(w.loc.pack == NOWHERE for w in missing):
-                for w in missing:  # the reader places them (files.py, _relocate)
-                    if w.loc.pack == NOWHERE:
-                        why = f"chunk {w.ref.id.hex()[:16]} left the cache of a file opened from it"
-                        self._fail(w.ref.id, mine[w.ref.id], why, gone=True)
-                missing = [w for w in missing if w.loc.pack != NOWHERE]
+            placed = []
+            for w in missing:  # an unplaced chunk: the reader places it (files._relocate)
+                if w.loc.pack != NOWHERE:
+                    placed.append(w)
+                else:
+                    why = f"chunk {w.ref.id.hex()[:16]} left the cache of a file opened from it"
+                    self._fail(w.ref.id, mine[w.ref.id], why, gone=True)
+            missing = placed
             if missing:
                 # A demand miss may bring a window of its pack; readahead is wide already.
                 widen = demand and self.cache is not None

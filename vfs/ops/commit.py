@@ -146,7 +146,8 @@ def utc_now() -> str:
 _Hashed = tuple[bytes, int, int, bytes | None]  # chunk id, length, codec, stored bytes if new
 
 
-def _read_error(path: bytes, e: OSError) -> VfsError:
+def read_error(path: bytes, e: OSError) -> VfsError:
+    """The one-line error of a file a commit could not read whole (commit and Ray)."""
     name = os.fsdecode(path)
     if isinstance(e, chunker.ChangedWhileRead):
         return VfsError(f"{name} changed while being committed; commit again")
@@ -677,7 +678,7 @@ class _Walker:
                 self.progress.advance(0, len(data))
                 self._drain(WINDOW)
         except OSError as e:
-            raise _read_error(path, e) from None
+            raise read_error(path, e) from None
         f.sealed = True
         return f
 
@@ -695,7 +696,7 @@ class _Walker:
             owners, fut = self.window.popleft()
             for owner, hashed in zip(owners, fut.result(), strict=True):
                 if isinstance(hashed, OSError):
-                    raise _read_error(owner.path, hashed)
+                    raise read_error(owner.path, hashed)
                 for cid, length, codec, stored in hashed:
                     if stored is not None and not writer.has(cid):
                         writer.add(cid, length, codec, stored)
@@ -879,10 +880,7 @@ def commit_dir(
         lease.acquire()
         if tag is not None and store.read_ref(dataset, TAGS, tag) is not None:
             raise RefConflict(f"tag {dataset}@{tag} already exists; tags never move")
-        head = store.read_ref(dataset, HEADS, branch)
-        base = branch_base(store, dataset, branch, head)
-        start = head or base
-        head_tree = store.get_commit(start.commit).tree if start is not None else None
+        head, base, head_tree = branch_start(store, dataset, branch)
 
         progress.scanned(0, 0)  # streaming: the totals are known only at the end
         progress.phase("committing")
@@ -931,14 +929,20 @@ def check_source(src: str, dataset: str, branch: str, tag: str | None) -> None:
         raise VfsError(f"cannot read directory {src}: permission denied")
 
 
-def branch_base(store: Store, dataset: str, branch: str, head: RefValue | None) -> RefValue | None:
-    """Where a branch that does not exist yet starts: at the head of the dataset's
-    default branch (as `git switch -c` starts from where you are), so that its first
-    commit has that history and the walk reuses its unchanged directories. None for
-    an existing branch, the default branch itself, or a new dataset."""
-    if head is not None or branch == DEFAULT_BRANCH:
-        return None
-    return store.read_ref(dataset, HEADS, DEFAULT_BRANCH)
+def branch_start(
+    store: Store, dataset: str, branch: str
+) -> tuple[RefValue | None, RefValue | None, bytes | None]:
+    """(the branch's head, the base a new branch starts at, the tree a commit is
+    compared with and walks against). A branch that does not exist yet starts at the
+    head of the dataset's default branch (as `git switch -c` starts from where you
+    are), so its first commit has that history and the walk reuses its unchanged
+    directories; the default branch itself, or a new dataset, starts empty."""
+    head = store.read_ref(dataset, HEADS, branch)
+    base = None
+    if head is None and branch != DEFAULT_BRANCH:
+        base = store.read_ref(dataset, HEADS, DEFAULT_BRANCH)
+    start = head or base
+    return head, base, store.get_commit(start.commit).tree if start is not None else None
 
 
 def finish_commit(
@@ -963,7 +967,7 @@ def finish_commit(
 ) -> CommitResult:
     """After the snapshot: the commit on top of `head` and the ref moved (or, for a
     tree equal to the head's, nothing but the tag), and what to report. A new branch
-    starts at `base` (branch_base; `head_tree` is then base's): with the same tree it
+    starts at `base` (branch_start; `head_tree` is then base's): with the same tree it
     is created there, with no new commit. One-machine and Ray commits end here alike."""
     fields = dict(
         dataset=dataset,
@@ -1017,7 +1021,7 @@ def finish_commit(
             bytes=snap.bytes,
         ),
         check=check,
-        base=base.commit if head is None and base is not None else None,
+        base=base.commit if base is not None else None,  # used only while no head
     )
     if tag is not None:
         store.create_tag(dataset, tag, commit_id)

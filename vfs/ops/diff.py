@@ -58,6 +58,13 @@ def _all_files(store: Store, e: fmt.Entry, path: bytes, status: str) -> Iterator
             yield from _all_files(store, f.entry, sub, status)
 
 
+def _entries_outside(store: Store, leaves: list[bytes], skip: set[bytes]) -> Iterator[tree.Found]:
+    """The entries of `leaves` (one directory's, in order) but those in `skip`."""
+    for leaf in leaves:
+        if leaf not in skip:
+            yield from tree.DirView(store, leaf)
+
+
 def diff_trees(store: Store, old: bytes, new: bytes, prefix: bytes = b"") -> Iterator[Change]:
     """The changes from directory `old` to `new`. A leaf page both have (the same id)
     holds the same entries in both, so only the others are read: an edit in a
@@ -67,8 +74,8 @@ def diff_trees(store: Store, old: bytes, new: bytes, prefix: bytes = b"") -> Ite
     a_leaves = tree.DirView(store, old).leaves()
     b_leaves = tree.DirView(store, new).leaves()
     same = set(a_leaves).intersection(b_leaves)
-    a = (f for leaf in a_leaves if leaf not in same for f in tree.DirView(store, leaf))
-    b = (f for leaf in b_leaves if leaf not in same for f in tree.DirView(store, leaf))
+    a = _entries_outside(store, a_leaves, same)
+    b = _entries_outside(store, b_leaves, same)
     x = next(a, None)
     y = next(b, None)
     while x is not None or y is not None:

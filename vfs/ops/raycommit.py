@@ -64,14 +64,15 @@ from vfs.ops.commit import (
     CommitResult,
     Progress,
     Snapshot,
-    branch_base,
+    branch_start,
     check_source,
     finish_commit,
     hash_chunk,
+    read_error,
     snapshot_tree,
     store_dir_of,
 )
-from vfs.store import HEADS, TAGS, Store
+from vfs.store import TAGS, Store
 from vfs.storecheck import local_root
 from vfs.tree import write_dir
 
@@ -396,16 +397,9 @@ def _chunk_range(store: Store, cache_dir: str, part: _Range) -> _RangeResult:
                     if len(futures) >= 8:  # bounds the chunks held in memory
                         new_chunks += _take(futures, writer, chunks)
                 new_chunks += _take(futures, writer, chunks)
-            except chunker.ChangedWhileRead:
-                raise VfsError(
-                    f"{os.fsdecode(path)} changed while being committed; commit again"
-                ) from None
-            except OSError as e:
-                raise VfsError(f"cannot read {os.fsdecode(path)}: {e.strerror or e}") from None
-            got = sum(c.length for c in chunks)
-            bytes_read += got
-            if got != st.st_size:
-                raise VfsError(f"{os.fsdecode(path)} changed while being committed; commit again")
+            except OSError as e:  # chunk_file checked the bytes read against st
+                raise read_error(path, e) from None
+            bytes_read += st.st_size
             entries.append(
                 fmt.Entry(
                     name,
@@ -689,7 +683,7 @@ def ray_commit_dir(
         lease.acquire()
         if tag is not None and store.read_ref(dataset, TAGS, tag) is not None:
             raise RefConflict(f"tag {dataset}@{tag} already exists; tags never move")
-        head = store.read_ref(dataset, HEADS, branch)
+        head, base, head_tree = branch_start(store, dataset, branch)
 
         progress.phase("scanning")
         store_dir = store_dir_of(store)
@@ -733,9 +727,6 @@ def ray_commit_dir(
             ignored=totals.ignored,
             warnings=totals.warnings,
         )
-        base = branch_base(store, dataset, branch, head)
-        start = head or base
-        head_tree = store.get_commit(start.commit).tree if start is not None else None
         return finish_commit(
             store,
             whole,
