@@ -87,6 +87,26 @@ def test_hoisting_moves_only_what_comes_before_the_verb() -> None:
     assert hoist_global_options(["-v", "remote", "--help"]) == ["remote", "-v", "--help"]
 
 
+def test_options_may_stand_between_a_version_and_its_path() -> None:
+    """argparse alone fills ls's PATH before the first option and then refuses
+    `vfs ls ds@v1 -l sub`; every order a user writes parses the same."""
+    for argv in (
+        ["ls", "ds@v1", "-l", "sub"],
+        ["ls", "-l", "ds@v1", "sub"],
+        ["ls", "ds@v1", "sub", "-l"],
+    ):
+        args = build_parser("ls").parse_args(argv)
+        assert (args.spec, args.path, args.long) == ("ds@v1", "sub", True), argv
+    args = build_parser("get").parse_args(["get", "ds@v1", "-o", "out", "sub/a"])
+    assert (args.spec, args.path, args.out) == ("ds@v1", "sub/a", "out")
+    args = build_parser("show").parse_args(["show", "ds@v1", "--json", "sub"])
+    assert (args.spec, args.path, args.json) == ("ds@v1", "sub", True)
+    # a word still left over is an error, named as such
+    with pytest.raises(SystemExit) as exit_:
+        build_parser("ls").parse_args(["ls", "ds@v1", "-l", "sub", "extra"])
+    assert exit_.value.code == 2
+
+
 def test_the_verbs_with_actions_are_the_ones_hoisting_knows() -> None:
     parser = build_parser(all_verbs=True)
     verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

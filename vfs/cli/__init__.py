@@ -84,6 +84,18 @@ class _Parser(argparse.ArgumentParser):
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
         ns, extra = super().parse_known_args(args, namespace)
+        if extra and args is not None and self._may_intermix():
+            # argparse fills every positional it can before the first option, so a
+            # second optional one (PATH of `vfs ls ds@v1 -l sub`) finds no slot
+            # after it. Positionals parsed apart from the options (as in Python
+            # 3.13's fix) take it; a word still left over is really too many.
+            self._intermixing = True
+            try:
+                mixed = self.parse_known_intermixed_args(args, namespace)
+            finally:
+                self._intermixing = False
+            if len(mixed[1]) < len(extra):
+                ns, extra = mixed
         # Python 3.11's argparse hands a single positional a list when '--' repeats
         # (`vfs mount X -- --`); refuse it here rather than crash in a verb.
         for action in self._actions:
@@ -91,6 +103,17 @@ class _Parser(argparse.ArgumentParser):
             if not action.option_strings and action.nargs is None and isinstance(value, list):
                 self.error(f"argument {action.metavar or action.dest}: expected one value")
         return ns, extra
+
+    _intermixing = False
+
+    def _may_intermix(self) -> bool:
+        """Whether this parser can take its positionals apart from its options: a
+        verb's parser, whose positionals are plain words, not the parser of `vfs`
+        (whose positional is the verb) nor one already doing so."""
+        return not self._intermixing and all(
+            a.nargs not in (argparse.PARSER, argparse.REMAINDER)
+            for a in self._get_positional_actions()
+        )
 
 
 # The options every store verb takes that may also stand before the verb, as git's do
