@@ -634,6 +634,57 @@ def test_every_version_root_lists_refs_and_resolves_ids(world: World) -> None:
     world.run("ds", body)
 
 
+def test_at_ref_names_keep_their_version_while_the_store_is_away(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A multi-version mount asks the store for `@main` again once the name is
+    ref_ttl old. With the store down, each path walk waited the read timeout and
+    failed, cached bytes or not; a name read before now keeps its commit, asking
+    the store again only after OUTAGE_RETRY, and follows the ref once it answers."""
+    from vfs.mount import versions
+
+    monkeypatch.setattr(versions, "OUTAGE_RETRY", 0.5)
+    cfg = FetchConfig(read_timeout=3.0, attempt_timeout=0.3, backoff=0.05)
+    ttl = 0.1
+
+    async def body(core: FsCore) -> None:
+        async def read_csv(ref: bytes) -> bytes:
+            top = await core.lookup(ROOT, ref)
+            return await read_all(core, (await core.lookup(top.ino, b"with space.csv")).ino)
+
+        assert await read_csv(b"@main") == b"changed in v2\n"
+        assert [n for n, _, _ in await listing(core, ROOT)][2:] == [b"@main", b"@v1", b"@v2"]
+        v1 = (await core.info((await core.lookup(ROOT, b"@v1")).ino))["version"]
+        world.faults.set(Fault("error"), record=False)
+        try:
+            await trio.sleep(ttl * 2)
+            t0 = time.monotonic()
+            assert await read_csv(b"@main") == b"changed in v2\n"  # from the cache
+            assert time.monotonic() - t0 < versions.STALE_WAIT + 0.5
+            assert [n for n, _, _ in await listing(core, ROOT)][2:] == [b"@main", b"@v1", b"@v2"]
+            # known answers come without a try while the outage lasts
+            tries = world.wired.requests()
+            await trio.sleep(ttl * 2)
+            await core.lookup(ROOT, b"@main")
+            assert world.wired.requests() == tries
+            # a name never read has nothing to fall back on: it fails, within the timeout
+            t0 = time.monotonic()
+            with pytest.raises(FetchError):
+                await core.lookup(ROOT, b"@" + v1[:12].encode())
+            assert time.monotonic() - t0 < cfg.read_timeout + 0.5
+        finally:
+            world.faults.clear(record=False)
+        # main moves while the mount runs: once the store answers, @main follows it
+        wc = str(world.tmp / "wc")
+        commit_dir(world.store, str(world.src), "ds", tag="v3", allow_empty=True, cache_dir=wc)
+        await trio.sleep(versions.OUTAGE_RETRY + ttl)
+        main = await core.info((await core.lookup(ROOT, b"@main")).ino)
+        v3 = await core.info((await core.lookup(ROOT, b"@v3")).ino)
+        assert main["version"] == v3["version"]
+
+    world.run("ds", body, fetch=cfg, config=CoreConfig(ref_ttl=ttl))
+
+
 def test_unknown_dataset_or_ref_fails_before_anything_is_mounted(world: World) -> None:
     from vfs.errors import NotFound
 

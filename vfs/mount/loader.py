@@ -690,15 +690,19 @@ class Loader:
     # -- tree pages and other metadata ---------------------------------------------
 
     async def meta(
-        self, fn: Callable[..., _T], *args: Any, limiter: trio.CapacityLimiter | None = None
+        self,
+        fn: Callable[..., _T],
+        *args: Any,
+        limiter: trio.CapacityLimiter | None = None,
+        timeout: float | None = None,
     ) -> _T:
         """A store read in a worker thread, retried as chunk GETs are: a try that fails
         to reach the store or stalls past `attempt_timeout` is tried again with
-        backoff until `read_timeout` has passed, so an outage shorter than that is
-        invisible to readers. An answer (NotFound, a damaged object, a refusal) is
-        not retried."""
+        backoff until `read_timeout` (or `timeout`, when the caller has an answer to
+        fall back on) has passed, so an outage shorter than that is invisible to
+        readers. An answer (NotFound, a damaged object, a refusal) is not retried."""
         cfg = self.config
-        deadline = trio.current_time() + cfg.read_timeout
+        deadline = trio.current_time() + (cfg.read_timeout if timeout is None else timeout)
         attempt = 0
         while True:
             attempt += 1
@@ -717,7 +721,7 @@ class Loader:
                 raise
             except (BackendError, OSError) as e:
                 why = str(e)
-            await self._back_off("store read", why, attempt, deadline)
+            await self._back_off("store read", why, attempt, deadline, timeout)
 
     async def page(
         self, page_id: bytes, limiter: trio.CapacityLimiter | None = None
@@ -952,16 +956,20 @@ class Loader:
             return None
         return self.source.decode_span(span, data, optional)
 
-    async def _back_off(self, what: str, why: str, attempt: int, deadline: float) -> None:
+    async def _back_off(
+        self, what: str, why: str, attempt: int, deadline: float, timeout: float | None = None
+    ) -> None:
         """After failed try number `attempt` of a store read (a chunk span, a page, the
         locations): wait the backoff, or FetchError if that would pass `deadline` (the
-        read timeout after the first try). The one retry rule of the mount."""
+        read timeout, or the caller's `timeout`, after the first try). The one retry
+        rule of the mount."""
         cfg = self.config
         delay = min(cfg.backoff * 2 ** (attempt - 1), 2.0)
         if trio.current_time() + delay >= deadline:
+            bound = "read timeout" if timeout is None else "a known answer's wait"
             raise FetchError(
                 f"{what}: {why}; gave up after {attempt} attempts "
-                f"(read timeout {cfg.read_timeout:g} s)"
+                f"({bound} {cfg.read_timeout if timeout is None else timeout:g} s)"
             )
         self.stats.retries += 1
         log.warning("%s: %s; retrying in %.2f s (attempt %d)", what, why, delay, attempt)

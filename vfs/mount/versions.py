@@ -8,6 +8,13 @@ and the resolution of an `@REF` name. Which version the root shows, and `switch`
 are the namespace's and the core's (vfs/mount/namespace.py, core.py): they change
 inode records.
 
+Refs move, so the `@REF` names are read from the store again once they are
+`ref_ttl` old. When the store cannot be reached, a name read before keeps the
+commit it named (a warning says so once), and the store is asked again only after
+OUTAGE_RETRY: a training job reading `@main/...` through a short outage goes on
+with the version it had, as it would have within the TTL, instead of waiting the
+read timeout at every path walk and then failing.
+
 Concurrency: touched only on the trio thread; store reads (refs, commits, root
 pages) run in worker threads through the loader and return values.
 """
@@ -17,15 +24,25 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from vfs import refs
 from vfs.errors import AmbiguousRef, NotFound, UsageError
-from vfs.mount.loader import Loader
+from vfs.mount.loader import FetchError, Loader
 from vfs.reader import Version
 from vfs.store import HEADS, TAGS, Store
 
 log = logging.getLogger(__name__)
+
+# With a last-known answer to fall back on, how long a ref read may try the store
+# (a down endpoint fails at once; a stalled one costs this) and, after it failed,
+# how long known answers are given without asking again.
+STALE_WAIT = 2.0
+OUTAGE_RETRY = 30.0
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -44,7 +61,17 @@ class View:
 class Versions:
     """Every version a mount has opened, by position, and the `@REF` listing."""
 
-    __slots__ = ("_index", "_loader", "_ref_ttl", "_refs_cache", "dataset", "store", "views")
+    __slots__ = (
+        "_index",
+        "_known",
+        "_loader",
+        "_ref_ttl",
+        "_refs_cache",
+        "_unreachable_until",
+        "dataset",
+        "store",
+        "views",
+    )
 
     def __init__(self, store: Store, dataset: str, loader: Loader, ref_ttl: float) -> None:
         self.store = store
@@ -54,6 +81,8 @@ class Versions:
         self.views: list[View] = []
         self._index: dict[bytes, int] = {}
         self._refs_cache: tuple[float, list[tuple[bytes, bytes]]] | None = None
+        self._known: dict[bytes, bytes] = {}  # `@name` -> the commit the store last gave
+        self._unreachable_until = 0.0  # monotonic; 0 while the store answers
 
     def add(self, view: View) -> int:
         """The position of a view's commit, adding the view if it is new."""
@@ -72,21 +101,63 @@ class Versions:
 
     async def list_refs(self) -> list[tuple[bytes, bytes]]:
         now = time.monotonic()
-        if self._refs_cache is None or now - self._refs_cache[0] > self._ref_ttl:
-            listing = await self._loader.meta(_ref_listing, self.store, self.dataset)
-            self._refs_cache = (now, listing)
-        return self._refs_cache[1]
+        cached = self._refs_cache
+        if cached is not None and (now - cached[0] <= self._ref_ttl or self._unreachable(now)):
+            return cached[1]
+        try:
+            listing = await self._read(cached is not None, _ref_listing, self.store, self.dataset)
+        except FetchError as e:
+            if cached is None:
+                raise
+            self._went_away(e)
+            return cached[1]
+        self._refs_cache = (now, listing)
+        self._known.update(listing)
+        return listing
 
     async def resolve_ref_name(self, name: bytes) -> bytes | None:
         if not name.startswith(b"@") or len(name) < 2:
             return None
+        known = self._known.get(name)
+        if known is not None and self._unreachable(time.monotonic()):
+            return known
         try:
             text = name[1:].decode("ascii")
-            r = await self._loader.meta(refs.resolve, self.store, f"{self.dataset}@{text}")
+            spec = f"{self.dataset}@{text}"
+            r = await self._read(known is not None, refs.resolve, self.store, spec)
         except (UnicodeDecodeError, NotFound, UsageError, AmbiguousRef) as e:
             log.debug("lookup of %r in the @REF root: %s", name, e)
             return None
+        except FetchError as e:
+            if known is None:
+                raise
+            self._went_away(e)
+            return known
+        self._known[name] = r.commit
         return r.commit
+
+    async def _read(self, fallback: bool, fn: Callable[..., _T], *args: Any) -> _T:
+        """A ref read from the store, tried for STALE_WAIT only when the caller has a
+        known answer to fall back on; a success ends an outage."""
+        wait = min(STALE_WAIT, self._loader.config.read_timeout) if fallback else None
+        value = await self._loader.meta(fn, *args, timeout=wait)
+        if self._unreachable_until:
+            self._unreachable_until = 0.0
+            log.warning("the store answers again: @REF names follow its refs")
+        return value
+
+    def _unreachable(self, now: float) -> bool:
+        return now < self._unreachable_until
+
+    def _went_away(self, e: FetchError) -> None:
+        if not self._unreachable_until:
+            log.warning(
+                "the store cannot be reached (%s): @REF names keep the versions they "
+                "last named; asking again every %g s",
+                e,
+                OUTAGE_RETRY,
+            )
+        self._unreachable_until = time.monotonic() + OUTAGE_RETRY
 
 
 def _ns(rfc3339: str) -> int:
