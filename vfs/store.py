@@ -40,7 +40,14 @@ from vfs.backends.base import UrlRead
 from vfs.backends.metadata import BlobCache
 from vfs.chunker import PARAMS as CHUNKER_PARAMS
 from vfs.defaults import DEFAULT_BRANCH
-from vfs.errors import CorruptObject, NotFound, RefConflict, UsageError
+from vfs.errors import (
+    BackendError,
+    CorruptObject,
+    NotFound,
+    PermissionDenied,
+    RefConflict,
+    UsageError,
+)
 from vfs.names import check_name
 from vfs.storecheck import CONFIG, NoStore, Place, local_place, local_root, no_store, where
 
@@ -434,6 +441,35 @@ class Store:
         check_name(dataset, "dataset")
         check_name(name, "tag" if kind == TAGS else "branch")
         return f"refs/{dataset}/{kind}/{name}"
+
+    def check_config_or_pins(self, cache: BlobCache, cache_root: str) -> str:
+        """For a reader with a chunk cache (`cache`, opened at `cache_root`):
+        check_config, and when the store cannot be reached but the cache's pins
+        recorded it (`vfs cache pin`), go offline on what they recorded, reading
+        through `cache`. Returns why it is offline, '' while the store answers."""
+        try:
+            self.check_config()
+            return ""
+        except PermissionDenied:
+            raise
+        except BackendError as e:
+            self.serve_pins(cache, cache_root, e)
+            return str(e)
+
+    def serve_pins(self, cache: BlobCache, cache_root: str, away: BackendError) -> None:
+        """Go offline on what the pins in the chunk cache at `cache_root` recorded of
+        this store, reading through `cache`; `away` (why the store cannot be
+        reached), with how to avoid it, if they recorded nothing."""
+        from vfs.cache import offline
+
+        recorded = offline.load(cache_root, self.url)
+        if recorded is None:
+            raise BackendError(
+                f"cannot reach the store {self.url}: {away} (to read a version while "
+                "its store is away, pin it first: vfs cache pin DATASET@REF)"
+            ) from None
+        self.go_offline(recorded)
+        self.use_cache(cache)
 
     def go_offline(self, recorded: OfflineRefs) -> None:
         """Answer refs from what the cache's pins recorded, without asking the

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -410,10 +411,57 @@ def test_a_pinned_version_mounts_and_reads_with_the_store_gone(
                     assert sha(root / rel) == sha(path), (root, rel)
                 else:
                     assert sorted(os.listdir(root / rel)) == sorted(os.listdir(path)), rel
+        # Without a mount too: get, cat, ls and the Python API (in spawned workers
+        # as well) read the pinned version; before, each failed on the store's config.
+        files = {
+            str(p.relative_to(src)): sha(p)
+            for p in sorted(src.rglob("*"))
+            if p.is_file() and not p.is_symlink()
+        }
+        got = m.cli("get", "ds@v1", "-o", str(tmp_path / "out"))
+        assert got.stderr.count("offline: the store") == 1, got.stderr
+        assert {rel: sha(tmp_path / "out" / rel) for rel in files} == files
+        some = next(iter(files))
+        cat = subprocess.run(
+            [sys.executable, "-m", "vfs.cli", "cat", "ds@v1", some],
+            capture_output=True,
+            env=m.env,
+            timeout=60,
+            check=True,
+        )
+        assert hashlib.sha256(cat.stdout).hexdigest() == files[some]
+        listed = m.cli("ls", "ds@v1", "-R", "-z").stdout.split("\0")
+        assert set(files) <= set(listed)
+        script = tmp_path / "read_in_workers.py"  # spawn imports __main__ from a file
+        script.write_text(_READ_IN_SPAWNED_WORKERS)
+        api = subprocess.run(
+            [sys.executable, str(script), json.dumps(sorted(files))],
+            capture_output=True,
+            text=True,
+            env=m.env,
+            timeout=120,
+        )
+        assert api.returncode == 0, api.stderr
+        assert json.loads(api.stdout) == files
     finally:
         m.cleanup()
     errors = m.error_lines()
     assert not errors, errors
+
+
+_READ_IN_SPAWNED_WORKERS = """
+import hashlib, json, multiprocessing, sys
+import vfs
+
+def digest(job):
+    version, path = job
+    return path, hashlib.sha256(version.read_bytes(path)).hexdigest()
+
+if __name__ == "__main__":
+    v = vfs.open_version("ds@v1")
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        print(json.dumps(dict(pool.map(digest, [(v, p) for p in json.loads(sys.argv[1])]))))
+"""
 
 
 @pytest.mark.fuse

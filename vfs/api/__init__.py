@@ -46,7 +46,14 @@ from typing import TYPE_CHECKING, Any
 from vfs import access, config, refs, tree
 from vfs import format as fmt
 from vfs.defaults import parse_size
-from vfs.errors import IsADirectory, NotADirectory, PathNotFound, VfsError
+from vfs.errors import (
+    BackendError,
+    IsADirectory,
+    NotADirectory,
+    PathNotFound,
+    PermissionDenied,
+    VfsError,
+)
 from vfs.reader import Version as ReaderVersion
 from vfs.reader import VersionFile
 from vfs.store import LRU, Store
@@ -78,6 +85,7 @@ class _Handle:
         budget = memory_budget()
         self.memory: LRU | None = LRU(budget, len) if budget else None  # type: ignore[arg-type]
         self.cache: ChunkCache | None = None
+        self.cache_error = ""  # why the cache could not be opened here
         self._cache_tried = cache_dir is None
         self._lock = threading.Lock()
 
@@ -95,10 +103,44 @@ class _Handle:
                     self.cache = ChunkCache(self.cache_dir, resolve_cache_size())
                 except VfsError as e:  # opened before fork(): the child reads past it
                     log.info("reading without the chunk cache: %s", e)
+                    self.cache_error = str(e)
                 if self.cache is not None:
                     self.store.use_cache(self.cache)
                 self._cache_tried = True
             return self.cache
+
+    def reach(self) -> bool:
+        """Check the store's config (Store.check_config); when the store cannot be
+        reached, read the versions pinned in the chunk cache, offline. True if
+        offline. The cache opens only then: see the class docstring."""
+        try:
+            self.store.check_config()
+            return False
+        except PermissionDenied:
+            raise
+        except BackendError as e:
+            self.offline(e)
+            log.warning(
+                "offline: the store %s cannot be reached (%s); reading the versions "
+                "pinned in the cache, as they were pinned",
+                self.store.url,
+                e,
+            )
+            return True
+
+    def offline(self, away: BackendError) -> None:
+        """Read the versions pinned in the chunk cache (Store.serve_pins): in a
+        process whose parent found the store `away`, without asking it again."""
+        if self.store.offline is not None:
+            return
+        cache = self.open_cache()
+        if cache is None:
+            # A forked child of a process that had the cache open cannot open it.
+            raise BackendError(
+                f"{away}, and the chunk cache that holds the pinned versions cannot be "
+                f"opened in this process ({self.cache_error or 'no cache directory'})"
+            ) from None
+        self.store.serve_pins(cache, cache.root, away)
 
     def close(self) -> None:
         if self.pid != os.getpid():
@@ -220,8 +262,10 @@ class Version:
         cache_dir: str | None,
         record_access: str | None = None,
         endpoint_url: str | None = None,  # a remote's S3 endpoint (vfs.config)
+        offline: bool = False,  # opened from the cache's pins, the store away
     ):
         self.store_url = store_url
+        self.offline = offline
         self.endpoint_url = endpoint_url
         self.dataset = dataset
         self.commit_id = commit_id
@@ -243,6 +287,7 @@ class Version:
             "cache_dir": self.cache_dir,
             "record_access": self.record_access,
             "endpoint_url": self.endpoint_url,
+            "offline": self.offline,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -253,6 +298,7 @@ class Version:
             state["cache_dir"],
             state.get("record_access"),
             state.get("endpoint_url"),
+            state.get("offline", False),
         )
 
     def _note_read(self, path: str, offset: int, length: int) -> None:
@@ -299,6 +345,8 @@ class Version:
         with self._lock:
             if self._reader is None or self._pid != os.getpid():
                 h = _handle(self.store_url, self.cache_dir, self.endpoint_url)
+                if self.offline:  # as the process that opened it found the store
+                    h.offline(BackendError(f"the store {self.store_url} was away"))
                 self._reader = ReaderVersion(h.store, self.dataset, self.commit_id, h.cache)
                 self._reader.chunks.memory = h.memory
                 self._handle = h
@@ -609,7 +657,7 @@ def open_version(
     if cdir is not None:
         cdir = os.path.abspath(cdir)
     h = _handle(url, cdir, endpoint)
-    h.store.check_config()
+    away = h.reach()
     r = refs.resolve(h.store, spec)
     rec = access.start_record(record_access) if record_access is not None else None
-    return Version(url, r.spec.dataset, r.commit, cdir, rec, endpoint)
+    return Version(url, r.spec.dataset, r.commit, cdir, rec, endpoint, offline=away)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from vfs import defaults
 
 if TYPE_CHECKING:
+    from vfs.cache import ChunkCache
     from vfs.ops.history import Deleted
     from vfs.store import Store
 
@@ -142,12 +143,15 @@ def open_store(args: argparse.Namespace, for_write: bool = False) -> Store:
     return base.open_store(args.store, for_write)
 
 
-def open_spec_store(args: argparse.Namespace, *names: str) -> Store:
+def open_spec_store(
+    args: argparse.Namespace, *names: str, cache: ChunkCache | None = None
+) -> Store:
     """The store the version arguments `names` of args read from: --store's, or the
-    remote a REMOTE: part names (`vfs ls team:ds@v1`), which is then taken off them."""
+    remote a REMOTE: part names (`vfs ls team:ds@v1`), which is then taken off them.
+    A verb that reads through the chunk `cache` reads pinned versions offline too."""
     from vfs.ops import base
 
-    store, rests = base.open_spec(args.store, [getattr(args, n) for n in names])
+    store, rests = base.open_spec(args.store, [getattr(args, n) for n in names], cache=cache)
     for name, rest in zip(names, rests, strict=True):
         setattr(args, name, rest)
     return store

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from vfs.cache import ChunkCache
@@ -21,9 +24,11 @@ from vfs.cli.common import (
     write_nul,
 )
 from vfs.config import resolve_cache_size
-from vfs.errors import Interrupted
+from vfs.errors import Interrupted, VfsError
 from vfs.ops import base, history, read
 from vfs.ops.get import get
+
+log = logging.getLogger(__name__)
 
 # --- ls ---
 
@@ -52,11 +57,29 @@ def add_ls(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_ls)
 
 
+@contextlib.contextmanager
+def _cache_if_any(args: argparse.Namespace) -> Iterator[ChunkCache | None]:
+    """The chunk cache, for ls and cat to read through (and to read pinned versions
+    with the store away); None where it cannot be opened (a cache directory this
+    user may not write), as they read without one."""
+    try:
+        cache = ChunkCache(cache_dir(args), resolve_cache_size())
+    except (VfsError, OSError) as e:
+        log.debug("reading without the chunk cache: %s", e)
+        cache = None
+    if cache is None:
+        yield None
+        return
+    with cache:
+        yield cache
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
-    store = open_spec_store(args, "spec")
-    if not args.spec:
-        return _ls_datasets(args, history.datasets(store), store.url)
-    rows = read.entries(store, args.spec, args.path, args.recursive)
+    with _cache_if_any(args) as cache:
+        store = open_spec_store(args, "spec", cache=cache)  # takes a REMOTE: part off
+        if not args.spec:
+            return _ls_datasets(args, history.datasets(store), store.url)
+        rows = read.entries(store, args.spec, args.path, args.recursive)
     if args.json:
         print_json([read.entry_doc(p, e) for p, e in rows])
         return 0
@@ -102,12 +125,13 @@ def add_cat(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
-    store = open_spec_store(args, "spec")
-    with read.open_file(store, args.spec, args.path) as f:
-        out = sys.stdout.buffer
-        while block := f.read(4 * 1024 * 1024):
-            out.write(block)
-        out.flush()
+    with _cache_if_any(args) as cache:
+        store = open_spec_store(args, "spec", cache=cache)
+        with read.open_file(store, args.spec, args.path, cache) as f:
+            out = sys.stdout.buffer
+            while block := f.read(4 * 1024 * 1024):
+                out.write(block)
+            out.flush()
     return 0
 
 
@@ -153,11 +177,10 @@ def cmd_get(args: argparse.Namespace) -> int:
 
         args.spec, entry = lock.locked_spec(args.spec)
         args.store = args.store or entry.store
-    store = open_spec_store(args, "spec")
-    r = base.resolve(store, args.spec)
     cache = ChunkCache(cache_dir(args), resolve_cache_size())
-    store.use_cache(cache)
     try:
+        store = open_spec_store(args, "spec", cache=cache)
+        r = base.resolve(store, args.spec)
         v = base.version_of(store, r, cache)
         t0 = time.monotonic()
         bar: Any = None

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from vfs.errors import BackendError, UsageError, VfsError
+from vfs.errors import UsageError, VfsError
 from vfs.mount.control import (
     Failure,
     InfoReply,
@@ -84,7 +84,7 @@ class _Notifier:
 
 def run(opts: MountOptions) -> int:
     """Mount and serve until unmounted or signalled (the daemon, or --foreground)."""
-    from vfs.cache import ChunkCache, offline
+    from vfs.cache import ChunkCache
     from vfs.store import Store
 
     opts = opts.resolved()
@@ -96,29 +96,23 @@ def run(opts: MountOptions) -> int:
     try:
         mnt = check_mountpoint(opts.mountpoint)
         store = Store.open(opts.store_url, opts.endpoint_url)
-        offline_why = ""
+        cache = ChunkCache(opts.cache_dir, opts.cache_size)
         try:
-            store.check_config()
-        except BackendError as e:
-            recorded = offline.load(opts.cache_dir, store.url)
-            if recorded is None:
-                store.close()
-                raise BackendError(
-                    f"cannot reach the store {opts.store_url}: {e} (to mount a version "
-                    "while its store is away, pin it first: vfs cache pin DATASET@REF)"
-                ) from None
-            # The cache's pins recorded the store's config and the refs they were
-            # pinned by: serve those versions from the cache, asking the store nothing
-            # that the cache holds (no timeouts waited out).
-            store.go_offline(recorded)
-            offline_why = str(e)
+            # When the store cannot be reached, the cache's pins recorded its config
+            # and the refs they were pinned by: serve those versions from the cache,
+            # asking the store nothing that the cache holds (no timeouts waited out).
+            offline_why = store.check_config_or_pins(cache, opts.cache_dir)
+        except BaseException:
+            cache.close()
+            store.close()
+            raise
+        if offline_why:
             log.warning(
                 "the store %s cannot be reached (%s): serving the versions pinned in "
                 "the cache, offline",
                 opts.store_url,
-                e,
+                offline_why,
             )
-        cache = ChunkCache(opts.cache_dir, opts.cache_size)
         store.use_cache(cache)  # pinned versions stay readable while the store is away
     except BaseException as e:
         notify.fail(e)

@@ -6,6 +6,7 @@ holds no state: each call opens or resolves afresh.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,8 @@ from vfs.store import Store
 
 if TYPE_CHECKING:
     from vfs.cache import ChunkCache
+
+log = logging.getLogger(__name__)
 
 # resolve and short are the store layer's own (vfs.refs): named here so that a verb's
 # caller resolves a spec and prints an id without importing the store layer.
@@ -55,24 +58,43 @@ def open_store(url: str | None, for_write: bool = False, create: bool = False) -
 
 
 def open_spec(
-    url: str | None, specs: Sequence[str | None], for_write: bool = False
+    url: str | None,
+    specs: Sequence[str | None],
+    for_write: bool = False,
+    cache: ChunkCache | None = None,
 ) -> tuple[Store, list[str | None]]:
     """The store that `specs` (DATASET@REF, or REMOTE:DATASET@REF) are read from, and
     the specs without their remote part (vfs.config.spec_target has the rules): a
-    remote part names the remote's store for this command only."""
+    remote part names the remote's store for this command only. With `cache`, see
+    open_target."""
     target, rests = config.spec_target(url, specs)
-    return open_target(target, for_write), rests
+    return open_target(target, for_write, cache), rests
 
 
-def open_target(target: config.StoreTarget, for_write: bool = False) -> Store:
-    """Open a resolved store (URL and endpoint); to read, it must be a store."""
+def open_target(
+    target: config.StoreTarget, for_write: bool = False, cache: ChunkCache | None = None
+) -> Store:
+    """Open a resolved store (URL and endpoint); to read, it must be a store. A
+    reader that gives its chunk `cache` reads through it, and reads the versions
+    pinned there when the store cannot be reached (Store.check_config_or_pins)."""
     store = Store.open(target.url, target.endpoint_url)
-    if not for_write:
-        try:
+    try:
+        why = ""
+        if cache is not None:
+            store.use_cache(cache)
+            why = "" if for_write else store.check_config_or_pins(cache, cache.root)
+        elif not for_write:
             store.check_config()
-        except BaseException:
-            store.close()
-            raise
+        if why:
+            log.warning(
+                "offline: the store %s cannot be reached (%s); reading the versions "
+                "pinned in the cache, as they were pinned",
+                target.url,
+                why,
+            )
+    except BaseException:
+        store.close()
+        raise
     return store
 
 

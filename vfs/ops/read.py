@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import stat as stat_mod
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vfs import format as fmt
 from vfs.ops.base import resolve, version_of
 from vfs.reader import VersionFile
 from vfs.store import Store
+
+if TYPE_CHECKING:
+    from vfs.cache import ChunkCache
 
 
 def entries(store: Store, spec: str, path: str, recursive: bool) -> list[tuple[str, fmt.Entry]]:
@@ -51,8 +54,9 @@ def entry_doc(path: str, e: fmt.Entry) -> dict[str, Any]:
     return doc
 
 
-def open_file(store: Store, spec: str, path: str) -> VersionFile:
-    """The file at `path` of the version `spec` names, open for reading: a seekable
-    binary file. A bad spec or path fails here, before anything is written."""
-    v = version_of(store, resolve(store, spec))
+def open_file(store: Store, spec: str, path: str, cache: ChunkCache | None = None) -> VersionFile:
+    """The file at `path` of the version `spec` names, open for reading (through the
+    chunk `cache`, if given): a seekable binary file. A bad spec or path fails here,
+    before anything is written."""
+    v = version_of(store, resolve(store, spec), cache)
     return v.open(path)
