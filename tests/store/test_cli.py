@@ -367,3 +367,17 @@ def test_switch_umount_and_help_import_no_heavy_module(tmp_path: Path) -> None:
     # The parent of `vfs mount` starts the daemon (python -m vfs.mount.daemon) without
     # importing the daemon's modules.
     assert out["mount"] == []
+
+
+def test_a_pin_over_the_cap_says_so_once_in_words(vfs: Vfs, tmp_path: Path) -> None:
+    """Pins win over the cap. The cache's own mid-way warning gave raw bytes and the
+    pin then said only "pinned"; the pin now ends with the sizes and what to do."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.bin").write_bytes(os.urandom(3 * MiB))
+    vfs.run("commit", str(src), "model", "--tag", "v1")
+    vfs.env["VFS_CACHE_SIZE"] = "1M"
+    err = vfs.run("cache", "pin", "model@v1").stderr
+    assert "remain over" not in err, err
+    assert "the pins hold 3.0 MiB, over the cache's cap of 1.0 MiB" in err, err
+    assert "pinned model@v1" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from dataclasses import asdict
 from typing import Any
@@ -173,8 +174,9 @@ def add_cache(p: argparse.ArgumentParser) -> None:
         help="keep a version whole in the cache, for use offline",
         description="Pin DATASET@REF: fetch what the cache lacks of it (every chunk, "
         "tree page and locations object), and never evict any of it until unpinned. "
-        "The store's config and the ref are recorded too, so that `vfs mount "
-        "DATASET@REF` works while the store cannot be reached.",
+        "The store's config and the ref are recorded too, so that `vfs mount`, "
+        "`vfs get`, `vfs cat`, `vfs ls DATASET@REF` and the Python API read it while "
+        "the store cannot be reached (refs then name what they named when pinned).",
     )
     c.add_argument("spec", metavar="DATASET@REF")
     c.add_argument(
@@ -252,6 +254,11 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
 def cmd_cache_pin(args: argparse.Namespace) -> int:
     store = open_store(args)
     bar: Any = None
+    # The cache says, in bytes and mid-way, that pins keep it over its cap; the
+    # pin says it once at the end, with what to do.
+    chunks_log = logging.getLogger("vfs.cache.chunks")
+    level = chunks_log.level
+    chunks_log.setLevel(logging.ERROR)
     try:
         with _open_cache(args) as cache:
             if show_progress() and not args.json:
@@ -266,10 +273,20 @@ def cmd_cache_pin(args: argparse.Namespace) -> int:
                 on_total=(lambda n: bar.reset(total=n)) if bar is not None else None,
                 on_bytes=bar.update if bar is not None else None,
             )
+            st = cache.stats()
     finally:
+        chunks_log.setLevel(level)
         if bar is not None:
             bar.close()
         store.close()
+    if st.pinned_bytes > st.max_bytes:
+        print(
+            f"vfs: warning: the pins hold {human(st.pinned_bytes)}, over the cache's cap of "
+            f"{human(st.max_bytes)}; pinned data is never evicted, so the cache stays over "
+            "its cap until you unpin (vfs cache unpin) or raise the cap (core.cache_size) "
+            "for every process that uses this cache",
+            file=sys.stderr,
+        )
     if args.json:
         print_json(
             {
