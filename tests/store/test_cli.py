@@ -104,6 +104,10 @@ def test_commit_log_ls_cat_get_diff_rollback(vfs: Vfs, tmp_path: Path) -> None:
     assert rb["rollback_of"] == v1
     log = vfs.json("log", "digits")
     assert [c["id"] for c in log] == [rb["id"], v2, v1]
+    # Again: main has v1's content already, so no empty commit is made.
+    again = vfs.json("rollback", "digits@v1")
+    assert again["unchanged"] and again["id"] == rb["id"] and again["dataset"] == "digits"
+    assert len(vfs.json("log", "digits")) == 3
     assert vfs.run("cat", "digits", "with space.csv").stdout == "a,b\n1,2\n"
     assert vfs.json("diff", "digits@v1", "digits")["changes"] == []
 

@@ -198,6 +198,10 @@ def cmd_commit(args: argparse.Namespace) -> int:
     ignored = f" ({r.ignored} ignored)" if r.ignored else ""
     if r.unchanged:
         print(f"nothing changed since {short(r.commit)} on {where}{ignored}", file=sys.stderr)
+        if args.tag:
+            print(f"tagged {short(r.commit)} {args.tag}", file=sys.stderr)
+        if args.message:
+            print("the message (-m) was not used: no commit was made", file=sys.stderr)
     else:
         print(
             f"{where}: {r.files} files, {human(r.bytes)}"
@@ -236,11 +240,19 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         print_json(
             {
                 "id": r.id.hex(),
+                "dataset": r.dataset,
                 "branch": r.branch,
                 "tree": r.tree.hex(),
                 "rollback_of": r.rollback_of.hex(),
+                "unchanged": r.unchanged,
             }
         )
+    elif r.unchanged:
+        print(
+            f"nothing to roll back: {r.dataset}@{r.branch} has the content of {r.spec} already",
+            file=sys.stderr,
+        )
+        print(r.id.hex())
     else:
         print(f"{r.dataset}@{r.branch} now has the content of {r.spec}", file=sys.stderr)
         print(r.id.hex())

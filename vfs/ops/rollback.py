@@ -25,6 +25,7 @@ class RollbackResult:
     tree: bytes
     rollback_of: bytes  # the commit whose tree it has
     spec: str  # the version rolled back to, as resolved
+    unchanged: bool = False  # the branch had that tree already: no commit was made
 
 
 def rollback(
@@ -47,6 +48,10 @@ def _rollback(
     head = store.read_ref(r.spec.dataset, HEADS, branch)
     if head is None:
         raise NotFound(f"{r.spec.dataset} has no branch {branch!r}")
+    if store.get_commit(head.commit).tree == old.tree:  # as a commit of no change
+        return RollbackResult(
+            head.commit, r.spec.dataset, branch, old.tree, r.commit, str(r.spec), True
+        )
     message = message or f"rollback to {r.spec} ({refs.short(r.commit)})"
     template = fmt.Commit(
         tree=old.tree,
