@@ -102,6 +102,8 @@ def test_interrupted_get_leaves_only_complete_files_and_resumes(tmp_path: Path, 
     assert doc["kept"] >= len(parts)  # what was in place was verified and kept
     assert doc["files"] + doc["symlinks"] + doc["kept"] == 15, doc  # 14 files, 1 symlink
     assert snapshot_fs(out) == snapshot_fs(src)
+    # OUT has the mode mkdir gives, as after a get never interrupted (it stayed 0700)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()
 
     # A third run fetches nothing: everything is in place.
     doc = json.loads(vfs.run("get", "big", "-o", str(out), "--json").stdout)

@@ -77,19 +77,6 @@ def _real_dir(path: str) -> bool:
         return False
 
 
-def _umask() -> int:
-    """The process's umask, read without setting it (os.umask would, for a moment, in
-    every thread)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
 def _make_dir(path: str) -> None:
     if os.path.lexists(path):
         if not _real_dir(path):
@@ -183,7 +170,6 @@ def get(
     dirs: list[tuple[str, fmt.Entry]] = []
     entries: list[tuple[str, tree.Found]] = []
     top: fmt.Entry | None = None  # OUT's entry, when it is a directory of the version
-    top_mode: int | None = None  # for an OUT this get created for the version's root
     if found is not None and not found.entry.is_dir:
         # One file or symlink: OUT is its new name, or a directory to put it in.
         dest = (
@@ -193,13 +179,16 @@ def get(
         )
         entries.append((dest, found))
     else:
-        created = not os.path.lexists(out)
-        _make_dir(out)  # 0700 while it fills
-        _drop_leftovers(out)
         if found is not None:  # a directory of the version: its mode and mtime at the end
             top = found.entry
-        elif created:  # the version's root, which has neither: what mkdir would give
-            top_mode = 0o777 & ~_umask()
+            _make_dir(out)  # 0700 while it fills
+        elif not os.path.lexists(out):
+            # The version's root has neither: what mkdir gives, from the start, so
+            # that a rerun after an interruption cannot leave it 0700.
+            os.mkdir(out, 0o777)
+        else:
+            _make_dir(out)  # checks that it is a real directory
+        _drop_leftovers(out)
         for rel, f in version.walk(path):
             p = os.path.join(out, os.fsdecode(rel))
             if f.entry.is_dir:
@@ -320,6 +309,4 @@ def get(
         _finish(p, e)
     if top is not None:
         _finish(out, top)
-    elif top_mode is not None:
-        os.chmod(out, top_mode)
     return result
