@@ -44,6 +44,7 @@ def test_diff_exit_code_and_report(
     (src / "train" / "b.jpg").unlink()
     _tree(src, {"train/new.jpg": os.urandom(50_000), "labels.csv": b"a,2\n"})
     (src / "val" / "c.jpg").write_bytes(os.urandom(100_000))
+    os.utime(src / "train" / "a.jpg", ns=(10**18, 10**18))  # as a copy without `cp -p`
     assert main(["commit", str(src), "ds", "--tag", "v2", *s]) == 0
     capsys.readouterr()
 
@@ -57,15 +58,19 @@ def test_diff_exit_code_and_report(
     doc = json.loads(capsys.readouterr().out)
     dirs = {d["name"]: d for d in doc["directories"]}
     assert set(dirs) == {"train", "val", ROOT_FILES}
-    assert dirs["train"]["files"] == {"added": 1, "removed": 1, "modified": 0}
+    assert dirs["train"]["files"] == {"added": 1, "removed": 1, "modified": 1}
     assert dirs["train"]["bytes"]["added"] == 50_000
     assert dirs["train"]["bytes"]["removed"] == 200_000
     assert dirs["val"]["files"]["modified"] == 1
     md = (out / "report.md").read_text()
     assert "### Data changes: `ds@v1` → `ds@v2`" in md
     assert "![files and bytes changed by top-level directory](changes.png)" in md
-    assert "| `train/` | 1 | 1 | 0 |" in md
+    assert "| `train/` | 1 | 1 | 1 |" in md
     assert "| removed | `train/b.jpg` | 200000 | 0 |" in md
+    # A change of mtime alone is marked as vfs diff marks it, counted, and listed last.
+    assert "| of those, mtime or mode only | 1 | – |" in md
+    assert "| modified (mtime only) | `train/a.jpg` | 300000 | 300000 |" in md
+    assert md.index("`val/c.jpg`") < md.index("`train/a.jpg`")
     png = (out / "changes.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
 

@@ -96,6 +96,12 @@ def markdown(d: VersionDiff, groups: list[Group], chart: bool) -> str:
         f"| removed | {s.removed} | {_human(s.bytes_removed)} |",
         f"| modified | {s.modified} | {_human(sum(g.bytes[MODIFIED] for g in groups))} "
         "new content |",
+    ]
+    # A copy without `cp -p` changes every mtime: say how many changed nothing else.
+    meta_only = sum(1 for c in d.changes if _meta_only(c))
+    if meta_only:
+        lines.append(f"| of those, mtime or mode only | {meta_only} | – |")
+    lines += [
         "",
     ]
     if chart:
@@ -113,12 +119,23 @@ def markdown(d: VersionDiff, groups: list[Group], chart: bool) -> str:
         )
     lines += ["", "<details><summary>changed files</summary>", ""]
     lines += ["| status | path | old size | new size |", "|---|---|---:|---:|"]
-    for c in d.changes[:MAX_FILES_LISTED]:
-        lines.append(f"| {c.status} | {_cell(c.path)} | {c.old_size} | {c.new_size} |")
+    # Changes of content first: they are what a reviewer reads for.
+    listed = sorted(d.changes, key=_meta_only)
+    for c in listed[:MAX_FILES_LISTED]:
+        lines.append(f"| {_status(c)} | {_cell(c.path)} | {c.old_size} | {c.new_size} |")
     if len(d.changes) > MAX_FILES_LISTED:
         lines += ["", f"… and {len(d.changes) - MAX_FILES_LISTED} more (vfs diff {a} {b})"]
     lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def _meta_only(c: Change) -> bool:
+    return c.status == MODIFIED and bool(c.fields) and "content" not in c.fields
+
+
+def _status(c: Change) -> str:
+    """`modified (mtime only)`, as `vfs diff` marks a change of no content."""
+    return f"modified ({', '.join(c.fields)} only)" if _meta_only(c) else c.status
 
 
 def draw_chart(groups: list[Group], title: str, path: str) -> None:
