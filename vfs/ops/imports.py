@@ -29,7 +29,7 @@ from typing import Any
 
 from vfs import format as fmt
 from vfs.defaults import DEFAULT_BRANCH
-from vfs.errors import NotFound, RefConflict, UsageError
+from vfs.errors import NotFound, RefConflict, VfsError
 from vfs.names import check_name
 from vfs.ops.base import open_store
 from vfs.ops.commit import commit_and_move, default_author, utc_now
@@ -153,13 +153,14 @@ def import_version(
 
 
 def recorded_source(store: Store, name: str) -> dict[str, str]:
-    """Where `name`'s head was imported from; UsageError if it was not imported."""
+    """Where `name`'s head was imported from; VfsError (exit 1: well-formed, but
+    nothing to do it with) if it was not imported."""
     head = store.read_ref(check_name(name, "dataset"), HEADS, DEFAULT_BRANCH)
     if head is None:
         raise NotFound(f"no dataset {name!r} (branch {DEFAULT_BRANCH}) in {store.url}")
     src = source_of(store.get_commit(head.commit).meta)
     if src is None or not {"store", "dataset", "ref"} <= src.keys():
-        raise UsageError(
+        raise VfsError(
             f"{name}@{DEFAULT_BRANCH} ({short(head.commit)}) was not imported: its commit "
             f"records no {SOURCE}* source, so there is nothing to update from"
         )
