@@ -301,17 +301,19 @@ def resolve(src: PageSource, root: bytes, path: str | bytes) -> Found | None:
     parts = split_path(path)
     found: Found | None = None
     top = root
+
+    def shown(n: int) -> str:
+        return b"/".join(parts[:n]).decode("utf-8", "replace")
+
     for i, name in enumerate(parts):
         found = DirView(src, top).lookup(name)
+        # The whole path, as ls and cat name it, and the part that is not there.
+        missing = f" ({shown(i + 1)} is not there)" if i + 1 < len(parts) else ""
         if found is None:
-            raise NotFound(
-                f"no such file or directory: {b'/'.join(parts[: i + 1]).decode('utf-8', 'replace')}"
-            )
+            raise NotFound(f"no such file or directory: {shown(len(parts))}{missing}")
         if i + 1 < len(parts):
             if not found.entry.is_dir:
-                raise NotFound(
-                    f"not a directory: {b'/'.join(parts[: i + 1]).decode('utf-8', 'replace')}"
-                )
+                raise NotFound(f"not a directory: {shown(i + 1)} (in {shown(len(parts))})")
             top = found.entry.tree
     return found
 
