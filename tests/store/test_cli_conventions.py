@@ -107,6 +107,27 @@ def test_options_may_stand_between_a_version_and_its_path() -> None:
     assert exit_.value.code == 2
 
 
+def test_a_usage_error_points_at_the_verbs_help_and_a_typo_at_the_verb(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from vfs.cli import main
+
+    for argv, said in (
+        (
+            ["comit", "x"],
+            "vfs: error: unknown command 'comit'; did you mean 'commit'? (see vfs --help)",
+        ),
+        (
+            ["tag", "ds", "good", "v1"],
+            "vfs: error: unrecognized arguments: v1 (see vfs tag --help)",
+        ),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err.strip() == said
+
+
 def test_the_verbs_with_actions_are_the_ones_hoisting_knows() -> None:
     parser = build_parser(all_verbs=True)
     verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -17,9 +17,11 @@ their verbs need (the store, the cache) at module level.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -76,9 +78,20 @@ VERBS: dict[str, tuple[str, str]] = {
 
 
 class _Parser(argparse.ArgumentParser):
+    verb = ""  # the verb being parsed, set on the parser of `vfs` by main
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        """One line on stderr and exit 2, like git: the usage is one --help away."""
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        """One line on stderr and exit 2, like git: the usage is one --help away,
+        the verb's when there is one; a mistyped verb gets the nearest one."""
+        prog = f"{self.prog} {self.verb}" if self.verb and self.verb in VERBS else self.prog
+        typo = re.match(r"argument COMMAND: invalid choice: '(.*?)'", message)
+        if typo:
+            near = difflib.get_close_matches(typo[1], VERBS, n=1)
+            message = f"unknown command {typo[1]!r}" + (
+                f"; did you mean {near[0]!r}?" if near else ""
+            )
+            prog = self.prog
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {prog} --help)\n")
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -205,7 +218,9 @@ def build_parser(chosen: str | None = None, all_verbs: bool = False) -> argparse
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = hoist_global_options(sys.argv[1:] if argv is None else argv)
-    args = build_parser(_verb(argv)).parse_args(argv)
+    parser = build_parser(_verb(argv))
+    parser.verb = _verb(argv) or ""  # type: ignore[attr-defined]
+    args = parser.parse_args(argv)
     if not hasattr(args, "func"):  # argparse took another word for the verb than _verb
         args = build_parser(args.command).parse_args(argv)
     common.setup_logging(getattr(args, "verbose", 0))

@@ -20,7 +20,7 @@ from vfs.cli.common import (
     print_json,
     show_progress,
 )
-from vfs.errors import UsageError
+from vfs.errors import Interrupted, UsageError
 from vfs.ops.transfer import DEFAULT_JOBS, Progress
 
 if TYPE_CHECKING:
@@ -180,10 +180,18 @@ def add_pull(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_pull)
 
 
+def _interrupted(verb: str) -> Interrupted:
+    """What Ctrl-C in a copy between stores says: the same for push, pull, import and
+    update, which all copy objects first and move a ref last."""
+    return Interrupted(
+        f"{verb} interrupted: no ref was moved; run the same command again to resume "
+        "(what was copied is not copied again)"
+    )
+
+
 def _run_transfer(
     args: argparse.Namespace, src: Store, dst: Store, verb: str, other_name: str
 ) -> int:
-    from vfs.errors import Interrupted
     from vfs.ops.base import short
     from vfs.ops.transfer import transfer
 
@@ -200,10 +208,7 @@ def _run_transfer(
             other_name=other_name,
         )
     except KeyboardInterrupt:
-        raise Interrupted(
-            f"{verb} interrupted: no ref was moved; run the same command again to resume "
-            "(what was copied is not copied again)"
-        ) from None
+        raise _interrupted(verb) from None
     finally:
         src.close()
         dst.close()
@@ -223,6 +228,14 @@ def _run_transfer(
         print(_summary(verb, doc), file=sys.stderr)
     if res.tags:
         print(f"{verb}: tags created: {', '.join(res.tags)}", file=sys.stderr)
+    there = other_name if verb == "push" else "this store"
+    for spec in res.missing_inputs:
+        print(
+            f"vfs: warning: {ref} records the input {spec} (vfs show --lineage), which "
+            f"{there} does not have: its lineage there reads UNREADABLE until that "
+            f"version is {verb}ed too",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -320,6 +333,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             progress=_bar(args),
         )
+    except KeyboardInterrupt:
+        raise _interrupted("import") from None
     finally:
         src.close()
         store.close()
@@ -347,6 +362,8 @@ def cmd_update(args: argparse.Namespace) -> int:
     store = open_store(args, for_write=True)
     try:
         res = update(store, args.name, jobs=args.jobs, progress=_bar(args))
+    except KeyboardInterrupt:
+        raise _interrupted("update") from None
     finally:
         store.close()
     _print_import(args, "update", res)
