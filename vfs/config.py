@@ -105,6 +105,7 @@ _SECRETS_GO = (
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*@")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's rule for a bucket's name
 _REMOTE_PREFIX = re.compile(r"([A-Za-z0-9_][A-Za-z0-9._+-]*):(?!//)(.*)", re.DOTALL)
 
 
@@ -226,6 +227,12 @@ def _check_value(key: str, value: Any, origin: str) -> str:
         raise UsageError(f"{where}{key} holds credentials in its URL: {_SECRETS_GO}")
     if key.endswith(".endpoint_url") and not re.match(r"^https?://[^/\s]+", value):
         raise UsageError(f"{where}{key} must be http://host[:port] or https://..., not {value!r}")
+    if value.startswith("s3://") and not _BUCKET.fullmatch(value[5:].partition("/")[0]):
+        raise UsageError(
+            f"{where}{key}: {value[5:].partition('/')[0]!r} is not an S3 bucket name "
+            "(3 to 63 lowercase letters, digits, '.' and '-', starting and ending with a "
+            "letter or digit)"
+        )
     if key == "core.cache_size":
         try:
             parse_size(value)

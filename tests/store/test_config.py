@@ -157,11 +157,11 @@ def test_secrets_are_refused_with_where_they_belong(project: Project) -> None:
     assert not (project.root / "vfs.toml").exists()
     # A hand-written file is refused as it is read, naming the file.
     toml = project.root / "vfs.toml"
-    toml.write_text('[remote.team]\nurl = "s3://b/p"\naws_secret_access_key = "hunter2"\n')
+    toml.write_text('[remote.team]\nurl = "s3://bkt/p"\naws_secret_access_key = "hunter2"\n')
     line = project.fails("ls")
     assert str(toml) in line and "AWS_SECRET_ACCESS_KEY" in line and "hunter2" not in line
     # So are credentials inside a URL.
-    toml.write_text('[remote.team]\nurl = "s3://b/p"\nendpoint_url = "http://me:pw@s3.lan"\n')
+    toml.write_text('[remote.team]\nurl = "s3://bkt/p"\nendpoint_url = "http://me:pw@s3.lan"\n')
     assert "credentials in its URL" in project.fails("remote", "list")
     # The local file too: vfs reads no secrets from any file of its own.
     toml.unlink()
@@ -246,20 +246,20 @@ def test_settings_api_for_other_verbs(project: Project, monkeypatch: pytest.Monk
     for name in config.ENV:
         monkeypatch.delenv(name, raising=False)
     (project.root / "vfs.toml").write_text(
-        '[core]\nremote = "team"\n\n[remote.team]\nurl = "s3://b/p"\n'
+        '[core]\nremote = "team"\n\n[remote.team]\nurl = "s3://bkt/p"\n'
         'endpoint_url = "http://127.0.0.1:9"\n\n[remote.shelf]\nurl = "../shelf"\n'
     )
     s = config.load(str(project.root))
     assert s.default_remote() == config.Remote(
-        "team", "s3://b/p", "http://127.0.0.1:9", str(project.root / "vfs.toml")
+        "team", "s3://bkt/p", "http://127.0.0.1:9", str(project.root / "vfs.toml")
     )
     assert s.remote("shelf").url == str(project.tmp / "shelf")
     with pytest.raises(UsageError, match=r"did you mean team\?.*the remotes are shelf, team"):
         s.remote("tema")
     assert s.store("team") == config.StoreTarget(
-        "s3://b/p", "http://127.0.0.1:9", "team", "--store"
+        "s3://bkt/p", "http://127.0.0.1:9", "team", "--store"
     )
     assert config.split_remote("team:ds@v1") == ("team", "ds@v1")
-    (project.root / "vfs.toml").write_text('[remote.team]\nurl = "s3://b/p"\n')
+    (project.root / "vfs.toml").write_text('[remote.team]\nurl = "s3://bkt/p"\n')
     with pytest.raises(UsageError, match="no default remote"):
         config.load(str(project.root)).default_remote()

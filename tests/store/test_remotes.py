@@ -77,6 +77,9 @@ def test_remote_add_list_remove(project: Project) -> None:
     assert "already exists" in project.fails("remote", "add", "shelf", "/elsewhere")
     assert "invalid remote name" in project.fails("remote", "add", "a/b", "s3://b")
     assert "unsupported store URL" in project.fails("remote", "add", "ftp", "ftp://host/x")
+    assert "'Bad_Bucket' is not an S3 bucket name" in project.fails(
+        "remote", "add", "bad", "s3://Bad_Bucket/vfs"
+    )
     assert "s3:// stores only" in project.fails(
         "remote", "add", "x", "./x", "--endpoint-url", "http://s3.lan"
     )
@@ -86,7 +89,7 @@ def test_remote_add_list_remove(project: Project) -> None:
     assert "ghost" not in toml.read_text()
     # A refused endpoint writes nothing either, not even the URL before it.
     for bad in ("localhost:8333", "http://user:secret@h:1"):
-        project.fails("remote", "add", "bad", "s3://b/vfs", "--endpoint-url", bad)
+        project.fails("remote", "add", "bad", "s3://bkt/vfs", "--endpoint-url", bad)
         assert "bad" not in toml.read_text()
 
     project.run("remote", "remove", "team")
