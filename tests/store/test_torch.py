@@ -210,3 +210,40 @@ def test_record_access_from_spawn_workers(committed: Committed, tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("run.")) == [
         "run.access.json"  # no lock file beside it, for a project to commit by mistake
     ]
+
+
+def test_a_failing_store_stops_the_prefetch_and_its_queue(
+    committed: Committed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A training job whose store stalled exited minutes after its error: each GET
+    queued behind the order timed out in turn, and the interpreter joins the fetch
+    threads at exit. The first failure now stops the prefetch; nothing queued runs,
+    and the end of the process stops a prefetch still running."""
+    from vfs.api import order
+    from vfs.errors import BackendError
+
+    v = vfs.open_version("ds@v3", store=committed.store_url, cache_dir=str(tmp_path / "cold"))
+    store = v.reader.store
+    real = store.read_pack_range
+    tries: list[int] = []
+
+    def failing(pack: bytes, offset: int, length: int) -> bytes | memoryview:
+        tries.append(length)
+        raise BackendError("the S3 endpoint accepted a connection but did not answer")
+
+    monkeypatch.setattr(store, "read_pack_range", failing)
+    paths = v.files("images")
+    assert len(paths) > 8
+    monkeypatch.setattr(order, "BATCH_FILES", 1)  # a span per file, queued in order
+    pf = v.prefetch(paths, threads=1)
+    assert pf.wait(30)
+    assert len(tries) == 1, tries  # the first failure stopped the rest
+
+    def slow(pack: bytes, offset: int, length: int) -> bytes | memoryview:
+        time.sleep(0.5)  # the whole order would take len(paths) / 2 s
+        return real(pack, offset, length)
+
+    monkeypatch.setattr(store, "read_pack_range", slow)
+    pf = v.prefetch(paths, threads=1)
+    order._stop_all()  # what the interpreter's exit calls, before it joins threads
+    assert pf.wait(1.5)

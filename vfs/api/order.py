@@ -19,6 +19,12 @@ each batch it waits until the bytes issued ahead of the reader's position
 A reader of the same Version that wants a chunk whose GET is on its way waits for
 that GET (ChunkSource.in_flight) instead of issuing its own.
 
+Stopping: a fetch that fails stops the prefetch (the reader meets the failure itself
+and reports it), and so does the end of the process: ThreadPoolExecutor's threads
+are joined at exit, so a failed training job whose store stalls would otherwise wait
+for every queued GET to time out in turn before it exits (minutes, measured). What
+is queued is then dropped; only the GETs under way finish.
+
 Concurrency: ``_cond`` guards the reader's position, the issued count, the stop flag
 and the table of fetches in flight; the planning thread waits on it. Fetches go through a ChunkSource of their own
 (its counters are this object's), which is thread-safe with the cache under it.
@@ -29,6 +35,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -48,6 +55,17 @@ BATCH_FILES = 1024
 # Chunks of one pack at most this far apart are fetched in one GET (the reader's own
 # bound: a gap this small costs less than a round trip).
 ORDER_GAP = MAX_GAP
+
+_running: weakref.WeakSet[OrderPrefetch] = weakref.WeakSet()
+
+
+def _stop_all() -> None:
+    for prefetch in list(_running):
+        prefetch.stop()
+
+
+# Called before the interpreter joins ThreadPoolExecutor threads (atexit is later).
+getattr(threading, "_register_atexit", lambda f: None)(_stop_all)
 
 
 class OrderPrefetch:
@@ -81,6 +99,7 @@ class OrderPrefetch:
             self.done.set()
             return
         self._thread = threading.Thread(target=self._run, name="vfs-order-plan", daemon=True)
+        _running.add(self)
         self._thread.start()
 
     def note_read(self, place: int) -> None:
@@ -191,4 +210,8 @@ class OrderPrefetch:
         with self._cond:
             if self._stopped:
                 return None
-        return self.source.fetch_span(span)
+        try:
+            return self.source.fetch_span(span)
+        except VfsError:
+            self.stop()  # the store fails: the GETs queued behind this one would too
+            raise
