@@ -152,3 +152,27 @@ def test_access_record_object_is_canonical_and_checked(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('{"format": "vfs-access/1", "versions": {"x": {}}}')
     with pytest.raises(VfsError, match="not a vfs-access/1 access record"):
         access.load(str(tmp_path / "bad.json"))
+
+
+def test_pushing_a_version_without_its_inputs_warns(
+    store_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An input recorded without a store is read from the store its commit is in: a
+    model pushed alone to a registry showed its data as UNREADABLE there, silently."""
+    monkeypatch.setenv("VFS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VFS_NO_PROGRESS", "1")
+    s = ("--store", store_url)
+    registry = str(tmp_path / "registry")
+    _vfs(capsys, "init", registry)
+    data = _vfs(capsys, "commit", _dir(tmp_path / "d", a="1"), "data", *s, "--tag", "v1").strip()
+    _vfs(capsys, "commit", _dir(tmp_path / "m", w="2"), "model", *s, "--input", "data@v1")
+
+    assert main(["push", "model", "--to", registry, *s]) == 0
+    err = capsys.readouterr().err
+    assert f"records the input data@{data} (vfs show --lineage), which {registry} " in err
+    _vfs(capsys, "push", "data@v1", "--to", registry, *s)
+    doc = json.loads(_vfs(capsys, "push", "model", "--to", registry, "--json", *s))
+    assert doc["up_to_date"] and doc["missing_inputs"] == []

@@ -111,6 +111,9 @@ class TransferResult:
     destination: str
     stats: Stats
     tags: list[str] = field(default_factory=list)  # with tags=True: the tags created
+    # Inputs the version records as in its own store (vfs show --lineage) that the
+    # destination lacks: its lineage there cannot be read until they follow it.
+    missing_inputs: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -120,6 +123,7 @@ class TransferResult:
             "old": self.old.hex() if self.old else None,
             "up_to_date": self.up_to_date,
             "tags": self.tags,
+            "missing_inputs": self.missing_inputs,
             "from": self.source,
             "to": self.destination,
             **self.stats.to_json(),
@@ -368,7 +372,17 @@ def transfer(
         sent = _send_tags(src, dst, ds, history) if tags else []
         stats.seconds = time.monotonic() - t0
         return TransferResult(
-            ds, kind, name, r.commit, old, up_to_date and not sent, src.url, dst.url, stats, sent
+            ds,
+            kind,
+            name,
+            r.commit,
+            old,
+            up_to_date and not sent,
+            src.url,
+            dst.url,
+            stats,
+            sent,
+            _inputs_missing(src, dst, r.commit),
         )
 
     if current is not None and current.commit == r.commit:
@@ -404,6 +418,16 @@ def transfer(
         lease.release()
         progress.close()
     return result(current.commit if current else None, False, stats, marker.commits)
+
+
+def _inputs_missing(src: Store, dst: Store, commit: bytes) -> list[str]:
+    """The inputs `commit` records as in its own store that `dst` does not have. An
+    input recorded without a store is read from the store the commit is in, so a
+    model pushed alone reads its data's lineage as UNREADABLE there."""
+    from vfs.ops.lineage import inputs_of
+
+    inputs = inputs_of(src.get_commit(commit).meta)
+    return [i.spec for i in inputs if i.store is None and not dst.has_object(i.commit)]
 
 
 def _history(store: Store, commit: bytes) -> set[bytes]:
