@@ -221,6 +221,10 @@ def test_registry_verbs_read_a_remote_by_name_leaving_the_default_store(
     assert "no locked ref has moved" in p.run("lock", "--check").stderr  # at the endpoint
     p.run("get", "ds", "--locked", "-o", str(p.tmp / "locked"))
     assert (p.tmp / "locked" / "a.txt").read_text() == "one\n"
+    # REMOTE: names the store in a lock too, as in get and mount
+    p.run("lock", "team:ds@v2")
+    p.run("get", "ds", "--locked", "-o", str(p.tmp / "locked2"))
+    assert (p.tmp / "locked2" / "a.txt").read_text() == "two\n"
 
 
 @pytest.mark.s3

@@ -28,7 +28,7 @@ def add_lock(p: argparse.ArgumentParser) -> None:
         "  vfs mount --locked imagenet /mnt/imagenet"
     )
     p.formatter_class = Formatter
-    p.add_argument("specs", nargs="*", metavar="DATASET@REF")
+    p.add_argument("specs", nargs="*", metavar="[REMOTE:]DATASET@REF")
     p.add_argument(
         "-o",
         "--output",
@@ -79,9 +79,12 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if not args.specs:
         raise UsageError("name at least one DATASET@REF to lock (or --check)")
     path = args.output or lock.LOCK_FILE
-    store = open_store(args)
+    from vfs.ops import base
+
+    # REMOTE:DATASET@REF locks a version of a remote's store, as get and mount read one
+    store, specs = base.open_spec(args.store, args.specs)
     try:
-        new = lock_specs(store, args.specs, path)
+        new = lock_specs(store, [str(s) for s in specs], path)
     finally:
         store.close()
     if args.json:
