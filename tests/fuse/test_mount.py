@@ -258,6 +258,7 @@ def test_vfs_info_text_json_and_errors(data: Data, mounts: Mounts) -> None:
     text = mounts.cli("info", str(mnt)).stdout
     assert any(ln.split() == ["daemon", "pid", str(root["pid"])] for ln in text.splitlines())
     assert "stats.requests" in text
+    assert "{" not in text  # a nested count is a row of its own, not a Python dict
     link = info(mnt / "link-to-csv")  # followed, as getfattr does
     assert link["content_id"] == doc["content_id"]
     # Errors: no such path, not a vfs mount, a dead daemon.

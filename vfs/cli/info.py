@@ -74,7 +74,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     doc = reply._asdict()
     rows = [(label, _show(field, doc)) for field, label in _ROWS if doc.get(field) is not None]
     if reply.stats is not None:
-        rows += [(f"stats.{k}", str(v)) for k, v in sorted(reply.stats.items())]
+        for k, v in sorted(reply.stats.items()):
+            if isinstance(v, dict):  # e.g. the FUSE requests by kind: a row each
+                rows += [(f"stats.{k}.{kk}", str(vv)) for kk, vv in sorted(v.items())]
+            else:
+                rows.append((f"stats.{k}", str(v)))
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
