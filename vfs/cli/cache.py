@@ -83,7 +83,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
             from tqdm import tqdm
 
             bar = tqdm(
-                unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, dynamic_ncols=True
+                unit="iB", unit_scale=True, unit_divisor=1024, file=sys.stderr, dynamic_ncols=True
             )
 
         def on_total(n: int) -> None:
@@ -264,7 +264,7 @@ def cmd_cache_pin(args: argparse.Namespace) -> int:
             if show_progress() and not args.json:
                 from tqdm import tqdm
 
-                bar = tqdm(unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
+                bar = tqdm(unit="iB", unit_scale=True, unit_divisor=1024, file=sys.stderr)
             res = pin.pin(
                 store,
                 cache,

@@ -27,7 +27,7 @@ class Bar(Progress):
         self.total_files = files
         self.bar = self._tqdm(
             total=nbytes or None,  # 0: a streaming commit, whose totals come at the end
-            unit="B",
+            unit="iB",
             unit_scale=True,
             unit_divisor=1024,
             file=sys.stderr,

@@ -189,7 +189,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
             found = v.stat(args.path)
             total = found.entry.size if found else v.commit.bytes
-            bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
+            bar = tqdm(total=total, unit="iB", unit_scale=True, unit_divisor=1024, file=sys.stderr)
         try:
             res = get(
                 v,

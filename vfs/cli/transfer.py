@@ -44,7 +44,7 @@ class Bar(Progress):
             return
         self.bar = self._tqdm(
             total=nbytes,
-            unit="B",
+            unit="iB",
             unit_scale=True,
             unit_divisor=1024,
             file=sys.stderr,
