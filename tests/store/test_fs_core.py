@@ -604,6 +604,10 @@ def test_switch_changes_new_lookups_and_keeps_open_files(world: World) -> None:
         assert await read_all(core, new.ino) == b"changed in v2\n"
         assert (await core.lookup(ROOT, b"added.txt")).ino
         assert (await core.info(ROOT))["ref"] == "ds@v2"
+        # Back to v1 by an id prefix: named as typed, not as v1 was first opened.
+        v1 = (await core.info(old.ino))["version"]
+        await core.switch(v1[:8])
+        assert (await core.info(ROOT))["ref"] == f"ds@{v1[:8]}"
         with pytest.raises(UsageError):
             await core.switch("other@v1")
 

@@ -266,7 +266,7 @@ class Namespace:
         stale. No await: the switch is atomic for lookups."""
         r = self.rec(ROOT)
         old = self.versions.views[self.table.view[r]].commit
-        self.table.view[r] = self.versions.add(view)
+        self.table.view[r] = self.versions.add(view, relabel=True)
         self.dirs[ROOT] = _Dir(view.version.root)
         stale = sorted(set(self._root_names) | self._root_negative)
         self._root_negative.clear()

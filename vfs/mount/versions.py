@@ -25,7 +25,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from vfs import refs
@@ -84,12 +84,16 @@ class Versions:
         self._known: dict[bytes, bytes] = {}  # `@name` -> the commit the store last gave
         self._unreachable_until = 0.0  # monotonic; 0 while the store answers
 
-    def add(self, view: View) -> int:
-        """The position of a view's commit, adding the view if it is new."""
+    def add(self, view: View, relabel: bool = False) -> int:
+        """The position of a view's commit, adding the view if it is new; with
+        `relabel`, a known commit takes the view's label (a switch: the version is
+        named as the user named it this time, not as when first opened)."""
         i = self._index.get(view.commit)
         if i is None:
             i = self._index[view.commit] = len(self.views)
             self.views.append(view)
+        elif relabel and self.views[i].label != view.label:
+            self.views[i] = replace(self.views[i], label=view.label)
         return i
 
     def position(self, commit: bytes) -> int | None:
