@@ -104,6 +104,7 @@ def test_unchanged_recommit_reads_nothing(store: Store, tmp_path: Path, cache_di
     first = commit_dir(store, str(src), "same", cache_dir=cache_dir)
     again = commit_dir(store, str(src), "same", cache_dir=cache_dir)
     assert again.unchanged and again.commit == first.commit
+    assert again.parent is None  # the head's own parent: the first commit has none
     assert again.bytes_read == 0 and again.bytes_uploaded == 0
     # A touched file is read again, and only it.
     (src / "with space.csv").write_text("a,b\n1,3\n")

@@ -991,10 +991,11 @@ def finish_commit(
     if head is not None and not allow_empty and head_tree == snap.tree:
         if tag is not None:
             store.create_tag(dataset, tag, head.commit)
+        parents = store.get_commit(head.commit).parents
         return CommitResult(
-            commit=head.commit,
+            commit=head.commit,  # the head itself, with its own parent
             tree=snap.tree,
-            parent=head.commit,
+            parent=parents[0] if parents else None,
             seconds=time.monotonic() - t0,
             unchanged=True,
             **fields,  # type: ignore[arg-type]
