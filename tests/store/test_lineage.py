@@ -93,6 +93,7 @@ def test_lineage_across_three_commits(
         labels,
     )
     assert lab["store"].endswith("other-store") and lab["inputs"] == []
+    assert set(lab) == set(doc) and f["store"] is None and f["access"] is None  # all keys
     (r,) = f["inputs"]
     assert (r["dataset"], r["id"], r["tags"], r["inputs"]) == ("raw", raw, ["v1"], [])
 

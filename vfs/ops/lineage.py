@@ -165,18 +165,20 @@ class Node:
     seen: bool = False  # already shown above: its inputs are not repeated
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"dataset": self.dataset, "id": self.commit.hex()}
-        if self.store:
-            doc["store"] = self.store
-        doc |= {"tags": self.tags, "message": self.message, "time": self.time}
-        if self.git:
-            doc["git"] = self.git
-        if self.access:
-            doc["access"] = self.access
-        if self.error:
-            doc["error"] = self.error
-        doc["inputs"] = [i.to_json() for i in self.inputs]
-        return doc
+        """Every key on every node, null where there is nothing (store: the store
+        the graph started in), so that a consumer need not test for keys."""
+        return {
+            "dataset": self.dataset,
+            "id": self.commit.hex(),
+            "store": self.store or None,
+            "tags": self.tags,
+            "message": self.message,
+            "time": self.time,
+            "git": self.git or None,
+            "access": self.access or None,
+            "error": self.error or None,
+            "inputs": [i.to_json() for i in self.inputs],
+        }
 
 
 class _Stores:
