@@ -155,18 +155,32 @@ def draw_chart(groups: list[Group], title: str, path: str) -> None:
     names = [g.name for g in shown][::-1]
     height = 1.2 + 0.35 * len(names)
     fig, axes = plt.subplots(1, 2, figsize=(11, height), sharey=True)
+    # The byte axis in the unit that suits the largest bar: a 6-byte change drawn
+    # in MiB was a '1e-6' multiplier over bars too thin to see.
+    top = max((sum(g.bytes.values()) for g in shown), default=0)
+    unit_name, unit = next(
+        ((n, u) for n, u in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)) if top >= u),
+        ("bytes", 1),
+    )
     try:
-        for ax, what, unit in ((axes[0], "files", 1), (axes[1], "bytes", 1024 * 1024)):
+        for ax, what, div in ((axes[0], "files", 1), (axes[1], "bytes", unit)):
             left = [0.0] * len(names)
             for status in STATUSES:
-                vals = [getattr(g, what)[status] / unit for g in shown][::-1]
+                vals = [getattr(g, what)[status] / div for g in shown][::-1]
                 ax.barh(names, vals, left=left, color=_COLORS[status], label=status)
                 left = [x + v for x, v in zip(left, vals, strict=True)]
-            ax.set_xlabel("files" if what == "files" else "MiB (modified: new content)")
-            if what == "files":
+            ax.set_xlabel("files" if what == "files" else f"{unit_name} (modified: new content)")
+            if what == "files" or div == 1:
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(axis="x", alpha=0.3)
-        axes[0].legend(loc="lower right", fontsize="small")
+        # Above the plots, not over the bars.
+        fig.legend(
+            *axes[0].get_legend_handles_labels(),
+            loc="upper right",
+            ncols=len(STATUSES),
+            fontsize="small",
+            frameon=False,
+        )
         fig.suptitle(title, fontsize="medium")
         fig.tight_layout()
         fig.savefig(path, dpi=100)
