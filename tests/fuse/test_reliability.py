@@ -743,8 +743,8 @@ def test_the_cache_cap_holds_under_16_readers_and_pins_hold(s3_url: str, tmp_pat
         s = m.stats()
         assert s["evictions"] > 0 and s["hit_rate"] is not None and 0 < s["hit_rate"] < 1
         assert s["bytes"] <= cap
-        text = m.cli("cache", "stats").stdout
-        assert "evictions" in text and "%" in text
+        text = m.cli("cache", "stats", "--cache-size", str(cap)).stdout
+        assert "evictions" in text and "%" in text and " of 8.0 MiB in " in text
         with ChunkCache(m.cache, cap) as c:
             rep = c.verify(repair=False)
         assert rep.bad == 0 and rep.index_errors == 0

@@ -147,8 +147,11 @@ def add_cache(p: argparse.ArgumentParser) -> None:
     c = csub.add_parser(
         "stats",
         help="size, entries, hit rate, bytes fetched, pins",
-        description="Totals of the whole cache, over every process that used it.",
+        description="Totals of the whole cache, over every process that used it. The cap "
+        "shown is this command's (--cache-size, else core.cache_size, $VFS_CACHE_SIZE, "
+        "10G): a mount started with its own --cache-size holds the cache to that one.",
     )
+    add_cache_size(c, help="the cap to show the size against (default: as every command)")
     add_common(c, json_output=True)
     c.set_defaults(func=cmd_cache_stats)
     c = csub.add_parser(
