@@ -71,6 +71,13 @@ def test_names_bytes_and_stat(committed: Committed) -> None:
     assert v.stat("images").is_dir() and v.stat("images").st_nfiles == 40
     assert v.stat("").is_dir()
     assert v.files("images")[:2] == ["images/000.jpg", "images/001.jpg"]
+    # Writing is refused as a read-only filesystem refuses it (and as vfs:// does).
+    for mode in ("w", "ab", "r+b"):
+        with pytest.raises(PermissionError) as refused:
+            v.open("labels.csv", mode)
+        assert refused.value.errno == errno.EROFS
+    with pytest.raises(ValueError):
+        v.open("labels.csv", "r")  # text: read_text is the way
 
 
 def test_random_access_and_readinto(committed: Committed) -> None:

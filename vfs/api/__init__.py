@@ -34,6 +34,7 @@ when the parent had it open (had read file bytes), and says so at INFO.
 from __future__ import annotations
 
 import atexit
+import errno
 import io
 import logging
 import os
@@ -461,7 +462,11 @@ class Version:
     # -- bytes ---------------------------------------------------------------------
 
     def open(self, path: str, mode: str = "rb") -> File:
-        """The file at `path` as a seekable, read-only binary file."""
+        """The file at `path` as a seekable, read-only binary file. A mode that
+        writes raises PermissionError(EROFS), as the vfs:// filesystem and a
+        read-only mount do; another mode than 'rb' (text) raises ValueError."""
+        if set(mode) & set("wax+"):
+            raise PermissionError(errno.EROFS, f"a version is read-only (mode {mode!r})", path)
         if mode not in ("rb", "r b", "br"):
             raise ValueError(f"a version is read-only and opens files in 'rb' mode, not {mode!r}")
         return File(self, _clean(path))
