@@ -222,6 +222,15 @@ def check_mountpoint(mountpoint: str) -> str:
     if not os.path.isdir(path):
         raise UsageError(f"mountpoint {path} is not a directory")
     if is_mounted(path):
+        # The kernel answers stat from attributes it cached, even for a mount whose
+        # daemon died; listing the directory asks the daemon.
+        try:
+            os.listdir(path)
+        except OSError as e:
+            if e.errno in (errno.ENOTCONN, errno.ECONNABORTED):
+                raise UsageError(
+                    f"{path} is a mount whose daemon died; clear it with: vfs umount {path}"
+                ) from None
         raise UsageError(f"{path} is already a mount point; unmount it first (vfs umount)")
     if os.listdir(path):
         raise UsageError(f"mountpoint {path} is not empty; mount on an empty directory")
