@@ -113,7 +113,10 @@ class _Handle:
     def reach(self) -> bool:
         """Check the store's config (Store.check_config); when the store cannot be
         reached, read the versions pinned in the chunk cache, offline. True if
-        offline. The cache opens only then: see the class docstring."""
+        offline. The cache opens only then: see the class docstring. Once offline,
+        the handle stays so (the store is not asked again in this process)."""
+        if self.store.offline is not None:
+            return True
         try:
             self.store.check_config()
             return False
