@@ -282,9 +282,11 @@ def cmd_cache_pin(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
         store.close()
-    if st.pinned_bytes > st.max_bytes:
+    # The cache's count may not have every write of this pin yet: the pin's own size.
+    pinned = max(st.pinned_bytes, res.bytes)
+    if pinned > st.max_bytes:
         print(
-            f"vfs: warning: the pins hold {human(st.pinned_bytes)}, over the cache's cap of "
+            f"vfs: warning: the pins hold {human(pinned)}, over the cache's cap of "
             f"{human(st.max_bytes)}; pinned data is never evicted, so the cache stays over "
             "its cap until you unpin (vfs cache unpin) or raise the cap (core.cache_size) "
             "for every process that uses this cache",

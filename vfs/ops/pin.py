@@ -30,6 +30,7 @@ class PinResult:
     chunks: int
     metadata: int
     bytes_fetched: int = 0
+    bytes: int = 0  # of the version's distinct chunks: what the pin holds in the cache
 
 
 def pin_name(store: Store, spec: str) -> tuple[str, bytes]:
@@ -71,22 +72,22 @@ def pin(
     name = f"{r.spec.dataset}@{r.commit.hex()}"
     version = Version(store, r.spec.dataset, r.commit, cache)
     # The metadata: pages and locations are fetched into the cache as they are read.
-    chunks: set[bytes] = set()
+    chunks: dict[bytes, int] = {}  # id -> length
     meta = {r.commit}
     for page in tree.pages(store, version.root):
         meta.add(page.id)
         if page.kind == fmt.LEAF:
             store.get_locs(page.id)
             meta.add(locs_cache_key(page.id))
-            chunks.update(c.id for e in page.entries() if e.is_file for c in e.chunks)
+            chunks.update((c.id, c.length) for e in page.entries() if e.is_file for c in e.chunks)
     # Pinned first: nothing fetched below can be evicted before it is pinned.
-    cache.pin(name, chunks | meta)
+    cache.pin(name, chunks.keys() | meta)
     fetched = warm(version, [""], jobs=jobs, on_total=on_total, on_bytes=on_bytes)
     config = json.loads(store.backend.get("config"))
     offline.remember(
         cache.root, store.url, config, name, r.spec.dataset, r.commit, _named_by(store, r)
     )
-    return PinResult(name, len(chunks), len(meta), fetched.bytes_fetched)
+    return PinResult(name, len(chunks), len(meta), fetched.bytes_fetched, sum(chunks.values()))
 
 
 def unpin(cache: ChunkCache, spec: str, store_url: str | None) -> str:
