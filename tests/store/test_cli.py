@@ -385,3 +385,16 @@ def test_a_pin_over_the_cap_says_so_once_in_words(vfs: Vfs, tmp_path: Path) -> N
     assert "remain over" not in err, err
     assert "the pins hold 3.0 MiB, over the cache's cap of 1.0 MiB" in err, err
     assert "pinned model@v1" in err
+
+
+def test_a_commit_of_no_change_says_what_it_did_not_record(vfs: Vfs, tmp_path: Path) -> None:
+    """A retrain that writes the same weights is no new commit; its -m, --meta,
+    --input and --access-record were dropped without a word (the tag was made)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"weights")
+    first = vfs.run("commit", str(src), "model").stdout.strip()
+    err = vfs.run("commit", str(src), "model", "-m", "again", "--meta", "a=b", "--tag", "t").stderr
+    assert f"tagged {first[:12]} t" in err, err
+    assert "-m, --meta not recorded: no commit was made" in err and "--allow-empty" in err
+    assert vfs.run("commit", str(src), "model").stderr.count("warning") == 0

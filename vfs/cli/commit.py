@@ -200,8 +200,23 @@ def cmd_commit(args: argparse.Namespace) -> int:
         print(f"nothing changed since {short(r.commit)} on {where}{ignored}", file=sys.stderr)
         if args.tag:
             print(f"tagged {short(r.commit)} {args.tag}", file=sys.stderr)
-        if args.message:
-            print("the message (-m) was not used: no commit was made", file=sys.stderr)
+        unused = [
+            name
+            for name, given in (
+                ("-m", args.message),
+                ("--meta", args.meta),
+                ("--input", args.input),
+                ("--access-record", args.access_record),
+            )
+            if given
+        ]
+        if unused:
+            print(
+                f"vfs: warning: {', '.join(unused)} not recorded: no commit was made "
+                f"({short(r.commit)} keeps its own); --allow-empty commits them on the "
+                "same content",
+                file=sys.stderr,
+            )
     else:
         print(
             f"{where}: {r.files} files, {human(r.bytes)}"
