@@ -398,3 +398,29 @@ def test_a_commit_of_no_change_says_what_it_did_not_record(vfs: Vfs, tmp_path: P
     assert f"tagged {first[:12]} t" in err, err
     assert "-m, --meta not recorded: no commit was made" in err and "--allow-empty" in err
     assert vfs.run("commit", str(src), "model").stderr.count("warning") == 0
+
+
+def test_closed_stdout_or_stderr_neither_crashes_nor_misdirects(vfs: Vfs, tmp_path: Path) -> None:
+    """With stdout closed a commit happened and then exited 1 with a traceback; with
+    stderr closed it did nothing and exited 1, and an error line went to stdout."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a\n")
+
+    def closed(redirect: str, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "vfs.cli", *args]
+        return subprocess.run(
+            ["sh", "-c", f'exec "$@" {redirect}', "sh", *argv],
+            capture_output=True,
+            text=True,
+            env=vfs.env,
+            timeout=120,
+        )
+
+    p = closed(">&-", "commit", str(src), "ds")
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    p = closed("2>&-", "commit", str(src), "other")
+    assert p.returncode == 0, p.stdout
+    assert {d["dataset"] for d in vfs.json("ls")} == {"ds", "other"}
+    p = closed("2>&-", "ls", "nosuch")
+    assert p.returncode == 1 and p.stdout == ""  # the error is not written on stdout

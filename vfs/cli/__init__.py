@@ -250,7 +250,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _standard_fds() -> None:
+    """Run with stdin, stdout or stderr closed (`vfs commit ... >&-`), the first file
+    vfs opened would take that number, and a write meant for the terminal (ours, a
+    library's, a mount daemon's) would land in it; Python also leaves sys.stdout
+    None, and vfs crashed after its work was done. A closed one is /dev/null."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            if getattr(sys, name) is None:
+                stream = open(fd, "r" if fd == 0 else "w", closefd=False)  # noqa: SIM115 (for good)
+                setattr(sys, name, stream)
+
+
 def entry() -> None:
+    _standard_fds()
     rc = main()
     try:  # what print() left buffered goes out here, to a reader that may be gone
         sys.stdout.flush()
