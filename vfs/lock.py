@@ -16,7 +16,10 @@ The file holds one table per dataset, sorted by name:
     locked = "2026-11-27T21:50:00Z"
 
 `ref` is the ref as written (what `vfs lock --check` compares against), `commit`
-the full id every `--locked` reader uses.
+the full id every `--locked` reader uses. A store directory inside the lock file's
+directory (a project's `./store`, as `core.store = "./store"` names it) is written
+relative to it and read back relative to it, so that the file means the same in
+every clone of the project, wherever it is checked out.
 """
 
 from __future__ import annotations
@@ -100,12 +103,37 @@ def loads(text: str, where: str = LOCK_FILE) -> dict[str, Locked]:
 
 def read(path: str) -> dict[str, Locked]:
     with open(path, encoding="utf-8") as f:
-        return loads(f.read(), path)
+        entries = loads(f.read(), path)
+    base = os.path.dirname(os.path.abspath(path))
+    return {n: _with_store(e, _absolute(e.store, base)) for n, e in entries.items()}
 
 
 def write(path: str, entries: dict[str, Locked]) -> None:
     """Write atomically."""
+    base = os.path.dirname(os.path.abspath(path))
+    entries = {n: _with_store(e, _relative(e.store, base)) for n, e in entries.items()}
     perms.write_file(path, dumps(entries))
+
+
+def _with_store(e: Locked, store: str) -> Locked:
+    return Locked(e.dataset, e.ref, e.commit, store, e.locked)
+
+
+def _relative(store: str, base: str) -> str:
+    """file:///…/proj/store -> ./store, for a store inside `base`; else as it is."""
+    if not store.startswith("file://"):
+        return store
+    path = store[len("file://") :]
+    if os.path.commonpath([path, base]) != base:
+        return store
+    return "./" + os.path.relpath(path, base) if path != base else "."
+
+
+def _absolute(store: str, base: str) -> str:
+    """A store written relative to the lock file, as a file:// URL again."""
+    if store == "." or store.startswith(("./", "../")):
+        return "file://" + os.path.normpath(os.path.join(base, store))
+    return store
 
 
 def find(start: str | None = None) -> str:

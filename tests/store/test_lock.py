@@ -72,3 +72,34 @@ def test_lock_file_is_canonical_and_round_trips(tmp_path: Path) -> None:
     (tmp_path / "deep" / "er").mkdir(parents=True)
     assert lock.find(str(tmp_path / "deep" / "er")) == str(path)
     assert lock.read(str(path)) == {"a": f}
+
+
+def test_a_project_store_is_locked_relative_to_the_lock_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project's ./store was written as file:///abs/path/store: a clone checked out
+    elsewhere (a CI runner) failed on the path, or read another checkout's store.
+    `vfs lock` in a subdirectory also wrote a second vfs.lock that hid the project's."""
+    monkeypatch.setenv("VFS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VFS_NO_PROGRESS", "1")
+    proj = tmp_path / "proj"
+    (proj / "data").mkdir(parents=True)
+    (proj / "data" / "a.txt").write_text("one\n")
+    (proj / "sub").mkdir()
+    monkeypatch.chdir(proj)
+    assert _vfs(capsys, "commit", "data", "ds", "--store", "./store", "--tag", "v1")[0] == 0
+    assert _vfs(capsys, "lock", "ds@v1", "--store", "./store")[0] == 0
+    assert tomllib.loads((proj / "vfs.lock").read_text())["datasets"]["ds"]["store"] == "./store"
+    monkeypatch.chdir(proj / "sub")  # updates the project's lock, not a new one here
+    assert _vfs(capsys, "lock", "ds@main", "--store", "../store")[0] == 0
+    assert not (proj / "sub" / "vfs.lock").exists()
+    assert set(tomllib.loads((proj / "vfs.lock").read_text())["datasets"]) == {"ds"}
+
+    clone = tmp_path / "ci" / "checkout"  # the project elsewhere, store and all
+    clone.parent.mkdir()
+    proj.rename(clone)
+    monkeypatch.chdir(clone / "sub")
+    assert _vfs(capsys, "lock", "--check")[0] == 0
+    rc, _, err = _vfs(capsys, "get", "--locked", "ds", "-o", str(tmp_path / "out"))
+    assert rc == 0, err
+    assert (tmp_path / "out" / "a.txt").read_text() == "one\n"

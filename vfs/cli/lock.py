@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from vfs import lock
@@ -34,12 +35,24 @@ def add_lock(p: argparse.ArgumentParser) -> None:
         "--output",
         default=None,
         metavar="FILE",
-        help="the lock file (default: ./vfs.lock to write; to --check, the nearest "
-        "vfs.lock in the working directory or above)",
+        help="the lock file (default: the nearest vfs.lock in the working directory or "
+        "above, the one --locked reads; to write where there is none, ./vfs.lock)",
     )
     p.add_argument("--check", action="store_true", help="exit 1 if a locked ref has moved")
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_lock)
+
+
+def _lock_to_write() -> str:
+    """The lock file `vfs lock` updates: the one `--locked` reads (the nearest
+    vfs.lock here or above), else a new ./vfs.lock. A lock written in a subdirectory
+    would hide the project's from every reader there."""
+    from vfs.errors import NotFound
+
+    try:
+        return lock.find()
+    except NotFound:
+        return os.path.abspath(lock.LOCK_FILE)
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
@@ -78,7 +91,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
         return 1 if moved else 0
     if not args.specs:
         raise UsageError("name at least one DATASET@REF to lock (or --check)")
-    path = args.output or lock.LOCK_FILE
+    path = args.output or _lock_to_write()
     from vfs.ops import base
 
     # REMOTE:DATASET@REF locks a version of a remote's store, as get and mount read one
