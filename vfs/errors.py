@@ -81,6 +81,11 @@ class PermissionDenied(BackendError):
     """The store refused an operation for lack of permission."""
 
 
+class Unreachable(BackendError):
+    """No answer from the store: a connection refused or cut, or one that stalled.
+    What a pinned version is read offline through (Store.check_config_or_pins)."""
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, with one line on what the interrupted work left behind and how to go
     on; the CLI prints it instead of its plain "interrupted" (exit 130)."""

@@ -44,8 +44,8 @@ from vfs.errors import (
     BackendError,
     CorruptObject,
     NotFound,
-    PermissionDenied,
     RefConflict,
+    Unreachable,
     UsageError,
 )
 from vfs.names import check_name
@@ -444,15 +444,14 @@ class Store:
 
     def check_config_or_pins(self, cache: BlobCache, cache_root: str) -> str:
         """For a reader with a chunk cache (`cache`, opened at `cache_root`):
-        check_config, and when the store cannot be reached but the cache's pins
+        check_config, and when the store cannot be reached (Unreachable: any other
+        answer, a missing bucket, a refusal, is its own error) but the cache's pins
         recorded it (`vfs cache pin`), go offline on what they recorded, reading
         through `cache`. Returns why it is offline, '' while the store answers."""
         try:
             self.check_config()
             return ""
-        except PermissionDenied:
-            raise
-        except BackendError as e:
+        except Unreachable as e:
             self.serve_pins(cache, cache_root, e)
             return str(e)
 

@@ -52,7 +52,7 @@ from vfs.errors import (
     IsADirectory,
     NotADirectory,
     PathNotFound,
-    PermissionDenied,
+    Unreachable,
     VfsError,
 )
 from vfs.reader import Version as ReaderVersion
@@ -120,9 +120,7 @@ class _Handle:
         try:
             self.store.check_config()
             return False
-        except PermissionDenied:
-            raise
-        except BackendError as e:
+        except Unreachable as e:
             self.offline(e)
             log.warning(
                 "offline: the store %s cannot be reached (%s); reading the versions "

@@ -54,7 +54,14 @@ from botocore.httpsession import get_cert_path
 from vfs.backends import curl
 from vfs.backends.base import Backend, ObjectInfo, UrlRead, Versioned
 from vfs.cache.buffers import RunBuffers
-from vfs.errors import BackendError, NotFound, PermissionDenied, UsageError, VfsError
+from vfs.errors import (
+    BackendError,
+    NotFound,
+    PermissionDenied,
+    Unreachable,
+    UsageError,
+    VfsError,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -244,9 +251,9 @@ class S3Backend(Backend):
                 return PermissionDenied(f"{reason} ({code or status}) for {self._where(key)}")
             return BackendError(f"S3 error {code or status} for {self._where(key)}")
         if isinstance(exc, bce.ReadTimeoutError):
-            return BackendError(self._silent())
+            return Unreachable(self._silent())
         if isinstance(exc, _UNREACHABLE):
-            return BackendError(f"cannot reach S3 endpoint {self.endpoint}: {exc}")
+            return Unreachable(f"cannot reach S3 endpoint {self.endpoint}: {exc}")
         if isinstance(exc, bce.NoCredentialsError):
             return BackendError(
                 f"no S3 credentials found for {self._where(None)} "
@@ -368,9 +375,9 @@ class S3Backend(Backend):
                 url, [f"Range: {byte_range}"] if byte_range else [], silence, into
             )
         except curl.Silent:
-            raise BackendError(self._silent()) from None
+            raise Unreachable(self._silent()) from None
         except curl.Unreachable as exc:
-            raise BackendError(f"cannot reach S3 endpoint {self.endpoint}: {exc}") from None
+            raise Unreachable(f"cannot reach S3 endpoint {self.endpoint}: {exc}") from None
         except curl.Failed:
             return None
         return self._answered(key, status, body)
