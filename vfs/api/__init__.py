@@ -370,7 +370,16 @@ class Version:
         """The entry at `path`; None for the root. Raises the OSError a POSIX
         filesystem would."""
         parts = tree.split_path(_clean(path))
-        return self._lookup(parts) if parts else None
+        if not parts:
+            return None
+        try:
+            return self._lookup(parts)
+        except (PathNotFound, NotADirectory) as e:  # from a parent: name the whole path
+            full = _name(b"/".join(parts))
+            if e.filename == full:
+                raise
+            what = "no such file or directory" if isinstance(e, PathNotFound) else "not a directory"
+            raise type(e)(f"{what}: {full}", full) from None
 
     def _lookup(self, parts: list[bytes]) -> tree.Found:
         """The entry at the path `parts` (not empty), from the memory of names this
