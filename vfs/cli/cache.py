@@ -14,6 +14,7 @@ from vfs.cli.common import (
     add_cache_size,
     add_common,
     cache_dir,
+    count,
     human,
     open_store,
     parse_size,
@@ -108,10 +109,11 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
         print_json(doc)
         return 0
     rate = res.bytes_fetched / res.seconds / 1e6 if res.seconds > 0 else 0.0
+    speed = f" ({rate:.0f} MB/s)" if res.bytes_fetched >= 10**6 else ""
     print(
-        f"{r.spec}: {res.files} files, {res.chunks} chunks ({res.already_cached} already "
-        f"cached); fetched {human(res.bytes_fetched)} in {res.requests} requests, "
-        f"{res.seconds:.2f} s ({rate:.0f} MB/s)",
+        f"{r.spec}: {count(res.files, 'file')}, {count(res.chunks, 'chunk')} "
+        f"({res.already_cached} already cached); fetched {human(res.bytes_fetched)} in "
+        f"{count(res.requests, 'request')}, {res.seconds:.2f} s{speed}",
         file=sys.stderr,
     )
     if res.bytes > cap:

@@ -10,6 +10,7 @@ from vfs.cli.common import (
     Formatter,
     add_common,
     cache_dir,
+    count,
     human,
     open_store,
     print_json,
@@ -222,7 +223,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
             f"{where}: {r.files} files, {human(r.bytes)}"
             + (f", {r.ignored} ignored" if r.ignored else "")
             + f"; read {human(r.bytes_read)}"
-            f"{rate}, uploaded {human(r.bytes_uploaded)} in {r.packs} pack{'' if r.packs == 1 else 's'}, "
+            f"{rate}, uploaded {human(r.bytes_uploaded)} in {count(r.packs, 'pack')}, "
             f"{r.seconds:.2f} s"
             + (f" (re-parented {r.rebased}x: the branch moved)" if r.rebased else ""),
             file=sys.stderr,

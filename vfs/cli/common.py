@@ -227,6 +227,11 @@ def write_nul(text: str) -> None:
     sys.stdout.buffer.write(os.fsencode(text) + b"\0")
 
 
+def count(n: int, noun: str) -> str:
+    """'1 object', '2 objects': a count with its noun (plural by a trailing s)."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

@@ -9,6 +9,7 @@ import sys
 from vfs.cli.common import (
     Formatter,
     add_common,
+    count,
     human,
     open_store,
     print_json,
@@ -134,7 +135,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         return 0
     verb = "would free" if report.dry_run else "freed"
     print(
-        f"gc {verb} {report.objects_freed} objects, {human(report.bytes_freed)} "
+        f"gc {verb} {count(report.objects_freed, 'object')}, {human(report.bytes_freed)} "
         f"({report.bytes_freed} bytes) in {report.seconds:.2f} s"
         + (" (dry run: nothing changed)" if report.dry_run else ""),
         file=sys.stderr,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from vfs.cli.common import (
     Formatter,
     add_common,
+    count,
     human,
     open_store,
     positive_int,
@@ -108,9 +109,10 @@ def _summary(verb: str, stats: dict[str, Any]) -> str:
         if stats["server_side_objects"]
         else ""
     )
+    moved = "received" if verb == "pull" else "sent"
     return (
-        f"{verb}: {stats['objects']} objects, {human(stats['bytes'])} sent{served}; "
-        f"{stats['already_present']} already there; {stats['seconds']:.2f} s"
+        f"{verb}: {count(stats['objects'], 'object')}, {human(stats['bytes'])} {moved}"
+        f"{served}; {stats['already_present']} already there; {stats['seconds']:.2f} s"
     )
 
 
