@@ -52,8 +52,10 @@ def add_commit(p: argparse.ArgumentParser) -> None:
         "  vfs commit /mnt/nfs/imagenet imagenet --store s3://bucket/vfs --ray auto"
     )
     p.formatter_class = Formatter
-    p.add_argument("dir", metavar="DIR")
-    p.add_argument("dataset", metavar="DATASET")
+    p.add_argument("dir", metavar="DIR", help="the directory to snapshot")
+    p.add_argument(
+        "dataset", metavar="DATASET", help="the dataset it is a version of (made if new)"
+    )
     p.add_argument("-m", "--message", default="", help="what changed")
     p.add_argument("--tag", help="also tag the new version (tags never move)")
     p.add_argument(
@@ -242,9 +244,15 @@ def add_rollback(p: argparse.ArgumentParser) -> None:
         "reachable."
     )
     p.epilog = "example: vfs rollback imagenet@v2"
-    p.add_argument("spec", metavar="DATASET@OLD")
-    p.add_argument("--branch", default=DEFAULT_BRANCH)
-    p.add_argument("-m", "--message", default=None)
+    p.add_argument("spec", metavar="DATASET@OLD", help="the version whose content comes back")
+    p.add_argument(
+        "--branch",
+        default=DEFAULT_BRANCH,
+        help=f"the branch that gets the new version (default {DEFAULT_BRANCH})",
+    )
+    p.add_argument(
+        "-m", "--message", default=None, help="the message (default: rollback to DATASET@OLD)"
+    )
     add_common(p, json_output=True)
     p.set_defaults(func=cmd_rollback)
 

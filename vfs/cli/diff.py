@@ -20,8 +20,8 @@ def add_diff(p: argparse.ArgumentParser) -> None:
         "examples: vfs diff imagenet@v2 @v3 --format md ; "
         "vfs diff imagenet@main @candidate --exit-code --stat || echo changed"
     )
-    p.add_argument("a", metavar="A")
-    p.add_argument("b", metavar="B")
+    p.add_argument("a", metavar="A", help="the old version, DATASET@REF")
+    p.add_argument("b", metavar="B", help="the new one: DATASET@REF, or @REF of A's dataset")
     fmt_group = p.add_mutually_exclusive_group()
     fmt_group.add_argument("--format", choices=["text", "md", "json"], default="text")
     fmt_group.add_argument(

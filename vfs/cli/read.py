@@ -117,9 +117,12 @@ def _ls_datasets(args: argparse.Namespace, docs: list[dict[str, Any]], url: str)
 
 
 def add_cat(p: argparse.ArgumentParser) -> None:
-    p.description = "Write PATH of DATASET@REF to stdout."
+    p.description = (
+        "Write PATH of DATASET@REF to stdout, verified chunk by chunk, through the chunk cache."
+    )
+    p.epilog = "examples: vfs cat digits@v1 labels.csv | head; vfs cat team:digits@v2 labels.csv"
     p.add_argument("spec", metavar="[REMOTE:]DATASET[@REF]")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", help="a file of the version")
     add_common(p)
     p.set_defaults(func=cmd_cat)
 
@@ -156,7 +159,13 @@ def add_get(p: argparse.ArgumentParser) -> None:
     p.formatter_class = Formatter
     p.add_argument("spec", metavar="[REMOTE:]DATASET[@REF]")
     p.add_argument("path", nargs="?", default="", metavar="PATH")
-    p.add_argument("-o", "--out", required=True, metavar="OUT")
+    p.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        metavar="OUT",
+        help="the directory to write into (made if missing), or for one file its new name",
+    )
     p.add_argument(
         "-j", "--jobs", type=positive_int, default=8, help="parallel fetches (default 8)"
     )

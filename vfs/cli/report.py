@@ -23,8 +23,8 @@ def add_report(p: argparse.ArgumentParser) -> None:
         "  vfs report imagenet@main @my-branch -o out && cml comment create out/report.md"
     )
     p.formatter_class = Formatter
-    p.add_argument("a", metavar="A")
-    p.add_argument("b", metavar="B")
+    p.add_argument("a", metavar="A", help="the old version, DATASET@REF")
+    p.add_argument("b", metavar="B", help="the new one: DATASET@REF, or @REF of A's dataset")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="where to write")
     p.add_argument(
         "--no-chart", action="store_true", help="write report.md only (no matplotlib needed)"
