@@ -478,7 +478,9 @@ def test_sigterm_unmounts_cleanly(data: Data, mounts: Mounts) -> None:
     os.kill(pid, signal.SIGTERM)
     assert wait_gone(pid)
     assert not is_mounted(str(mnt))
-    log = next((mounts.cache / "logs").glob("*.log")).read_text()
+    log_file = next((mounts.cache / "logs").glob("*.log"))
+    assert log_file.stat().st_mode & 0o777 == 0o600  # private to its writer, any umask
+    log = log_file.read_text()
     assert "SIGTERM received" in log and "unmounted" in log
 
 

@@ -266,6 +266,16 @@ def test_two_members_share_a_store_and_a_cache_on_a_team_server(
     assert inserted() == after_alice, "bob fetched what alice had cached"
     for user, mnt in ((alice, mnt_a), (bob, mnt_b)):
         user.run("umount", str(mnt))
+    # One team mountpoint (/mnt/imagenet), mounted by each in turn: the log was named
+    # after the mountpoint alone, and the second member was refused the first's file.
+    at_team = team / "mnt-team"
+    at_team.mkdir()
+    os.chown(at_team, 0, gid)
+    at_team.chmod(0o2775)
+    for user in (alice, bob):
+        user.run("mount", "shared@v1", str(at_team), env=env)
+        read_all(user, at_team, dict(list(a_files.items())[:1]))
+        user.run("umount", str(at_team))
 
     # After eviction (by bob, of segments alice wrote), both still can.
     bob.run("cache", "prune", "--to", "1", env=env)
@@ -285,4 +295,7 @@ def test_two_members_share_a_store_and_a_cache_on_a_team_server(
         if p.is_symlink() or p.name.endswith(".sock"):
             continue
         mode = p.stat().st_mode
-        assert mode & 0o060 == 0o060 or p.parent.name == "logs", (p, oct(mode))
+        if p.parent.name == "logs" and p.is_file():
+            assert mode & 0o077 == 0, (p, oct(mode))  # a log is its writer's alone
+        else:
+            assert mode & 0o060 == 0o060, (p, oct(mode))

@@ -327,9 +327,12 @@ def control_path(mountpoint: str) -> str:
 
 
 def default_log_file(cache_dir: str, mountpoint: str) -> str:
+    """logs/mount-NAME-HASH.log in the cache, per mountpoint and per user: in a cache
+    a team shares, each member who mounts at /mnt/imagenet writes a log of their own
+    (one name for all was the first mounter's file, and refused everyone else)."""
     path = canonical(mountpoint)
     tail = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(path))
-    digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:8]
+    digest = hashlib.sha256(f"{os.getuid()}:".encode() + os.fsencode(path)).hexdigest()[:8]
     return os.path.join(layout.logs_dir(cache_dir), f"mount-{tail[:40]}-{digest}.log")
 
 
@@ -344,7 +347,11 @@ def start_daemon(options: MountOptions, mountpoint: str, log_file: str) -> Live:
     r, w = os.pipe()
     cmd = [sys.executable, "-m", "vfs.mount.daemon", options._replace(ready_fd=w).to_json()]
     try:
-        with open(log_file, "ab") as logf:
+        # Private to its writer, whatever the umask: a log names paths and errors.
+        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        if os.fstat(fd).st_uid == os.getuid():
+            os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "ab") as logf:
             proc = subprocess.Popen(
                 cmd,
                 pass_fds=(w,),
