@@ -216,6 +216,20 @@ def test_a_user_who_is_not_root_commits_mounts_switches_and_unmounts(
     p = alice.run("cache", "stats", "--cache-dir", str(root_cache), check=False)
     assert p.returncode == 1 and len(p.stderr.splitlines()) == 1, p.stderr
     assert "ermission denied" in p.stderr and "Traceback" not in p.stderr
+    # A cache she may read but not write (a team's, before she is in its group):
+    # LMDB refused it with a traceback. One line; ls reads on without the cache.
+    theirs = ROOT / "not-her-cache"
+    shutil.rmtree(theirs, ignore_errors=True)
+    from vfs.cache import ChunkCache
+
+    ChunkCache(theirs, 1 << 20).close()
+    for p_ in (theirs, *theirs.rglob("*")):
+        p_.chmod(0o755 if p_.is_dir() else 0o644)
+    p = alice.run("cache", "stats", "--cache-dir", str(theirs), check=False)
+    assert p.returncode == 1 and len(p.stderr.splitlines()) == 1, p.stderr
+    assert "ermission denied" in p.stderr and "Traceback" not in p.stderr
+    listed = alice.run("ls", "digits@v1", "--cache-dir", str(theirs))
+    assert "labels.csv" in listed.stdout
 
 
 def test_two_members_share_a_store_and_a_cache_on_a_team_server(

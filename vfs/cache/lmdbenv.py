@@ -18,6 +18,7 @@ readers never block). Within a process:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -69,17 +70,24 @@ class SharedEnv(Generic[_D]):
         self._cond = threading.Condition()
         self._active = 0
         self._resizing = False
-        self.env = lmdb.open(
-            path,
-            map_size=spec.map_size,
-            subdir=True,
-            max_dbs=spec.max_dbs,
-            max_readers=spec.max_readers,
-            lock=True,
-            sync=spec.sync,
-            metasync=spec.metasync,
-            mode=spec.mode,
-        )
+        try:
+            self.env = lmdb.open(
+                path,
+                map_size=spec.map_size,
+                subdir=True,
+                max_dbs=spec.max_dbs,
+                max_readers=spec.max_readers,
+                lock=True,
+                sync=spec.sync,
+                metasync=spec.metasync,
+                mode=spec.mode,
+            )
+        except lmdb.Error as e:
+            # A shared cache whose group this user is not in (or not yet, in this
+            # login): an OSError naming the path, which the CLI prints as one line.
+            if isinstance(e, lmdb.ReadonlyError) or "Permission denied" in str(e):
+                raise PermissionError(errno.EACCES, f"{spec.what} {path}: {e}", path) from None
+            raise
         try:
             self.dbs = setup(self.env)
             # Reader slots of killed processes pin old pages and grow the file.
