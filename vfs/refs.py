@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from vfs import reflog
 from vfs.defaults import DEFAULT_BRANCH
-from vfs.errors import AmbiguousRef, NotFound, UsageError
+from vfs.errors import AmbiguousRef, NotFound, Unreachable, UsageError
 from vfs.names import check_name
 from vfs.store import HEADS, TAGS, Store
 
@@ -74,7 +74,18 @@ def parse_spec(text: str) -> Spec:
 def resolve(store: Store, spec: Spec | str) -> Resolved:
     if isinstance(spec, str):
         spec = parse_spec(spec)
-    commit, branch = _resolve_ref(store, spec)
+    try:
+        commit, branch = _resolve_ref(store, spec)
+    except NotFound:
+        if store.offline is None:
+            raise
+        # Offline, only the pins' refs are known: a version that is not among them
+        # may well exist. Saying it does not would send a script down the wrong road.
+        pinned = ", ".join(sorted({f"{d}@{r.partition('/')[2]}" for d, r in store.offline.refs}))
+        raise Unreachable(
+            f"{spec} is not among the versions pinned in the cache ({pinned or 'none'}), "
+            f"and the store {store.url} cannot be reached to look it up"
+        ) from None
     for i in range(spec.back):
         parents = store.get_commit(commit).parents
         if not parents:

@@ -476,6 +476,19 @@ class Store:
         self._check_config(recorded.config)
         self.offline = recorded
 
+    def try_online(self) -> bool:
+        """For a store gone offline: whether it answers again (its config, read from
+        the backend); then refs are the backend's again. A long-running reader (a
+        mount) calls this now and then."""
+        if self.offline is None:
+            return True
+        try:
+            self.check_config()
+        except Unreachable:
+            return False
+        self.offline = None
+        return True
+
     def datasets(self) -> list[str]:
         if self.offline is not None:
             return self.offline.datasets()

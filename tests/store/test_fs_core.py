@@ -689,6 +689,50 @@ def test_at_ref_names_keep_their_version_while_the_store_is_away(
     world.run("ds", body, fetch=cfg, config=CoreConfig(ref_ttl=ttl))
 
 
+def test_a_mount_started_offline_says_eio_for_what_is_not_pinned_and_comes_back(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started with the store down, an every-version mount showed a ref that exists
+    but was not pinned as missing (ENOENT, which scripts take for absent), and so did
+    get and cat; and it stayed so after the store came back. Not pinned, offline, is
+    now EIO (Unreachable), and the mount serves the store again once it answers."""
+    from vfs import refs
+    from vfs.errors import Unreachable
+    from vfs.mount import daemon
+    from vfs.ops.pin import pin
+
+    pin(world.store, world.cache, "ds@v1")
+    world.faults.set(Fault("error"), record=False)
+    assert world.store.check_config_or_pins(world.cache, world.cache.root)
+    assert refs.resolve(world.store, "ds@v1").commit  # pinned: resolved offline
+    with pytest.raises(Unreachable, match="not among the versions pinned in the cache"):
+        refs.resolve(world.store, "ds@v2")
+    monkeypatch.setattr(daemon, "ONLINE_RETRY", 0.2)
+    cfg = FetchConfig(read_timeout=1.0, attempt_timeout=0.3, backoff=0.05)
+
+    async def body(core: FsCore) -> None:
+        v1 = await core.lookup(ROOT, b"@v1")
+        assert await read_all(core, (await core.lookup(v1.ino, b"with space.csv")).ino) == (
+            world.v1["with space.csv"]
+        )
+        with pytest.raises(FetchError):  # EIO, not a "no such entry"
+            await core.lookup(ROOT, b"@v2")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(daemon._back_online, world.store)
+            await trio.sleep(0.5)
+            assert world.store.offline is not None  # still down: still the pins
+            world.faults.clear(record=False)
+            with trio.fail_after(10):
+                while world.store.offline is not None:
+                    await trio.sleep(0.05)
+        v2 = await core.lookup(ROOT, b"@v2")
+        assert await read_all(core, (await core.lookup(v2.ino, b"added.txt")).ino) == (
+            b"only in v2\n"
+        )
+
+    world.run("ds", body, fetch=cfg)
+
+
 def test_unknown_dataset_or_ref_fails_before_anything_is_mounted(world: World) -> None:
     from vfs.errors import NotFound
 

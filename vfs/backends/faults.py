@@ -5,7 +5,7 @@ backend (local or S3) and, per request, applies the faults a `FaultControl` list
 
     latency   sleep `seconds`, then serve
     stall     block until the fault is removed (or for `seconds`), then serve
-    error     raise BackendError, as an unreachable or failing store does
+    error     raise Unreachable (a BackendError), as a store that cannot be reached does
     notfound  raise NotFound
     slowdown  S3's "503 SlowDown" throttling. On an S3 backend it is injected into
               the HTTP exchange, so boto3's own retries and backoff see it as they
@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from vfs.backends.base import Backend, ObjectInfo, Versioned
-from vfs.errors import BackendError, NotFound
+from vfs.errors import BackendError, NotFound, Unreachable
 
 KINDS = ("latency", "stall", "error", "notfound", "slowdown", "truncate", "corrupt")
 OPS = (
@@ -259,7 +259,7 @@ class FaultyBackend(Backend):
             elif f.kind == "stall":
                 self._stall(f)
             elif f.kind == "error":
-                raise BackendError(f"injected failure: {op} {key}")
+                raise Unreachable(f"injected failure: {op} {key}")
             elif f.kind == "notfound":
                 raise NotFound(f"no such object: {key} (injected)")
             elif f.kind == "slowdown" and (not self._s3 or op == "put_file"):

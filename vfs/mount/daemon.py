@@ -238,6 +238,8 @@ async def _serve(
                     inner.start_soon(_when_live, core, mnt, notify, t0, offline_why)
                     inner.start_soon(trio.serve_listeners, _control_handler(core), [listener])
                     inner.start_soon(_watch_signals, mnt)
+                    if offline_why:
+                        inner.start_soon(_back_online, store)
                     await fuse.serve()
                     inner.cancel_scope.cancel()
             finally:
@@ -246,6 +248,24 @@ async def _serve(
             with contextlib.suppress(OSError):
                 os.unlink(ctl)
         nursery.cancel_scope.cancel()
+
+
+ONLINE_RETRY = 30.0  # seconds between two asks of a store a mount went offline from
+
+
+async def _back_online(store: Any) -> None:
+    """A mount started offline (serving the cache's pins) asks the store now and then
+    whether it answers again; from then on it serves the store, every ref and
+    version of it, not only what was pinned."""
+    while store.offline is not None:
+        await trio.sleep(ONLINE_RETRY)
+        try:
+            back = await trio.to_thread.run_sync(store.try_online, abandon_on_cancel=True)
+        except VfsError as e:  # an answer, not an outage: keep serving the pins
+            log.warning("the store %s answers, but not as a store: %s", store.url, e)
+            continue
+        if back:
+            log.warning("the store %s answers again: serving it, not only the pins", store.url)
 
 
 async def _when_live(
