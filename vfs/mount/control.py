@@ -40,6 +40,7 @@ import errno
 import hashlib
 import json
 import os
+import pwd
 import select
 import shutil
 import socket
@@ -434,6 +435,9 @@ def request(mountpoint: str, doc: dict[str, Any], timeout: float = 60.0) -> dict
         try:
             s.connect(path)
         except (FileNotFoundError, ConnectionRefusedError):
+            theirs = _not_yours(canonical(mountpoint))
+            if theirs is not None:
+                raise theirs from None
             raise VfsError(
                 f"no vfs mount daemon answers for {canonical(mountpoint)} "
                 "(not mounted by vfs, or its daemon died: vfs umount clears it)"
@@ -482,13 +486,17 @@ def info(path: str, timeout: float = 30.0) -> InfoReply:
     whose device is the path's, and the daemon gets the inode number the kernel
     showed. Symlinks are followed, as getfattr does; NotFound for a missing path,
     UsageError for a path on another filesystem, VfsError for a dead daemon."""
+    above = _mount_above(canonical(path))
+    theirs = _not_yours(above) if above is not None else None
+    if theirs is not None:  # without allow_other its files are closed to us anyway
+        raise theirs
     try:
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except FileNotFoundError:
         raise NotFound(f"{path}: no such file or directory") from None
     except OSError as e:
+        mnt = _mount_above(canonical(path))
         if e.errno in (errno.ENOTCONN, errno.ECONNABORTED):
-            mnt = _mount_above(canonical(path))
             where = f"vfs umount {mnt}" if mnt else "vfs umount MOUNTPOINT"
             raise VfsError(
                 f"{path}: its mount's daemon died; clear the mount with: {where}"
@@ -525,6 +533,39 @@ def _mountinfo() -> list[tuple[str, str, str]]:
     return out
 
 
+def mount_owner(path: str) -> int | None:
+    """The uid that mounted the FUSE mount at `path` (its user_id= option), or None."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            for line in f:
+                fields = line.split(b" ")
+                if os.fsdecode(_unescape(fields[4])) != path:
+                    continue
+                options = fields[fields.index(b"-") + 3].strip().split(b",")
+                for opt in options:
+                    if opt.startswith(b"user_id="):
+                        return int(opt[len(b"user_id=") :])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _not_yours(path: str) -> UsageError | None:
+    """The error for a vfs mount at `path` that another user made: its daemon's
+    control socket is in that user's runtime directory, so nobody else reaches it."""
+    owner = mount_owner(path)
+    if owner is None or owner == os.getuid():
+        return None
+    try:
+        who = f"{pwd.getpwuid(owner).pw_name} (uid {owner})"
+    except KeyError:
+        who = f"uid {owner}"
+    return UsageError(
+        f"{path} is a vfs mount of {who}: only the user who mounted it can switch, query "
+        "or unmount it"
+    )
+
+
 def _mount_of_device(dev: int) -> tuple[str, str] | None:
     """(mount point, fstype) of the mount of device `dev`; the last one mounted wins."""
     want = f"{os.major(dev)}:{os.minor(dev)}"
@@ -548,6 +589,9 @@ def umount(mountpoint: str, timeout: float = 10.0) -> str:
     path = canonical(mountpoint)
     if not is_mounted(path):
         raise UsageError(f"{path} is not mounted")
+    theirs = _not_yours(path) if os.getuid() != 0 else None  # root may unmount any
+    if theirs is not None:
+        raise theirs
     pid = None
     with contextlib.suppress(VfsError, OSError):
         pid = int(status(path, timeout=2.0).pid)
