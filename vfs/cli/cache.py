@@ -25,6 +25,11 @@ from vfs.cli.common import (
 from vfs.ops import base, pin, prefetch
 
 
+def _size_or_zero(text: str) -> int:
+    """A size for prune --to, where 0 (evict all that is not pinned) makes sense."""
+    return 0 if text.strip() in ("0", "0B", "0b") else parse_size(text)
+
+
 def _open_cache(args: argparse.Namespace) -> ChunkCache:
     from vfs.config import resolve_cache_size
 
@@ -162,7 +167,13 @@ def add_cache(p: argparse.ArgumentParser) -> None:
         description="Evict unpinned chunks, least recently used first, down to --to (default: "
         "80% of --cache-size).",
     )
-    c.add_argument("--to", type=parse_size, default=None, metavar="SIZE", help="target size")
+    c.add_argument(
+        "--to",
+        type=_size_or_zero,
+        default=None,
+        metavar="SIZE",
+        help="target size (0: every unpinned chunk)",
+    )
     add_cache_size(c)
     add_common(c, json_output=True)
     c.set_defaults(func=cmd_cache_prune)
