@@ -233,8 +233,8 @@ def cmd_cache_stats(args: argparse.Namespace) -> int:
         return 0
     print(f"cache     {s.root}")
     print(
-        f"size      {human(s.bytes)} of {human(s.max_bytes)} in {s.entries} chunks, "
-        f"{s.segments} segment files"
+        f"size      {human(s.bytes)} of {human(s.max_bytes)} in {count(s.entries, 'chunk')}, "
+        f"{count(s.segments, 'segment file')}"
     )
     print(f"pinned    {human(s.pinned_bytes)} in {s.pinned_entries} chunks")
     rate = f"{100 * s.hits / looked:.1f}%" if looked else "-"
