@@ -280,9 +280,9 @@ def test_two_members_share_a_store_and_a_cache_on_a_team_server(
     assert inserted() == after_alice, "bob fetched what alice had cached"
     # Alice's mount is hers: bob is told so, not "no daemon" or a fusermount error.
     for verb in (["info", str(mnt_a)], ["switch", str(mnt_a), "v2"], ["umount", str(mnt_a)]):
-        p = bob.run(*verb, check=False)
-        assert p.returncode == 2, (verb, p.stderr)
-        assert f"is a vfs mount of {alice.name} (uid {alice.uid})" in p.stderr, p.stderr
+        refused = bob.run(*verb, check=False)
+        assert refused.returncode == 2, (verb, refused.stderr)
+        assert f"is a vfs mount of {alice.name} (uid {alice.uid})" in refused.stderr
     for user, mnt in ((alice, mnt_a), (bob, mnt_b)):
         user.run("umount", str(mnt))
     # One team mountpoint (/mnt/imagenet), mounted by each in turn: the log was named
