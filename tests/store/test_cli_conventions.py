@@ -373,3 +373,18 @@ def test_the_readme_exit_code_table_is_what_the_code_does(tmp_path: Path, data: 
         assert p.returncode == code, (argv, p.returncode, p.stderr)
         if code:
             assert len(p.stderr.strip().splitlines()) == 1, (argv, p.stderr)
+
+
+def test_a_json_list_written_item_by_item_is_the_same_text(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`vfs ls --json` streams its array (a 200k-entry directory held 150 MB as one
+    list): the text must be exactly what print_json writes for the whole list."""
+    from vfs.cli.common import print_json, print_json_list
+
+    for docs in ([], [{"name": "a\nb", "raw": "x\udcff", "size": 1}], [{"n": [1, {"k": 2}]}, {}]):
+        print_json(list(docs))
+        whole = capsys.readouterr().out
+        print_json_list(iter(docs))
+        assert capsys.readouterr().out == whole
+        assert json.loads(whole) is not None

@@ -17,6 +17,7 @@ import re
 import shlex
 import sys
 import textwrap
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from vfs import defaults
@@ -182,6 +183,19 @@ def print_json(doc: Any) -> None:
     text = json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False)
     text = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     sys.stdout.write(text + "\n")
+
+
+def print_json_list(docs: Iterable[Any]) -> None:
+    """A JSON array on stdout written item by item, as print_json would write the
+    whole list (same text), without holding it: for listings of any length."""
+    out = sys.stdout
+    first = True
+    for doc in docs:
+        text = json.dumps(doc, indent=2, ensure_ascii=False)
+        text = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        out.write(("[\n  " if first else ",\n  ") + text.replace("\n", "\n  "))
+        first = False
+    out.write("[]\n" if first else "\n]\n")
 
 
 # A name needs quoting in human output if it holds a control character (C0, DEL, C1)

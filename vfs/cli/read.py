@@ -19,6 +19,7 @@ from vfs.cli.common import (
     open_spec_store,
     positive_int,
     print_json,
+    print_json_list,
     show_progress,
     shown,
     write_nul,
@@ -80,22 +81,23 @@ def cmd_ls(args: argparse.Namespace) -> int:
         if not args.spec:
             return _ls_datasets(args, history.datasets(store), store.url)
         rows = read.entries(store, args.spec, args.path, args.recursive)
-    if args.json:
-        print_json([read.entry_doc(p, e) for p, e in rows])
-        return 0
-    if args.nul:
-        for p, _ in rows:
-            write_nul(p)
-        return 0
-    for p, e in rows:
-        name = shown(p) + ("/" if e.is_dir else "")
-        if e.is_symlink and args.long:
-            name += " -> " + shown(e.target.decode("utf-8", "surrogateescape"))
-        if args.long:
-            mtime = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.mtime_ns / 1e9))
-            print(f"{read.mode_string(e)} {e.size:>12} {mtime} {name}")
-        else:
-            print(name)
+        # Printed as they come (a page at a time): `vfs ls big@v1 | head` ends at once.
+        if args.json:
+            print_json_list(read.entry_doc(p, e) for p, e in rows)
+            return 0
+        if args.nul:
+            for p, _ in rows:
+                write_nul(p)
+            return 0
+        for p, e in rows:
+            name = shown(p) + ("/" if e.is_dir else "")
+            if e.is_symlink and args.long:
+                name += " -> " + shown(e.target.decode("utf-8", "surrogateescape"))
+            if args.long:
+                mtime = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.mtime_ns / 1e9))
+                print(f"{read.mode_string(e)} {e.size:>12} {mtime} {name}")
+            else:
+                print(name)
     return 0
 
 

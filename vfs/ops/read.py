@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import stat as stat_mod
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from vfs import format as fmt
+from vfs import tree
 from vfs.ops.base import resolve, version_of
 from vfs.reader import VersionFile
 from vfs.store import Store
@@ -18,16 +20,21 @@ if TYPE_CHECKING:
     from vfs.cache import ChunkCache
 
 
-def entries(store: Store, spec: str, path: str, recursive: bool) -> list[tuple[str, fmt.Entry]]:
+def entries(store: Store, spec: str, path: str, recursive: bool) -> Iterator[tuple[str, fmt.Entry]]:
     """(path, entry) of what `ls` lists at `path` of the version `spec` names: a
-    file itself, a directory's entries, or with `recursive` everything below it."""
+    file itself, a directory's entries, or with `recursive` everything below it.
+    The version and path are checked here; the entries come page by page as they
+    are taken, so a listing of 200,000 starts at once and holds one page."""
     v = version_of(store, resolve(store, spec))
     found = v.stat(path)
     if found is not None and not found.entry.is_dir:
-        return [(path, found.entry)]
+        return iter([(path, found.entry)])
     if recursive:
-        return [(p.decode("utf-8", "surrogateescape"), f.entry) for p, f in v.walk(path)]
-    return [(f.entry.name.decode("utf-8", "surrogateescape"), f.entry) for f in v.listdir(path)]
+        return ((p.decode("utf-8", "surrogateescape"), f.entry) for p, f in v.walk(path))
+    top = found.entry.tree if found is not None else v.root
+    return (
+        (f.entry.name.decode("utf-8", "surrogateescape"), f.entry) for f in tree.DirView(store, top)
+    )
 
 
 def mode_string(e: fmt.Entry) -> str:
