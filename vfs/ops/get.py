@@ -15,15 +15,19 @@ the local file, no network), drops leftover temporary files, and fetches the res
 A file that differs from the version is refused unless `force`, which replaces it.
 
 Work is cut into units of at most UNIT_BYTES (many small files, or a slice of a big
-one) in path order, which is pack order, so one unit is usually one ranged GET.
+one) in path order, which is pack order, so one unit is usually one ranged GET. The
+tree is walked a batch of files at a time (BATCH_FILES, BATCH_BYTES), each planned,
+fetched and renamed into place before the next is read: a get of 200,000 files
+holds one batch, not the whole version, and has one batch of temporary files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -33,6 +37,10 @@ from vfs.errors import UsageError
 from vfs.reader import Version, Wanted
 
 UNIT_BYTES = 16 * 1024 * 1024
+# Files taken together: planned, created under temporary names and fetched before the
+# next batch is read from the tree, so that a get of 200,000 files holds one batch.
+BATCH_FILES = 4096
+BATCH_BYTES = 512 * 1024 * 1024
 TEMP_PREFIX = ".vfsget."
 
 
@@ -168,8 +176,8 @@ def get(
     found = version.stat(path)
     result = GetResult(0, 0, 0, 0)
     dirs: list[tuple[str, fmt.Entry]] = []
-    entries: list[tuple[str, tree.Found]] = []
     top: fmt.Entry | None = None  # OUT's entry, when it is a directory of the version
+    entries: Iterable[tuple[str, tree.Found]]
     if found is not None and not found.entry.is_dir:
         # One file or symlink: OUT is its new name, or a directory to put it in.
         dest = (
@@ -177,7 +185,7 @@ def get(
             if _real_dir(out)
             else out
         )
-        entries.append((dest, found))
+        entries = [(dest, found)]
     else:
         if found is not None:  # a directory of the version: its mode and mtime at the end
             top = found.entry
@@ -189,16 +197,56 @@ def get(
         else:
             _make_dir(out)  # checks that it is a real directory
         _drop_leftovers(out)
-        for rel, f in version.walk(path):
-            p = os.path.join(out, os.fsdecode(rel))
-            if f.entry.is_dir:
-                _make_dir(p)
-                _drop_leftovers(p)
-                dirs.append((p, f.entry))
-            else:
-                entries.append((p, f))
+        entries = _files_below(version, path, out, dirs)
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vfs-get")
+    try:
+        batch: list[tuple[str, tree.Found]] = []
+        size = 0
+        for p, f in entries:  # a batch at a time: memory and temp files stay bounded
+            batch.append((p, f))
+            size += f.entry.size if f.entry.is_file else 0
+            if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+                _get_batch(version, batch, pool, force, result, on_bytes)
+                batch, size = [], 0
+        _get_batch(version, batch, pool, force, result, on_bytes)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     result.dirs = len(dirs)
 
+    for p, e in reversed(dirs):  # children first, so their writes don't bump our mtime
+        _finish(p, e)
+    if top is not None:
+        _finish(out, top)
+    return result
+
+
+def _files_below(
+    version: Version, path: str, out: str, dirs: list[tuple[str, fmt.Entry]]
+) -> Iterator[tuple[str, tree.Found]]:
+    """The files and symlinks below `path`, in path order, with their place in OUT;
+    each directory is made (0700 while it fills) as the walk reaches it, and noted in
+    `dirs` for its mode and mtime at the end."""
+    for rel, f in version.walk(path):
+        p = os.path.join(out, os.fsdecode(rel))
+        if f.entry.is_dir:
+            _make_dir(p)
+            _drop_leftovers(p)
+            dirs.append((p, f.entry))
+        else:
+            yield p, f
+
+
+def _get_batch(
+    version: Version,
+    entries: list[tuple[str, tree.Found]],
+    pool: ThreadPoolExecutor,
+    force: bool,
+    result: GetResult,
+    on_bytes: Callable[[int], None] | None,
+) -> None:
+    """Write one batch of files and symlinks (in path order): keep what is in place,
+    fetch the rest by units, rename each file into place once it is whole."""
     todo: list[tuple[str, tree.Found]] = []
     for p, f in entries:
         e = f.entry
@@ -286,27 +334,26 @@ def get(
             if on_bytes:
                 on_bytes(pos - s.offset)
 
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vfs-get")
+    futures = []
     try:
         for temp, left in remaining.items():
             if left == 0:  # empty files have no slices
                 done(temp)
-        for _ in pool.map(run, units):
-            pass
+        futures = [pool.submit(run, unit) for unit in units]
+        for fut in futures:
+            fut.result()
     except BaseException:
         # Interrupted or failed: let the units in flight end, start no other. What
         # is under a final name is complete; the temporary files of the rest go (a
         # rerun would drop them too).
         stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
+        for fut in futures:
+            fut.cancel()
+        for fut in futures:
+            if not fut.cancelled():
+                with contextlib.suppress(BaseException):
+                    fut.result()
         for temp in remaining:
             if os.path.lexists(temp):
                 os.unlink(temp)
         raise
-    pool.shutdown(wait=True)
-
-    for p, e in reversed(dirs):  # children first, so their writes don't bump our mtime
-        _finish(p, e)
-    if top is not None:
-        _finish(out, top)
-    return result
