@@ -256,6 +256,10 @@ def test_bash_completion_knows_verbs_options_and_local_paths(tmp_path: Path) -> 
     assert _bash_complete(str(script), ["vfs", "cache", "p"], tmp_path) == ["prune", "pin"]
     assert "--tag" in _bash_complete(str(script), ["vfs", "commit", "--t"], tmp_path)
     assert _bash_complete(str(script), ["vfs", "commit", "myd"], tmp_path) == ["mydata"]
+    (tmp_path / "one.png").write_bytes(b"")  # get -o names a file too, for one file
+    assert _bash_complete(str(script), ["vfs", "get", "ds@v1", "-o", "on"], tmp_path) == [
+        "one.png"
+    ]
 
 
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")

@@ -29,8 +29,9 @@ def add_completion(p: argparse.ArgumentParser) -> None:
 
 # Arguments that name a local directory or file, by metavar. PATH means a path inside a
 # version (nothing local to complete), except for `vfs info`, which takes a path in a mount.
-_LOCAL_DIRS = {"DIR", "MOUNTPOINT", "OUT"}
-_LOCAL_FILES = {"FILE", "LIST"}
+# OUT (`vfs get -o`) is a directory, or for one file its new name: files complete too.
+_LOCAL_DIRS = {"DIR", "MOUNTPOINT"}
+_LOCAL_FILES = {"FILE", "LIST", "OUT"}
 
 
 def _mark_local_paths(parser: argparse.ArgumentParser, verb: str | None) -> None:
