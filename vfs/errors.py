@@ -86,6 +86,11 @@ class Unreachable(BackendError):
     What a pinned version is read offline through (Store.check_config_or_pins)."""
 
 
+class NotPinned(Unreachable):
+    """Offline (the store known to be away), a version the cache's pins do not hold:
+    certain at once, so a mount answers EIO without waiting out its read timeout."""
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, with one line on what the interrupted work left behind and how to go
     on; the CLI prints it instead of its plain "interrupted" (exit 130)."""

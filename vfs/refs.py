@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from vfs import reflog
 from vfs.defaults import DEFAULT_BRANCH
-from vfs.errors import AmbiguousRef, NotFound, Unreachable, UsageError
+from vfs.errors import AmbiguousRef, NotFound, NotPinned, UsageError
 from vfs.names import check_name
 from vfs.store import HEADS, TAGS, Store
 
@@ -82,7 +82,7 @@ def resolve(store: Store, spec: Spec | str) -> Resolved:
         # Offline, only the pins' refs are known: a version that is not among them
         # may well exist. Saying it does not would send a script down the wrong road.
         pinned = ", ".join(sorted({f"{d}@{r.partition('/')[2]}" for d, r in store.offline.refs}))
-        raise Unreachable(
+        raise NotPinned(
             f"{spec} is not among the versions pinned in the cache ({pinned or 'none'}), "
             f"and the store {store.url} cannot be reached to look it up"
         ) from None

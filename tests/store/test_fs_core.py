@@ -708,15 +708,17 @@ def test_a_mount_started_offline_says_eio_for_what_is_not_pinned_and_comes_back(
     with pytest.raises(Unreachable, match="not among the versions pinned in the cache"):
         refs.resolve(world.store, "ds@v2")
     monkeypatch.setattr(daemon, "ONLINE_RETRY", 0.2)
-    cfg = FetchConfig(read_timeout=1.0, attempt_timeout=0.3, backoff=0.05)
+    cfg = FetchConfig(read_timeout=5.0, attempt_timeout=0.3, backoff=0.05)
 
     async def body(core: FsCore) -> None:
         v1 = await core.lookup(ROOT, b"@v1")
         assert await read_all(core, (await core.lookup(v1.ino, b"with space.csv")).ino) == (
             world.v1["with space.csv"]
         )
+        t0 = time.monotonic()
         with pytest.raises(FetchError):  # EIO, not a "no such entry"
             await core.lookup(ROOT, b"@v2")
+        assert time.monotonic() - t0 < cfg.read_timeout / 2  # certain: nothing to wait for
         async with trio.open_nursery() as nursery:
             nursery.start_soon(daemon._back_online, world.store)
             await trio.sleep(0.5)

@@ -44,9 +44,11 @@ def add_mount(p: argparse.ArgumentParser) -> None:
         "listed, any commit id prefix can be looked up.\n\n"
         "The command returns once the mount is live; a daemon keeps serving it, "
         "logging to --log-file. It fails at once, with the reason, on a missing or "
-        "non-empty mountpoint, an unknown dataset or ref, or an unreachable store. "
-        "Reads that cannot be served within --read-timeout fail with EIO; the mount "
-        "stays up and serves again once the store answers."
+        "non-empty mountpoint, an unknown dataset or ref, or an unreachable store "
+        "(unless the version is pinned in the cache, `vfs cache pin`: then it mounts "
+        "offline, serves what was pinned, and serves the store again once it "
+        "answers). Reads that cannot be served within --read-timeout fail with EIO; "
+        "the mount stays up and serves again once the store answers."
     )
     p.epilog = (
         "examples:\n"

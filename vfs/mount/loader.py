@@ -112,7 +112,7 @@ import trio
 from vfs import format as fmt
 from vfs.backends import curl
 from vfs.cache.layout import packindex_dir
-from vfs.errors import BackendError, CorruptObject, NotFound, PermissionDenied
+from vfs.errors import BackendError, CorruptObject, NotFound, NotPinned, PermissionDenied
 from vfs.mount.http import MultiGetter
 from vfs.mount.memory import ChunkLRU
 from vfs.mount.windows import PackWindows
@@ -719,6 +719,8 @@ class Loader:
                 why = f"no answer within {wait:g} s"
             except PermissionDenied:
                 raise
+            except NotPinned as e:  # offline: no try will find it until the store is back
+                raise FetchError(f"store read: {e}") from None
             except (BackendError, OSError) as e:
                 why = str(e)
             await self._back_off("store read", why, attempt, deadline, timeout)

@@ -172,6 +172,8 @@ def draw_chart(groups: list[Group], title: str, path: str) -> None:
             ax.set_xlabel("files" if what == "files" else f"{unit_name} (modified: new content)")
             if what == "files" or div == 1:
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if not any(getattr(g, what)[s] for g in shown for s in STATUSES):
+                ax.set_xlim(0, 1)  # nothing to draw (mtime-only changes): no negative ticks
             ax.grid(axis="x", alpha=0.3)
         # Above the plots, not over the bars.
         fig.legend(
