@@ -455,10 +455,13 @@ class Store:
             self.serve_pins(cache, cache_root, e)
             return str(e)
 
-    def serve_pins(self, cache: BlobCache, cache_root: str, away: BackendError) -> None:
+    def serve_pins(
+        self, cache: BlobCache, cache_root: str, away: BackendError, warn: bool = True
+    ) -> None:
         """Go offline on what the pins in the chunk cache at `cache_root` recorded of
-        this store, reading through `cache`; `away` (why the store cannot be
-        reached), with how to avoid it, if they recorded nothing."""
+        this store, reading through `cache`, and say so once (`warn`: not in a worker
+        whose parent said it); `away` (why the store cannot be reached), with how to
+        avoid it, if they recorded nothing."""
         from vfs.cache import offline
 
         recorded = offline.load(cache_root, self.url)
@@ -469,6 +472,13 @@ class Store:
             ) from None
         self.go_offline(recorded)
         self.use_cache(cache)
+        if warn:
+            log.warning(
+                "offline: the store %s cannot be reached (%s); reading the versions "
+                "pinned in the cache, as they were pinned",
+                self.url,
+                away,
+            )
 
     def go_offline(self, recorded: OfflineRefs) -> None:
         """Answer refs from what the cache's pins recorded, without asking the

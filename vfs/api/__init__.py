@@ -121,17 +121,11 @@ class _Handle:
             self.store.check_config()
             return False
         except Unreachable as e:
-            self.offline(e)
-            log.warning(
-                "offline: the store %s cannot be reached (%s); reading the versions "
-                "pinned in the cache, as they were pinned",
-                self.store.url,
-                e,
-            )
+            self.offline(e, warn=True)
             return True
 
-    def offline(self, away: BackendError) -> None:
-        """Read the versions pinned in the chunk cache (Store.serve_pins): in a
+    def offline(self, away: BackendError, warn: bool = False) -> None:
+        """Read the versions pinned in the chunk cache (Store.serve_pins): also in a
         process whose parent found the store `away`, without asking it again."""
         if self.store.offline is not None:
             return
@@ -142,7 +136,7 @@ class _Handle:
                 f"{away}, and the chunk cache that holds the pinned versions cannot be "
                 f"opened in this process ({self.cache_error or 'no cache directory'})"
             ) from None
-        self.store.serve_pins(cache, cache.root, away)
+        self.store.serve_pins(cache, cache.root, away, warn)
 
     def close(self) -> None:
         if self.pid != os.getpid():

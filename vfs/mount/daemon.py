@@ -106,13 +106,6 @@ def run(opts: MountOptions) -> int:
             cache.close()
             store.close()
             raise
-        if offline_why:
-            log.warning(
-                "the store %s cannot be reached (%s): serving the versions pinned in "
-                "the cache, offline",
-                opts.store_url,
-                offline_why,
-            )
         store.use_cache(cache)  # pinned versions stay readable while the store is away
     except BaseException as e:
         notify.fail(e)

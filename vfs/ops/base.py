@@ -6,7 +6,6 @@ holds no state: each call opens or resolves afresh.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -18,8 +17,6 @@ from vfs.store import Store
 
 if TYPE_CHECKING:
     from vfs.cache import ChunkCache
-
-log = logging.getLogger(__name__)
 
 # resolve and short are the store layer's own (vfs.refs): named here so that a verb's
 # caller resolves a spec and prints an id without importing the store layer.
@@ -79,19 +76,12 @@ def open_target(
     pinned there when the store cannot be reached (Store.check_config_or_pins)."""
     store = Store.open(target.url, target.endpoint_url)
     try:
-        why = ""
         if cache is not None:
             store.use_cache(cache)
-            why = "" if for_write else store.check_config_or_pins(cache, cache.root)
+            if not for_write:
+                store.check_config_or_pins(cache, cache.root)
         elif not for_write:
             store.check_config()
-        if why:
-            log.warning(
-                "offline: the store %s cannot be reached (%s); reading the versions "
-                "pinned in the cache, as they were pinned",
-                target.url,
-                why,
-            )
     except BaseException:
         store.close()
         raise
