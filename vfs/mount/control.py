@@ -495,9 +495,8 @@ def info(path: str, timeout: float = 30.0) -> InfoReply:
     except FileNotFoundError:
         raise NotFound(f"{path}: no such file or directory") from None
     except OSError as e:
-        mnt = _mount_above(canonical(path))
         if e.errno in (errno.ENOTCONN, errno.ECONNABORTED):
-            where = f"vfs umount {mnt}" if mnt else "vfs umount MOUNTPOINT"
+            where = f"vfs umount {above}" if above else "vfs umount MOUNTPOINT"
             raise VfsError(
                 f"{path}: its mount's daemon died; clear the mount with: {where}"
             ) from None
@@ -521,27 +520,25 @@ def info(path: str, timeout: float = 30.0) -> InfoReply:
     return _from_doc(InfoReply, {**doc, "path": path, "mountpoint": mountpoint, "relpath": rel})
 
 
-def _mountinfo() -> list[tuple[str, str, str]]:
-    """(major:minor, mount point, fstype) of every mount this process sees."""
+def _mountinfo() -> list[tuple[str, str, str, list[bytes]]]:
+    """(major:minor, mount point, fstype, super options) of every mount this process
+    sees."""
     out = []
     with open("/proc/self/mountinfo", "rb") as f:
         for line in f:
             fields = line.split(b" ")
             sep = fields.index(b"-")
             mnt = os.fsdecode(_unescape(fields[4]))
-            out.append((fields[2].decode(), mnt, fields[sep + 1].decode()))
+            options = fields[sep + 3].strip().split(b",")
+            out.append((fields[2].decode(), mnt, fields[sep + 1].decode(), options))
     return out
 
 
 def mount_owner(path: str) -> int | None:
     """The uid that mounted the FUSE mount at `path` (its user_id= option), or None."""
     try:
-        with open("/proc/self/mountinfo", "rb") as f:
-            for line in f:
-                fields = line.split(b" ")
-                if os.fsdecode(_unescape(fields[4])) != path:
-                    continue
-                options = fields[fields.index(b"-") + 3].strip().split(b",")
+        for _, mnt, _, options in _mountinfo():
+            if mnt == path:
                 for opt in options:
                     if opt.startswith(b"user_id="):
                         return int(opt[len(b"user_id=") :])
@@ -569,14 +566,14 @@ def _not_yours(path: str) -> UsageError | None:
 def _mount_of_device(dev: int) -> tuple[str, str] | None:
     """(mount point, fstype) of the mount of device `dev`; the last one mounted wins."""
     want = f"{os.major(dev)}:{os.minor(dev)}"
-    found = [(mnt, fstype) for d, mnt, fstype in _mountinfo() if d == want]
+    found = [(mnt, fstype) for d, mnt, fstype, _ in _mountinfo() if d == want]
     return found[-1] if found else None
 
 
 def _mount_above(path: str) -> str | None:
     """The vfs mount whose tree holds `path` (also one whose daemon died)."""
     best = None
-    for _, mnt, fstype in _mountinfo():
+    for _, mnt, fstype, _ in _mountinfo():
         inside = path == mnt or path.startswith(mnt.rstrip("/") + "/")
         if fstype == FSTYPE and inside and (best is None or len(mnt) > len(best)):
             best = mnt
