@@ -28,7 +28,7 @@ import datetime as dt
 import json
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vfs import perms
 from vfs.errors import NotFound, UsageError, VfsError
@@ -105,18 +105,14 @@ def read(path: str) -> dict[str, Locked]:
     with open(path, encoding="utf-8") as f:
         entries = loads(f.read(), path)
     base = os.path.dirname(os.path.abspath(path))
-    return {n: _with_store(e, _absolute(e.store, base)) for n, e in entries.items()}
+    return {n: replace(e, store=_absolute(e.store, base)) for n, e in entries.items()}
 
 
 def write(path: str, entries: dict[str, Locked]) -> None:
     """Write atomically."""
     base = os.path.dirname(os.path.abspath(path))
-    entries = {n: _with_store(e, _relative(e.store, base)) for n, e in entries.items()}
+    entries = {n: replace(e, store=_relative(e.store, base)) for n, e in entries.items()}
     perms.write_file(path, dumps(entries))
-
-
-def _with_store(e: Locked, store: str) -> Locked:
-    return Locked(e.dataset, e.ref, e.commit, store, e.locked)
 
 
 def _relative(store: str, base: str) -> str:

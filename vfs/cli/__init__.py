@@ -218,8 +218,9 @@ def build_parser(chosen: str | None = None, all_verbs: bool = False) -> argparse
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = hoist_global_options(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_verb(argv))
-    parser.verb = _verb(argv) or ""  # type: ignore[attr-defined]
+    verb = _verb(argv)
+    parser = build_parser(verb)
+    parser.verb = verb or ""  # type: ignore[attr-defined]
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):  # argparse took another word for the verb than _verb
         args = build_parser(args.command).parse_args(argv)

@@ -180,9 +180,12 @@ def print_json(doc: Any) -> None:
     """JSON on stdout, UTF-8. A name that is not UTF-8 (held with surrogateescape, as
     os does) is written as its \\udcXX escape: exact, and json.loads then
     os.fsencode gives the bytes back."""
-    text = json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False)
-    text = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(_json_text(doc) + "\n")
+
+
+def _json_text(doc: Any) -> str:
+    text = json.dumps(doc, indent=2, ensure_ascii=False)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def print_json_list(docs: Iterable[Any]) -> None:
@@ -191,8 +194,7 @@ def print_json_list(docs: Iterable[Any]) -> None:
     out = sys.stdout
     first = True
     for doc in docs:
-        text = json.dumps(doc, indent=2, ensure_ascii=False)
-        text = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        text = _json_text(doc)
         out.write(("[\n  " if first else ",\n  ") + text.replace("\n", "\n  "))
         first = False
     out.write("[]\n" if first else "\n]\n")
