@@ -23,12 +23,11 @@ holds one batch, not the whole version, and has one batch of temporary files.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from vfs import format as fmt
@@ -349,10 +348,7 @@ def _get_batch(
         stop.set()
         for fut in futures:
             fut.cancel()
-        for fut in futures:
-            if not fut.cancelled():
-                with contextlib.suppress(BaseException):
-                    fut.result()
+        wait(futures)  # the ones under way end (without raising here)
         for temp in remaining:
             if os.path.lexists(temp):
                 os.unlink(temp)
