@@ -392,3 +392,29 @@ def test_a_json_list_written_item_by_item_is_the_same_text(
         print_json_list(iter(docs))
         assert capsys.readouterr().out == whole
         assert json.loads(whole) is not None
+
+
+def test_without_a_terminal_long_work_says_it_is_alive_in_plain_lines(tmp_path: Path) -> None:
+    """A CI log gets a line every VFS_PROGRESS_INTERVAL seconds (no bar, no carriage
+    returns), beside --json too; VFS_NO_PROGRESS=1 silences it."""
+    d = tmp_path / "data"
+    d.mkdir()
+    for i in range(8):
+        (d / f"f{i}").write_bytes(os.urandom(3 << 20))
+    env = {
+        "VFS_STORE": str(tmp_path / "store"),
+        "VFS_CACHE_DIR": str(tmp_path / "cache"),
+        "VFS_NO_PROGRESS": "",
+        "VFS_PROGRESS_INTERVAL": "0.01",
+    }
+    p = run("commit", str(d), "ds", "--json", env=env)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["files"] == 8
+    lines = p.stderr.splitlines()
+    assert lines and all(re.fullmatch(r"vfs commit: .*\d+ s(, \w.*)?", x) for x in lines), lines
+    assert "\r" not in p.stderr
+    p = run("get", "ds", "-o", str(tmp_path / "out"), env=env)
+    assert p.returncode == 0, p.stderr
+    assert re.search(r"^vfs get: .* of 24\.0 MiB \(\d+%\)", p.stderr, re.M), p.stderr
+    p = run("get", "ds", "-o", str(tmp_path / "out2"), env={**env, "VFS_NO_PROGRESS": "1"})
+    assert p.returncode == 0 and "vfs get:" not in p.stderr, p.stderr

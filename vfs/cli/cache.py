@@ -20,8 +20,8 @@ from vfs.cli.common import (
     parse_size,
     positive_int,
     print_json,
-    show_progress,
 )
+from vfs.cli.progress import meter
 from vfs.ops import base, pin, prefetch
 
 
@@ -85,12 +85,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     try:
         r = base.resolve(store, args.spec)
         version = base.version_of(store, r, cache)
-        if show_progress() and not args.json:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                unit="iB", unit_scale=True, unit_divisor=1024, file=sys.stderr, dynamic_ncols=True
-            )
+        bar = meter("prefetch", bar=not args.json)
 
         def on_total(n: int) -> None:
             if bar is not None:
@@ -277,10 +272,7 @@ def cmd_cache_pin(args: argparse.Namespace) -> int:
     chunks_log.setLevel(logging.ERROR)
     try:
         with _open_cache(args) as cache:
-            if show_progress() and not args.json:
-                from tqdm import tqdm
-
-                bar = tqdm(unit="iB", unit_scale=True, unit_divisor=1024, file=sys.stderr)
+            bar = meter("cache pin", bar=not args.json)
             res = pin.pin(
                 store,
                 cache,

@@ -14,9 +14,8 @@ from vfs.cli.common import (
     human,
     open_store,
     print_json,
-    show_progress,
 )
-from vfs.cli.progress import Bar
+from vfs.cli.progress import CountBar
 from vfs.defaults import DEFAULT_BRANCH
 from vfs.errors import Interrupted, UsageError
 from vfs.ops.base import short
@@ -158,7 +157,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
     except BaseException:
         store.close()
         raise
-    bar = Bar() if show_progress() and not args.json else None
+    bar = CountBar("commit", "files", bar=not args.json)
     try:
         common: dict[str, Any] = dict(
             message=args.message,
@@ -190,8 +189,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
             "resume (uploaded packs are reused)"
         ) from None
     finally:
-        if bar:
-            bar.close()
+        bar.close()
         store.close()
     if args.json:
         print_json(_commit_json(r))

@@ -16,6 +16,7 @@ from vfs.cli.common import (
     seconds,
     show_progress,
 )
+from vfs.cli.progress import meter
 from vfs.errors import Interrupted
 from vfs.ops import gc as gc_op
 
@@ -94,8 +95,12 @@ def add_gc(p: argparse.ArgumentParser) -> None:
 
 
 class _Progress(gc_op.Progress):
+    """gc's phases on stderr: redrawn in place on a terminal, a line now and then
+    elsewhere (vfs.cli.progress); a wait for running commits always said."""
+
     def __init__(self) -> None:
         self.tty = show_progress()
+        self.lines = None if self.tty else meter("gc")
 
     def phase(self, text: str) -> None:
         if text.startswith("waiting"):
@@ -103,8 +108,12 @@ class _Progress(gc_op.Progress):
         elif self.tty:
             sys.stderr.write(f"\r\033[Kvfs gc: {text}")
             sys.stderr.flush()
+        elif self.lines is not None:
+            self.lines.set_postfix_str(text)
 
     def done(self) -> None:
+        if self.lines is not None:
+            self.lines.close()
         if self.tty:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()

@@ -20,10 +20,10 @@ from vfs.cli.common import (
     positive_int,
     print_json,
     print_json_list,
-    show_progress,
     shown,
     write_nul,
 )
+from vfs.cli.progress import meter
 from vfs.config import resolve_cache_size
 from vfs.errors import Interrupted, VfsError
 from vfs.ops import base, history, read
@@ -194,13 +194,8 @@ def cmd_get(args: argparse.Namespace) -> int:
         r = base.resolve(store, args.spec)
         v = base.version_of(store, r, cache)
         t0 = time.monotonic()
-        bar: Any = None
-        if show_progress() and not args.json:
-            from tqdm import tqdm
-
-            found = v.stat(args.path)
-            total = found.entry.size if found else v.commit.bytes
-            bar = tqdm(total=total, unit="iB", unit_scale=True, unit_divisor=1024, file=sys.stderr)
+        found = v.stat(args.path)
+        bar = meter("get", found.entry.size if found else v.commit.bytes, bar=not args.json)
         try:
             res = get(
                 v,
@@ -208,7 +203,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                 args.out,
                 workers=args.jobs,
                 force=args.force,
-                on_bytes=bar.update if bar else None,
+                on_bytes=bar.update if bar is not None else None,
             )
         except KeyboardInterrupt:
             raise Interrupted(
@@ -216,7 +211,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                 "run the same command again to fetch the rest"
             ) from None
         finally:
-            if bar:
+            if bar is not None:
                 bar.close()
     finally:
         cache.close()

@@ -19,8 +19,8 @@ from vfs.cli.common import (
     open_store,
     positive_int,
     print_json,
-    show_progress,
 )
+from vfs.cli.progress import CountBar
 from vfs.errors import Interrupted, UsageError
 from vfs.ops.transfer import DEFAULT_JOBS, Progress
 
@@ -28,49 +28,8 @@ if TYPE_CHECKING:
     from vfs.store import Store
 
 
-class Bar(Progress):
-    """A tqdm bar on stderr: objects sent of those planned, bytes, MB/s."""
-
-    def __init__(self) -> None:
-        from tqdm import tqdm
-
-        self._tqdm = tqdm
-        self.bar: Any = None
-        self.objects = 0
-        self.total = 0
-
-    def planned(self, objects: int, nbytes: int) -> None:
-        self.total = objects
-        if objects == 0:
-            return
-        self.bar = self._tqdm(
-            total=nbytes,
-            unit="iB",
-            unit_scale=True,
-            unit_divisor=1024,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
-
-    def advance(self, objects: int, nbytes: int) -> None:
-        if self.bar is None:
-            return
-        self.objects += objects
-        self.bar.set_description_str(f"{self.objects}/{self.total} objects", refresh=False)
-        self.bar.update(nbytes)
-
-    def phase(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(text)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _bar(args: argparse.Namespace) -> Progress | None:
-    return Bar() if show_progress() and not args.json else None
+def _bar(args: argparse.Namespace) -> Progress:
+    return CountBar(args.command, "objects", bar=not args.json)
 
 
 def _other_store(args: argparse.Namespace, flag: str, for_write: bool) -> tuple[Store, str]:
