@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,9 @@ from tests.support.treegen import make_tree, snapshot_fs, snapshot_version
 from vfs import chunker
 from vfs import format as fmt
 from vfs.cache.known import KnownChunks
+from vfs.cache.statcache import StatCache
 from vfs.ignore import IGNORE_FILE, Rules
+from vfs.ops import commit as commit_ops
 from vfs.ops.commit import Progress, commit_dir, snapshot_tree
 from vfs.packer import PACK_TARGET_ENV
 from vfs.reader import open_version
@@ -245,13 +248,27 @@ def test_snapshot_tree_of_a_subdirectory_is_its_tree_in_the_whole(
     assert sub.ignored == 1  # nested/junk.tmp
 
 
+@pytest.mark.parametrize("sig_max", [commit_ops.SIG_MAX_ENTRIES, 3])
 def test_unchanged_directories_are_reused_and_changes_still_seen(
-    store: Store, tmp_path: Path, cache_dir: str
+    store: Store, tmp_path: Path, cache_dir: str, monkeypatch: pytest.MonkeyPatch, sig_max: int
 ) -> None:
+    """With sig_max 3, every directory of more than 3 entries takes the streaming road
+    a directory of over 100,000 takes (signed in a pass of its own)."""
+    monkeypatch.setattr(commit_ops, "SIG_MAX_ENTRIES", sig_max)
     src = _awkward_tree(tmp_path / "src")
     first = commit_dir(store, str(src), "ds", cache_dir=cache_dir)
+    lookups: list[int] = []
+    real = StatCache.lookup_many
+
+    def lookup_many(self: StatCache, items: list[Any]) -> list[Any]:
+        lookups.append(len(items))
+        return real(self, items)
+
+    monkeypatch.setattr(StatCache, "lookup_many", lookup_many)
     again = commit_dir(store, str(src), "ds", cache_dir=cache_dir)
     assert again.unchanged and again.tree == first.tree and again.bytes_read == 0
+    # Every directory was known by its signature: no file was looked up.
+    assert lookups == []
     # A change deep down reaches the root: every directory above it has a new tree.
     leaf = src / "nested" / "deeper" / "deepest" / "leaf.bin"
     leaf.write_bytes(b"changed content")

@@ -200,7 +200,8 @@ STATCACHE_FLUSH = 4096
 TREE_WRITES = 64  # tree page and locations writes in flight
 # A directory of up to this many entries is stat-ed whole before its files are
 # looked at, so that an unchanged one is recognised by its signature (_Walker.dir);
-# a larger one streams, holding a leaf's worth of entries instead of all of them.
+# a larger one is signed in a pass of its own and streams, holding a leaf's worth of
+# entries instead of all of them (_Walker._large_dir).
 SIG_MAX_ENTRIES = 100_000
 _ENTRY_SIG = struct.Struct("<QQQqq")  # device, inode, size, mtime, ctime
 _pack_mode = struct.Struct("<I").pack  # mode
@@ -378,7 +379,8 @@ class _Walker:
         A directory of up to SIG_MAX_ENTRIES entries is first stat-ed whole (its
         subdirectories snapshot on the way) into a signature: if the stat cache says
         the same signature gave the tree the branch head has here, that tree is the
-        answer and no file of it is looked at again. Larger directories stream."""
+        answer and no file of it is looked at again. A larger directory is signed
+        too, but streams (`_large_dir`)."""
         try:
             names = sorted(os.listdir(path))
         except OSError as e:
@@ -395,30 +397,16 @@ class _Walker:
         hd = _HeadDir(self.store, head) if head is not None else None
         tally = _Tally()
         if len(names) > SIG_MAX_ENTRIES:
-            flat = (st for got in self._stats(path, names, True) for st in got.stats)
-            stream = self._children(path, rel, rules, hd, flat, tally, None)
-            return self._build(path, hd, stream), tally.bytes, tally.files
+            return self._large_dir(path, rel, rules, hd, names, tally)
         # First the signature: the stat threads hash each batch's entries; here only
         # the subdirectories are looked at (and snapshot, their tree ids signed too).
         batches = list(self._stats(path, names, False))
-        sig = tally.sig
         subs: dict[bytes, fmt.Entry | None] = {}
         for got in batches:
-            sig.update(got.digest)
-            for d in got.dirs:
-                sub = subs[d.name] = self._subdir(path, rel, rules, hd, d, tally)
-                sig.update(b"%s\0%s" % (d.name, fmt.encode_entry(sub) if sub else b"-"))
-        sig_bytes = sig.digest() + self._rules_fp(rules)
-        if hd is not None:
-            cached = self.statcache.lookup_dir(path, sig_bytes)
-            if cached is not None and cached[0] == hd.top:
-                _, own_files, own_bytes, own_ignored = cached
-                self.dirs_reused += 1
-                self.ignored += own_ignored
-                tally.files += own_files
-                tally.bytes += own_bytes
-                self.progress.advance(own_files, own_bytes)
-                return hd.top, tally.bytes, tally.files
+            self._sign(got, path, rel, rules, hd, tally, subs)
+        sig_bytes = tally.sig.digest() + self._rules_fp(rules)
+        if hd is not None and self._reused(path, sig_bytes, hd.top, tally):
+            return hd.top, tally.bytes, tally.files
         flat = (st for got in batches for st in got.stats)
         children = list(self._children(path, rel, rules, hd, flat, tally, subs))
         tid = self._build(path, hd, self._looked_up(path, children))
@@ -426,6 +414,80 @@ class _Walker:
             path, sig_bytes, tid, tally.own_files, tally.own_bytes, tally.own_ignored
         )
         return tid, tally.bytes, tally.files
+
+    def _large_dir(
+        self,
+        path: bytes,
+        rel: str,
+        rules: Rules,
+        hd: _HeadDir | None,
+        names: list[bytes],
+        tally: _Tally,
+    ) -> tuple[bytes, int, int]:
+        """`dir` for a directory of more than SIG_MAX_ENTRIES entries, whose stats are
+        never held all at once. A first pass only signs them (and snapshots the
+        subdirectories): if the head's tree has that signature, that is the answer,
+        as for a smaller directory. Else a second pass streams the entries into the
+        commit, signing them again, so that the signature recorded is that of what
+        was committed. A changed directory is stat-ed twice (~8 µs a file), an
+        unchanged one once, with no stat-cache lookup per file."""
+        subs: dict[bytes, fmt.Entry | None] = {}
+        if hd is not None:
+            for got in self._stats(path, names, False):
+                self._sign(got, path, rel, rules, hd, tally, subs)
+            sig_bytes = tally.sig.digest() + self._rules_fp(rules)
+            if self._reused(path, sig_bytes, hd.top, tally):
+                return hd.top, tally.bytes, tally.files
+        tally.sig = xxhash.xxh3_128()
+
+        def signed() -> Iterator[_Stat]:
+            for got in self._stats(path, names, True):
+                self._sign(got, path, rel, rules, hd, tally, subs)
+                yield from got.stats
+
+        tid = self._build(path, hd, self._children(path, rel, rules, hd, signed(), tally, subs))
+        self.statcache.record_dir(
+            path,
+            tally.sig.digest() + self._rules_fp(rules),
+            tid,
+            tally.own_files,
+            tally.own_bytes,
+            tally.own_ignored,
+        )
+        return tid, tally.bytes, tally.files
+
+    def _sign(
+        self,
+        got: _Batch,
+        path: bytes,
+        rel: str,
+        rules: Rules,
+        hd: _HeadDir | None,
+        tally: _Tally,
+        subs: dict[bytes, fmt.Entry | None],
+    ) -> None:
+        """Add a batch of a directory's stats to its signature: the batch's digest,
+        then each subdirectory's entry, snapshotting those not in `subs` yet."""
+        tally.sig.update(got.digest)
+        for d in got.dirs:
+            if d.name not in subs:
+                subs[d.name] = self._subdir(path, rel, rules, hd, d, tally)
+            sub = subs[d.name]
+            tally.sig.update(b"%s\0%s" % (d.name, fmt.encode_entry(sub) if sub else b"-"))
+
+    def _reused(self, path: bytes, sig: bytes, top: bytes, tally: _Tally) -> bool:
+        """Whether the stat cache says the directory with signature `sig` gave the
+        tree `top` (the head's); if so its own totals are added to `tally`."""
+        cached = self.statcache.lookup_dir(path, sig)
+        if cached is None or cached[0] != top:
+            return False
+        _, own_files, own_bytes, own_ignored = cached
+        self.dirs_reused += 1
+        self.ignored += own_ignored
+        tally.files += own_files
+        tally.bytes += own_bytes
+        self.progress.advance(own_files, own_bytes)
+        return True
 
     def _rules_fp(self, rules: Rules) -> bytes:
         """What the ignore rules in force are, as bytes: a directory's cached tree
