@@ -12,6 +12,7 @@ from vfs.errors import UsageError
 
 MAX_LEN = 128
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
+_DIGITS = re.compile(r"(\d+)")
 
 
 def check_name(name: str, what: str) -> str:
@@ -31,3 +32,10 @@ def check_name(name: str, what: str) -> str:
             "(not starting with . or -, no '..', '/', '@', '~' or control characters)"
         )
     return name
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders v2 before v10: runs of digits compare as numbers."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(name) if part
+    )

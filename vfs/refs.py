@@ -1,8 +1,12 @@
 """Version specs: `ds`, `ds@tag`, `ds@branch`, `ds@<id prefix>`, `ds@branch~N`.
 
 A bare `ds` means `ds@main`. Resolution order for `@X`: branch X, tag X, then a
-commit id prefix (4+ hex digits). A name that is both a branch and a tag resolves to
-the branch; `ds@tags/X` and `ds@heads/X` say which explicitly.
+commit id prefix (4+ hex digits, either case). No new branch may take a tag's name
+nor a tag a branch's (Store.check_new_ref), so that a tag never seems to move; a
+name that is both anyway (made before that rule, or by two people at once) is an
+error that asks for `ds@tags/X` or `ds@heads/X`, which say which explicitly. A
+commit id names a version of `ds` only if it is in ds's history (`in_history`):
+commits do not record their dataset, and one store holds many.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from vfs import reflog
 from vfs.defaults import DEFAULT_BRANCH
@@ -52,13 +57,12 @@ def parse_spec(text: str) -> Spec:
         return Spec(dataset, DEFAULT_BRANCH)
     back = 0
     if "~" in ref:
-        ref, _, n = ref.partition("~")
-        if n == "":
-            back = 1
-        elif n.isdigit():
-            back = int(n)
-        else:
-            raise UsageError(f"invalid version {text!r}: ~ takes a number of commits back")
+        parts = ref.split("~")  # git's main~2~1 is main~3
+        ref = parts[0]
+        for n in parts[1:]:
+            if n and not n.isdigit():
+                raise UsageError(f"invalid version {text!r}: ~ takes a number of commits back")
+            back += int(n) if n else 1
     if not ref:
         raise UsageError(f"invalid version {text!r}: nothing after '@'")
     kind, slash, name = ref.partition("/")
@@ -102,15 +106,22 @@ def _resolve_ref(store: Store, spec: Spec) -> tuple[bytes, str | None]:
         if v is None:
             raise NotFound(f"{ds} has no {'tag' if kind == TAGS else 'branch'} {name!r}")
         return v.commit, name if kind == HEADS else None
-    if _HEX.fullmatch(ref) is None or len(ref) < 64:
+    hexid = ref.lower()
+    if _HEX.fullmatch(hexid) is None or len(ref) < 64:
         branch = store.read_ref(ds, HEADS, ref) if _is_name(ref) else None
+        # A bare DATASET means its default branch, never a tag of that name.
+        tag = store.read_ref(ds, TAGS, ref) if _is_name(ref) and spec.explicit else None
+        if branch is not None and tag is not None and branch.commit != tag.commit:
+            raise AmbiguousRef(
+                f"{ds}@{ref} is both a branch ({short(branch.commit)}) and a tag "
+                f"({short(tag.commit)}): say {ds}@heads/{ref} or {ds}@tags/{ref}"
+            )
         if branch is not None:
             return branch.commit, ref
-        tag = store.read_ref(ds, TAGS, ref) if _is_name(ref) else None
         if tag is not None:
             return tag.commit, None
-    if _HEX.fullmatch(ref):
-        return _resolve_prefix(store, ds, ref), None
+    if _HEX.fullmatch(hexid):
+        return _resolve_prefix(store, ds, hexid), None
     if not store.dataset_exists(ds):
         raise no_dataset(store, ds)
     if not spec.explicit:
@@ -127,13 +138,18 @@ def _resolve_ref(store: Store, spec: Spec) -> tuple[bytes, str | None]:
 
 def _suggest(store: Store, ds: str, ref: str) -> str:
     """ "; did you mean 'main'?" for a near miss, and the dataset's refs."""
-    names = [*store.refs(ds, HEADS), *store.refs(ds, TAGS)]
-    if not names:
+    branches, tags = list(store.refs(ds, HEADS)), list(store.refs(ds, TAGS))
+    if not branches and not tags:
         return ""
-    close = difflib.get_close_matches(ref, names, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(ref, branches + tags, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    listed = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-    return f"{hint} ({ds} has: {listed})"
+
+    def listed(kind: str, names: list[str]) -> str:
+        return f"{kind} " + ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+
+    kinds = [listed("branches", branches)] if branches else []
+    kinds += [listed("tags", tags)] if tags else []
+    return f"{hint} ({ds} has {'; '.join(kinds)})"
 
 
 def _is_name(ref: str) -> bool:
@@ -170,14 +186,78 @@ def _resolve_prefix(store: Store, ds: str, prefix: str) -> bytes:
         matches.append(oid)
     if not matches:
         raise NotFound(f"{ds} has no branch, tag or commit {prefix!r}")
+    if len(matches) > 1:  # other datasets' commits may share the prefix
+        matches = [m for m in matches if in_history(store, ds, m)] or matches
     if len(matches) > 1:
         shown = ", ".join(m.hex()[:12] for m in matches[:5])
         raise AmbiguousRef(f"id prefix {prefix!r} is ambiguous: {shown}")
+    if not in_history(store, ds, matches[0]):
+        raise NotFound(
+            f"commit {short(matches[0])} is not in the history of {ds} (a version of "
+            f"another dataset?); `vfs log {ds}` lists its commits"
+        )
     return matches[0]
+
+
+# Clocks of the machines that commit may disagree: a walk for a commit goes on past
+# it in time by this much before it concludes the commit is not there.
+CLOCK_SLACK = 86400.0
+
+
+def in_history(store: Store, ds: str, commit: bytes) -> bool:
+    """Whether `commit` is a version of `ds`: reachable from one of its refs, or from
+    an id its ref log recorded (a deleted branch, a removed dataset: restorable by id).
+    The walk goes from the newest commits back and stops at commits older than the
+    one sought (less CLOCK_SLACK), so it costs the commits made since, not the whole
+    history."""
+    if store.offline is not None:
+        return commit in store.offline.commits.get(ds, set())
+    heads = [*store.refs(ds, HEADS).values(), *store.refs(ds, TAGS).values()]
+    if commit in heads:
+        return True
+    cutoff = _epoch(store.get_commit(commit).time) - CLOCK_SLACK
+    seen: set[bytes] = set()
+    if _reaches(store, heads, commit, cutoff, seen):
+        return True
+    logged = [i for e in reflog.read_reflog(store, ds) for i in (e.old, e.new) if i is not None]
+    return _reaches(store, logged, commit, cutoff, seen)
+
+
+def _reaches(
+    store: Store, starts: list[bytes], target: bytes, cutoff: float, seen: set[bytes]
+) -> bool:
+    todo = [c for c in starts if c not in seen]
+    while todo:
+        c = todo.pop()
+        if c == target:
+            return True
+        if c in seen:
+            continue
+        seen.add(c)
+        try:
+            got = store.get_commit(c)
+        except NotFound:  # collected by gc: nothing is reached through it
+            continue
+        if _epoch(got.time) >= cutoff:
+            todo.extend(p for p in got.parents if p not in seen)
+    return False
+
+
+def _epoch(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339).timestamp()
 
 
 def short(commit: bytes) -> str:
     return commit.hex()[:12]
 
 
-__all__ = ["DEFAULT_BRANCH", "Resolved", "Spec", "no_dataset", "parse_spec", "resolve", "short"]
+__all__ = [
+    "DEFAULT_BRANCH",
+    "Resolved",
+    "Spec",
+    "in_history",
+    "no_dataset",
+    "parse_spec",
+    "resolve",
+    "short",
+]

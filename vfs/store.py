@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -48,7 +49,7 @@ from vfs.errors import (
     Unreachable,
     UsageError,
 )
-from vfs.names import check_name
+from vfs.names import check_name, natural_key
 from vfs.storecheck import CONFIG, NoStore, Place, local_place, local_root, no_store, where
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ log = logging.getLogger(__name__)
 
 HEADS = "heads"
 TAGS = "tags"
+# A ref name that could be a commit id as vfs prints them (12 hex digits) or as
+# people shorten them (git's 7): refused for new refs (Store.check_new_ref).
+_ID_LIKE = re.compile(r"[0-9a-f]{7,64}")
 
 
 def _fan(prefix: str, hexid: str) -> str:
@@ -517,7 +521,7 @@ class Store:
                 out[name] = self._parse_ref(self.backend.get(key), key)
             except NotFound:
                 continue  # deleted between list and get
-        return dict(sorted(out.items()))
+        return dict(sorted(out.items(), key=lambda item: natural_key(item[0])))
 
     def read_ref(self, dataset: str, kind: str, name: str) -> RefValue | None:
         key = self._ref_key(dataset, kind, name)
@@ -540,6 +544,23 @@ class Store:
         except ValueError:
             raise CorruptObject(f"ref {key} does not hold a commit id") from None
 
+    def check_new_ref(self, dataset: str, kind: str, name: str) -> None:
+        """Refuse a new branch or tag whose name would make `dataset@name` ambiguous:
+        one that looks like a commit id (7+ hex digits, as the ids vfs prints), or a
+        branch named as a tag (which would hide the tag: tags never move) and the
+        reverse."""
+        what, other = ("tag", "branch") if kind == TAGS else ("branch", "tag")
+        if _ID_LIKE.fullmatch(name.lower()):
+            raise UsageError(
+                f"{what} name {name!r} looks like a commit id, and {dataset}@{name} "
+                "would name both: choose another name"
+            )
+        if self.read_ref(dataset, HEADS if kind == TAGS else TAGS, name) is not None:
+            raise RefConflict(
+                f"{dataset} has a {other} {name!r}; a {what} of the same name would make "
+                f"{dataset}@{name} ambiguous: choose another name"
+            )
+
     def set_branch(
         self,
         dataset: str,
@@ -551,6 +572,8 @@ class Store:
         """Move a branch from `expected` (None: create it) to `commit`. False if the
         branch changed meanwhile: the caller re-reads and decides. A move that
         happened is recorded in the ref log as `action`."""
+        if expected is None:
+            self.check_new_ref(dataset, HEADS, name)
         key = self._ref_key(dataset, HEADS, name)
         moved = self.backend.put_if(
             key, commit.hex().encode() + b"\n", expected.token if expected else None
@@ -567,6 +590,11 @@ class Store:
         return moved
 
     def create_tag(self, dataset: str, name: str, commit: bytes) -> None:
+        current = self.read_ref(dataset, TAGS, name)
+        if current is not None and current.commit == commit:
+            return
+        if current is None:
+            self.check_new_ref(dataset, TAGS, name)
         key = self._ref_key(dataset, TAGS, name)
         if not self.backend.put_if(key, commit.hex().encode() + b"\n", None):
             current = self.read_ref(dataset, TAGS, name)

@@ -309,7 +309,7 @@ def test_odd_names_are_escaped_for_people_and_exact_for_programs(tmp_path: Path)
     assert len(p.stdout.splitlines()) == 4 and '+ "new\\nline"' in p.stdout, p.stdout
     assert p.stderr.startswith("4 added, 0 removed"), p.stderr
     p = run("diff", "ds@v1", "ds@v2", "--stat", env=env)
-    assert p.stdout == "" and p.stderr.startswith("4 added"), (p.stdout, p.stderr)
+    assert p.stdout.startswith("4 added") and p.stderr == "", (p.stdout, p.stderr)
     raw = subprocess.run(
         [sys.executable, "-m", "vfs", "diff", "ds@v1", "ds@v2", "-z"],
         capture_output=True,
@@ -335,12 +335,12 @@ def test_wrong_names_get_a_suggestion(tmp_path: Path, data: Path) -> None:
     env = {"VFS_STORE": str(tmp_path / "store"), "VFS_CACHE_DIR": str(tmp_path / "cache")}
     assert run("commit", str(data), "mydata", "--tag", "v1", env=env).returncode == 0
     for argv, says, code in (
-        (["log", "mydata@mian"], "did you mean 'main'? (mydata has: main, v1)", 1),
+        (["log", "mydata@mian"], "did you mean 'main'? (mydata has branches main; tags v1)", 1),
         (["log", "mydata@91"], "a commit id prefix needs at least 4 hex digits", 1),
         (["diff", "mydata~1", "mydata"], "did you mean mydata@main~1?", 2),
         (["log", "mydatta"], "no dataset 'mydatta'", 1),
         (["log", "mydatta"], "did you mean 'mydata'?", 1),
-        (["log", "mydata@v2"], "(mydata has: main, v1)", 1),
+        (["log", "mydata@v2"], "(mydata has branches main; tags v1)", 1),
     ):
         p = run(*argv, env=env)
         assert p.returncode == code and says in p.stderr, (argv, p.stderr)

@@ -28,6 +28,7 @@ from typing import Any
 
 from vfs import perms
 from vfs.cache.layout import offline_dir
+from vfs.names import natural_key
 
 
 def _path(cache_root: str, store_url: str) -> str:
@@ -105,11 +106,12 @@ class OfflineRefs:
 
     def listing(self, dataset: str, kind: str) -> dict[str, bytes]:
         prefix = kind + "/"
-        return {
+        found = {
             ref[len(prefix) :]: commit
-            for (ds, ref), commit in sorted(self.refs.items())
+            for (ds, ref), commit in self.refs.items()
             if ds == dataset and ref.startswith(prefix)
         }
+        return dict(sorted(found.items(), key=lambda item: natural_key(item[0])))
 
     def datasets(self) -> list[str]:
         return sorted(self.commits)

@@ -64,7 +64,11 @@ def add_commit(p: argparse.ArgumentParser) -> None:
         f"{DEFAULT_BRANCH}'s head, so its history is {DEFAULT_BRANCH}'s",
     )
     p.add_argument(
-        "--meta", action="append", default=[], metavar="K=V", help="free metadata (repeatable)"
+        "--meta",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="free metadata (repeatable); keys beginning with 'vfs.' are vfs's own",
     )
     p.add_argument("--allow-empty", action="store_true", help="commit even if nothing changed")
     p.add_argument(
@@ -120,6 +124,13 @@ def _parse_meta(items: list[str]) -> dict[str, str]:
         k, eq, v = item.partition("=")
         if not eq or not k:
             raise UsageError(f"--meta takes KEY=VALUE, got {item!r}")
+        if k.startswith("vfs."):
+            # vfs's own record (inputs, access record, imports, rollbacks, excludes)
+            # is written by vfs alone: a hand-made one could overwrite or fake it.
+            raise UsageError(
+                f"--meta {k}: keys beginning with 'vfs.' are vfs's own; record inputs "
+                "with --input and reads with --access-record, or choose another key"
+            )
         out[k] = v
     return out
 
@@ -140,6 +151,7 @@ def _commit_json(r: CommitResult) -> dict[str, Any]:
         "packs": r.packs,
         "ignored": r.ignored,
         "seconds": round(r.seconds, 3),
+        "rebased": r.rebased,  # times re-parented: others moved the branch meanwhile
         "warnings": r.warnings,
     }
 
@@ -224,8 +236,16 @@ def cmd_commit(args: argparse.Namespace) -> int:
             + (f", {r.ignored} ignored" if r.ignored else "")
             + f"; read {human(r.bytes_read)}"
             f"{rate}, uploaded {human(r.bytes_uploaded)} in {count(r.packs, 'pack')}, "
-            f"{r.seconds:.2f} s"
-            + (f" (re-parented {r.rebased}x: the branch moved)" if r.rebased else ""),
+            f"{r.seconds:.2f} s",
+            file=sys.stderr,
+        )
+    if r.rebased:
+        # Each commit is a whole snapshot: what others committed meanwhile is this
+        # one's history now, not its content.
+        print(
+            f"vfs: warning: {where} moved while this commit ran; it was re-parented "
+            f"{r.rebased}x onto the new head, and is the head now with this directory's "
+            f"content (`vfs diff {where}~1 {where}` shows what it replaced)",
             file=sys.stderr,
         )
     print(r.commit.hex())

@@ -940,9 +940,7 @@ def commit_dir(
 
         store.ensure_config()
         lease.acquire()
-        if tag is not None and store.read_ref(dataset, TAGS, tag) is not None:
-            raise RefConflict(f"tag {dataset}@{tag} already exists; tags never move")
-        head, base, head_tree = branch_start(store, dataset, branch)
+        head, base, head_tree = branch_start(store, dataset, branch, tag)
 
         progress.scanned(0, 0)  # streaming: the totals are known only at the end
         progress.phase("committing")
@@ -992,14 +990,22 @@ def check_source(src: str, dataset: str, branch: str, tag: str | None) -> None:
 
 
 def branch_start(
-    store: Store, dataset: str, branch: str
+    store: Store, dataset: str, branch: str, tag: str | None = None
 ) -> tuple[RefValue | None, RefValue | None, bytes | None]:
     """(the branch's head, the base a new branch starts at, the tree a commit is
     compared with and walks against). A branch that does not exist yet starts at the
     head of the dataset's default branch (as `git switch -c` starts from where you
     are), so its first commit has that history and the walk reuses its unchanged
-    directories; the default branch itself, or a new dataset, starts empty."""
+    directories; the default branch itself, or a new dataset, starts empty. A tag to
+    make, and a branch to make, are refused here, before any data is read, if they
+    cannot be made (Store.check_new_ref)."""
+    if tag is not None:
+        if store.read_ref(dataset, TAGS, tag) is not None:
+            raise RefConflict(f"tag {dataset}@{tag} already exists; tags never move")
+        store.check_new_ref(dataset, TAGS, tag)
     head = store.read_ref(dataset, HEADS, branch)
+    if head is None:
+        store.check_new_ref(dataset, HEADS, branch)
     base = None
     if head is None and branch != DEFAULT_BRANCH:
         base = store.read_ref(dataset, HEADS, DEFAULT_BRANCH)

@@ -136,6 +136,10 @@ def create_tag(store: Store, spec: str, name: str) -> tuple[str, bytes]:
 def branches(store: Store, spec: str) -> dict[str, bytes]:
     """The branches of the dataset `spec` names; NotFound for no such dataset."""
     s = refs.parse_spec(spec)
+    if s.explicit:
+        raise UsageError(
+            "to list branches give just the DATASET; to create one give DATASET@REF NAME"
+        )
     found = store.refs(s.dataset, HEADS)
     if not found and not store.dataset_exists(s.dataset):
         raise refs.no_dataset(store, s.dataset)

@@ -55,7 +55,6 @@ from vfs.cache.known import KnownChunks
 from vfs.errors import (
     BackendError,
     PermissionDenied,
-    RefConflict,
     UsageError,
     VfsError,
 )
@@ -72,7 +71,7 @@ from vfs.ops.commit import (
     snapshot_tree,
     store_dir_of,
 )
-from vfs.store import TAGS, Store
+from vfs.store import Store
 from vfs.storecheck import local_root
 from vfs.tree import write_dir
 
@@ -681,9 +680,7 @@ def ray_commit_dir(
         rules = Rules.from_excludes(exclude or ())
         store.ensure_config()
         lease.acquire()
-        if tag is not None and store.read_ref(dataset, TAGS, tag) is not None:
-            raise RefConflict(f"tag {dataset}@{tag} already exists; tags never move")
-        head, base, head_tree = branch_start(store, dataset, branch)
+        head, base, head_tree = branch_start(store, dataset, branch, tag)
 
         progress.phase("scanning")
         store_dir = store_dir_of(store)
