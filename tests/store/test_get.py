@@ -261,3 +261,44 @@ def test_a_get_goes_a_batch_at_a_time_and_resumes_across_batches(
         res = get_mod.get(v, "", str(out))
     assert res.kept >= len(written) and len(batches) > 2
     assert snapshot_fs(out) == snapshot_fs(src)
+
+
+def test_a_file_damaged_in_the_store_is_named_and_the_rest_is_written(tmp_path: Path) -> None:
+    """One damaged chunk in a pack: get writes every other file (those in the same
+    fetch unit too), names the damaged one, leaves no temporary file, exits 1."""
+    from vfs.reader import open_version
+    from vfs.store import Store
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"img{i:02}.png").write_bytes(os.urandom(3000 + i))
+    vfs = Vfs(tmp_path)
+    vfs.run("commit", str(src), "ds")
+    store = Store.open(str(tmp_path / "store"))
+    with open_version("ds", store) as v:
+        found = v.stat("img07.png")
+        assert found is not None
+        loc = v.wanted(found)[0].loc
+    pack = Path(store.backend._path(store.pack_key(loc.pack)))  # type: ignore[attr-defined]
+    with open(pack, "r+b") as f:  # one byte inside img07.png's chunk
+        f.seek(loc.offset + loc.stored_length // 2)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0xFF]))
+    out = tmp_path / "out"
+    p = vfs.run("get", "ds", "-o", str(out), check=False)
+    assert p.returncode == 1, p.stderr
+    assert f"not written, damaged in the store: {out / 'img07.png'}" in p.stderr, p.stderr
+    assert "1 file could not be written" in p.stderr and "vfs verify ds@main" in p.stderr
+    written = sorted(x.name for x in out.iterdir())
+    assert written == sorted(f"img{i:02}.png" for i in range(40) if i != 7), written
+    for name in written:
+        assert (out / name).read_bytes() == (src / name).read_bytes()
+    doc = json.loads(vfs.run("get", "ds", "-o", str(out), "--json", check=False).stdout)
+    assert doc["kept"] == 39 and [d["path"] for d in doc["damaged"]] == [str(out / "img07.png")]
+    # verify names the key once, and the version the path is in.
+    p = vfs.run("verify", "--all", check=False)
+    key = store.pack_key(loc.pack)
+    assert p.returncode == 1 and p.stdout.count(key) == 1, p.stdout
+    assert "  affects: ds@main:img07.png\n" in p.stdout and "1 damaged object\n" in p.stderr

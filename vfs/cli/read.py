@@ -15,6 +15,7 @@ from vfs.cli.common import (
     Formatter,
     add_common,
     cache_dir,
+    count,
     human,
     open_spec_store,
     positive_int,
@@ -225,6 +226,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                 "bytes": res.bytes,
                 "kept": res.kept,
                 "kept_bytes": res.kept_bytes,
+                "damaged": [{"path": p, "error": why} for p, why in res.damaged],
                 "seconds": round(secs, 3),
             }
         )
@@ -239,4 +241,14 @@ def cmd_get(args: argparse.Namespace) -> int:
             f"into {args.out} in {secs:.2f} s{kept}",
             file=sys.stderr,
         )
+    if res.damaged:
+        for p, why in res.damaged[:20]:
+            print(f"vfs: not written, damaged in the store: {p} ({why})", file=sys.stderr)
+        more = f" (and {len(res.damaged) - 20} more)" if len(res.damaged) > 20 else ""
+        print(
+            f"vfs: error: {count(len(res.damaged), 'file')} could not be written{more}; "
+            f"`vfs verify {r.spec}` names the damaged objects",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -6,7 +6,15 @@ import argparse
 import sys
 import time
 
-from vfs.cli.common import add_common, human, open_store, positive_int, print_json, shown
+from vfs.cli.common import (
+    add_common,
+    count,
+    human,
+    open_store,
+    positive_int,
+    print_json,
+    shown,
+)
 from vfs.errors import UsageError
 from vfs.ops.base import resolve, short
 from vfs.ops.verify import Verifier
@@ -70,10 +78,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
     else:
         for d in res.damaged:
-            print(f"damaged {d.key}: {d.error}")
+            why = d.error.removeprefix(f"{d.key}: ")  # the key is said once
+            print(f"damaged {d.key}: {why}")
             if d.paths:
                 print(f"  affects: {', '.join(shown(p) for p in d.paths)}")
-        verdict = "all intact" if res.ok else f"{len(res.damaged)} damaged objects"
+        verdict = "all intact" if res.ok else f"{count(len(res.damaged), 'damaged object')}"
         print(
             f"verified {what}: {res.commits} commits, {res.pages} tree pages, {res.locs} "
             f"locations, {res.chunks} chunks in {res.packs} packs ({human(res.bytes_read)} "

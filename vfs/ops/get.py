@@ -23,16 +23,17 @@ holds one batch, not the whole version, and has one batch of temporary files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vfs import format as fmt
 from vfs import tree
-from vfs.errors import UsageError
+from vfs.errors import CorruptObject, UsageError
 from vfs.reader import Version, Wanted
 
 UNIT_BYTES = 16 * 1024 * 1024
@@ -51,6 +52,8 @@ class GetResult:
     bytes: int
     kept: int = 0  # files (and symlinks) already in place from an earlier run, verified
     kept_bytes: int = 0
+    # Files not written because their bytes are damaged in the store: (path, why).
+    damaged: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -209,6 +212,13 @@ def get(
                 _get_batch(version, batch, pool, force, result, on_bytes)
                 batch, size = [], 0
         _get_batch(version, batch, pool, force, result, on_bytes)
+    except BaseException:
+        # Cut short: the directories made so far get their modes now (not 0700 until
+        # a rerun); their mtimes are set by the run that completes them.
+        for p, e in dirs:
+            with contextlib.suppress(OSError):
+                os.chmod(p, e.mode & 0o777)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     result.dirs = len(dirs)
@@ -269,7 +279,6 @@ def _get_batch(
         temp = _temp_name(p)
         if os.path.lexists(temp):  # a leftover of a single-file get
             os.unlink(temp)
-        _create_file(temp, e.size)
         result.files += 1
         result.bytes += e.size
         entry_of[temp] = e
@@ -301,20 +310,45 @@ def _get_batch(
         unit_bytes += size
 
     lock = threading.Lock()
+    # Temporary files are made when their first bytes come, not for the whole batch
+    # up front: an interrupt leaves only those of the units under way, which go.
+    created: set[str] = set()
+    damaged: dict[str, str] = {}  # temp -> why: damaged in the store, not written
+
+    def create(temp: str) -> None:
+        with lock:  # held while it is made: another slice of it may be about to write
+            if temp not in created:
+                _create_file(temp, entry_of[temp].size)
+                created.add(temp)
 
     def done(temp: str) -> None:
+        create(temp)  # an empty file has no slice to make it
         _finish(temp, entry_of[temp])
         os.replace(temp, final_of[temp])
+        with lock:
+            created.discard(temp)
 
     stop = threading.Event()  # set on an interrupt: units in flight write no more
 
     def run(unit: list[_Slice]) -> None:
         if stop.is_set():
             return
-        got = version.chunks.fetch([w for s in unit for w in s.wanted])
+        try:
+            got = version.chunks.fetch([w for s in unit for w in s.wanted])
+        except CorruptObject as e:
+            # Damaged bytes in the store: the unit's other files are fetched on their
+            # own and written; those the damage is in are named at the end.
+            if len(unit) > 1:
+                for s in unit:
+                    run([s])
+            else:
+                with lock:
+                    damaged.setdefault(unit[0].path, str(e))
+            return
         for s in unit:
             if stop.is_set():
                 return
+            create(s.path)
             fd = os.open(s.path, os.O_WRONLY | os.O_NOFOLLOW)
             try:
                 pos = s.offset
@@ -327,7 +361,7 @@ def _get_batch(
                 os.close(fd)
             with lock:
                 remaining[s.path] -= 1
-                last = remaining[s.path] == 0
+                last = remaining[s.path] == 0 and s.path not in damaged
             if last:
                 done(s.path)
             if on_bytes:
@@ -349,7 +383,12 @@ def _get_batch(
         for fut in futures:
             fut.cancel()
         wait(futures)  # the ones under way end (without raising here)
-        for temp in remaining:
-            if os.path.lexists(temp):
-                os.unlink(temp)
         raise
+    finally:
+        for temp in list(created):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+    if damaged:
+        result.files -= len(damaged)
+        result.bytes -= sum(entry_of[t].size for t in damaged)
+        result.damaged.extend((final_of[t], why) for t, why in sorted(damaged.items()))

@@ -23,6 +23,7 @@ Results are merged in the calling thread.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -87,8 +88,12 @@ class Verifier:
 
     # -- entry points ----------------------------------------------------------------
 
-    def verify_version(self, commit_id: bytes, history: bool = False) -> VerifyResult:
-        """Everything `commit_id` needs; with `history`, its ancestors' too."""
+    def verify_version(
+        self, commit_id: bytes, history: bool = False, label: str = ""
+    ) -> VerifyResult:
+        """Everything `commit_id` needs; with `history`, its ancestors' too. `label`
+        (as "ds@v1:") goes before the paths a damaged object affects."""
+        top = os.fsencode(label)
         todo = [commit_id]
         while todo:
             cid = todo.pop()
@@ -98,7 +103,7 @@ class Verifier:
             commit = self._commit(cid)
             if commit is None:
                 continue
-            self._tree(commit.tree, b"")
+            self._tree(commit.tree, top)
             if history:
                 todo.extend(commit.parents)
         self._read_chunks()
@@ -107,19 +112,21 @@ class Verifier:
 
     def verify_refs(self) -> VerifyResult:
         """Every version reachable from any branch or tag of any dataset."""
-        heads: list[bytes] = []
+        heads: list[tuple[str, bytes]] = []
         for ds in self.store.datasets():
             for kind in (HEADS, TAGS):
                 prefix = f"refs/{ds}/{kind}/"
                 for key in self.store.backend.list(prefix):
                     try:
-                        heads.append(self.store._parse_ref(self.store.backend.get(key), key))
+                        cid = self.store._parse_ref(self.store.backend.get(key), key)
                     except NotFound:
                         continue  # deleted between list and get
                     except CorruptObject as e:
                         self._damaged(key, "ref", str(e))
-        for cid in heads:
-            self.verify_version(cid, history=True)
+                        continue
+                    heads.append((f"{ds}@{key[len(prefix) :]}:", cid))
+        for label, cid in heads:  # a path is named in the first version that has it
+            self.verify_version(cid, history=True, label=label)
         self.result.damaged = list(self._damage.values())
         return self.result
 
