@@ -223,6 +223,37 @@ def test_repack_keeps_every_version_readable_through_stale_locations(
     assert _unreachable_bytes(store) == 0
 
 
+def test_a_pack_whose_live_bytes_are_damaged_is_not_repacked_and_gc_goes_on(
+    store: Store, tmp_path: Path
+) -> None:
+    """Moving damaged bytes would spread the damage, and stopping would keep gc from
+    ever sweeping: the pack stays, named, and the rest of gc is done."""
+    cache = str(tmp_path / "cache")
+    small = os.urandom(10_000)
+    src = tmp_path / "src"
+    _write(src, {"a_small.bin": small, "z_big.bin": os.urandom(200_000)})
+    commit_dir(store, str(src), "ds", branch="old", cache_dir=cache)
+    _write(src, {"a_small.bin": small, "other.bin": b"x" * 100})
+    commit_dir(store, str(src), "ds", cache_dir=cache)
+    store.delete_branch("ds", "old")
+    head = store.read_ref("ds", HEADS, "main")
+    assert head is not None
+    v = Version(store, "ds", head.commit)
+    found = v.stat("a_small.bin")
+    assert found is not None
+    loc = v.wanted(found)[0].loc
+    key = store.pack_key(loc.pack)
+    data = bytearray(store.backend.get(key))
+    data[loc.offset + loc.stored_length // 2] ^= 0xFF
+    store.backend.put(key, bytes(data))
+
+    report = gc_op.gc(store, grace=0)
+    assert report.damaged_packs == [key] and report.packs_repacked == 0, report
+    assert key in _listing(store)  # main still needs it: only verify can tell more
+    assert _objects_freed(report) > 0  # the old branch's commit and pages went
+    assert report.to_json()["repack"]["damaged_packs"] == [key]  # type: ignore[index]
+
+
 def test_a_mount_reads_on_across_a_repack(store: Store, tmp_path: Path) -> None:
     cache = str(tmp_path / "cache")
     big, small = os.urandom(200_000), os.urandom(10_000)

@@ -119,6 +119,12 @@ class _Progress(gc_op.Progress):
             sys.stderr.flush()
 
 
+def _days(seconds: float) -> str:
+    if seconds >= 86400:
+        return count(round(seconds / 86400), "day")
+    return count(round(seconds / 3600), "hour") if seconds >= 3600 else f"{seconds:g} s"
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     store = open_store(args)
     progress = _Progress()
@@ -152,17 +158,38 @@ def cmd_gc(args: argparse.Namespace) -> int:
     for kind, f in report.freed.items():
         if f.objects:
             print(f"  {kind:8} {f.objects:8} objects  {human(f.bytes):>10}", file=sys.stderr)
-    if report.packs_repacked:
+    if report.packs_repacked and report.dry_run:
         print(
-            f"  repack{' (would)' if report.dry_run else ''}: {report.packs_repacked} packs, "
+            f"  repack (would): {count(report.packs_repacked, 'pack')}, "
+            f"{human(report.bytes_rewritten)} of live chunks to move into new packs, "
+            f"{count(report.locs_rewritten, 'location')} to rewrite",
+            file=sys.stderr,
+        )
+    elif report.packs_repacked:
+        print(
+            f"  repack: {count(report.packs_repacked, 'pack')}, "
             f"{human(report.bytes_rewritten)} of live chunks moved into "
-            f"{report.packs_written} new packs, {report.locs_rewritten} locations rewritten",
+            f"{count(report.packs_written, 'new pack')}, "
+            f"{count(report.locs_rewritten, 'location')} rewritten",
+            file=sys.stderr,
+        )
+    for key in report.damaged_packs:
+        print(
+            f"vfs: warning: not repacked, damaged in the store: {key} "
+            "(`vfs verify --all` names the versions it affects)",
             file=sys.stderr,
         )
     print(
-        f"  live: {report.live_commits} commits, {report.live_pages} tree pages, "
-        f"{report.live_packs} packs; {report.kept_young} unreached objects younger "
-        "than the grace period kept",
+        f"  live: {count(report.live_commits, 'commit')}, "
+        f"{count(report.live_pages, 'tree page')}, {count(report.live_packs, 'pack')}; "
+        f"{count(report.kept_young, 'unreached object')} younger than the grace period kept",
         file=sys.stderr,
     )
+    if report.kept_restorable:
+        print(
+            f"  of the live commits, {report.kept_restorable} are only in deleted refs "
+            f"(`vfs reflog DATASET` lists them): kept restorable until the grace period "
+            f"({_days(report.grace)}) has passed since their deletion",
+            file=sys.stderr,
+        )
     return 0

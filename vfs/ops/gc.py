@@ -79,10 +79,14 @@ class GcReport:
     live_pages: int = 0
     live_packs: int = 0
     kept_young: int = 0  # unreached, but younger than the grace period
+    # commits no ref reaches that a ref-log entry younger than the grace period keeps
+    # (a deleted branch or dataset, restorable by id until then)
+    kept_restorable: int = 0
     packs_repacked: int = 0
     packs_written: int = 0
     bytes_rewritten: int = 0
     locs_rewritten: int = 0
+    damaged_packs: list[str] = field(default_factory=list)  # not repacked: see vfs verify
     seconds: float = 0.0
 
     @property
@@ -106,11 +110,13 @@ class GcReport:
                 "packs": self.live_packs,
             },
             "kept_young": self.kept_young,
+            "kept_restorable": self.kept_restorable,
             "repack": {
                 "packs_repacked": self.packs_repacked,
                 "packs_written": self.packs_written,
                 "bytes_rewritten": self.bytes_rewritten,
                 "locations_rewritten": self.locs_rewritten,
+                "damaged_packs": self.damaged_packs,
             },
             "seconds": round(self.seconds, 3),
         }
@@ -382,7 +388,11 @@ def gc(
     cutoff = now - grace
     marker = Marker(store)
     progress.phase(f"marking from refs ({len(listing)} objects listed)")
-    marker.walk(*marker.roots(cutoff))
+    held, logged = marker.roots(cutoff)
+    marker.walk(held)
+    by_refs = len(marker.commits)
+    marker.walk((), logged)  # deleted refs' versions, restorable for the grace period
+    report.kept_restorable = len(marker.commits) - by_refs
 
     lock = None if dry_run else leases.GcLock(store.backend)
     if lock is not None:

@@ -88,7 +88,21 @@ def repack(
         closed = False
         try:
             for pack in old:
-                _copy_live(store, pack, marker.pack_chunks.get(pack, {}), writer)
+                try:
+                    live = _read_live(store, pack, marker.pack_chunks.get(pack, {}))
+                except CorruptObject as e:
+                    # Its live bytes are damaged: moving them would spread the damage
+                    # and stopping would keep gc from ever sweeping. It stays as it
+                    # is, named for `vfs verify`; the rest of gc goes on.
+                    log.warning("not repacking %s: %s", store.pack_key(pack), e)
+                    report.damaged_packs.append(store.pack_key(pack))
+                    report.bytes_rewritten -= sum(
+                        loc.stored_length for loc in marker.pack_chunks.get(pack, {}).values()
+                    )
+                    chosen.discard(pack)
+                    continue
+                for cid, raw_length, codec, stored in live:
+                    writer.add(cid, raw_length, codec, stored)
             writer.close()
             closed = True
         finally:
@@ -133,14 +147,15 @@ def repack(
     )
 
 
-def _copy_live(
-    store: Store,
-    pack: bytes,
-    live: dict[bytes, fmt.Location],
-    writer: packer.PackWriter,
-) -> None:
-    """Read the live chunks of `pack`, verify each, and add them to `writer`, in the
-    order they lie in the pack (files stay together)."""
+def _read_live(
+    store: Store, pack: bytes, live: dict[bytes, fmt.Location]
+) -> list[tuple[bytes, int, int, bytes | memoryview]]:
+    """The live chunks of `pack` (id, raw length, codec, stored bytes), each verified,
+    in the order they lie in the pack (files stay together); CorruptObject if one is
+    damaged. All are read before any is written: a damaged pack adds nothing. Its
+    live share is under the repack threshold, so they are at most that share of a
+    pack in memory."""
+    out = []
     entries = {e.id: e for e in store.get_pack_index(pack)}
     what = f"pack {pack.hex()[:16]}"
     for cid, loc in sorted(live.items(), key=lambda kv: kv[1].offset):
@@ -152,4 +167,5 @@ def _copy_live(
             )
         stored = store.read_pack_range(pack, loc.offset, loc.stored_length)
         fmt.decode_chunk(stored, loc.codec, e.raw_length, cid, what)  # verify before moving
-        writer.add(cid, e.raw_length, loc.codec, stored)
+        out.append((cid, e.raw_length, loc.codec, stored))
+    return out
