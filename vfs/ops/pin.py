@@ -80,9 +80,17 @@ def pin(
             store.get_locs(page.id)
             meta.add(locs_cache_key(page.id))
             chunks.update((c.id, c.length) for e in page.entries() if e.is_file for c in e.chunks)
-    # Pinned first: nothing fetched below can be evicted before it is pinned.
+    # Pinned first: nothing fetched below can be evicted before it is pinned. A pin
+    # that could not be filled (damage in the store, an interrupt) is not left
+    # recorded as if it were: it goes, unless it was there before this run.
+    was_pinned = name in cache.pins()
     cache.pin(name, chunks.keys() | meta)
-    fetched = warm(version, [""], jobs=jobs, on_total=on_total, on_bytes=on_bytes)
+    try:
+        fetched = warm(version, [""], jobs=jobs, on_total=on_total, on_bytes=on_bytes)
+    except BaseException:
+        if not was_pinned:
+            cache.unpin(name)
+        raise
     config = json.loads(store.backend.get("config"))
     offline.remember(
         cache.root, store.url, config, name, r.spec.dataset, r.commit, _named_by(store, r)
