@@ -7,6 +7,7 @@ import sys
 
 from vfs.cli.common import add_common, human, open_spec_store, print_json, shown, write_nul
 from vfs.ops.diff import Change, Summary, VersionDiff, diff_versions
+from vfs.ops.report import meta_only, status_label
 
 
 def add_diff(p: argparse.ArgumentParser) -> None:
@@ -25,7 +26,9 @@ def add_diff(p: argparse.ArgumentParser) -> None:
     fmt_group = p.add_mutually_exclusive_group()
     fmt_group.add_argument("--format", choices=["text", "md", "json"], default="text")
     fmt_group.add_argument(
-        "--stat", action="store_true", help="only the summary line (with --json: no changes)"
+        "--stat",
+        action="store_true",
+        help="only the summary line, on stdout (with --json: no changes)",
     )
     fmt_group.add_argument(
         "-z",
@@ -81,11 +84,12 @@ def _print_diff(args: argparse.Namespace, d: VersionDiff) -> None:
                     else f"{' and '.join(c.fields)} only"
                 )
             print(f"{mark} {shown(c.path)}  ({detail})")
-    # The summary goes where every verb's summary goes: stderr (data is on stdout).
+    # The summary goes where every verb's summary goes: stderr (data is on stdout);
+    # with --stat it is the data asked for, and goes to stdout, as git diff --stat's.
     print(
         f"{s.added} added, {s.removed} removed, {s.modified} modified; "
         f"{human(s.changed_bytes)} of new content",
-        file=sys.stderr,
+        file=sys.stdout if args.stat else sys.stderr,
     )
 
 
@@ -99,11 +103,15 @@ def _diff_md(a: str, b: str, changes: list[Change], s: Summary) -> None:
     print(f"| removed | {s.removed} | {human(s.bytes_removed)} |")
     # changed_bytes counts the added files whole: the modified row has the rest
     print(f"| modified | {s.modified} | {human(s.changed_bytes - s.bytes_added)} new content |")
+    # As the report says it: a copy without `cp -p` changes every mtime.
+    same_bytes = sum(1 for c in changes if meta_only(c))
+    if same_bytes:
+        print(f"| of those, mtime or mode only | {same_bytes} | – |")
     if changes:
         print("\n<details><summary>files</summary>\n")
         print("| status | path | old size | new size |\n|---|---|---:|---:|")
         for c in changes[:1000]:
-            print(f"| {c.status} | `{shown(c.path)}` | {c.old_size} | {c.new_size} |")
+            print(f"| {status_label(c)} | `{shown(c.path)}` | {c.old_size} | {c.new_size} |")
         if len(changes) > 1000:
             print(f"\n… and {len(changes) - 1000} more")
         print("\n</details>")

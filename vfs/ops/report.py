@@ -98,9 +98,9 @@ def markdown(d: VersionDiff, groups: list[Group], chart: bool) -> str:
         "new content |",
     ]
     # A copy without `cp -p` changes every mtime: say how many changed nothing else.
-    meta_only = sum(1 for c in d.changes if _meta_only(c))
-    if meta_only:
-        lines.append(f"| of those, mtime or mode only | {meta_only} | – |")
+    same_bytes = sum(1 for c in d.changes if meta_only(c))
+    if same_bytes:
+        lines.append(f"| of those, mtime or mode only | {same_bytes} | – |")
     lines += [
         "",
     ]
@@ -120,22 +120,22 @@ def markdown(d: VersionDiff, groups: list[Group], chart: bool) -> str:
     lines += ["", "<details><summary>changed files</summary>", ""]
     lines += ["| status | path | old size | new size |", "|---|---|---:|---:|"]
     # Changes of content first: they are what a reviewer reads for.
-    listed = sorted(d.changes, key=_meta_only)
+    listed = sorted(d.changes, key=meta_only)
     for c in listed[:MAX_FILES_LISTED]:
-        lines.append(f"| {_status(c)} | {_cell(c.path)} | {c.old_size} | {c.new_size} |")
+        lines.append(f"| {status_label(c)} | {_cell(c.path)} | {c.old_size} | {c.new_size} |")
     if len(d.changes) > MAX_FILES_LISTED:
         lines += ["", f"… and {len(d.changes) - MAX_FILES_LISTED} more (vfs diff {a} {b})"]
     lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 
 
-def _meta_only(c: Change) -> bool:
+def meta_only(c: Change) -> bool:
     return c.status == MODIFIED and bool(c.fields) and "content" not in c.fields
 
 
-def _status(c: Change) -> str:
+def status_label(c: Change) -> str:
     """`modified (mtime only)`, as `vfs diff` marks a change of no content."""
-    return f"modified ({', '.join(c.fields)} only)" if _meta_only(c) else c.status
+    return f"modified ({', '.join(c.fields)} only)" if meta_only(c) else c.status
 
 
 def draw_chart(groups: list[Group], title: str, path: str) -> None:
