@@ -115,7 +115,7 @@ from vfs.cache.layout import packindex_dir
 from vfs.errors import BackendError, CorruptObject, NotFound, NotPinned, PermissionDenied
 from vfs.mount.http import MultiGetter
 from vfs.mount.memory import ChunkLRU
-from vfs.mount.windows import PackWindows
+from vfs.mount.windows import MAX_WINDOW_CHUNKS, PackWindows
 from vfs.reader import NOWHERE, ChunkSource, Wanted, plan_ranges
 
 if TYPE_CHECKING:
@@ -145,6 +145,10 @@ PAGE_QUEUE_BYTES = 8 << 20
 # listing asks for no more.
 MAX_WARMING = 256
 _T = TypeVar("_T")
+
+
+def _offset(e: fmt.PackEntry) -> int:
+    return e.offset
 
 
 class FetchError(BackendError):
@@ -558,9 +562,13 @@ class Loader:
             start = lo // size * size
             stop = max(-(-hi // size) * size, start + size)
             picked: list[fmt.PackEntry] = []
-            for e in entries[bisect_left(entries, start, key=lambda e: e.offset) :]:
-                if e.offset >= stop:
-                    break
+            first = bisect_left(entries, start, key=_offset)
+            end = bisect_left(entries, stop, key=_offset, lo=first)
+            if end - first > MAX_WINDOW_CHUNKS:  # the chunks around the missing ones
+                near = bisect_left(entries, lo, key=_offset, lo=first, hi=end)
+                first = max(first, min(near - MAX_WINDOW_CHUNKS // 2, end - MAX_WINDOW_CHUNKS))
+                end = first + MAX_WINDOW_CHUNKS
+            for e in (entries[i] for i in range(first, end)):
                 # An entry larger than the window is no small file's chunk (or a
                 # forged index): never let it turn a window into a huge GET.
                 if e.stored_length <= size and e.id not in out and not self._coming(e.id):

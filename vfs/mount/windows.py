@@ -46,6 +46,10 @@ MAX_PACKS = 4096
 # Outstanding speculative bytes allowed per byte of speculation that was read.
 CREDIT_FACTOR = 16
 MAX_SPECULATIVE = 64 * 1024  # ~150 bytes each: at most ~10 MB
+# Chunks one window may take, whatever its bytes: a window of tiny files (a pack of
+# 50,000 11-byte files is 3 MiB) would otherwise have every miss look up tens of
+# thousands of chunks in the cache, tens of ms of the trio thread per file read.
+MAX_WINDOW_CHUNKS = 256
 
 
 class _Pack:
