@@ -19,6 +19,7 @@ from vfs import chunker
 from vfs import format as fmt
 from vfs.cache.known import KnownChunks
 from vfs.cache.statcache import StatCache
+from vfs.errors import UsageError
 from vfs.ignore import IGNORE_FILE, Rules
 from vfs.ops import commit as commit_ops
 from vfs.ops.commit import Progress, commit_dir, snapshot_tree
@@ -354,3 +355,39 @@ def test_a_file_written_while_it_is_committed_is_refused_not_stored_torn(
             assert snapshot_version(v) == snapshot_fs(src)
     finally:
         store.close()
+
+
+def test_paths_longer_than_an_lmdb_key_commit_and_recommit(
+    store: Store, tmp_path: Path, cache_dir: str
+) -> None:
+    """The stat cache keys by path, and LMDB keys stop at 511 bytes: a deeper path
+    (Linux allows 4,096) crashed the commit with MDB_BAD_VALSIZE."""
+    deep = tmp_path / "src"
+    leaf = deep.joinpath(*[f"level_{i:02d}_{'x' * 40}" for i in range(14)])
+    leaf.mkdir(parents=True)
+    (leaf / "data.txt").write_text("deep\n")
+    (deep / "top.txt").write_text("top\n")
+    assert len(os.fsencode(leaf / "data.txt")) > 600
+    first = commit_dir(store, str(deep), "ds", cache_dir=cache_dir)
+    (deep / "top.txt").write_text("top, again\n")
+    again = commit_dir(store, str(deep), "ds", cache_dir=cache_dir)
+    assert again.bytes_read == len("top, again\n") and again.tree != first.tree
+    with open_version("ds", store) as v:
+        assert snapshot_version(v) == snapshot_fs(deep)
+
+
+def test_a_time_past_2262_is_one_error_naming_the_file(
+    store: Store, tmp_path: Path, cache_dir: str
+) -> None:
+    """A version holds mtimes in signed 64-bit ns; ext4 allows 2446. The commit used
+    to die in struct.pack with a traceback; an excluded such file is no matter."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok.txt").write_text("ok\n")
+    far = src / "far.txt"
+    far.write_text("far\n")
+    os.utime(far, ns=(2**63 + 10**18, 2**63 + 10**18))
+    with pytest.raises(UsageError, match=r"cannot commit .*far\.txt: its modification time"):
+        commit_dir(store, str(src), "ds", cache_dir=cache_dir)
+    done = commit_dir(store, str(src), "ds", cache_dir=cache_dir, exclude=["far.txt"])
+    assert done.files == 1

@@ -32,6 +32,18 @@ _DIR = struct.Struct("<QQQ")
 _SPEC = lmdbenv.EnvSpec(what="stat cache", map_size=4 << 30, max_dbs=1, metasync=False, sync=False)
 
 
+# LMDB's keys are at most 511 bytes, and paths up to 4,096: a longer key is its
+# prefix and a hash of the rest. A collision would only make a record look like
+# another file's, and a record holds only while the file's stat matches it.
+_MAX_KEY = 511
+
+
+def _fit(key: bytes) -> bytes:
+    if len(key) <= _MAX_KEY:
+        return key
+    return key[:8] + b"\1" + xxhash.xxh3_128_digest(key)
+
+
 def _no_setup(env: lmdb.Environment) -> None:
     """The stat cache uses the environment's unnamed database alone."""
 
@@ -53,7 +65,7 @@ class StatCache:
         self._pending: dict[bytes, bytes] = {}
 
     def _key(self, path: bytes) -> bytes:
-        return self._prefix + path
+        return _fit(self._prefix + path)
 
     def lookup(self, path: bytes, st: os.stat_result) -> tuple[fmt.ChunkRef, ...] | None:
         key = self._key(path)
@@ -91,7 +103,7 @@ class StatCache:
     # force) and the tree they gave. Its key cannot be a file's: paths have no NUL.
 
     def _dir_key(self, path: bytes) -> bytes:
-        return self._prefix + b"\0" + path
+        return _fit(self._prefix + b"\0" + path)
 
     def lookup_dir(self, path: bytes, sig: bytes) -> tuple[bytes, int, int, int] | None:
         """What was recorded for the directory `path` under signature `sig`: its tree

@@ -203,7 +203,23 @@ TREE_WRITES = 64  # tree page and locations writes in flight
 # a larger one is signed in a pass of its own and streams, holding a leaf's worth of
 # entries instead of all of them (_Walker._large_dir).
 SIG_MAX_ENTRIES = 100_000
-_ENTRY_SIG = struct.Struct("<QQQqq")  # device, inode, size, mtime, ctime
+# device, inode, size, mtime, ctime; the times as two's complement, so that one
+# past 2262 (which no version can hold: _check_time) still signs
+_ENTRY_SIG = struct.Struct("<QQQQQ")
+_U64 = 2**64 - 1
+# A version holds mtimes as signed 64-bit nanoseconds (1678 to 2262); ext4 allows 2446.
+_MIN_NS, _MAX_NS = -(2**63), 2**63 - 1
+
+
+def _check_time(path: bytes, name: bytes, st: os.stat_result) -> None:
+    if not _MIN_NS <= st.st_mtime_ns <= _MAX_NS:
+        raise UsageError(
+            f"cannot commit {os.fsdecode(os.path.join(path, name))}: its modification "
+            "time is past 2262 (or before 1678), which a version cannot hold; give it "
+            "another with `touch`, or --exclude it"
+        )
+
+
 _pack_mode = struct.Struct("<I").pack  # mode
 
 
@@ -509,6 +525,7 @@ class _Walker:
         if rules.ignored(rel + os.fsdecode(name), True):
             self.ignored += 1
             return None
+        _check_time(path, name, st)
         child = os.path.join(path, name)
         if self.store_dir == (st.st_dev, st.st_ino):
             log.info("not committing %s: it is the store", os.fsdecode(child))
@@ -554,6 +571,7 @@ class _Walker:
                     self.ignored += 1
                     tally.own_ignored += 1
                     continue
+                _check_time(path, name, st)
                 if stat.S_ISREG(st.st_mode):
                     tally.bytes += st.st_size
                     tally.own_bytes += st.st_size
@@ -671,7 +689,13 @@ class _Walker:
                     dirs.append(s)  # signed by its tree id, once snapshot
                 else:
                     signed.append(
-                        pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                        pack(
+                            st.st_dev,
+                            st.st_ino,
+                            st.st_size,
+                            st.st_mtime_ns & _U64,
+                            st.st_ctime_ns & _U64,
+                        )
                         + _pack_mode(st.st_mode)
                         + name
                     )
