@@ -44,3 +44,39 @@ def test_an_edit_in_a_huge_directory_reads_the_pages_it_rewrote() -> None:
     # 9 changes rewrote, and the first leaf again if it is one of them. Reading every
     # entry read 82 pages here.
     assert src.reads <= 2 * (2 + 9 + 1), src.reads
+
+
+def _dir(name: str, tree: bytes, mode: int = 0o755, mtime: int = 0) -> fmt.Entry:
+    return fmt.Entry(name.encode(), fmt.DIR, mode, mtime, 0, tree=tree)
+
+
+def test_directories_that_change_alone_are_changes() -> None:
+    """An empty directory added or removed, a directory's mode, a directory touched
+    with nothing below it changed, and a file that became a symlink: each is a change,
+    so `diff --exit-code` says the versions differ (it said they were the same)."""
+    src = MemoryPages()
+
+    def tree(entries: list[fmt.Entry]) -> bytes:
+        return write_dir(entries, src, lambda _: _NOWHERE)
+
+    empty = tree([])
+    full = tree([_file("f", "hi")])
+    link = fmt.Entry(b"x", fmt.SYMLINK, 0o777, 0, 1, target=b"f")
+    a = tree([_dir("a", full), _dir("b", empty), _dir("t", full), _file("x", "y")])
+    b = tree([_dir("a", full, mode=0o700), _dir("n", empty), _dir("t", full, mtime=5), link])
+    got = {(c.path, c.status, c.kind, c.fields) for c in diff_trees(src, a, b)}  # type: ignore[arg-type]
+    assert got == {
+        ("a", "modified", "dir", ("mode",)),
+        ("b", "removed", "dir", ()),
+        ("n", "added", "dir", ()),
+        ("t", "modified", "dir", ("mtime",)),
+        ("x", "modified", "symlink", ("content", "type", "mode")),
+    }
+    # A directory whose files changed brings no line of its own, mtime or not.
+    c = tree([_dir("a", tree([_file("f", "changed")]), mtime=9), _dir("b", empty)])
+    d = tree([_dir("a", full), _dir("b", empty), _dir("t", full), _file("x", "y")])
+    assert [(ch.path, ch.kind) for ch in diff_trees(src, c, d)] == [  # type: ignore[arg-type]
+        ("a/f", "file"),
+        ("t/f", "file"),
+        ("x", "file"),
+    ]

@@ -83,7 +83,12 @@ def _print_diff(args: argparse.Namespace, d: VersionDiff) -> None:
                     if "content" in c.fields
                     else f"{' and '.join(c.fields)} only"
                 )
-            print(f"{mark} {shown(c.path)}  ({detail})")
+                if "type" in c.fields:
+                    detail += f", now a {c.kind}"
+            elif c.kind == "dir":
+                detail = "empty directory"
+            slash = "/" if c.kind == "dir" else ""
+            print(f"{mark} {shown(c.path)}{slash}  ({detail})")
     # The summary goes where every verb's summary goes: stderr (data is on stdout);
     # with --stat it is the data asked for, and goes to stdout, as git diff --stat's.
     print(

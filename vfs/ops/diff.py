@@ -42,6 +42,8 @@ def _name(path: bytes) -> str:
 
 
 def _all_files(store: Store, e: fmt.Entry, path: bytes, status: str) -> Iterator[Change]:
+    """Every file and symlink below (or at) `e`, and every directory with nothing in
+    it: an empty directory added or removed is a change too (--exit-code)."""
     if not e.is_dir:
         size = e.size
         yield Change(
@@ -53,9 +55,12 @@ def _all_files(store: Store, e: fmt.Entry, path: bytes, status: str) -> Iterator
             size if status == ADDED else 0,
         )
         return
-    for sub, f in tree.walk(store, e.tree, path + b"/"):
-        if not f.entry.is_dir:
-            yield from _all_files(store, f.entry, sub, status)
+    empty = True
+    for f in tree.DirView(store, e.tree):
+        empty = False
+        yield from _all_files(store, f.entry, path + b"/" + f.entry.name, status)
+    if empty:
+        yield Change(_name(path), status, fmt.KIND_NAMES[fmt.DIR], 0, 0, 0)
 
 
 def _entries_outside(store: Store, leaves: list[bytes], skip: set[bytes]) -> Iterator[tree.Found]:
@@ -93,6 +98,18 @@ def diff_trees(store: Store, old: bytes, new: bytes, prefix: bytes = b"") -> Ite
 
 def _diff_entry(store: Store, e: fmt.Entry, f: fmt.Entry, path: bytes) -> Iterator[Change]:
     if e.is_dir and f.is_dir:
+        # A directory's own mode is a change; its mtime only where nothing below it
+        # changed (else every changed file would bring its directories along).
+        fields = tuple(
+            name
+            for name, differs in (
+                ("mode", e.mode != f.mode),
+                ("mtime", e.mtime_ns != f.mtime_ns and e.tree == f.tree),
+            )
+            if differs
+        )
+        if fields:
+            yield Change(_name(path), MODIFIED, fmt.KIND_NAMES[fmt.DIR], 0, 0, 0, fields)
         yield from diff_trees(store, e.tree, f.tree, path + b"/")
     elif e.is_dir or f.is_dir:
         yield from _all_files(store, e, path, REMOVED)
@@ -104,6 +121,7 @@ def _diff_entry(store: Store, e: fmt.Entry, f: fmt.Entry, path: bytes) -> Iterat
             name
             for name, differs in (
                 ("content", (e.kind, e.chunks, e.target) != (f.kind, f.chunks, f.target)),
+                ("type", e.kind != f.kind),  # a file became a symlink, or back
                 ("mode", e.mode != f.mode),
                 ("mtime", e.mtime_ns != f.mtime_ns),
             )
