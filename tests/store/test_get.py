@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -150,9 +151,13 @@ def test_a_symlink_where_the_version_has_a_directory_is_never_followed(
     out = tmp_path / "out"
     out.mkdir()
     os.symlink(outside, out / "sub")
-    p = vfs.run("get", "ds", "-o", str(out), "--force", check=False)
+    p = vfs.run("get", "ds", "-o", str(out), check=False)
     assert p.returncode == 2 and "sub exists and is not a directory" in p.stderr, p.stderr
     assert list(outside.iterdir()) == []
+    # --force replaces the symlink itself with the version's directory.
+    vfs.run("get", "ds", "-o", str(out), "--force")
+    assert list(outside.iterdir()) == [] and not (out / "sub").is_symlink()
+    assert (out / "sub" / "small.txt").read_text() == "small\n"
 
 
 def test_get_gives_directories_and_symlinks_their_modes_and_mtimes(tmp_path: Path) -> None:
@@ -302,3 +307,50 @@ def test_a_file_damaged_in_the_store_is_named_and_the_rest_is_written(tmp_path: 
     key = store.pack_key(loc.pack)
     assert p.returncode == 1 and p.stdout.count(key) == 1, p.stdout
     assert "  affects: ds@main:img07.png\n" in p.stdout and "1 damaged object\n" in p.stderr
+
+
+def test_a_get_over_another_version_leaves_exactly_this_one(tmp_path: Path) -> None:
+    """Modes and mtimes of files kept because their bytes match are set too; with
+    --force a symlink becomes a directory and an empty directory a file; and a
+    version's 0555 and 0000 directories take a rerun's files (as a non-root user)."""
+    src = tmp_path / "src"
+    (src / "d555").mkdir(parents=True)
+    (src / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (src / "run.sh").chmod(0o644)
+    (src / "data").write_text("data\n")
+    (src / "d555" / "x").write_text("x\n")
+    os.symlink("d555", src / "was_link")
+    (src / "was_dir").mkdir()
+    vfs = Vfs(tmp_path)
+    vfs.run("commit", str(src), "ds", "--tag", "v1")
+    (src / "run.sh").chmod(0o755)
+    os.utime(src / "data", ns=(10**18, 10**18))
+    os.unlink(src / "was_link")
+    (src / "was_link").mkdir()
+    (src / "was_link" / "inside").write_text("in\n")
+    (src / "was_dir").rmdir()
+    (src / "was_dir").write_text("now a file\n")
+    (src / "d555").chmod(0o555)
+    vfs.run("commit", str(src), "ds", "--tag", "v2")
+
+    out = tmp_path / "out"
+    vfs.run("get", "ds@v1", "-o", str(out))
+    p = vfs.run("get", "ds@v2", "-o", str(out), check=False)
+    assert p.returncode == 2 and "--force replaces it" in p.stderr, p.stderr
+    vfs.run("get", "ds@v2", "-o", str(out), "--force")
+    assert snapshot_fs(out) == snapshot_fs(src)
+
+    if os.geteuid() == 0 and shutil.which("setpriv"):
+        # Root's override off, as a user on their own files: d555 is 0555 now.
+        (out / "d555" / "x").write_text("edited\n")
+        (out / "d555").chmod(0o555)
+        argv = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+        p = subprocess.run(
+            [*argv, *vfs.argv("get", "ds@v2", "-o", str(out), "--force")],
+            capture_output=True,
+            text=True,
+            env=vfs.env,
+            timeout=120,
+        )
+        assert p.returncode == 0, p.stderr
+        assert snapshot_fs(out) == snapshot_fs(src)

@@ -172,7 +172,13 @@ def add_get(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-j", "--jobs", type=positive_int, default=8, help="parallel fetches (default 8)"
     )
-    p.add_argument("-f", "--force", action="store_true", help="replace files in OUT that differ")
+    p.add_argument(
+        "-f",
+        "--force",
+        action="store_true",
+        help="replace what in OUT differs: files, a file or symlink where the version has "
+        "a directory, an empty directory where it has a file",
+    )
     p.add_argument(
         "--locked",
         action="store_true",

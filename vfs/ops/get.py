@@ -87,12 +87,27 @@ def _real_dir(path: str) -> bool:
         return False
 
 
-def _make_dir(path: str) -> None:
-    if os.path.lexists(path):
-        if not _real_dir(path):
-            raise UsageError(f"{path} exists and is not a directory")
+def _make_dir(path: str, force: bool = False) -> None:
+    """A directory at `path` to fill: made 0700, or an existing one opened to its
+    owner (a version's 0555 or 0000 directory, from an earlier get, must take the
+    rerun's files; its mode is set again at the end). With `force`, a file or
+    symlink there is replaced."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        os.mkdir(path, 0o700)
         return
-    os.mkdir(path, 0o700)
+    if not stat.S_ISDIR(st.st_mode):
+        if not force:
+            raise UsageError(
+                f"{path} exists and is not a directory; --force replaces it with the "
+                "version's directory"
+            )
+        os.unlink(path)
+        os.mkdir(path, 0o700)
+        return
+    if st.st_mode & 0o700 != 0o700:
+        os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
 
 
 def _drop_leftovers(directory: str) -> None:
@@ -136,7 +151,13 @@ def _existing(path: str, e: fmt.Entry, force: bool) -> bool:
     elif _same_file(path, e):
         return True
     if _real_dir(path):
-        raise UsageError(f"{path} is a directory; the version has a file there")
+        if force and not os.listdir(path):
+            os.rmdir(path)  # an empty directory: nothing of the user's is lost
+            return False
+        raise UsageError(
+            f"{path} is a directory; the version has a file there"
+            + ("; it is not empty, so --force leaves it to you" if force else "")
+        )
     if force:
         return False
     raise UsageError(f"{path} exists and differs from the version; --force replaces such files")
@@ -199,7 +220,7 @@ def get(
         else:
             _make_dir(out)  # checks that it is a real directory
         _drop_leftovers(out)
-        entries = _files_below(version, path, out, dirs)
+        entries = _files_below(version, path, out, dirs, force)
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vfs-get")
     try:
@@ -231,7 +252,7 @@ def get(
 
 
 def _files_below(
-    version: Version, path: str, out: str, dirs: list[tuple[str, fmt.Entry]]
+    version: Version, path: str, out: str, dirs: list[tuple[str, fmt.Entry]], force: bool
 ) -> Iterator[tuple[str, tree.Found]]:
     """The files and symlinks below `path`, in path order, with their place in OUT;
     each directory is made (0700 while it fills) as the walk reaches it, and noted in
@@ -239,7 +260,7 @@ def _files_below(
     for rel, f in version.walk(path):
         p = os.path.join(out, os.fsdecode(rel))
         if f.entry.is_dir:
-            _make_dir(p)
+            _make_dir(p, force)
             _drop_leftovers(p)
             dirs.append((p, f.entry))
         else:
@@ -260,6 +281,12 @@ def _get_batch(
     for p, f in entries:
         e = f.entry
         if _existing(p, e, force):
+            # The bytes are the version's; its mode and mtime may not be (a get of
+            # another version into the same OUT): they are set as for a new file.
+            if e.is_symlink:
+                os.utime(p, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+            else:
+                _finish(p, e)
             result.kept += 1
             result.kept_bytes += e.size if not e.is_symlink else 0
             if on_bytes and not e.is_symlink:
