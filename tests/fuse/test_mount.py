@@ -408,6 +408,13 @@ def test_switch_keeps_open_files_and_shows_the_new_version(data: Data, mounts: M
     assert (mnt / "with space.csv").read_bytes() == data.v1_csv
     bad = mounts.cli("switch", str(mnt), "nope", check=False)
     assert bad.returncode != 0 and "nope" in bad.stderr
+    # A directory inside the mount is named as such, with the command meant.
+    sub = [p for p in mnt.iterdir() if p.is_dir()][0]
+    bad = mounts.cli("switch", str(sub), "v2", check=False)
+    assert bad.returncode == 2 and f"vfs switch {mnt} v2" in bad.stderr, bad.stderr
+    bad = mounts.cli("--store", "/nowhere", "switch", str(mnt.parent), "v2", check=False)
+    assert bad.returncode == 2 and "is not a vfs mount" in bad.stderr, bad.stderr
+    assert json.loads(mounts.cli("--store", "/nowhere", "info", str(mnt), "--json").stdout)
 
 
 def test_a_dataset_mount_shows_every_version_as_at_ref_dirs(data: Data, mounts: Mounts) -> None:

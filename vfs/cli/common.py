@@ -130,6 +130,17 @@ def add_common(p: argparse.ArgumentParser, json_output: bool = False) -> None:
         g.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
+def add_daemon_common(p: argparse.ArgumentParser) -> None:
+    """The common options of a verb that talks to a mount's daemon (switch, info,
+    umount): -v and --json, and --store and --cache-dir accepted and ignored (the
+    daemon knows its store and cache), so that `vfs --store X switch ...` in a
+    script that passes them to every verb works."""
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    for flag in ("--store", "--cache-dir"):
+        p.add_argument(flag, default=None, help=argparse.SUPPRESS)
+
+
 def add_cache_size(
     p: argparse.ArgumentParser,
     help: str = "cache cap for this command (default: core.cache_size, $VFS_CACHE_SIZE, else 10G)",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from vfs.cli.common import Formatter, human, print_json
+from vfs.cli.common import Formatter, add_daemon_common, human, print_json
 
 # The text form's rows, in order: (field, label).
 _ROWS = (
@@ -55,8 +55,7 @@ def add_info(p: argparse.ArgumentParser) -> None:
     )
     p.formatter_class = Formatter
     p.add_argument("path", metavar="PATH", help="a file or directory on a vfs mount")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    add_daemon_common(p)
     p.set_defaults(func=cmd_info)
 
 

@@ -18,6 +18,7 @@ from vfs.cli.common import (
     Formatter,
     add_cache_size,
     add_common,
+    add_daemon_common,
     cache_dir,
     print_json,
     seconds,
@@ -253,8 +254,7 @@ def add_switch(p: argparse.ArgumentParser) -> None:
     p.epilog = "example: vfs switch /mnt/data v4"
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument("ref", metavar="REF")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_daemon_common(p)
     p.set_defaults(func=cmd_switch)
 
 
@@ -284,7 +284,7 @@ def add_umount(p: argparse.ArgumentParser) -> None:
     )
     p.epilog = "example: vfs umount /mnt/data"
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    add_daemon_common(p)
     p.set_defaults(func=cmd_umount)
 
 
@@ -292,5 +292,9 @@ def cmd_umount(args: argparse.Namespace) -> int:
     from vfs.mount import control
 
     how = control.umount(args.mountpoint)
-    print(f"{control.canonical(args.mountpoint)}: {how}", file=sys.stderr)
+    where = control.canonical(args.mountpoint)
+    if args.json:
+        print_json({"mountpoint": where, "result": how})
+    else:
+        print(f"{where}: {how}", file=sys.stderr)
     return 0

@@ -42,6 +42,7 @@ import json
 import os
 import pwd
 import select
+import shlex
 import shutil
 import socket
 import subprocess
@@ -466,7 +467,17 @@ def request(mountpoint: str, doc: dict[str, Any], timeout: float = 60.0) -> dict
 
 
 def switch(mountpoint: str, ref: str) -> SwitchReply:
-    """`vfs switch`: show another version at the mount's root."""
+    """`vfs switch`: show another version at the mount's root. UsageError (as `vfs
+    info` gives) for a path that is not a vfs mount's root: inside one, it names it."""
+    path = canonical(mountpoint)
+    above = _mount_above(path)
+    if above is None:
+        raise UsageError(f"{path} is not a vfs mount")
+    if above != path:
+        raise UsageError(
+            f"{path} is inside the vfs mount {above}; switch takes the mountpoint: "
+            f"vfs switch {shlex.quote(above)} {shlex.quote(ref)}"
+        )
     return _from_doc(SwitchReply, request(mountpoint, {"op": "switch", "ref": ref}))
 
 
