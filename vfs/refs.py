@@ -185,6 +185,15 @@ def _resolve_prefix(store: Store, ds: str, prefix: str) -> bytes:
             continue
         matches.append(oid)
     if not matches:
+        if store.offline is None:
+            for e in reflog.read_reflog(store, ds):
+                for i in (e.old, e.new):
+                    if i is not None and i.hex().startswith(prefix):
+                        raise NotFound(
+                            f"{ds}@{prefix}: commit {short(i)} (in `vfs reflog {ds}`, "
+                            f"{e.action} of {e.ref} at {e.time}) is no longer in the store: "
+                            "gc collected it after its grace period"
+                        )
         raise NotFound(f"{ds} has no branch, tag or commit {prefix!r}")
     if len(matches) > 1:  # other datasets' commits may share the prefix
         matches = [m for m in matches if in_history(store, ds, m)] or matches

@@ -19,7 +19,7 @@ import trio
 
 from tests.support.core import read_all, run_core, walk_path
 from vfs import format as fmt
-from vfs import leases, tree
+from vfs import leases, refs, tree
 from vfs.access import AccessRecorder
 from vfs.backends.base import Backend
 from vfs.backends.faults import Fault, FaultControl
@@ -575,7 +575,7 @@ def test_a_young_ref_log_entry_keeps_a_deleted_branch_until_the_grace_passes(
     _age_everything(root, 2 * 86400)  # every object is past a one-hour grace
 
     kept = gc_op.gc(store, grace=3600)
-    assert kept.bytes_freed == 0
+    assert kept.bytes_freed == 0 and kept.kept_restorable == 1  # and the report says so
     assert Verifier(store).verify_version(dead, history=True).ok  # restorable by its id
 
     entries = _backdate_reflog(store, 2 * 86400)
@@ -585,6 +585,9 @@ def test_a_young_ref_log_entry_keeps_a_deleted_branch_until_the_grace_passes(
     assert freed.freed["reflog"].objects == 0
     assert freed.freed["packs"].objects >= 1 and freed.freed["objects"].objects >= 2
     assert not store.has_object(dead)
+    # Restoring by the id a delete printed says what became of it.
+    with pytest.raises(VfsError, match="no longer in the store: gc collected it"):
+        refs.resolve(store, f"ds@{dead.hex()[:12]}")
     assert len(list(store.backend.list("reflog/"))) == entries
     _verify_all(store)
     # ...until they are older than REFLOG_KEEP (90 days).
