@@ -34,7 +34,7 @@ from tests.support.treegen import make_tree, snapshot_fs
 from vfs.mount import control
 from vfs.mount.control import is_mounted
 from vfs.ops.commit import commit_dir
-from vfs.store import Store
+from vfs.store import HEADS, Store
 
 MiB = 1024 * 1024
 
@@ -409,12 +409,32 @@ def test_switch_keeps_open_files_and_shows_the_new_version(data: Data, mounts: M
     bad = mounts.cli("switch", str(mnt), "nope", check=False)
     assert bad.returncode != 0 and "nope" in bad.stderr
     # A directory inside the mount is named as such, with the command meant.
-    sub = [p for p in mnt.iterdir() if p.is_dir()][0]
+    sub = next(p for p in mnt.iterdir() if p.is_dir())
     bad = mounts.cli("switch", str(sub), "v2", check=False)
     assert bad.returncode == 2 and f"vfs switch {mnt} v2" in bad.stderr, bad.stderr
     bad = mounts.cli("--store", "/nowhere", "switch", str(mnt.parent), "v2", check=False)
     assert bad.returncode == 2 and "is not a vfs mount" in bad.stderr, bad.stderr
     assert json.loads(mounts.cli("--store", "/nowhere", "info", str(mnt), "--json").stdout)
+
+
+def test_info_says_when_the_mounted_branch_has_moved(data: Data, mounts: Mounts) -> None:
+    """A mount of a branch stays on the commit it resolved (a run reads one version);
+    `vfs info` on its root says where the branch is now, and switch follows it."""
+    mounts.cli("branch", "ds@v1", "b")
+    mnt = mounts.mount("ds@b")
+    assert info(mnt)["ref_now"] is None
+    store = Store.open(data.url)
+    try:
+        held = store.read_ref("ds", HEADS, "b")
+        assert held is not None
+        assert store.set_branch("ds", "b", bytes.fromhex(data.v2_id), held)
+    finally:
+        store.close()
+    assert info(mnt)["ref_now"] == data.v2_id
+    p = mounts.cli("info", str(mnt))
+    assert f"ds@b has moved to {data.v2_id[:12]}" in p.stderr and f"vfs switch {mnt} b" in p.stderr
+    mounts.cli("switch", str(mnt), "b")
+    assert info(mnt)["ref_now"] is None and (mnt / "added.txt").exists()
 
 
 def test_a_dataset_mount_shows_every_version_as_at_ref_dirs(data: Data, mounts: Mounts) -> None:

@@ -9,6 +9,7 @@ Python start-up and one round trip (tests/store/test_cli.py).
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from vfs.cli.common import Formatter, add_daemon_common, human, print_json
@@ -81,6 +82,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
+    if reply.ref_now and reply.ref:
+        print(
+            f"note: {reply.ref} has moved to {reply.ref_now[:12]} since this mount resolved "
+            f"it; `vfs switch {reply.mountpoint} {reply.ref.partition('@')[2]}` shows it",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -184,6 +184,7 @@ class InfoReply(NamedTuple):
     control: str | None = None  # its control socket,
     log: str | None = None  # its log file,
     stats: dict[str, Any] | None = None  # and its counters
+    ref_now: str | None = None  # the root only: where `ref` points now, if elsewhere
     # Filled in by the client, not the daemon:
     path: str = ""  # as asked
     mountpoint: str = ""

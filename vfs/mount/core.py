@@ -43,6 +43,9 @@ from vfs.store import Store
 
 log = logging.getLogger(__name__)
 
+# How long `vfs info` on a mount's root waits to learn where its ref points now.
+REF_NOW_WAIT = 2.0
+
 _KINDS = {fmt.FILE: "file", fmt.DIR: "directory", fmt.SYMLINK: "symlink"}
 
 
@@ -184,7 +187,19 @@ class FsCore:
         if ino == ROOT:
             out.update(self.extra_info)
             out["stats"] = self.stats()
+            if version is not None:
+                out["ref_now"] = await self._ref_now(out["ref"], version)
         return out
+
+    async def _ref_now(self, label: str, version: bytes) -> str | None:
+        """Where the ref this mount shows points now, if that is elsewhere (a branch
+        others committed to); None if it is here, or the store does not say soon."""
+        try:
+            r = await self.fetcher.meta(refs.resolve, self.store, label, timeout=REF_NOW_WAIT)
+        except Exception as e:  # a fact for `vfs info`, never its failure
+            log.debug("where %s points now: %s", label, e)
+            return None
+        return r.commit.hex() if r.commit != version else None
 
     def _version(self, ino: int, r: int) -> bytes | None:
         """The commit an inode belongs to; None for the root of a multi-version mount."""
