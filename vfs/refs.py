@@ -232,6 +232,15 @@ def in_history(store: Store, ds: str, commit: bytes) -> bool:
     return _reaches(store, logged, commit, cutoff, seen)
 
 
+def descends_from(store: Store, head: bytes, commit: bytes) -> bool:
+    """Whether `commit` is `head` or one of its ancestors (walked back from head,
+    stopping past commit's time, as in_history does)."""
+    if head == commit:
+        return True
+    cutoff = _epoch(store.get_commit(commit).time) - CLOCK_SLACK
+    return _reaches(store, [head], commit, cutoff, set())
+
+
 def _reaches(
     store: Store, starts: list[bytes], target: bytes, cutoff: float, seen: set[bytes]
 ) -> bool:
@@ -264,6 +273,7 @@ __all__ = [
     "DEFAULT_BRANCH",
     "Resolved",
     "Spec",
+    "descends_from",
     "in_history",
     "no_dataset",
     "parse_spec",

@@ -440,3 +440,20 @@ def test_meta_keys_of_vfs_are_refused(cli: Cli, tmp_path: Path) -> None:
     rc, _, err = cli.run("commit", str(src), "ds", "--meta", "vfs.input.0=other@1234")
     assert rc == 2 and "keys beginning with 'vfs.' are vfs's own" in err, err
     cli.ok("commit", str(src), "ds", "--meta", "team=vision")
+
+
+def test_a_rollback_to_another_branchs_version_warns_what_main_loses(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Used as a merge, rollback replaces main's content: main's later work is gone
+    from it without a word. It says so when the version is not in main's history."""
+    src = _write(tmp_path / "src", "a", "1")
+    base = cli.commit(src, "ds")
+    cli.ok("branch", f"ds@{base[:12]}", "feat")
+    cli.commit(_write(tmp_path / "feat", "a", "feat"), "ds", "--branch", "feat")
+    cli.commit(_write(src, "later", "main's"), "ds")
+    rc, _, err = cli.run("rollback", "ds@feat")
+    assert rc == 0 and "ds@feat is not in ds@main's history" in err, err
+    assert cli.json("rollback", "ds@feat")["unchanged"]
+    rc, _, err = cli.run("rollback", "ds@main~2")  # an ancestor: an ordinary rollback
+    assert rc == 0 and "warning" not in err, err

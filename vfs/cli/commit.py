@@ -287,6 +287,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
                 "tree": r.tree.hex(),
                 "rollback_of": r.rollback_of.hex(),
                 "unchanged": r.unchanged,
+                "from_elsewhere": r.from_elsewhere,
             }
         )
     elif r.unchanged:
@@ -297,5 +298,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         print(r.id.hex())
     else:
         print(f"{r.dataset}@{r.branch} now has the content of {r.spec}", file=sys.stderr)
+        if r.from_elsewhere:
+            where = f"{r.dataset}@{r.branch}"
+            print(
+                f"vfs: warning: {r.spec} is not in {where}'s history: what {where} had "
+                "gained since they diverged is not in its content now, only in its history "
+                f"(`vfs diff {where}~1 {where}` shows what went); vfs merges no content",
+                file=sys.stderr,
+            )
         print(r.id.hex())
     return 0

@@ -26,6 +26,9 @@ class RollbackResult:
     rollback_of: bytes  # the commit whose tree it has
     spec: str  # the version rolled back to, as resolved
     unchanged: bool = False  # the branch had that tree already: no commit was made
+    # The version came from outside the branch's history (another branch): what the
+    # branch had gained since they diverged is no longer in its content.
+    from_elsewhere: bool = False
 
 
 def rollback(
@@ -63,7 +66,10 @@ def _rollback(
         files=old.files,
         bytes=old.bytes,
     )
+    elsewhere = not refs.descends_from(store, head.commit, r.commit)
     cid, _, _ = commit_and_move(
         store, r.spec.dataset, branch, head, template, "rollback", check=lease.check
     )
-    return RollbackResult(cid, r.spec.dataset, branch, old.tree, r.commit, str(r.spec))
+    return RollbackResult(
+        cid, r.spec.dataset, branch, old.tree, r.commit, str(r.spec), from_elsewhere=elsewhere
+    )
