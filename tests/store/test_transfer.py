@@ -371,3 +371,24 @@ def test_server_side_copy_between_two_buckets(seaweed: SeaweedServer, tmp_path: 
     assert res["client_bytes"] == 0  # no byte went through this process
     verified(registry)
     assert keys(registry) == keys(team)
+
+
+def test_a_damaged_pack_is_not_pushed(tmp_path: Path) -> None:
+    """Bytes that pass through a push are checked against their ids: a damaged pack
+    stops it with the key named, and no ref moves in the other store (a backup must
+    not receive the damage)."""
+    a = new_store(str(tmp_path / "a"))
+    b = new_store(str(tmp_path / "b"))
+    commit(a, write(tmp_path / "src", {"f": os.urandom(100_000)}), "ds")
+    store = Store.open(a)
+    try:
+        key = next(k for k in store.backend.list("packs/"))
+        data = bytearray(store.backend.get(key))
+        data[len(data) // 3] ^= 0xFF
+        store.backend.put(key, bytes(data))
+    finally:
+        store.close()
+    p = vfs("--store", a, "push", "ds", "--to", b, check=False)
+    assert p.returncode == 1 and f"{key} (in the source store" in p.stderr, p.stderr
+    assert "do not match its id" in p.stderr
+    assert ref(b, "ds", "main") is None and key not in every_key(b)

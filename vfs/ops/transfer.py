@@ -41,8 +41,11 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+import blake3
+
+from vfs import format as fmt
 from vfs import leases
-from vfs.errors import PermissionDenied, RefConflict, UsageError, VfsError
+from vfs.errors import CorruptObject, PermissionDenied, RefConflict, UsageError, VfsError
 from vfs.names import check_name
 from vfs.ops.gc import Marker
 from vfs.refs import Resolved, resolve, short
@@ -194,6 +197,22 @@ def plan(src: Store, dst: Store, marker: Marker, have: set[str]) -> Plan:
 # --- copying -------------------------------------------------------------------------
 
 
+def _check(key: str, data: bytes) -> None:
+    """CorruptObject, naming the key, if `data` is not what `key` addresses: a pack
+    is named by the BLAKE3 of its bytes (vfs/packer.py), an object by that of its
+    canonical bytes, and sealed metadata (indexes, locations) carries a checksum."""
+    kind, _, rest = key.partition("/")
+    hexid = rest.rpartition("/")[2]
+    what = f"{key} (in the source store; run vfs verify there)"
+    if kind == "packs":
+        if blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest().hex() != hexid:
+            raise CorruptObject(f"{what}: its bytes do not match its id")
+    elif kind == "objects":
+        fmt.unseal_verified(data, bytes.fromhex(hexid), what)
+    elif kind in ("index", "locs"):
+        fmt.unseal(data, what)
+
+
 class Copier:
     """Copies keys from one store to another, in parallel, counting what it did."""
 
@@ -213,10 +232,13 @@ class Copier:
         self.stats = Stats()
 
     def _one(self, key: str) -> tuple[int, bool]:
-        """Copy one object; (its bytes, whether the server copied it)."""
+        """Copy one object; (its bytes, whether the server copied it). Bytes that pass
+        through here are checked first (`_check`): a damaged object is not spread to
+        the other store. A server-side copy is not seen, so not checked."""
         if self.dst.backend.copy_from(self.src.backend, key):
             return self.sizes.get(key, 0), True
         data = self.src.backend.get(key)
+        _check(key, data)
         self.dst.backend.put(key, data)
         return len(data), False
 
