@@ -184,6 +184,28 @@ def test_get_gives_directories_and_symlinks_their_modes_and_mtimes(tmp_path: Pat
     assert (st.st_mode & 0o777, st.st_mtime_ns) == (0o750, old)
 
 
+def test_a_groups_setgid_directory_keeps_its_bit_and_no_file_becomes_setuid(
+    tmp_path: Path,
+) -> None:
+    """A shared directory's setgid (and a sticky bit) come back with get; a file's
+    setuid does not (as on the mount: data makes no privileged program). `vfs ls -l`
+    shows the modes as stored."""
+    src = tmp_path / "src"
+    (src / "shared").mkdir(parents=True)
+    (src / "shared" / "tool").write_text("#!/bin/sh\n")
+    (src / "shared" / "tool").chmod(0o4755)
+    (src / "shared").chmod(0o2775)
+    vfs = Vfs(tmp_path)
+    vfs.run("commit", str(src), "ds")
+    listed = vfs.run("ls", "ds", "shared", "-l").stdout
+    assert listed.startswith("-rwsr-xr-x"), listed
+    assert vfs.run("ls", "ds", "-l").stdout.startswith("drwxrwsr-x")
+    out = tmp_path / "out"
+    vfs.run("get", "ds", "-o", str(out))
+    assert (out / "shared").stat().st_mode & 0o7777 == 0o2775
+    assert (out / "shared" / "tool").stat().st_mode & 0o7777 == 0o755
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -171,8 +171,19 @@ def _create_file(path: str, size: int) -> None:
         os.close(fd)
 
 
+def _mode(e: fmt.Entry) -> int:
+    """The mode a get gives: the permission bits, and a directory's setgid and sticky
+    bits (a group's shared directory, a /tmp-like one). A file's setuid and setgid
+    are dropped, as the mount drops them: data from a store makes no privileged
+    program."""
+    return e.mode & (0o3777 if e.is_dir else 0o777)
+
+
 def _finish(path: str, e: fmt.Entry) -> None:
-    os.chmod(path, e.mode & 0o777, follow_symlinks=False)
+    try:
+        os.chmod(path, _mode(e), follow_symlinks=False)
+    except PermissionError:  # setgid on a directory of a group we are not in
+        os.chmod(path, e.mode & 0o777, follow_symlinks=False)
     os.utime(path, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
 
 
@@ -238,7 +249,7 @@ def get(
         # a rerun); their mtimes are set by the run that completes them.
         for p, e in dirs:
             with contextlib.suppress(OSError):
-                os.chmod(p, e.mode & 0o777)
+                os.chmod(p, _mode(e))
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

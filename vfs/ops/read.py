@@ -42,7 +42,7 @@ def mode_string(e: fmt.Entry) -> str:
     kind = {fmt.DIR: stat_mod.S_IFDIR, fmt.FILE: stat_mod.S_IFREG, fmt.SYMLINK: stat_mod.S_IFLNK}[
         e.kind
     ]
-    return stat_mod.filemode(kind | (e.mode & 0o777))
+    return stat_mod.filemode(kind | (e.mode & 0o7777))  # as stored: setuid too
 
 
 def entry_doc(path: str, e: fmt.Entry) -> dict[str, Any]:
