@@ -254,6 +254,32 @@ def test_a_pack_whose_live_bytes_are_damaged_is_not_repacked_and_gc_goes_on(
     assert report.to_json()["repack"]["damaged_packs"] == [key]  # type: ignore[index]
 
 
+def test_a_gc_that_listed_before_another_ended_counts_only_what_it_freed(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two gc runs a second apart: the second listed the store before the first
+    deleted its garbage, then took the lock after it; it reported freeing the same
+    objects again. It now lists again when a gc ended since its listing."""
+    cache = str(tmp_path / "cache")
+    _three_versions_and_a_dead_branch(store, tmp_path, cache)
+    real = gc_op.list_objects
+    calls: list[int] = []
+
+    def list_objects(s: Store) -> dict[str, Any]:
+        got = real(s)
+        calls.append(len(got))
+        if len(calls) == 1:  # the outer gc has listed: another gc runs to its end now
+            first = gc_op.gc(Store.open(store.url), grace=0, repack_below=None)
+            assert _objects_freed(first) > 0
+        return got
+
+    monkeypatch.setattr(gc_op, "list_objects", list_objects)
+    second = gc_op.gc(store, grace=0, repack_below=None)
+    assert len(calls) == 3 and calls[2] < calls[0], calls  # outer, inner, outer again
+    assert _objects_freed(second) == 0, second.to_json()
+    _verify_all(store)
+
+
 def test_a_mount_reads_on_across_a_repack(store: Store, tmp_path: Path) -> None:
     cache = str(tmp_path / "cache")
     big, small = os.urandom(200_000), os.urandom(10_000)

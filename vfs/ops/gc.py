@@ -8,6 +8,8 @@ The phases (docs/format.md, "Garbage collection", holds the safety argument):
    name. Commits run freely meanwhile.
 2. **lock**: take `locks/gc` (vfs/leases.py); another live gc means exit 1.
 3. **drain**: wait until no live commit lease is left (expired ones are deleted).
+   If another gc ended since the listing (`gc/last` says when), list again: what
+   it deleted must not be deleted, and counted, twice.
 4. **re-walk**: refs and ref log again; walk what is new. A commit that finished
    during the mark may reuse objects the mark found unreachable.
 5. **repack** (vfs/ops/repack.py) the live packs that are mostly dead, then
@@ -120,6 +122,18 @@ class GcReport:
             },
             "seconds": round(self.seconds, 3),
         }
+
+
+# When the last gc of the store ended (seconds since the epoch, as text): a gc that
+# listed the store before then lists it again once it holds the lock.
+GC_DONE = "gc/last"
+
+
+def _last_gc(store: Store) -> float:
+    try:
+        return float(store.backend.get(GC_DONE).decode())
+    except (NotFound, ValueError):
+        return 0.0
 
 
 def _hex_id(name: str) -> bytes | None:
@@ -383,6 +397,7 @@ def gc(
     store.check_config()
 
     progress.phase("listing objects")
+    listed_at = time.time()
     listing = list_objects(store)
     now = time.time()
     cutoff = now - grace
@@ -401,6 +416,11 @@ def gc(
     try:
         if lock is not None:
             drain(store, wait, progress)
+            if _last_gc(store) >= listed_at:
+                # Another gc ended since the listing: what it deleted is in it, and
+                # would be deleted (and counted) again.
+                progress.phase("listing again: another gc ran meanwhile")
+                listing = list_objects(store)
         progress.phase("marking again under the lock")
         marker.walk(*marker.roots(cutoff))
 
@@ -426,6 +446,9 @@ def gc(
                 freed.bytes += sum(i.size for i in batch)
                 done += len(batch)
                 progress.phase(f"deleting: {done}/{total} objects")
+        if lock is not None:
+            lock.check()
+            store.backend.put(GC_DONE, f"{time.time():.6f}\n".encode())
     finally:
         if lock is not None:
             lock.release()
