@@ -269,9 +269,15 @@ def test_special_files_skipped_and_symlinks_not_followed(
     os.symlink(outside, src / "d" / "escape")
     try:
         r = commit_dir(store, str(src), "special", cache_dir=cache_dir)
+        again = commit_dir(store, str(src), "special", cache_dir=cache_dir)
     finally:
         sock.close()
     assert len(r.warnings) == 2 and all("skipped" in w for w in r.warnings)
+    # Unchanged, the directory is not looked at again; what it skipped is still said.
+    assert again.unchanged and again.warnings == [
+        f"skipped 2 entries of {src / 'd'} that are not a regular file, directory or "
+        "symlink (unchanged since the last commit)"
+    ]
     with open_version("special", store) as v:
         names = {p.decode() for p, _ in v.walk()}
         assert names == {"d", "d/ok.txt", "d/escape"}

@@ -28,7 +28,7 @@ __all__ = ["StatCache"]
 
 _HEAD = struct.Struct("<QQQqq")
 _REF = struct.Struct("<32sI")
-_DIR = struct.Struct("<QQQ")
+_DIR = struct.Struct("<QQQQ")  # files, bytes, ignored, skipped (not file, dir, symlink)
 _SPEC = lmdbenv.EnvSpec(what="stat cache", map_size=4 << 30, max_dbs=1, metasync=False, sync=False)
 
 
@@ -105,22 +105,31 @@ class StatCache:
     def _dir_key(self, path: bytes) -> bytes:
         return _fit(self._prefix + b"\0" + path)
 
-    def lookup_dir(self, path: bytes, sig: bytes) -> tuple[bytes, int, int, int] | None:
+    def lookup_dir(self, path: bytes, sig: bytes) -> tuple[bytes, int, int, int, int] | None:
         """What was recorded for the directory `path` under signature `sig`: its tree
-        id and its own (not its subdirectories') files, bytes and ignored entries."""
+        id and its own (not its subdirectories') files, bytes, ignored entries and
+        skipped ones (a FIFO, a socket, a device). A record of another layout is
+        none: the directory is looked at again."""
         key = self._dir_key(path)
         v = self._env.run(lambda txn: txn.get(key), write=False)
         self._env.touched(1)
         n = len(sig)
         if v is None or len(v) != n + fmt.ID_LEN + _DIR.size or v[:n] != sig:
             return None
-        files, nbytes, ignored = _DIR.unpack_from(v, n + fmt.ID_LEN)
-        return bytes(v[n : n + fmt.ID_LEN]), files, nbytes, ignored
+        files, nbytes, ignored, skipped = _DIR.unpack_from(v, n + fmt.ID_LEN)
+        return bytes(v[n : n + fmt.ID_LEN]), files, nbytes, ignored, skipped
 
     def record_dir(
-        self, path: bytes, sig: bytes, tree: bytes, files: int, nbytes: int, ignored: int
+        self,
+        path: bytes,
+        sig: bytes,
+        tree: bytes,
+        files: int,
+        nbytes: int,
+        ignored: int,
+        skipped: int = 0,
     ) -> None:
-        self._pending[self._dir_key(path)] = sig + tree + _DIR.pack(files, nbytes, ignored)
+        self._pending[self._dir_key(path)] = sig + tree + _DIR.pack(files, nbytes, ignored, skipped)
 
     def pending(self) -> int:
         """Records not yet written."""

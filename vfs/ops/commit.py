@@ -232,6 +232,7 @@ class _Tally:
     own_files: int = 0
     own_bytes: int = 0
     own_ignored: int = 0  # files and symlinks the rules left out
+    own_skipped: int = 0  # neither a file, a directory nor a symlink (a FIFO, a device)
     sig: Any = field(default_factory=xxhash.xxh3_128)
 
 
@@ -427,7 +428,13 @@ class _Walker:
         children = list(self._children(path, rel, rules, hd, flat, tally, subs))
         tid = self._build(path, hd, self._looked_up(path, children))
         self.statcache.record_dir(
-            path, sig_bytes, tid, tally.own_files, tally.own_bytes, tally.own_ignored
+            path,
+            sig_bytes,
+            tid,
+            tally.own_files,
+            tally.own_bytes,
+            tally.own_ignored,
+            tally.own_skipped,
         )
         return tid, tally.bytes, tally.files
 
@@ -469,6 +476,7 @@ class _Walker:
             tally.own_files,
             tally.own_bytes,
             tally.own_ignored,
+            tally.own_skipped,
         )
         return tid, tally.bytes, tally.files
 
@@ -497,7 +505,15 @@ class _Walker:
         cached = self.statcache.lookup_dir(path, sig)
         if cached is None or cached[0] != top:
             return False
-        _, own_files, own_bytes, own_ignored = cached
+        _, own_files, own_bytes, own_ignored, own_skipped = cached
+        if own_skipped:  # said when it was first seen; said again, as a count
+            msg = (
+                f"skipped {own_skipped} {'entry' if own_skipped == 1 else 'entries'} of "
+                f"{os.fsdecode(path)} that {'is' if own_skipped == 1 else 'are'} not a "
+                "regular file, directory or symlink (unchanged since the last commit)"
+            )
+            log.warning("%s", msg)
+            self.warnings.append(msg)
         self.dirs_reused += 1
         self.ignored += own_ignored
         tally.files += own_files
@@ -585,6 +601,7 @@ class _Walker:
                 )
                 log.warning("%s", msg)
                 self.warnings.append(msg)
+                tally.own_skipped += 1
 
     def _build(
         self, path: bytes, hd: _HeadDir | None, children: Iterable[_Stat | fmt.Entry]
