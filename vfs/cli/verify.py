@@ -51,12 +51,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     try:
         verifier = Verifier(store, jobs=args.jobs)
+        version_id = None
         if args.all:
             what = f"every version in {store.url}"
             res = verifier.verify_refs()
         else:
             r = resolve(store, args.spec)
             what = f"{r.spec} ({short(r.commit)})" + (" and its history" if args.history else "")
+            version_id = r.commit.hex()
             res = verifier.verify_version(r.commit, history=args.history)
     finally:
         store.close()
@@ -65,6 +67,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print_json(
             {
                 "verified": what,
+                "id": version_id,  # the version's full id; null with --all
                 "ok": res.ok,
                 "commits": res.commits,
                 "pages": res.pages,

@@ -122,7 +122,8 @@ class TransferResult:
         return {
             "dataset": self.dataset,
             "ref": f"{HEADS if self.kind == 'branch' else TAGS}/{self.name}",
-            "commit": self.commit.hex(),
+            "id": self.commit.hex(),  # as every verb calls a version's id
+            "commit": self.commit.hex(),  # the same: the name it had first
             "old": self.old.hex() if self.old else None,
             "up_to_date": self.up_to_date,
             "tags": self.tags,
