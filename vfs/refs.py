@@ -18,7 +18,7 @@ from datetime import datetime
 
 from vfs import reflog
 from vfs.defaults import DEFAULT_BRANCH
-from vfs.errors import AmbiguousRef, NotFound, NotPinned, UsageError
+from vfs.errors import AmbiguousRef, MissingObject, NotFound, NotPinned, UsageError
 from vfs.names import check_name
 from vfs.store import HEADS, TAGS, Store
 
@@ -254,7 +254,7 @@ def _reaches(
         seen.add(c)
         try:
             got = store.get_commit(c)
-        except NotFound:  # collected by gc: nothing is reached through it
+        except (NotFound, MissingObject):  # collected by gc: nothing is reached through it
             continue
         if _epoch(got.time) >= cutoff:
             todo.extend(p for p in got.parents if p not in seen)

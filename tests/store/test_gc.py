@@ -624,6 +624,24 @@ def test_a_young_ref_log_entry_keeps_a_deleted_branch_until_the_grace_passes(
     store.close()
 
 
+def test_another_datasets_id_is_not_in_the_history_after_gc(tmp_path: Path) -> None:
+    """The history walk passes a collected commit a young ref log entry still names:
+    another dataset's id is "not in the history", not a missing object."""
+    store = Store.open(str(tmp_path / "store"))
+    cache = str(tmp_path / "cache")
+    src = _write(tmp_path / "src", {"a": b"a"})
+    commit_dir(store, str(src), "ds", cache_dir=cache)
+    _write(src, {"b": b"b"})
+    dead = commit_dir(store, str(src), "ds", branch="exp", cache_dir=cache).commit
+    store.delete_branch("ds", "exp")
+    gc_op.gc(store, grace=0)
+    assert not store.has_object(dead)
+    other = commit_dir(store, str(_write(tmp_path / "o", {"o": b"o"})), "other", cache_dir=cache)
+    with pytest.raises(VfsError, match="is not in the history of ds"):
+        refs.resolve(store, f"ds@{other.commit.hex()[:12]}")
+    store.close()
+
+
 def test_an_access_record_a_commit_attaches_survives_gc(store: Store, tmp_path: Path) -> None:
     """A model version's access record (an object only its commit's meta names,
     `vfs.access`) is live as long as the commit is."""
