@@ -418,3 +418,18 @@ def test_without_a_terminal_long_work_says_it_is_alive_in_plain_lines(tmp_path: 
     assert re.search(r"^vfs get: .* of 24\.0 MiB \(\d+%\)", p.stderr, re.M), p.stderr
     p = run("get", "ds", "-o", str(tmp_path / "out2"), env={**env, "VFS_NO_PROGRESS": "1"})
     assert p.returncode == 0 and "vfs get:" not in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "want"), [("0.5", 0.5), ("0", 30.0), ("-1", 30.0), ("nan", 30.0), ("inf", 30.0)]
+)
+def test_a_progress_interval_out_of_range_is_the_default(
+    monkeypatch: pytest.MonkeyPatch, value: str, want: float
+) -> None:
+    """0 wrote 95,898 lines in a 0.6 s get; inf killed the thread with a traceback."""
+    from vfs.cli import progress
+
+    monkeypatch.setenv("VFS_PROGRESS_INTERVAL", value)
+    assert progress.interval() == want
+    monkeypatch.setenv("VFS_NO_PROGRESS", "0")
+    assert not progress.silenced()

@@ -268,4 +268,4 @@ def human(n: float) -> str:
 
 
 def show_progress() -> bool:
-    return sys.stderr.isatty() and not os.environ.get("VFS_NO_PROGRESS")
+    return sys.stderr.isatty() and os.environ.get("VFS_NO_PROGRESS", "") in ("", "0")

@@ -28,11 +28,18 @@ DEFAULT_INTERVAL = 30.0
 
 
 def interval() -> float:
-    """Seconds between two lines of a meter that is not a bar."""
+    """Seconds between two lines of a meter that is not a bar: VFS_PROGRESS_INTERVAL
+    if it is a number from 0.01 to a day, else the default."""
     try:
-        return max(float(os.environ.get("VFS_PROGRESS_INTERVAL", DEFAULT_INTERVAL)), 0.0)
+        value = float(os.environ.get("VFS_PROGRESS_INTERVAL", DEFAULT_INTERVAL))
     except ValueError:
         return DEFAULT_INTERVAL
+    return value if 0.01 <= value <= 86400 else DEFAULT_INTERVAL  # nan fails both
+
+
+def silenced() -> bool:
+    """VFS_NO_PROGRESS set to anything but empty or 0."""
+    return os.environ.get("VFS_NO_PROGRESS", "") not in ("", "0")
 
 
 def meter(label: str, total: int | None = None, bar: bool = True) -> Any:
@@ -40,7 +47,7 @@ def meter(label: str, total: int | None = None, bar: bool = True) -> Any:
 
     `bar=False` (a verb asked for --json, whose caller may be a terminal) allows the
     lines but no bar."""
-    if os.environ.get("VFS_NO_PROGRESS"):
+    if silenced():
         return None
     if sys.stderr.isatty():
         if not bar:
