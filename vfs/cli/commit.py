@@ -203,11 +203,21 @@ def cmd_commit(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         store.close()
+    where = f"{r.dataset}@{r.branch}"
+    if r.rebased:
+        # Each commit is a whole snapshot: what others committed meanwhile is this
+        # one's history now, not its content. Said with --json too (stderr).
+        moved = (
+            f"{where} moved while this commit ran; it was re-parented {r.rebased}x onto "
+            "the new head, and is the head now with this directory's content "
+            f"(`vfs diff {where}~1 {where}` shows what it replaced)"
+        )
+        r.warnings.append(moved)
+        print(f"vfs: warning: {moved}", file=sys.stderr)
     if args.json:
         print_json(_commit_json(r))
         return 0
     rate = f" ({r.bytes_read / r.seconds / 1e6:.0f} MB/s)" if r.seconds >= 1 else ""
-    where = f"{r.dataset}@{r.branch}"
     ignored = f" ({r.ignored} ignored)" if r.ignored else ""
     if r.unchanged:
         print(f"nothing changed since {short(r.commit)} on {where}{ignored}", file=sys.stderr)
@@ -237,15 +247,6 @@ def cmd_commit(args: argparse.Namespace) -> int:
             + f"; read {human(r.bytes_read)}"
             f"{rate}, uploaded {human(r.bytes_uploaded)} in {count(r.packs, 'pack')}, "
             f"{r.seconds:.2f} s",
-            file=sys.stderr,
-        )
-    if r.rebased:
-        # Each commit is a whole snapshot: what others committed meanwhile is this
-        # one's history now, not its content.
-        print(
-            f"vfs: warning: {where} moved while this commit ran; it was re-parented "
-            f"{r.rebased}x onto the new head, and is the head now with this directory's "
-            f"content (`vfs diff {where}~1 {where}` shows what it replaced)",
             file=sys.stderr,
         )
     print(r.commit.hex())
@@ -278,6 +279,14 @@ def add_rollback(p: argparse.ArgumentParser) -> None:
 def cmd_rollback(args: argparse.Namespace) -> int:
     store = open_store(args)
     r = rollback(store, args.spec, args.branch, args.message)
+    if r.from_elsewhere:
+        where = f"{r.dataset}@{r.branch}"
+        print(
+            f"vfs: warning: {r.spec} is not in {where}'s history: what {where} had "
+            "gained since they diverged is not in its content now, only in its history "
+            f"(`vfs diff {where}~1 {where}` shows what went); vfs merges no content",
+            file=sys.stderr,
+        )
     if args.json:
         print_json(
             {
@@ -298,13 +307,5 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         print(r.id.hex())
     else:
         print(f"{r.dataset}@{r.branch} now has the content of {r.spec}", file=sys.stderr)
-        if r.from_elsewhere:
-            where = f"{r.dataset}@{r.branch}"
-            print(
-                f"vfs: warning: {r.spec} is not in {where}'s history: what {where} had "
-                "gained since they diverged is not in its content now, only in its history "
-                f"(`vfs diff {where}~1 {where}` shows what went); vfs merges no content",
-                file=sys.stderr,
-            )
         print(r.id.hex())
     return 0
