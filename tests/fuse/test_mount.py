@@ -412,6 +412,8 @@ def test_switch_keeps_open_files_and_shows_the_new_version(data: Data, mounts: M
     sub = next(p for p in mnt.iterdir() if p.is_dir())
     bad = mounts.cli("switch", str(sub), "v2", check=False)
     assert bad.returncode == 2 and f"vfs switch {mnt} v2" in bad.stderr, bad.stderr
+    bad = mounts.cli("umount", str(sub), check=False)
+    assert bad.returncode == 2 and f"vfs umount {mnt}" in bad.stderr, bad.stderr
     bad = mounts.cli("--store", "/nowhere", "switch", str(mnt.parent), "v2", check=False)
     assert bad.returncode == 2 and "is not a vfs mount" in bad.stderr, bad.stderr
     assert json.loads(mounts.cli("--store", "/nowhere", "info", str(mnt), "--json").stdout)

@@ -437,12 +437,15 @@ def request(mountpoint: str, doc: dict[str, Any], timeout: float = 60.0) -> dict
         try:
             s.connect(path)
         except (FileNotFoundError, ConnectionRefusedError):
-            theirs = _not_yours(canonical(mountpoint))
+            where = canonical(mountpoint)
+            theirs = _not_yours(where)
             if theirs is not None:
                 raise theirs from None
+            if _mount_above(where) is None:  # as `vfs info` says it: exit 2
+                raise UsageError(f"{where} is not a vfs mount") from None
             raise VfsError(
-                f"no vfs mount daemon answers for {canonical(mountpoint)} "
-                "(not mounted by vfs, or its daemon died: vfs umount clears it)"
+                f"no vfs mount daemon answers for {where} "
+                "(its daemon died: vfs umount clears it)"
             ) from None
         s.sendall(json.dumps(doc).encode() + b"\n")
         buf = b""
@@ -469,12 +472,11 @@ def request(mountpoint: str, doc: dict[str, Any], timeout: float = 60.0) -> dict
 
 def switch(mountpoint: str, ref: str) -> SwitchReply:
     """`vfs switch`: show another version at the mount's root. UsageError (as `vfs
-    info` gives) for a path that is not a vfs mount's root: inside one, it names it."""
+    info` gives) for a path that is not a vfs mount's root (request says it for one
+    on no vfs mount); for one inside a mount, it names the mount."""
     path = canonical(mountpoint)
     above = _mount_above(path)
-    if above is None:
-        raise UsageError(f"{path} is not a vfs mount")
-    if above != path:
+    if above is not None and above != path:
         raise UsageError(
             f"{path} is inside the vfs mount {above}; switch takes the mountpoint: "
             f"vfs switch {shlex.quote(above)} {shlex.quote(ref)}"
@@ -597,6 +599,12 @@ def umount(mountpoint: str, timeout: float = 10.0) -> str:
     to exit. Returns how it went, for the user."""
     path = canonical(mountpoint)
     if not is_mounted(path):
+        above = _mount_above(path)
+        if above is not None:
+            raise UsageError(
+                f"{path} is inside the vfs mount {above}; umount takes the mountpoint: "
+                f"vfs umount {shlex.quote(above)}"
+            )
         raise UsageError(f"{path} is not mounted")
     theirs = _not_yours(path) if os.getuid() != 0 else None  # root may unmount any
     if theirs is not None:

@@ -427,15 +427,7 @@ class _Walker:
         flat = (st for got in batches for st in got.stats)
         children = list(self._children(path, rel, rules, hd, flat, tally, subs))
         tid = self._build(path, hd, self._looked_up(path, children))
-        self.statcache.record_dir(
-            path,
-            sig_bytes,
-            tid,
-            tally.own_files,
-            tally.own_bytes,
-            tally.own_ignored,
-            tally.own_skipped,
-        )
+        self._record(path, sig_bytes, tid, tally)
         return tid, tally.bytes, tally.files
 
     def _large_dir(
@@ -469,16 +461,14 @@ class _Walker:
                 yield from got.stats
 
         tid = self._build(path, hd, self._children(path, rel, rules, hd, signed(), tally, subs))
-        self.statcache.record_dir(
-            path,
-            tally.sig.digest() + self._rules_fp(rules),
-            tid,
-            tally.own_files,
-            tally.own_bytes,
-            tally.own_ignored,
-            tally.own_skipped,
-        )
+        self._record(path, tally.sig.digest() + self._rules_fp(rules), tid, tally)
         return tid, tally.bytes, tally.files
+
+    def _record(self, path: bytes, sig: bytes, tid: bytes, tally: _Tally) -> None:
+        """Note in the stat cache that the directory signed `sig` gave the tree `tid`."""
+        self.statcache.record_dir(
+            path, sig, tid, tally.own_files, tally.own_bytes, tally.own_ignored, tally.own_skipped
+        )
 
     def _sign(
         self,

@@ -155,7 +155,7 @@ def _existing(path: str, e: fmt.Entry, force: bool) -> bool:
             os.rmdir(path)  # an empty directory: nothing of the user's is lost
             return False
         raise UsageError(
-            f"{path} is a directory; the version has a file there"
+            f"{path} is a directory; the version has a {fmt.KIND_NAMES[e.kind]} there"
             + ("; it is not empty, so --force leaves it to you" if force else "")
         )
     if force:

@@ -94,7 +94,7 @@ def repack(
                     # Its live bytes are damaged: moving them would spread the damage
                     # and stopping would keep gc from ever sweeping. It stays as it
                     # is, named for `vfs verify`; the rest of gc goes on.
-                    log.warning("not repacking %s: %s", store.pack_key(pack), e)
+                    log.info("not repacking %s: %s", store.pack_key(pack), e)
                     report.damaged_packs.append(store.pack_key(pack))
                     report.bytes_rewritten -= sum(
                         loc.stored_length for loc in marker.pack_chunks.get(pack, {}).values()
