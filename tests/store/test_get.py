@@ -362,6 +362,15 @@ def test_a_get_over_another_version_leaves_exactly_this_one(tmp_path: Path) -> N
     vfs.run("get", "ds@v2", "-o", str(out), "--force")
     assert snapshot_fs(out) == snapshot_fs(src)
 
+    # A directory with files where the version has a file: --force leaves it, does
+    # every other path, and names it at the end (it stopped there, half done).
+    vfs.run("get", "ds@v1", "-o", str(tmp_path / "o2"))
+    (tmp_path / "o2" / "was_dir" / "mine.txt").write_text("mine\n")
+    p = vfs.run("get", "ds@v2", "-o", str(tmp_path / "o2"), "--force", check=False)
+    assert p.returncode == 2 and "not replaced:" in p.stderr and "1 path of the" in p.stderr
+    assert (tmp_path / "o2" / "was_link" / "inside").read_text() == "in\n"  # done after it
+    assert (tmp_path / "o2" / "was_dir" / "mine.txt").read_text() == "mine\n"
+
     if os.geteuid() == 0 and shutil.which("setpriv"):
         # Root's override off, as a user on their own files: d555 is 0555 now.
         (out / "d555" / "x").write_text("edited\n")

@@ -26,7 +26,7 @@ from vfs.cli.common import (
 )
 from vfs.cli.progress import meter
 from vfs.config import resolve_cache_size
-from vfs.errors import Interrupted, VfsError
+from vfs.errors import Interrupted, UsageError, VfsError
 from vfs.ops import base, history, read
 from vfs.ops.get import get
 
@@ -233,6 +233,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                 "kept": res.kept,
                 "kept_bytes": res.kept_bytes,
                 "damaged": [{"path": p, "error": why} for p, why in res.damaged],
+                "left_alone": res.left_alone,
                 "seconds": round(secs, 3),
             }
         )
@@ -246,6 +247,15 @@ def cmd_get(args: argparse.Namespace) -> int:
             f"{res.files} files, {res.dirs} dirs, {res.symlinks} symlinks, {human(res.bytes)} "
             f"into {args.out} in {secs:.2f} s{kept}",
             file=sys.stderr,
+        )
+    for why in res.left_alone[:20]:
+        print(f"vfs: not replaced: {why}", file=sys.stderr)
+    if res.left_alone and not res.damaged:
+        hidden = len(res.left_alone) - 20
+        raise UsageError(
+            f"{count(len(res.left_alone), 'path')} of the version not written"
+            + (f" ({hidden} more not listed)" if hidden > 0 else "")
+            + ": move those directories away and run the same get again"
         )
     if res.damaged:
         for p, why in res.damaged[:20]:

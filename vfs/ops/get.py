@@ -54,6 +54,9 @@ class GetResult:
     kept_bytes: int = 0
     # Files not written because their bytes are damaged in the store: (path, why).
     damaged: list[tuple[str, str]] = field(default_factory=list)
+    # With --force, paths not replaced (a directory with files where the version has
+    # a file): the rest of the get is done, then these are named.
+    left_alone: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -140,6 +143,10 @@ def _same_file(path: str, e: fmt.Entry) -> bool:
         os.close(fd)
 
 
+class _LeftAlone(Exception):
+    """A path --force will not replace (a directory with files in it)."""
+
+
 def _existing(path: str, e: fmt.Entry, force: bool) -> bool:
     """For an entry whose final name is taken: True to keep what is there (it is the
     entry's content), False to write it anew (nothing there, or `force`)."""
@@ -154,10 +161,10 @@ def _existing(path: str, e: fmt.Entry, force: bool) -> bool:
         if force and not os.listdir(path):
             os.rmdir(path)  # an empty directory: nothing of the user's is lost
             return False
-        raise UsageError(
-            f"{path} is a directory; the version has a {fmt.KIND_NAMES[e.kind]} there"
-            + ("; it is not empty, so --force leaves it to you" if force else "")
-        )
+        what = f"{path} is a directory; the version has a {fmt.KIND_NAMES[e.kind]} there"
+        if force:  # the rest of the get goes on; this one is named at the end
+            raise _LeftAlone(f"{what}; it is not empty, so --force leaves it to you")
+        raise UsageError(what)
     if force:
         return False
     raise UsageError(f"{path} exists and differs from the version; --force replaces such files")
@@ -291,7 +298,12 @@ def _get_batch(
     todo: list[tuple[str, tree.Found]] = []
     for p, f in entries:
         e = f.entry
-        if _existing(p, e, force):
+        try:
+            kept = _existing(p, e, force)
+        except _LeftAlone as why:
+            result.left_alone.append(str(why))
+            continue
+        if kept:
             # The bytes are the version's; its mode and mtime may not be (a get of
             # another version into the same OUT): they are set as for a new file.
             if e.is_symlink:
