@@ -195,17 +195,18 @@ def _resolve_prefix(store: Store, ds: str, prefix: str) -> bytes:
                             "gc collected it after its grace period"
                         )
         raise NotFound(f"{ds} has no branch, tag or commit {prefix!r}")
-    if len(matches) > 1:  # other datasets' commits may share the prefix
-        matches = [m for m in matches if in_history(store, ds, m)] or matches
-    if len(matches) > 1:
-        shown = ", ".join(m.hex()[:12] for m in matches[:5])
+    # Other datasets' commits may share the prefix: only ds's count.
+    ours = [m for m in matches if in_history(store, ds, m)]
+    if len(ours) > 1:
+        shown = ", ".join(m.hex()[:12] for m in ours[:5])
         raise AmbiguousRef(f"id prefix {prefix!r} is ambiguous: {shown}")
-    if not in_history(store, ds, matches[0]):
+    if not ours:
+        named = f"commit {short(matches[0])}" if len(matches) == 1 else f"id prefix {prefix!r}"
         raise NotFound(
-            f"commit {short(matches[0])} is not in the history of {ds} (a version of "
-            f"another dataset?); `vfs log {ds}` lists its commits"
+            f"{named} is not in the history of {ds} (a version of another dataset?); "
+            f"`vfs log {ds}` lists its commits"
         )
-    return matches[0]
+    return ours[0]
 
 
 # Clocks of the machines that commit may disagree: a walk for a commit goes on past

@@ -265,7 +265,3 @@ def human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
-
-
-def show_progress() -> bool:
-    return sys.stderr.isatty() and os.environ.get("VFS_NO_PROGRESS", "") in ("", "0")

@@ -14,9 +14,8 @@ from vfs.cli.common import (
     open_store,
     print_json,
     seconds,
-    show_progress,
 )
-from vfs.cli.progress import meter
+from vfs.cli.progress import meter, silenced
 from vfs.errors import Interrupted
 from vfs.ops import gc as gc_op
 
@@ -99,7 +98,7 @@ class _Progress(gc_op.Progress):
     elsewhere (vfs.cli.progress); a wait for running commits always said."""
 
     def __init__(self) -> None:
-        self.tty = show_progress()
+        self.tty = sys.stderr.isatty() and not silenced()
         self.lines = None if self.tty else meter("gc")
 
     def phase(self, text: str) -> None:

@@ -444,8 +444,7 @@ def request(mountpoint: str, doc: dict[str, Any], timeout: float = 60.0) -> dict
             if _mount_above(where) is None:  # as `vfs info` says it: exit 2
                 raise UsageError(f"{where} is not a vfs mount") from None
             raise VfsError(
-                f"no vfs mount daemon answers for {where} "
-                "(its daemon died: vfs umount clears it)"
+                f"no vfs mount daemon answers for {where} (its daemon died: vfs umount clears it)"
             ) from None
         s.sendall(json.dumps(doc).encode() + b"\n")
         buf = b""
@@ -477,10 +476,7 @@ def switch(mountpoint: str, ref: str) -> SwitchReply:
     path = canonical(mountpoint)
     above = _mount_above(path)
     if above is not None and above != path:
-        raise UsageError(
-            f"{path} is inside the vfs mount {above}; switch takes the mountpoint: "
-            f"vfs switch {shlex.quote(above)} {shlex.quote(ref)}"
-        )
+        raise _inside(path, above, "switch", ref)
     return _from_doc(SwitchReply, request(mountpoint, {"op": "switch", "ref": ref}))
 
 
@@ -584,6 +580,14 @@ def _mount_of_device(dev: int) -> tuple[str, str] | None:
     return found[-1] if found else None
 
 
+def _inside(path: str, mountpoint: str, verb: str, *rest: str) -> UsageError:
+    """The error for a verb that takes a mountpoint given a path inside one."""
+    cmd = shlex.join(["vfs", verb, mountpoint, *rest])
+    return UsageError(
+        f"{path} is inside the vfs mount {mountpoint}; {verb} takes the mountpoint: {cmd}"
+    )
+
+
 def _mount_above(path: str) -> str | None:
     """The vfs mount whose tree holds `path` (also one whose daemon died)."""
     best = None
@@ -601,10 +605,7 @@ def umount(mountpoint: str, timeout: float = 10.0) -> str:
     if not is_mounted(path):
         above = _mount_above(path)
         if above is not None:
-            raise UsageError(
-                f"{path} is inside the vfs mount {above}; umount takes the mountpoint: "
-                f"vfs umount {shlex.quote(above)}"
-            )
+            raise _inside(path, above, "umount")
         raise UsageError(f"{path} is not mounted")
     theirs = _not_yours(path) if os.getuid() != 0 else None  # root may unmount any
     if theirs is not None:

@@ -568,7 +568,7 @@ class Loader:
                 near = bisect_left(entries, lo, key=_offset, lo=first, hi=end)
                 first = max(first, min(near - MAX_WINDOW_CHUNKS // 2, end - MAX_WINDOW_CHUNKS))
                 end = first + MAX_WINDOW_CHUNKS
-            for e in (entries[i] for i in range(first, end)):
+            for e in entries[first:end]:  # at most MAX_WINDOW_CHUNKS
                 # An entry larger than the window is no small file's chunk (or a
                 # forged index): never let it turn a window into a huge GET.
                 if e.stored_length <= size and e.id not in out and not self._coming(e.id):
